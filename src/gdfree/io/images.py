@@ -1,0 +1,182 @@
+"""Read and write single 3-D images: NIfTI through nibabel, NRRD/MHA/MHD through SimpleITK.
+
+Reads return a :class:`~gdfree.types.Volume` with the affine in RAS+ mm (NIfTI convention), whatever
+the format. Writes are atomic: the image goes to a temporary file beside the target and is renamed
+over it only once complete, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from gdfree.errors import ImageReadError
+from gdfree.types import Volume
+
+__all__ = ["atomic_path", "image_suffix", "read_volume", "write_text", "write_volume"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def image_suffix(path: Path | str) -> str:
+    """The image extension of ``path`` (``.nii.gz`` counts as one), lower-cased, or '' if none."""
+    name = Path(path).name.lower()
+    for suffix in (*NIFTI_SUFFIXES[::-1], *ITK_SUFFIXES):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same extension; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = image_suffix(path) or path.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Write a text file atomically (UTF-8, newline-terminated as given)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def read_volume(path: Path | str) -> Volume:
+    """Read one 3-D image.
+
+    Trailing singleton dimensions (X, Y, Z, 1) are dropped. NIfTI data keep their on-disk dtype unless
+    the header asks for scaling (then float32). qform/sform codes are kept.
+
+    Raises:
+        ImageReadError: the file is missing, unreadable, truncated, of an unknown format, not 3-D, or
+            holds a multi-component pixel type. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    suffix = image_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    if suffix in ITK_SUFFIXES:
+        return _read_itk(path)
+    raise ImageReadError(
+        f"{path}: unknown image format; expected one of {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}"
+    )
+
+
+def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        hint = " (a time series or multi-volume file: split it into 3-D volumes)" if data.ndim > 3 else ""
+        raise ImageReadError(f"{path}: expected a 3-D volume, got {data.ndim}-D data of shape {data.shape}{hint}")
+    if min(data.shape) < 1:
+        raise ImageReadError(f"{path}: empty image of shape {data.shape}")
+    return data
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise ImageReadError(f"{path}: not a NIfTI-1/2 image (nibabel read a {type(img).__name__})")
+        proxy = img.dataobj
+        slope, inter = img.header.get_slope_inter()
+        if slope in (None, 1.0) and inter in (None, 0.0):
+            data = np.asarray(proxy.get_unscaled())  # type: ignore[attr-defined]
+        else:
+            data = np.asarray(proxy, dtype=np.float32)
+    except ImageReadError:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError, ImageFileError, MemoryError) as exc:
+        raise ImageReadError(
+            f"{path}: cannot read NIfTI data ({type(exc).__name__}: {exc}); the file may be truncated, "
+            "corrupt or not a NIfTI image"
+        ) from exc
+    data = _squeeze_to_3d(data, path)
+    qcode = int(img.header["qform_code"])
+    scode = int(img.header["sform_code"])
+    return Volume(data, np.asarray(img.affine, dtype=np.float64), path, qcode, scode)
+
+
+def _read_itk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ImageReadError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(f"{path}: expected scalar voxels, got {img.GetNumberOfComponentsPerPixel()} components")
+    if img.GetDimension() != 3:
+        size = img.GetSize()
+        raise ImageReadError(f"{path}: expected a 3-D volume, got {img.GetDimension()}-D data of size {size}")
+    data = _squeeze_to_3d(np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0)), path)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(img.GetSpacing())
+    lps[:3, 3] = img.GetOrigin()
+    return Volume(data, _LPS_TO_RAS @ lps, path, 1, 1)
+
+
+def write_volume(volume: Volume, path: Path | str, dtype: np.dtype | type | None = None) -> Path:
+    """Write ``volume`` to ``path`` atomically; the format follows the extension.
+
+    NIfTI: the affine goes to both sform and qform with the volume's codes (qform keeps no shear),
+    units mm, deterministic gzip. Bool data are stored as uint8. ``dtype`` converts before writing.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    data = volume.data
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if suffix in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        img = nib.Nifti1Image(data, volume.affine)
+        img.header.set_data_dtype(data.dtype)
+        img.set_sform(volume.affine, code=volume.sform_code)
+        img.set_qform(volume.affine, code=volume.qform_code)
+        img.header.set_xyzt_units("mm")
+        with atomic_path(path) as tmp:
+            nib.save(img, tmp)
+        return path
+    if suffix in (".nrrd", ".mha"):
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+        lps = np.linalg.inv(_LPS_TO_RAS) @ volume.affine
+        spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+        img.SetSpacing(spacing.tolist())
+        img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+        img.SetOrigin(lps[:3, 3].tolist())
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(img, str(tmp), useCompression=True)
+        return path
+    raise ValueError(f"{path}: cannot write this format; use .nii.gz, .nii, .nrrd or .mha")
