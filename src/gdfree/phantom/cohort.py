@@ -1,0 +1,414 @@
+"""The synthetic MS cohort: per-subject parameters, rendering, and the BIDS writer.
+
+``sample_subject(rng, cfg)`` draws every parameter of one subject (JSON-friendly), and
+``render_subject(params, cfg)`` turns them deterministically into images and masks; the parameters are
+written beside the truth masks so each subject can be replayed.
+
+Default contrasts (tissue / normal-appearing WM medians) were measured on the shared open_ms_data cases
+patient07 and patient19 by ``benchmarks/calibrate_phantom.py`` (T1w-k-means tissue classes):
+
+=========  ==============  ===============  ==============  ===========
+modality   GM/WM (07, 19)  CSF/WM (07, 19)  lesion/WM       noise SD/WM
+=========  ==============  ===============  ==============  ===========
+T1w        0.70, 0.68      0.09, 0.10       0.65, 0.55      0.020, 0.030
+T2w        1.39, 1.44      3.08, 3.38       2.02, 2.30      0.048, 0.067
+FLAIR      1.22, 1.14      0.45, 0.27       1.65, 1.44      0.044, 0.058
+T1gd       0.78, 0.74      0.20, 0.11       0.69, 0.54      0.021, 0.032
+=========  ==============  ===============  ==============  ===========
+
+PD has no shared real image; its defaults are textbook values (GM/WM 1.15, CSF/WM 1.3, lesion/WM 1.3),
+not measurements. Black holes (T1w 0.35 x WM) and the signature gains are design choices.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from gdfree.config import config_to_dict, save_config
+from gdfree.io.images import write_text, write_volume
+from gdfree.phantom.anatomy import DeformParams, SubjectAnatomy, deform, sample_deform, template_maps
+from gdfree.phantom.lesions import LesionParams, render_lesion, sample_lesions
+from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Volume, canonical_modality
+
+__all__ = ["PhantomConfig", "SubjectParams", "render_subject", "sample_subject", "subject_label", "write_cohort"]
+
+_CONTRASTS: dict[str, dict[str, float]] = {
+    "T1w": {"GM": 0.69, "CSF": 0.10, "lesion": 0.60},
+    "T2w": {"GM": 1.41, "CSF": 3.2, "lesion": 2.15},
+    "FLAIR": {"GM": 1.18, "CSF": 0.36, "lesion": 1.55},
+    "PD": {"GM": 1.15, "CSF": 1.3, "lesion": 1.3},
+    "T1gd": {"GM": 0.76, "CSF": 0.15, "lesion": 0.60},
+}
+_NOISE = {"T1w": 0.025, "T2w": 0.057, "FLAIR": 0.051, "PD": 0.04, "T1gd": 0.026}
+SIGNATURE_EFFECTS = {
+    "FLAIR": "perilesional oedema: FLAIR x (1 + halo_gain * s) in a shell at halo_radius_mm beyond the border",
+    "PD": "perilesional oedema on PD, as for FLAIR",
+    "T1w": "iso-intensity: the lesion's T1w (and post-Gd T1w) hypointensity shrinks by iso_shift * s",
+    "T2w": "heterogeneity: smooth texture of relative amplitude heterogeneity * s inside the lesion on T2w",
+}
+WM_LEVEL = 1000.0
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Every knob of the synthetic cohort (YAML <-> this dataclass; saved with each cohort)."""
+
+    resolution_mm: int = 2
+    modalities: tuple[str, ...] = ("T1w", "T2w", "FLAIR", "PD")
+    signature_strength: float = 1.0
+    signature_modalities: tuple[str, ...] = ("FLAIR", "T1w", "T2w")
+    lesions_min: int = 8
+    lesions_max: int = 24
+    active_count_probs: tuple[float, ...] = (0.40, 0.20, 0.14, 0.10, 0.06, 0.04, 0.03, 0.02, 0.01)
+    location_probs: dict[str, float] = field(
+        default_factory=lambda: {"periventricular": 0.45, "juxtacortical": 0.2, "deep": 0.25, "infratentorial": 0.1}
+    )
+    real_shape_fraction: float = 0.5
+    diameter_mm: tuple[float, float] = (3.0, 15.0)
+    black_hole_prob: float = 0.15
+    black_hole_T1: float = 0.35
+    pattern_probs: dict[str, float] = field(
+        default_factory=lambda: {"nodular": 0.6, "ring": 0.25, "open_ring": 0.15}
+    )
+    halo_radius_mm: float = 2.5
+    halo_width_mm: float = 1.2
+    halo_gain: float = 0.15
+    iso_shift: float = 0.6
+    heterogeneity: float = 0.25
+    contrasts: dict[str, dict[str, float]] = field(default_factory=lambda: {k: dict(v) for k, v in _CONTRASTS.items()})
+    noise: dict[str, float] = field(default_factory=lambda: dict(_NOISE))
+    deform_mm: float = 2.0
+    scale_sd: float = 0.04
+    bias_strength: float = 0.15
+    texture_strength: float = 0.03
+    vessel_gain: float = 1.0
+    supersample: int = 0  # 0: automatic (about 0.5 mm sub-samples, at least 2 per axis)
+
+    def __post_init__(self) -> None:
+        if self.resolution_mm not in (1, 2, 4):
+            raise ValueError(f"resolution_mm: expected 1, 2 or 4, got {self.resolution_mm}")
+        mods = tuple(canonical_modality(m) for m in self.modalities)
+        sig = tuple(canonical_modality(m) for m in self.signature_modalities)
+        if any(m not in PRE_CONTRAST for m in mods):
+            raise ValueError(f"modalities {self.modalities}: expected pre-contrast ones of {PRE_CONTRAST}")
+        if any(m not in PRE_CONTRAST for m in sig):
+            raise ValueError(f"signature_modalities {self.signature_modalities}: expected some of {PRE_CONTRAST}")
+        if self.signature_strength < 0:
+            raise ValueError(f"signature_strength: expected >= 0, got {self.signature_strength}")
+        if not 0 <= self.lesions_min <= self.lesions_max:
+            raise ValueError(f"lesions_min/lesions_max: expected 0 <= min <= max, got {self.lesions_min}, {self.lesions_max}")
+        if len(self.active_count_probs) - 1 > self.lesions_min:
+            raise ValueError(
+                f"active_count_probs allows {len(self.active_count_probs) - 1} active lesions but lesions_min is "
+                f"{self.lesions_min}: the active count would then depend on the lesion count (a pre-contrast cue)"
+            )
+        if abs(sum(self.active_count_probs) - 1) > 1e-6 or min(self.active_count_probs) < 0:
+            raise ValueError(f"active_count_probs: expected probabilities summing to 1, got {self.active_count_probs}")
+        for m in (*mods, POST_CONTRAST):
+            if m not in self.contrasts or m not in self.noise:
+                raise ValueError(f"contrasts/noise: missing an entry for {m}")
+        object.__setattr__(self, "modalities", mods)
+        object.__setattr__(self, "signature_modalities", sig)
+
+    @property
+    def supersample_factor(self) -> int:
+        return self.supersample or max(2, 2 * self.resolution_mm)
+
+
+@dataclass
+class SubjectParams:
+    """Every sampled parameter of one subject; :func:`render_subject` is a deterministic function of it."""
+
+    subject: str
+    seed: list[int]
+    deform: DeformParams
+    gain: dict[str, float]
+    bias: dict[str, list[float]]
+    noise_seed: int
+    texture_seed: int
+    vessel_seed: int
+    n_active_drawn: int
+    lesions: list[LesionParams]
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_lesions"] = len(self.lesions)
+        d["n_active"] = sum(lesion.active for lesion in self.lesions)
+        return d
+
+
+def subject_label(index: int, n_subjects: int) -> str:
+    """Zero-padded subject label (``001``), at least 3 digits."""
+    return str(index + 1).zfill(max(3, len(str(n_subjects))))
+
+
+def _centre(anat_maps: Any) -> tuple[float, float, float]:
+    com = np.asarray(ndimage.center_of_mass(anat_maps.brain))
+    c = anat_maps.affine[:3, :3] @ com + anat_maps.affine[:3, 3]
+    return (round(float(c[0]), 3), round(float(c[1]), 3), round(float(c[2]), 3))
+
+
+def sample_subject(rng: np.random.Generator, cfg: PhantomConfig, subject: str, seed: list[int]) -> tuple[
+    SubjectParams, SubjectAnatomy
+]:
+    """Draw one subject's parameters (and return its deformed anatomy, needed to place lesions)."""
+    template = template_maps(cfg.resolution_mm)
+    dparams = sample_deform(rng, _centre(template), cfg.deform_mm, cfg.scale_sd)
+    anat = deform(template, dparams)
+    roles = (*cfg.modalities, POST_CONTRAST)
+    gain = {m: round(float(rng.uniform(0.8, 1.25)), 4) for m in roles}
+    bias = {m: np.round(rng.normal(0.0, cfg.bias_strength / 2, 9), 4).tolist() for m in cfg.modalities}
+    bias[POST_CONTRAST] = bias.get("T1w", np.round(rng.normal(0.0, cfg.bias_strength / 2, 9), 4).tolist())
+    noise_seed, texture_seed, vessel_seed = (int(s) for s in rng.integers(2**31, size=3))
+    n_lesions = int(rng.integers(cfg.lesions_min, cfg.lesions_max + 1))
+    n_active = int(rng.choice(len(cfg.active_count_probs), p=np.asarray(cfg.active_count_probs)))
+    lesions = sample_lesions(
+        rng, anat, n_lesions=n_lesions, n_active=n_active, location_probs=cfg.location_probs,
+        real_shape_fraction=cfg.real_shape_fraction, diameter_mm=cfg.diameter_mm,
+        halo_radius_mm=cfg.halo_radius_mm, halo_width_mm=cfg.halo_width_mm,
+        black_hole_prob=cfg.black_hole_prob, pattern_probs=cfg.pattern_probs, modalities=roles,
+    )  # fmt: skip
+    params = SubjectParams(subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions)
+    return params, anat
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float) -> np.ndarray:
+    """Zero-mean, unit-SD Gaussian-smoothed white noise (drawn at low resolution when sigma is large)."""
+    step = max(1, int(sigma_vox // 2))
+    coarse = rng.standard_normal(tuple(-(-n // step) for n in shape)).astype(np.float32)
+    coarse = ndimage.gaussian_filter(coarse, sigma_vox / step)
+    field_ = ndimage.zoom(coarse, step, order=1)[tuple(slice(0, n) for n in shape)] if step > 1 else coarse
+    return (field_ - field_.mean()) / max(float(field_.std()), 1e-6)
+
+
+def _bias_field(coeffs: list[float], shape: tuple[int, int, int]) -> np.ndarray:
+    """exp of a 2nd-order polynomial in coordinates normalised to [-1, 1] (9 coefficients)."""
+    x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
+    x, y, z = x[:, None, None], y[None, :, None], z[None, None, :]
+    terms = (x, y, z, x * y, x * z, y * z, x**2 - 1 / 3, y**2 - 1 / 3, z**2 - 1 / 3)
+    log = sum(c * t for c, t in zip(coeffs, terms, strict=True))
+    return np.exp(np.broadcast_to(log, shape)).astype(np.float32)
+
+
+def _vessels(anat: SubjectAnatomy, seed: int) -> np.ndarray:
+    """Post-Gd enhancement weights in [0, 1] of dura, venous sinuses, choroid plexus and cortical veins.
+
+    All lie inside the brain mask, so that an enhancing-label method thresholding the whole brain is caught.
+    """
+    m, t = anat.maps, anat.template_mm
+    sp = m.spacing_mm
+    rng = np.random.default_rng(seed)
+    inside = m.brain >= 0.5
+    depth = ndimage.distance_transform_edt(inside, sampling=sp)
+    patchy = _smooth_noise(rng, m.shape, 4.0 / sp)
+    dura = inside & (depth <= max(1.5, sp)) & (patchy > 0.3)
+    sinus = inside & (depth <= max(4.0, sp)) & (
+        ((np.abs(t[0]) < 5) & (t[2] > 15)) | ((t[2] > -25) & (t[2] < -5) & (t[1] < -70))
+    )
+    vent = (m.csf > 0.5) & (np.abs(t[0]) < 35) & (t[1] > -50) & (t[1] < 25) & (t[2] > -5) & (t[2] < 32)
+    choroid = vent & (np.abs(t[0]) > 12) & (t[1] > -48) & (t[1] < -20) & (t[2] > 0) & (t[2] < 25)
+    choroid &= _smooth_noise(rng, m.shape, 1.5 / sp) > -0.2
+    veins = inside & (m.csf > 0.3) & ~vent & (depth <= 12.0) & (_smooth_noise(rng, m.shape, 1.0 / sp) > 1.2)
+    weight = np.zeros(m.shape, dtype=np.float32)
+    weight[veins] = 0.8
+    weight[dura] = 0.7
+    weight[choroid] = 1.0
+    weight[sinus] = 1.0
+    return weight
+
+
+def render_subject(
+    params: SubjectParams, cfg: PhantomConfig, anat: SubjectAnatomy | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Images (role -> float32, WM ~ 1000 x gain) and masks (role -> bool) of one subject, and the affine.
+
+    Also fills each lesion's ``volume_mm3``, ``enhancing_volume_mm3`` and ``mask_voxels``.
+    """
+    if anat is None:
+        anat = deform(template_maps(cfg.resolution_mm), params.deform)
+    m = anat.maps
+    shape, affine = m.shape, m.affine
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    roles = (*cfg.modalities, POST_CONTRAST)
+    s = cfg.signature_strength
+    texture = _smooth_noise(np.random.default_rng(params.texture_seed), shape, 3.0 / m.spacing_mm)
+    rel = {}
+    for role in roles:
+        c = cfg.contrasts[role]
+        rel[role] = (m.wm + c["GM"] * m.gm + c["CSF"] * m.csf) * (1 + cfg.texture_strength * texture)
+    lesion_frac = np.zeros(shape, np.float32)
+    enh_frac = np.zeros(shape, np.float32)
+    for lesion in params.lesions:
+        r = render_lesion(
+            lesion, affine, shape, halo_radius_mm=cfg.halo_radius_mm, halo_width_mm=cfg.halo_width_mm,
+            supersample=cfg.supersample_factor,
+        )  # fmt: skip
+        sl = r.slices
+        lesion_frac[sl] = np.maximum(lesion_frac[sl], r.lesion)
+        enh_frac[sl] = np.maximum(enh_frac[sl], r.enhancing)
+        lesion.volume_mm3 = round(float(r.lesion.sum()) * voxel_mm3, 3)
+        lesion.enhancing_volume_mm3 = round(float(r.enhancing.sum()) * voxel_mm3, 3)
+        lesion.mask_voxels = int((r.lesion >= 0.5).sum())
+        sig = s if lesion.active else 0.0
+        lesion_texture = _smooth_noise(np.random.default_rng(lesion.texture_seed), r.lesion.shape, 1.0 / m.spacing_mm)
+        for role in roles:
+            contrast = cfg.contrasts[role]["lesion"]
+            if lesion.black_hole and role in ("T1w", POST_CONTRAST):
+                contrast = cfg.black_hole_T1
+            if "T1w" in cfg.signature_modalities and role in ("T1w", POST_CONTRAST):
+                contrast += (1.0 - contrast) * min(1.0, cfg.iso_shift * sig)
+            level = np.float32(contrast * lesion.contrast_jitter[role])
+            if role == "T2w" and "T2w" in cfg.signature_modalities:
+                level = level * (1 + cfg.heterogeneity * sig * lesion_texture)
+            img = rel[role]
+            img[sl] = img[sl] * (1 - r.lesion) + r.lesion * level
+            if role in ("FLAIR", "PD") and role in cfg.signature_modalities and sig > 0:
+                img[sl] *= 1 + cfg.halo_gain * sig * r.halo
+        if lesion.active:
+            rel[POST_CONTRAST][sl] *= 1 + lesion.enhance_gain * r.enhancing
+    rel[POST_CONTRAST] *= 1 + cfg.vessel_gain * _vessels(anat, params.vessel_seed)
+    noise_rng = np.random.default_rng(params.noise_seed)
+    outside = m.brain < 0.01
+    images = {}
+    for role in roles:
+        level = WM_LEVEL * params.gain[role]
+        clean = rel[role] * level * _bias_field(params.bias[role], shape)
+        sd = np.float32(cfg.noise[role] * level)
+        n1 = noise_rng.standard_normal(shape, dtype=np.float32)
+        n2 = noise_rng.standard_normal(shape, dtype=np.float32)
+        noisy = np.sqrt((clean + sd * n1) ** 2 + (sd * n2) ** 2)
+        noisy[outside] = 0.0
+        images[role] = noisy.astype(np.float32)
+    masks = {"lesion": lesion_frac >= 0.5, "enhancing": enh_frac >= 0.5, "brain": m.brain >= 0.5}
+    return images, masks, affine
+
+
+def _is_synth_dataset(out: Path) -> bool:
+    try:
+        desc = json.loads((out / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(g.get("Name") == "gdfree-synth" for g in desc.get("GeneratedBy", []))
+
+
+def _dataset_description(name: str, kind: str) -> str:
+    from gdfree import __version__
+
+    desc = {
+        "Name": name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": kind,
+        "License": "CC-BY-4.0",
+        "GeneratedBy": [{"Name": "gdfree-synth", "Version": __version__}],
+        "ReferencesAndLinks": [
+            "Lesjak Z et al. A Novel Public MR Image Dataset of Multiple Sclerosis Patients With Lesion "
+            "Segmentations Based on Multi-rater Consensus. Neuroinformatics 2017 (real lesion shapes)",
+            "MNI ICBM152 2009a nonlinear symmetric templates, as shipped in nilearn (anatomy)",
+        ],
+    }
+    return json.dumps(desc, indent=2) + "\n"
+
+
+def synthesize_subject(cfg: PhantomConfig, seed: int, index: int, n_subjects: int, out: Path) -> dict[str, Any]:
+    """Sample, render and write subject ``index`` of a cohort; return its summary row."""
+    label = subject_label(index, n_subjects)
+    rng = np.random.default_rng([seed, index])
+    params, anat = sample_subject(rng, cfg, label, [seed, index])
+    images, masks, affine = render_subject(params, cfg, anat)
+    anat_dir = out / f"sub-{label}" / "anat"
+    for role, img in images.items():
+        name = f"sub-{label}_ce-gadolinium_T1w" if role == POST_CONTRAST else f"sub-{label}_{role}"
+        data = np.clip(np.round(img), 0, np.iinfo(np.int16).max).astype(np.int16)
+        write_volume(Volume(data, affine), anat_dir / f"{name}.nii.gz")
+    truth = out / "derivatives" / "phantom" / f"sub-{label}" / "anat"
+    names = {"lesion": "label-lesion_mask", "enhancing": "label-enhancing_mask", "brain": "desc-brain_mask"}
+    for role, mask in masks.items():
+        write_volume(Volume(mask.astype(np.uint8), affine), truth / f"sub-{label}_{names[role]}.nii.gz")
+    record = params.to_json()
+    write_text(truth / f"sub-{label}_phantom.json", json.dumps(record, indent=1) + "\n")
+    return {
+        "participant_id": f"sub-{label}",
+        "n_lesions": record["n_lesions"],
+        "n_active": record["n_active"],
+        "lesion_volume_mm3": round(sum(les.volume_mm3 for les in params.lesions), 1),
+        "enhancing_voxels": int(masks["enhancing"].sum()),
+    }
+
+
+def write_cohort(
+    out: Path | str,
+    cfg: PhantomConfig,
+    n_subjects: int,
+    seed: int,
+    *,
+    jobs: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Write a BIDS dataset of ``n_subjects`` synthetic subjects (truth under derivatives/phantom).
+
+    Same config and seed, same bytes; subject ``i`` depends only on (seed, i), not on ``n_subjects``.
+
+    Raises:
+        FileExistsError: ``out`` holds files and is not a gdfree-synth dataset, or is one and
+            ``overwrite`` is False.
+    """
+    out = Path(out)
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects: expected >= 1, got {n_subjects}")
+    if out.exists() and any(out.iterdir()):
+        if not _is_synth_dataset(out):
+            raise FileExistsError(f"{out}: folder is not empty and is not a gdfree synthetic dataset; refusing to write")
+        if not overwrite:
+            raise FileExistsError(f"{out}: a synthetic dataset is already there; pass --overwrite to replace it")
+        for old in [*out.glob("sub-*"), out / "derivatives" / "phantom"]:
+            shutil.rmtree(old, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "dataset_description.json", _dataset_description("gdfree synthetic MS cohort", "raw"))
+    deriv = out / "derivatives" / "phantom"
+    write_text(deriv / "dataset_description.json", _dataset_description("gdfree phantom ground truth", "derivative"))
+    save_config(cfg, deriv / "phantom_config.yaml")
+    write_text(deriv / "signature.json", json.dumps(
+        {"strength": cfg.signature_strength, "modalities": list(cfg.signature_modalities),
+         "effects": {m: SIGNATURE_EFFECTS[m] for m in cfg.signature_modalities}}, indent=1) + "\n")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    if jobs <= 1:
+        for i in range(n_subjects):
+            rows.append(synthesize_subject(cfg, seed, i, n_subjects, out))
+            if progress:
+                progress(i + 1)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(synthesize_subject, cfg, seed, i, n_subjects, out) for i in range(n_subjects)]
+            for i, fut in enumerate(futures):
+                rows.append(fut.result())
+                if progress:
+                    progress(i + 1)
+    header = list(rows[0])
+    tsv = "\t".join(header) + "\n" + "".join("\t".join(str(r[k]) for k in header) + "\n" for r in rows)
+    write_text(out / "participants.tsv", tsv)
+    write_text(out / "README", _readme(cfg, n_subjects, seed))
+    return rows
+
+
+def _readme(cfg: PhantomConfig, n_subjects: int, seed: int) -> str:
+    return (
+        "gdfree synthetic MS cohort\n\n"
+        f"{n_subjects} subjects, seed {seed}, {cfg.resolution_mm} mm, signature strength "
+        f"{cfg.signature_strength} on {', '.join(cfg.signature_modalities)}.\n"
+        "Inputs: sub-*/anat/*_{T1w,T2w,FLAIR,PD}; post-gadolinium T1w: *_ce-gadolinium_T1w (a label source, "
+        "never an input).\nGround truth: derivatives/phantom (lesion, enhancing and brain masks; every sampled "
+        "parameter in sub-*_phantom.json; the full config in phantom_config.yaml).\n"
+        "Real lesion shapes: open_ms_data, Lesjak et al., Neuroinformatics 2017 (CC-BY).\n"
+        + json.dumps(config_to_dict(cfg))[:0]
+    )
