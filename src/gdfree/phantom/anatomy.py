@@ -107,10 +107,14 @@ class SubjectAnatomy:
 
 
 def _field(params: DeformParams, shape: tuple[int, int, int]) -> np.ndarray:
+    """Cubic upsampling of the control grid, done separably with one small weight matrix per axis."""
     control = np.asarray(params.control_mm, dtype=np.float64)
-    zoom = [1.0] + [n / c for n, c in zip(shape, control.shape[1:], strict=True)]
-    out = ndimage.zoom(control, zoom, order=3, mode="nearest", grid_mode=True)
-    return out[:, : shape[0], : shape[1], : shape[2]].astype(np.float32)
+    out = control
+    for axis, n in enumerate(shape, start=1):
+        c = control.shape[axis]
+        weights = ndimage.zoom(np.eye(c), (n / c, 1.0), order=3, mode="nearest", grid_mode=True)[:n]  # (n, c)
+        out = np.moveaxis(np.tensordot(weights, out, axes=([1], [axis])), 0, axis)
+    return out.astype(np.float32)
 
 
 def deform(template: TemplateMaps, params: DeformParams) -> SubjectAnatomy:

@@ -1,0 +1,76 @@
+"""What a dataset holds, per case: modalities, labels, grids and problems (``gdfree info``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdfree.errors import ImageReadError
+from gdfree.io.adapters import discover
+from gdfree.io.bids import CaseFiles, read_grid
+
+__all__ = ["CaseReport", "describe_case", "describe_dataset", "print_report"]
+
+
+@dataclass
+class CaseReport:
+    """One row of a dataset report."""
+
+    case_id: str
+    source: str
+    images: list[str]
+    masks: list[str]
+    shape: tuple[int, ...] | None
+    spacing_mm: tuple[float, ...] | None
+    problems: list[str] = field(default_factory=list)
+
+
+def describe_case(files: CaseFiles, required: tuple[str, ...]) -> CaseReport:
+    """Read only the headers of a case's files and list what is missing or inconsistent."""
+    problems = list(files.problems)
+    missing = files.missing(required)
+    if missing and files.images:
+        problems.append("missing required " + ", ".join(missing))
+    grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
+    for role, path in [*files.images.items(), *((f"mask:{k}", v) for k, v in files.masks.items())]:
+        try:
+            grids[role] = read_grid(path)
+        except ImageReadError as exc:
+            problems.append(str(exc))
+    shape = spacing = None
+    if grids:
+        ref_role, (ref_shape, ref_affine) = next(iter(grids.items()))
+        shape = ref_shape
+        spacing = tuple(round(float(s), 3) for s in np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0)))
+        if len(ref_shape) != 3:
+            problems.append(f"{ref_role}: {len(ref_shape)}-D image of shape {ref_shape}, expected 3-D")
+        for role, (shp, aff) in grids.items():
+            if shp != ref_shape or not np.allclose(aff, ref_affine, atol=1e-3):
+                problems.append(f"{role} is on another grid than {ref_role} (shape {shp} vs {ref_shape})")
+    return CaseReport(files.case_id, files.source, sorted(files.images), sorted(files.masks), shape, spacing, problems)
+
+
+def describe_dataset(root: Path | str, fmt: str = "auto", required: tuple[str, ...] = ()) -> list[CaseReport]:
+    """Discover a dataset and describe every case."""
+    return [describe_case(files, required) for files in discover(root, fmt)]
+
+
+def print_report(rows: list[CaseReport], root: Path | str, console: Any) -> None:
+    """Print the report as a rich table, then a one-line summary."""
+    from rich.table import Table
+
+    table = Table(title=f"{root}: {len(rows)} cases")
+    for col in ("case", "images", "masks", "grid", "problems"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        grid = "" if r.shape is None else "x".join(map(str, r.shape)) + " @ " + "x".join(f"{s:g}" for s in r.spacing_mm or ())
+        table.add_row(
+            r.case_id, " ".join(r.images) or "-", " ".join(r.masks) or "-", grid,
+            "[yellow]" + "; ".join(r.problems) + "[/]" if r.problems else "[green]ok[/]",
+        )  # fmt: skip
+    console.print(table)
+    n_bad = sum(bool(r.problems) for r in rows)
+    console.print(f"{len(rows)} cases, {len(rows) - n_bad} without problems, {n_bad} with problems.")
