@@ -180,8 +180,8 @@ class Case:
                 raise GridMismatchError(
                     f"{self.case_id}: {name} ({vol.path or 'in memory'}, shape {vol.shape}, spacing "
                     f"{_fmt(vol.spacing_mm)} mm) is not on the grid of {ref_name} ({ref.path or 'in memory'}, "
-                    f"shape {ref.shape}, spacing {_fmt(ref.spacing_mm)} mm); register/resample first "
-                    "(gdfree prepare)"
+                    f"shape {ref.shape}, spacing {_fmt(ref.spacing_mm)} mm); register or resample them onto one "
+                    "grid first"
                 )
 
     def require(self, modalities: Iterable[str] = (), masks: Iterable[str] = ()) -> None:

@@ -203,6 +203,8 @@ def sample_lesions(
         ):
             continue
         lesion.contrast_jitter = {m: float(np.round(np.exp(0.08 * rng.standard_normal()), 4)) for m in modalities}
+        if "T1w" in modalities and "T1gd" in modalities:  # one tissue, imaged before and after Gd
+            lesion.contrast_jitter["T1gd"] = lesion.contrast_jitter["T1w"]
         lesion.black_hole = bool(rng.random() < black_hole_prob)
         lesion.texture_seed = int(rng.integers(2**31))
         placed.append(lesion)
