@@ -34,7 +34,7 @@ def main() -> None:
     for files in discover_open_ms_data(Path(args.data) / "cross_sectional"):
         vol = read_volume(files.masks["lesion"])
         assert np.allclose(vol.spacing_mm, 1.0), vol.path
-        labels, n = ndimage.label(vol.data > 0, structure=np.ones((3, 3, 3)))
+        labels, _n = ndimage.label(vol.data > 0, structure=np.ones((3, 3, 3)))
         for j, sl in enumerate(ndimage.find_objects(labels), start=1):
             comp = labels[sl] == j
             if not args.min_mm3 <= comp.sum() <= args.max_mm3:

@@ -47,8 +47,10 @@ def main() -> None:
         near_lesion = ndimage.binary_dilation(lesion, iterations=3)
         centres = _kmeans_1d(t1[brain & ~near_lesion])
         labels = np.argmin(np.abs(t1[..., None] - centres), axis=-1)
-        cls = {name: ndimage.binary_erosion(brain & ~near_lesion & (labels == j)) for j, name in enumerate(
-            ("CSF", "GM", "WM"))}
+        cls = {
+            name: ndimage.binary_erosion(brain & ~near_lesion & (labels == j))
+            for j, name in enumerate(("CSF", "GM", "WM"))
+        }
         regions = {
             "WM": cls["WM"],
             "GM": cls["GM"],

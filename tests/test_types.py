@@ -56,5 +56,5 @@ def test_input_array_stacks_and_checks():
 
 def test_grid_mismatch_names_both_images():
     case = Case("01", "a", {"T1w": _vol(), "FLAIR": _vol(spacing=(1.0, 1.0, 2.0))})
-    with pytest.raises(GridMismatchError, match="sub-01_ses-a: FLAIR .* not on the grid of T1w"):
+    with pytest.raises(GridMismatchError, match=r"sub-01_ses-a: FLAIR .* not on the grid of T1w"):
         case.input_array(["T1w", "FLAIR"])

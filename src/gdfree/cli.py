@@ -21,7 +21,10 @@ def _console() -> Any:
 
 
 def _fail(message: str) -> typer.Exit:
-    _console().print(f"[bold red]error:[/] {message}")
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=2)
 
 
@@ -49,7 +52,7 @@ def synth(
     import dataclasses
 
     from gdfree.config import config_from_dict, load_config
-    from gdfree.phantom.cohort import PhantomConfig, write_cohort
+    from gdfree.phantom.cohort import PhantomConfig
 
     try:
         cfg = load_config(PhantomConfig, config) if config else config_from_dict(PhantomConfig, {})

@@ -65,7 +65,9 @@ def test_load_case_reads_masks_as_bool_and_requires(bids_tree: Path):
 
 def test_load_case_refuses_modalities_on_different_grids(bids_tree: Path):
     files = {c.case_id: c for c in discover(bids_tree)}["sub-02"]
-    with pytest.raises(GridMismatchError, match=r"sub-02_T1w\.nii\.gz.*not on the grid of FLAIR .*sub-02_FLAIR\.nii\.gz"):
+    with pytest.raises(
+        GridMismatchError, match=r"sub-02_T1w\.nii\.gz.*not on the grid of FLAIR .*sub-02_FLAIR\.nii\.gz"
+    ):
         load_case(files)
     assert load_case(files, require_same_grid=False).images["FLAIR"].shape == (5, 6, 6)
 

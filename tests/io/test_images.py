@@ -68,18 +68,18 @@ def test_truncated_gzip_is_refused_with_the_file_name(tmp_path: Path):
     good = write_volume(Volume(np.random.default_rng(0).random((20, 20, 20)), np.eye(4)), tmp_path / "g.nii.gz")
     bad = tmp_path / "truncated.nii.gz"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ImageReadError, match="truncated.nii.gz: cannot read NIfTI data"):
+    with pytest.raises(ImageReadError, match=r"truncated\.nii\.gz: cannot read NIfTI data"):
         read_volume(bad)
 
 
 def test_not_gzip_and_garbage_are_refused(tmp_path: Path):
     fake = tmp_path / "fake.nii.gz"
     fake.write_bytes(b"this is not gzip at all" * 20)
-    with pytest.raises(ImageReadError, match="fake.nii.gz"):
+    with pytest.raises(ImageReadError, match=r"fake\.nii\.gz"):
         read_volume(fake)
     junk = tmp_path / "junk.nii"
     junk.write_bytes(b"\0" * 10)
-    with pytest.raises(ImageReadError, match="junk.nii"):
+    with pytest.raises(ImageReadError, match=r"junk\.nii"):
         read_volume(junk)
 
 

@@ -52,7 +52,7 @@ def subject_2mm():
 
 
 def test_masks_agree_with_sidecar_lesions(subject_2mm):
-    cfg, params, anat, _, masks, affine = subject_2mm
+    _cfg, params, _anat, _, masks, affine = subject_2mm
     voxel = float(abs(np.linalg.det(affine[:3, :3])))
     labels, n = ndimage.label(masks["lesion"], structure=np.ones((3, 3, 3)))
     centres = np.array([les.centre_mm for les in params.lesions])
@@ -149,7 +149,7 @@ def test_config_validation_names_the_problem(tmp_path: Path):
     bad.write_text("resolution_mm: 2\nsignature_strenght: 1\n")
     with pytest.raises(ValueError, match=r"bad.yaml: unknown key\(s\) signature_strenght"):
         load_config(PhantomConfig, bad)
-    with pytest.raises(ValueError, match="config.halo_gain: expected a number"):
+    with pytest.raises(ValueError, match=r"config\.halo_gain: expected a number"):
         config_from_dict(PhantomConfig, {"halo_gain": "high"})
 
 

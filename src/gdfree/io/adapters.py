@@ -89,7 +89,9 @@ def _longitudinal(patient: Path, files: list[Path]) -> list[CaseFiles]:
         match = _LONG.match(f.name[: -len(ext)]) if ext else None
         if match:
             study, mod = match.groups()
-            case = sessions.setdefault(study, CaseFiles(f"long{patient.name}", study, source="open_ms_data:longitudinal"))
+            case = sessions.setdefault(
+                study, CaseFiles(f"long{patient.name}", study, source="open_ms_data:longitudinal")
+            )
             case.images[_LONG_ROLE[mod]] = f
     for f in files:
         tfm = _LONG_TFM.match(f.name)

@@ -92,9 +92,7 @@ class CaseFiles:
 
     def missing(self, modalities: Iterable[str] = (), masks: Iterable[str] = ()) -> list[str]:
         """Names of the required modalities and masks this case lacks."""
-        return [m for m in modalities if m not in self.images] + [
-            f"mask:{m}" for m in masks if m not in self.masks
-        ]
+        return [m for m in modalities if m not in self.images] + [f"mask:{m}" for m in masks if m not in self.masks]
 
 
 def is_bids(root: Path) -> bool:

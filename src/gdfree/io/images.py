@@ -80,9 +80,7 @@ def read_volume(path: Path | str) -> Volume:
         return _read_nifti(path)
     if suffix in ITK_SUFFIXES:
         return _read_itk(path)
-    raise ImageReadError(
-        f"{path}: unknown image format; expected one of {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}"
-    )
+    raise ImageReadError(f"{path}: unknown image format; expected one of {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}")
 
 
 def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:

@@ -66,7 +66,11 @@ def print_report(rows: list[CaseReport], root: Path | str, console: Any) -> None
     for col in ("case", "images", "masks", "grid", "problems"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        grid = "" if r.shape is None else "x".join(map(str, r.shape)) + " @ " + "x".join(f"{s:g}" for s in r.spacing_mm or ())
+        grid = (
+            ""
+            if r.shape is None
+            else "x".join(map(str, r.shape)) + " @ " + "x".join(f"{s:g}" for s in r.spacing_mm or ())
+        )
         table.add_row(
             r.case_id, " ".join(r.images) or "-", " ".join(r.masks) or "-", grid,
             "[yellow]" + "; ".join(r.problems) + "[/]" if r.problems else "[green]ok[/]",

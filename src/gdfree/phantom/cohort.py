@@ -75,9 +75,7 @@ class PhantomConfig:
     diameter_mm: tuple[float, float] = (3.0, 15.0)
     black_hole_prob: float = 0.15
     black_hole_T1: float = 0.35
-    pattern_probs: dict[str, float] = field(
-        default_factory=lambda: {"nodular": 0.6, "ring": 0.25, "open_ring": 0.15}
-    )
+    pattern_probs: dict[str, float] = field(default_factory=lambda: {"nodular": 0.6, "ring": 0.25, "open_ring": 0.15})
     halo_radius_mm: float = 2.5
     halo_width_mm: float = 1.2
     halo_gain: float = 0.15
@@ -104,7 +102,9 @@ class PhantomConfig:
         if self.signature_strength < 0:
             raise ValueError(f"signature_strength: expected >= 0, got {self.signature_strength}")
         if not 0 <= self.lesions_min <= self.lesions_max:
-            raise ValueError(f"lesions_min/lesions_max: expected 0 <= min <= max, got {self.lesions_min}, {self.lesions_max}")
+            raise ValueError(
+                f"lesions_min/lesions_max: expected 0 <= min <= max, got {self.lesions_min}, {self.lesions_max}"
+            )
         if len(self.active_count_probs) - 1 > self.lesions_min:
             raise ValueError(
                 f"active_count_probs allows {len(self.active_count_probs) - 1} active lesions but lesions_min is "
@@ -156,9 +156,9 @@ def _centre(anat_maps: Any) -> tuple[float, float, float]:
     return (round(float(c[0]), 3), round(float(c[1]), 3), round(float(c[2]), 3))
 
 
-def sample_subject(rng: np.random.Generator, cfg: PhantomConfig, subject: str, seed: list[int]) -> tuple[
-    SubjectParams, SubjectAnatomy
-]:
+def sample_subject(
+    rng: np.random.Generator, cfg: PhantomConfig, subject: str, seed: list[int]
+) -> tuple[SubjectParams, SubjectAnatomy]:
     """Draw one subject's parameters (and return its deformed anatomy, needed to place lesions)."""
     template = template_maps(cfg.resolution_mm)
     dparams = sample_deform(rng, _centre(template), cfg.deform_mm, cfg.scale_sd)
@@ -210,8 +210,10 @@ def _vessels(anat: SubjectAnatomy, seed: int) -> np.ndarray:
     depth = ndimage.distance_transform_edt(inside, sampling=sp)
     patchy = _smooth_noise(rng, m.shape, 4.0 / sp)
     dura = inside & (depth <= max(1.5, sp)) & (patchy > 0.3)
-    sinus = inside & (depth <= max(4.0, sp)) & (
-        ((np.abs(t[0]) < 5) & (t[2] > 15)) | ((t[2] > -25) & (t[2] < -5) & (t[1] < -70))
+    sinus = (
+        inside
+        & (depth <= max(4.0, sp))
+        & (((np.abs(t[0]) < 5) & (t[2] > 15)) | ((t[2] > -25) & (t[2] < -5) & (t[1] < -70)))
     )
     vent = (m.csf > 0.5) & (np.abs(t[0]) < 35) & (t[1] > -50) & (t[1] < 25) & (t[2] > -5) & (t[2] < 32)
     choroid = vent & (np.abs(t[0]) > 12) & (t[1] > -48) & (t[1] < -20) & (t[2] > 0) & (t[2] < 25)
@@ -366,7 +368,9 @@ def write_cohort(
         raise ValueError(f"n_subjects: expected >= 1, got {n_subjects}")
     if out.exists() and any(out.iterdir()):
         if not _is_synth_dataset(out):
-            raise FileExistsError(f"{out}: folder is not empty and is not a gdfree synthetic dataset; refusing to write")
+            raise FileExistsError(
+                f"{out}: folder is not empty and is not a gdfree synthetic dataset; refusing to write"
+            )
         if not overwrite:
             raise FileExistsError(f"{out}: a synthetic dataset is already there; pass --overwrite to replace it")
         for old in [*out.glob("sub-*"), out / "derivatives" / "phantom"]:

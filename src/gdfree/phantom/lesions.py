@@ -197,8 +197,8 @@ def sample_lesions(
             continue
         c = np.asarray(lesion.centre_mm)
         if any(
-            np.linalg.norm(c - np.asarray(o.centre_mm)) < lesion.bounding_radius_mm + o.bounding_radius_mm
-            + 2 * margin + min_gap_mm
+            np.linalg.norm(c - np.asarray(o.centre_mm))
+            < lesion.bounding_radius_mm + o.bounding_radius_mm + 2 * margin + min_gap_mm
             for o in placed
         ):
             continue
