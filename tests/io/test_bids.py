@@ -108,3 +108,12 @@ def test_open_ms_data_patient07_loads_on_one_grid(shared_data: Path):
     case = load_case(files, modalities=["FLAIR"], masks=["lesion"])
     assert case.images["FLAIR"].shape == (182, 218, 182)
     assert 1000 < case.masks["lesion"].data.sum() < 2000  # 1.3 ml consensus, README
+
+
+def test_report_flags_a_4d_image(bids_tree: Path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((6, 6, 6, 3), np.float32), np.diag([2.0, 2, 2, 1])),
+             bids_tree / "sub-02" / "anat" / "sub-02_T2w.nii.gz")  # fmt: skip
+    rows = {r.case_id: r for r in describe_dataset(bids_tree)}
+    assert any("T2w: 4-D image of shape (6, 6, 6, 3)" in p for p in rows["sub-02"].problems)

@@ -166,3 +166,10 @@ def test_refuses_to_write_into_a_users_folder(tmp_path: Path):
     with pytest.raises(FileExistsError, match="not a gdfree synthetic dataset"):
         write_cohort(tmp_path, PhantomConfig(resolution_mm=4), 1, seed=0)
     assert (tmp_path / "precious.txt").read_text() == "data"
+
+
+def test_probability_tables_are_checked():
+    with pytest.raises(ValueError, match="location_probs"):
+        PhantomConfig(location_probs={"cortex": 1.0})
+    with pytest.raises(ValueError, match="pattern_probs"):
+        PhantomConfig(pattern_probs={"nodular": -1.0})

@@ -45,10 +45,10 @@ def describe_case(files: CaseFiles, required: tuple[str, ...]) -> CaseReport:
         ref_role, (ref_shape, ref_affine) = next(iter(grids.items()))
         shape = ref_shape
         spacing = tuple(round(float(s), 3) for s in np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0)))
-        if len(ref_shape) != 3:
-            problems.append(f"{ref_role}: {len(ref_shape)}-D image of shape {ref_shape}, expected 3-D")
         for role, (shp, aff) in grids.items():
-            if shp != ref_shape or not np.allclose(aff, ref_affine, atol=1e-3):
+            if len(shp) < 3 or (len(shp) > 3 and any(n != 1 for n in shp[3:])):
+                problems.append(f"{role}: {len(shp)}-D image of shape {shp}, expected 3-D")
+            if shp[:3] != ref_shape[:3] or not np.allclose(aff, ref_affine, atol=1e-3):
                 problems.append(f"{role} is on another grid than {ref_role} (shape {shp} vs {ref_shape})")
     return CaseReport(files.case_id, files.source, sorted(files.images), sorted(files.masks), shape, spacing, problems)
 

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.config import config_to_dict, save_config
+from gdfree.config import save_config
 from gdfree.io.images import write_text, write_volume
 from gdfree.phantom.anatomy import DeformParams, SubjectAnatomy, deform, sample_deform, template_maps
-from gdfree.phantom.lesions import LesionParams, render_lesion, sample_lesions
+from gdfree.phantom.lesions import LOCATIONS, PATTERNS, LesionParams, render_lesion, sample_lesions
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Volume, canonical_modality
 
 __all__ = ["PhantomConfig", "SubjectParams", "render_subject", "sample_subject", "subject_label", "write_cohort"]
@@ -112,6 +112,10 @@ class PhantomConfig:
             )
         if abs(sum(self.active_count_probs) - 1) > 1e-6 or min(self.active_count_probs) < 0:
             raise ValueError(f"active_count_probs: expected probabilities summing to 1, got {self.active_count_probs}")
+        for name, probs, allowed in (("location_probs", self.location_probs, LOCATIONS),
+                                     ("pattern_probs", self.pattern_probs, PATTERNS)):  # fmt: skip
+            if set(probs) - set(allowed) or sum(probs.values()) <= 0 or min(probs.values()) < 0:
+                raise ValueError(f"{name} {probs}: expected non-negative weights over {', '.join(allowed)}")
         for m in (*mods, POST_CONTRAST):
             if m not in self.contrasts or m not in self.noise:
                 raise ValueError(f"contrasts/noise: missing an entry for {m}")
@@ -414,5 +418,4 @@ def _readme(cfg: PhantomConfig, n_subjects: int, seed: int) -> str:
         "never an input).\nGround truth: derivatives/phantom (lesion, enhancing and brain masks; every sampled "
         "parameter in sub-*_phantom.json; the full config in phantom_config.yaml).\n"
         "Real lesion shapes: open_ms_data, Lesjak et al., Neuroinformatics 2017 (CC-BY).\n"
-        + json.dumps(config_to_dict(cfg))[:0]
     )
