@@ -139,6 +139,17 @@ def _sites(anat: SubjectAnatomy) -> _Sites:
     return _Sites({k: np.argwhere(v) for k, v in cats.items()}, vent_dist, gm_dist, vent_near, gm_near)
 
 
+def _gradient_at(field_: np.ndarray, vox: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """np.gradient of ``field_`` at one voxel only (central differences, one-sided at the edges)."""
+    g = np.zeros(3)
+    for axis in range(3):
+        lo, hi = vox.copy(), vox.copy()
+        lo[axis] = max(vox[axis] - 1, 0)
+        hi[axis] = min(vox[axis] + 1, field_.shape[axis] - 1)
+        g[axis] = (field_[tuple(hi)] - field_[tuple(lo)]) / (max(hi[axis] - lo[axis], 1) * spacing_mm)
+    return g
+
+
 def _world(anat: SubjectAnatomy, vox: np.ndarray) -> np.ndarray:
     a = anat.maps.affine
     return a[:3, :3] @ vox + a[:3, 3]
@@ -251,7 +262,7 @@ def _draw_one(
     semi = np.array([r * elong ** (2 / 3), r * elong ** (-1 / 3), r * elong ** (-1 / 3)])
     first = None
     if location == "periventricular":  # Dawson's fingers: long axis away from the ventricle wall
-        g = np.array(np.gradient(sites.vent_dist, *[sp] * 3))[(slice(None), *vox)]
+        g = _gradient_at(sites.vent_dist, vox, sp)
         first = g if np.linalg.norm(g) > 1e-6 else None
     axes = _random_rotation(rng, first)
     return LesionParams(
