@@ -1,0 +1,268 @@
+"""All metrics of one case from arrays (:func:`evaluate_case`) and of a cohort from the cases (:func:`summarize`).
+
+Cohort numbers come in two kinds, both labelled: ``mean``/``median`` over cases of a per-case metric
+(cases where it is NaN are left out and counted), and ``pooled`` lesion counts (sum of detections over sum
+of lesions), which weigh every lesion equally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gdfree.evaluate._checks import as_mask, as_spacing, same_shape
+from gdfree.evaluate.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
+from gdfree.evaluate.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
+from gdfree.evaluate.lesions import VOLUME_BINS, DetectionRule, LesionMatch, lesion_f1, match_lesions
+from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics
+from gdfree.evaluate.translation import translation_metrics
+from gdfree.evaluate.voxel import surface_distances, voxel_metrics
+
+__all__ = ["CaseResult", "EvaluationConfig", "evaluate_case", "summarize"]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How predictions are scored.
+
+    Attributes:
+        rule: lesion detection rule.
+        threshold: probability at which a probability map becomes a mask when no mask is given.
+        froc_thresholds: probability thresholds of the FROC curve.
+        patient_score: one of :data:`~gdfree.evaluate.patient.PATIENT_SCORES`.
+        patient_threshold: an exam is called active when its score is >= this; None = ``threshold`` for
+            ``max_prob``, 1 lesion for ``count``, any volume (> 0 mm3) for ``volume``.
+        n_bins: calibration bins. n_boot, seed: bootstrap resamples and their seed.
+        fp_per_scan: the FROC operating points reported.
+    """
+
+    rule: DetectionRule = field(default_factory=DetectionRule)
+    threshold: float = 0.5
+    froc_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    patient_score: str = "max_prob"
+    patient_threshold: float | None = None
+    n_bins: int = 10
+    n_boot: int = 2000
+    seed: int = 0
+    fp_per_scan: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold: expected a probability in (0, 1], got {self.threshold}")
+        if self.patient_score not in PATIENT_SCORES:
+            raise ValueError(f"patient_score: expected one of {', '.join(PATIENT_SCORES)}, got {self.patient_score!r}")
+
+    @property
+    def resolved_patient_threshold(self) -> float:
+        if self.patient_threshold is not None:
+            return self.patient_threshold
+        return {"max_prob": self.threshold, "count": 1.0, "volume": 1e-9}[self.patient_score]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": dict(self.rule.__dict__),
+            "threshold": self.threshold,
+            "froc_thresholds": list(self.froc_thresholds),
+            "patient_score": self.patient_score,
+            "patient_threshold": self.resolved_patient_threshold,
+            "n_bins": self.n_bins,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "fp_per_scan": list(self.fp_per_scan),
+        }
+
+
+@dataclass
+class CaseResult:
+    """Everything computed for one case.
+
+    Attributes:
+        case_id: the case's name. row: flat per-case metrics. match: the lesion matching.
+        froc: per-threshold counts (None without a probability map).
+        reliability: calibration sums (None without a probability map).
+        active: reference label of the exam. score: the patient score (NaN if it needs a missing input).
+    """
+
+    case_id: str
+    row: dict[str, Any]
+    match: LesionMatch
+    froc: FrocCounts | None
+    reliability: ReliabilityTable | None
+    active: bool
+    score: float
+
+    def lesion_rows(self, affine: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """One row per reference and per predicted lesion: volume, bin, centroid (voxels and, given the
+        affine, mm), and whether it is detected / a true positive."""
+        rows = []
+        for kind, volumes, centroids, hits in (
+            ("ref", self.match.ref_volume_mm3, self.match.ref_centroid_vox, self.match.ref_detected),
+            ("pred", self.match.pred_volume_mm3, self.match.pred_centroid_vox, self.match.pred_true),
+        ):
+            mm = centroids @ affine[:3, :3].T + affine[:3, 3] if affine is not None and len(centroids) else centroids
+            for i, (vol, c, hit) in enumerate(zip(volumes, centroids, hits, strict=True)):
+                rows.append({
+                    "case_id": self.case_id,
+                    "source": kind,
+                    "lesion_id": i + 1,
+                    "volume_mm3": float(vol),
+                    "volume_bin": next(n for n, lo, hi in VOLUME_BINS if lo < vol <= hi),
+                    "centroid_vox": [round(float(v), 2) for v in c],
+                    "centroid_mm": [round(float(v), 2) for v in mm[i]] if affine is not None else None,
+                    "matched": bool(hit),
+                })  # fmt: skip
+        return rows
+
+
+def evaluate_case(
+    ref: np.ndarray,
+    spacing_mm: Sequence[float],
+    *,
+    case_id: str = "case",
+    pred: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
+    brain: np.ndarray | None = None,
+    uncertainty: np.ndarray | None = None,
+    synth: np.ndarray | None = None,
+    target_image: np.ndarray | None = None,
+    config: EvaluationConfig | None = None,
+) -> CaseResult:
+    """Every metric this case's inputs allow.
+
+    Args:
+        ref: reference mask. spacing_mm: voxel size.
+        pred: predicted mask; if None it is ``prob >= config.threshold``.
+        prob: probability map (FROC, calibration, ``max_prob`` score).
+        brain: brain mask; calibration, retention and ``max_prob`` are restricted to it.
+        uncertainty: voxel uncertainty (retention curve, R-AUC).
+        synth, target_image: synthetic and acquired post-Gd T1w (translation metrics in ``brain``).
+
+    Raises:
+        ValueError: neither ``pred`` nor ``prob``, or arrays on different grids.
+    """
+    cfg = config or EvaluationConfig()
+    spacing = as_spacing(spacing_mm)
+    ref = as_mask(ref, "ref")
+    if pred is None and prob is None:
+        raise ValueError(f"{case_id}: a predicted mask or a probability map is needed")
+    if prob is not None:
+        prob = np.asarray(prob, dtype=np.float32)
+        same_shape(("ref", ref), ("prob", prob))
+    pred = as_mask(pred, "pred") if pred is not None else prob >= cfg.threshold  # type: ignore[operator]
+    same_shape(("ref", ref), ("pred", pred))
+    region = as_mask(brain, "brain") if brain is not None else None
+    if region is not None:
+        same_shape(("ref", ref), ("brain", region))
+
+    row: dict[str, Any] = {"case_id": case_id}
+    row.update(voxel_metrics(pred, ref, spacing))
+    row.update(surface_distances(pred, ref, spacing))
+    match = match_lesions(pred, ref, spacing, cfg.rule)
+    row.update(match.summary())
+    counts, table = None, None
+    if prob is not None:
+        counts = froc_counts(prob, ref, spacing, cfg.rule, cfg.froc_thresholds)
+        inside = prob[region] if region is not None else prob
+        table = reliability_table(inside, ref[region] if region is not None else ref, cfg.n_bins)
+        row["ece"] = table.ece
+    if uncertainty is not None:
+        unc = np.asarray(uncertainty)
+        same_shape(("ref", ref), ("uncertainty", unc))
+        sel = region if region is not None else slice(None)
+        row["retention_auc"] = retention_auc(retention_curve(pred[sel], ref[sel], unc[sel]))
+    if synth is not None and target_image is not None:
+        row.update({f"synth_{k}": v for k, v in translation_metrics(synth, target_image, region).items()})
+
+    if cfg.patient_score == "max_prob":
+        score = math.nan if prob is None else float((prob[region] if region is not None else prob).max(initial=0.0))
+    elif cfg.patient_score == "count":
+        score = float(match.n_pred)
+    else:
+        score = float(match.pred_volume_mm3.sum())
+    row["patient_score"] = score
+    row["active"] = match.n_ref > 0
+    return CaseResult(case_id, row, match, counts, table, match.n_ref > 0, score)
+
+
+_SUMMARY_METRICS = (
+    "dice", "ndsc", "sensitivity", "precision", "avd_percent", "volume_difference_mm3", "hd95_mm", "assd_mm",
+    "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_fp", "ece", "retention_auc",
+    "synth_mae", "synth_psnr_db", "synth_ssim",
+)  # fmt: skip
+
+
+def _describe(values: list[float]) -> dict[str, float | int]:
+    arr = np.asarray(values, dtype=float)
+    ok = arr[np.isfinite(arr)]
+    if ok.size == 0:
+        return {"mean": math.nan, "median": math.nan, "std": math.nan, "n": 0, "n_undefined": int(arr.size)}
+    return {
+        "mean": float(ok.mean()),
+        "median": float(np.median(ok)),
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0,
+        "n": int(ok.size),
+        "n_undefined": int(arr.size - ok.size),
+    }
+
+
+def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = None) -> dict[str, Any]:
+    """Cohort summary: per-metric statistics over cases, pooled lesion detection (overall and per volume
+    bin), the FROC curve, patient-level metrics with bootstrap CIs and the cohort calibration.
+
+    Raises:
+        ValueError: no case.
+    """
+    cfg = config or EvaluationConfig()
+    if not results:
+        raise ValueError("results: no case to summarise")
+    summary: dict[str, Any] = {"n_cases": len(results), "config": cfg.as_dict()}
+    summary["per_case"] = {
+        key: _describe([r.row[key] for r in results]) for key in _SUMMARY_METRICS if key in results[0].row
+    }
+    n_ref = sum(r.match.n_ref for r in results)
+    n_pred = sum(r.match.n_pred for r in results)
+    tp_ref = sum(r.match.tp_ref for r in results)
+    tp_pred = sum(r.match.tp_pred for r in results)
+    sens = tp_ref / n_ref if n_ref else math.nan
+    prec = tp_pred / n_pred if n_pred else math.nan
+    f1 = lesion_f1(cfg.rule.name, n_ref, n_pred, tp_ref, tp_pred)
+    summary["pooled_lesions"] = {
+        "n_ref_lesions": n_ref, "n_pred_lesions": n_pred, "lesion_tp_ref": tp_ref, "lesion_tp_pred": tp_pred,
+        "lesion_sensitivity": sens, "lesion_precision": prec, "lesion_f1": f1,
+        "fp_per_scan": (n_pred - tp_pred) / len(results),
+    }  # fmt: skip
+    bins = []
+    for i, (name, _, _) in enumerate(VOLUME_BINS):
+        per = [r.match.by_volume()[i] for r in results]
+        nr, det = sum(p["n_ref_lesions"] for p in per), sum(p["lesion_tp_ref"] for p in per)
+        npred, fp_bin = sum(p["n_pred_lesions"] for p in per), sum(p["lesion_fp"] for p in per)
+        bins.append({
+            "volume_bin": name, "n_ref_lesions": nr, "lesion_tp_ref": det, "n_pred_lesions": npred, "lesion_fp": fp_bin,
+            "lesion_sensitivity": det / nr if nr else math.nan,
+            "lesion_precision": (npred - fp_bin) / npred if npred else math.nan,
+        })  # fmt: skip
+    summary["by_volume"] = bins
+    with_prob = [r for r in results if r.froc is not None]
+    if len(with_prob) == len(results):
+        curve = froc(r.froc for r in with_prob if r.froc is not None)
+        summary["froc"] = {
+            "thresholds": curve.thresholds.tolist(),
+            "sensitivity": curve.sensitivity.tolist(),
+            "fp_per_scan": curve.fp_per_scan.tolist(),
+            "sensitivity_at_fp": {str(k): v for k, v in sensitivity_at_fp(curve, cfg.fp_per_scan).items()},
+        }
+        table = with_prob[0].reliability
+        for r in with_prob[1:]:
+            table = table + r.reliability  # type: ignore[operator]
+        assert table is not None
+        summary["calibration"] = {"ece": table.ece, "n_bins": cfg.n_bins, "table": table.rows()}
+    scores = [r.score for r in results]
+    if all(math.isfinite(s) for s in scores):
+        labels = [int(r.active) for r in results]
+        metrics = patient_metrics(labels, scores, cfg.resolved_patient_threshold, n_boot=cfg.n_boot, seed=cfg.seed)
+        summary["patient"] = {"score": cfg.patient_score, **metrics.as_dict()}
+    return summary

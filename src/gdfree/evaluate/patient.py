@@ -1,0 +1,142 @@
+"""Patient level: does this exam show active lesions? Scores, ROC AUC, sensitivity/specificity, bootstrap CIs.
+
+The reference label of an exam is 1 when its reference mask holds at least one lesion under the detection
+rule (so lesions removed by the rule's minimum volume do not make a patient active). The score of an exam
+is one of :data:`PATIENT_SCORES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PATIENT_SCORES", "PatientMetrics", "bootstrap_ci", "patient_metrics", "roc_auc"]
+
+PATIENT_SCORES = ("max_prob", "count", "volume")
+"""``max_prob``: the highest voxel probability (inside the brain mask when there is one); ``count``: the
+number of predicted lesions; ``volume``: their total volume in mm3."""
+
+
+def _check(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y, s = np.asarray(labels), np.asarray(scores, dtype=float)
+    if y.ndim != 1 or y.shape != s.shape:
+        raise ValueError(f"labels and scores: expected two 1-D arrays of one length, got {y.shape} and {s.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels: expected 0 (no active lesion) or 1 (active)")
+    if np.isnan(s).any():
+        raise ValueError("scores: NaN is not a score")
+    return y.astype(bool), s
+
+
+def roc_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve (scikit-learn; ties count one half). NaN unless both classes are present."""
+    from sklearn.metrics import roc_auc_score
+
+    y, s = _check(labels, scores)
+    if y.all() or not y.any():
+        return math.nan
+    return float(roc_auc_score(y, s))
+
+
+def _sensitivity(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
+    return float((s[y] >= threshold).mean()) if y.any() else math.nan
+
+
+def _specificity(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
+    return float((s[~y] < threshold).mean()) if (~y).any() else math.nan
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    rng: np.random.Generator,
+    level: float = 0.95,
+) -> tuple[float, float, int]:
+    """Percentile bootstrap CI of ``statistic(labels, scores)``, resampling patients with replacement.
+
+    Resamples where the statistic is NaN (e.g. one class only, for the AUC) are dropped.
+
+    Returns:
+        (low, high, n_valid): NaN bounds if fewer than 2 resamples were valid.
+    """
+    y, s = _check(labels, scores)
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"n_boot >= 1 and 0 < level < 1 expected, got {n_boot} and {level}")
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, y.size, y.size)
+        value = statistic(y[idx], s[idx])
+        if not math.isnan(value):
+            values.append(value)
+    if len(values) < 2:
+        return math.nan, math.nan, len(values)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high), len(values)
+
+
+@dataclass(frozen=True)
+class PatientMetrics:
+    """Patient-level results with percentile-bootstrap 95% CIs (``*_ci`` = (low, high))."""
+
+    n_active: int
+    n_inactive: int
+    threshold: float
+    auc: float
+    auc_ci: tuple[float, float]
+    sensitivity: float
+    sensitivity_ci: tuple[float, float]
+    specificity: float
+    specificity_ci: tuple[float, float]
+    n_boot: int
+    seed: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def patient_metrics(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> PatientMetrics:
+    """AUC, and sensitivity/specificity of ``score >= threshold``, each with a bootstrap CI.
+
+    Empty classes: no active patient -> AUC and sensitivity NaN; no inactive one -> AUC and specificity
+    NaN. The bootstrap uses ``numpy.random.default_rng(seed)``, so the CIs are reproducible.
+    """
+    y, s = _check(labels, scores)
+    rng = np.random.default_rng(seed)
+
+    def ci(stat: Callable[[np.ndarray, np.ndarray], float]) -> tuple[float, float]:
+        low, high, _ = bootstrap_ci(stat, y.astype(int), s, n_boot=n_boot, rng=rng)
+        return low, high
+
+    def sens(a: np.ndarray, b: np.ndarray) -> float:
+        return _sensitivity(a.astype(bool), b, threshold)
+
+    def spec(a: np.ndarray, b: np.ndarray) -> float:
+        return _specificity(a.astype(bool), b, threshold)
+
+    return PatientMetrics(
+        n_active=int(y.sum()),
+        n_inactive=int((~y).sum()),
+        threshold=float(threshold),
+        auc=roc_auc(y.astype(int), s),
+        auc_ci=ci(roc_auc),
+        sensitivity=_sensitivity(y, s, threshold),
+        sensitivity_ci=ci(sens),
+        specificity=_specificity(y, s, threshold),
+        specificity_ci=ci(spec),
+        n_boot=n_boot,
+        seed=seed,
+    )
