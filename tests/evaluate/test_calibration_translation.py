@@ -1,0 +1,95 @@
+"""Calibration, retention curves (checked against a direct re-computation) and translation metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gdfree.evaluate import (
+    expected_calibration_error,
+    normalized_dice,
+    reliability_table,
+    retention_auc,
+    retention_curve,
+    translation_metrics,
+)
+from gdfree.evaluate.calibration import RETENTION_FRACTIONS
+
+
+def test_ece_by_hand():
+    # Ten voxels at p = 0.9 of which five are positive: one bin, |0.9 - 0.5| = 0.4.
+    assert expected_calibration_error(np.full(10, 0.9), np.arange(10) < 5) == pytest.approx(0.4)
+    # Perfectly calibrated: p = 0.25 with one positive in four, and p = 1.0 (last bin) all positive.
+    prob = np.array([0.25, 0.25, 0.25, 0.25, 1.0, 1.0])
+    assert expected_calibration_error(prob, np.array([1, 0, 0, 0, 1, 1])) == pytest.approx(0.0)
+    assert math.isnan(expected_calibration_error(np.zeros(0), np.zeros(0)))
+
+
+def test_reliability_tables_add_up_to_the_pooled_table():
+    rng = np.random.default_rng(1)
+    p, y = rng.random(500), rng.random(500) < 0.3
+    pooled = reliability_table(p, y, 5)
+    split = reliability_table(p[:200], y[:200], 5) + reliability_table(p[200:], y[200:], 5)
+    assert np.array_equal(pooled.count, split.count) and split.ece == pytest.approx(pooled.ece)
+    rows = pooled.rows()
+    assert len(rows) == 5 and sum(r["count"] for r in rows) == 500
+    with pytest.raises(ValueError, match="prob"):
+        reliability_table(np.array([1.5]), np.array([1]))
+
+
+def _shifts_retention(pred: np.ndarray, ref: np.ndarray, unc: np.ndarray) -> np.ndarray:
+    """The Shifts 2022 algorithm written directly: rebuild each mixed mask and score it."""
+    order = np.argsort(unc, kind="stable")
+    p, g = pred[order], ref[order]
+    out = []
+    for frac in RETENTION_FRACTIONS:
+        pos = int(p.size * frac)
+        out.append(normalized_dice(np.concatenate([p[:pos], g[pos:]]), g))
+    return np.array(out)
+
+
+def test_retention_curve_matches_the_direct_computation():
+    rng = np.random.default_rng(2)
+    ref = rng.random(3000) < 0.05
+    pred = ref ^ (rng.random(3000) < 0.03)
+    unc = rng.random(3000)
+    curve = retention_curve(pred, ref, unc)
+    assert np.allclose(curve, _shifts_retention(pred, ref, unc))
+    assert curve[0] == 1.0  # nothing retained: the reference itself
+    assert curve[-1] == pytest.approx(normalized_dice(pred, ref))
+
+
+def test_an_informative_uncertainty_has_a_lower_r_auc():
+    rng = np.random.default_rng(3)
+    ref = rng.random(5000) < 0.05
+    wrong = rng.random(5000) < 0.03
+    pred = ref ^ wrong
+    informative = wrong + 0.1 * rng.random(5000)  # errors are the least certain
+    useless = rng.random(5000)
+    assert retention_auc(retention_curve(pred, ref, informative)) < retention_auc(retention_curve(pred, ref, useless))
+    perfect = retention_curve(ref, ref, useless)
+    assert np.all(perfect == 1.0) and retention_auc(perfect) == pytest.approx(0.0)
+    both_empty = retention_curve(np.zeros(10, bool), np.zeros(10, bool), np.arange(10))
+    assert np.all(both_empty == 1.0)
+
+
+def test_translation_metrics():
+    rng = np.random.default_rng(4)
+    ref = rng.random((12, 12, 12)) * 100
+    mask = np.zeros(ref.shape, bool)
+    mask[2:10, 2:10, 2:10] = True
+    same = translation_metrics(ref, ref, mask)
+    assert same["mae"] == 0.0 and same["psnr_db"] == math.inf and same["ssim"] == pytest.approx(1.0)
+    shifted = translation_metrics(ref + 10.0, ref, mask)
+    span = ref[mask].max() - ref[mask].min()
+    assert shifted["mae"] == pytest.approx(10.0)
+    assert shifted["psnr_db"] == pytest.approx(10 * math.log10(span**2 / 100.0))
+    assert shifted["ssim"] < 1.0
+    noisy = translation_metrics(ref + rng.normal(0, 30, ref.shape), ref, mask)
+    assert noisy["ssim"] < shifted["ssim"]
+    empty = translation_metrics(ref, ref, np.zeros(ref.shape, bool))
+    assert all(math.isnan(v) for v in empty.values())
+    with pytest.raises(ValueError, match="data_range"):
+        translation_metrics(ref, np.ones_like(ref), mask)
