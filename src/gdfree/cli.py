@@ -122,6 +122,70 @@ def info(
 
 
 @app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Folder of predictions (sub-*_desc-<target>_probseg/_mask files).")],
+    ref: Annotated[Path, typer.Option(help="Reference dataset (BIDS with derivative masks, or a challenge layout).")],
+    out: Annotated[Path, typer.Option(help="Folder for cases.tsv, lesions.tsv, froc.tsv, summary.json...")],
+    target: Annotated[str, typer.Option(help="enhancing or lesion.")] = "enhancing",
+    rule: Annotated[str, typer.Option(help="Lesion detection rule: msseg, iou or any.")] = "msseg",
+    connectivity: Annotated[int | None, typer.Option(help="6, 18 or 26 (default: the rule's, 6).")] = None,
+    min_volume: Annotated[
+        float | None, typer.Option(help="Drop lesions of this volume (mm3) or less (default: 3 for msseg, else 0).")
+    ] = None,
+    iou_threshold: Annotated[float, typer.Option(help="IoU needed by the iou rule.")] = 0.25,
+    threshold: Annotated[float, typer.Option(help="Probability -> mask threshold when no mask is given.")] = 0.5,
+    patient_score: Annotated[str, typer.Option(help="max_prob, count or volume.")] = "max_prob",
+    patient_threshold: Annotated[
+        float | None,
+        typer.Option(help="Score from which an exam is active (default: --threshold; 1 for count; > 0 for volume)."),
+    ] = None,
+    uncertainty: Annotated[
+        str | None, typer.Option(help="desc- label of voxel uncertainty maps, for retention curves.")
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the patient-level CIs.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="Reference layout: auto, bids or open_ms_data.")] = "auto",
+    only_predicted: Annotated[bool, typer.Option(help="Score only the cases that have a prediction.")] = False,
+) -> None:
+    """Score predictions against a reference: voxel, surface, lesion, FROC, patient and calibration metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gdfree.errors import GdfreeError
+    from gdfree.evaluate import DetectionRule, EvaluationConfig
+    from gdfree.evaluate.display import print_summary
+    from gdfree.evaluate.files import evaluate_dataset, write_evaluation
+
+    try:
+        overrides: dict[str, Any] = {"iou_threshold": iou_threshold}
+        if connectivity is not None:
+            overrides["connectivity"] = connectivity
+        if min_volume is not None:
+            overrides["min_volume_mm3"] = min_volume
+        cfg = EvaluationConfig(
+            rule=DetectionRule.preset(rule, **overrides), threshold=threshold, patient_score=patient_score,
+            patient_threshold=patient_threshold, n_boot=n_boot, seed=seed,
+        )  # fmt: skip
+        console = _console()
+        with Progress(
+            TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as bar:
+            task = bar.add_task("evaluate", total=None)
+
+            def step(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            results, summary, affines = evaluate_dataset(
+                pred, ref, target=target, config=cfg, fmt=fmt, uncertainty_desc=uncertainty,
+                only_predicted=only_predicted, progress=step,
+            )  # fmt: skip
+        written = write_evaluation(out, results, summary, affines)
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")
+    console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gdfree-demo"),
     subjects: Annotated[int, typer.Option(help="Subjects in the synthetic cohort.")] = 12,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gdfree.evaluate import DetectionRule, froc, froc_counts, patient_metrics, roc_auc, sensitivity_at_fp
-from gdfree.evaluate.patient import bootstrap_ci
+from gdfree.evaluate.patient import _auc_rows, bootstrap_ci
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.95)
 ANY = DetectionRule.preset("any")
@@ -96,9 +96,18 @@ def test_patient_metrics_and_reproducible_bootstrap():
     assert patient_metrics(labels, scores, 0.5, n_boot=500, seed=4).auc_ci != m.auc_ci
 
 
+def test_roc_auc_agrees_with_scikit_learn_on_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    labels = rng.random(300) < 0.3
+    scores = np.round(rng.random(300) + 0.3 * labels, 1)  # many ties
+    assert roc_auc(labels.astype(int), scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
 def test_bootstrap_drops_resamples_without_both_classes():
     rng = np.random.default_rng(0)
-    low, high, n_valid = bootstrap_ci(roc_auc, [0, 1], [0.2, 0.8], n_boot=200, rng=rng)
+    low, high, n_valid = bootstrap_ci(_auc_rows, [0, 1], [0.2, 0.8], n_boot=200, rng=rng)
     assert 0 < n_valid < 200  # half of the resamples hold one class only
     assert low == high == 1.0
     one_class = patient_metrics([1, 1, 1], [0.2, 0.7, 0.9], 0.5, n_boot=50)

@@ -18,7 +18,7 @@ from gdfree.evaluate._checks import as_mask, as_spacing, same_shape
 from gdfree.evaluate.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
 from gdfree.evaluate.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
 from gdfree.evaluate.lesions import VOLUME_BINS, DetectionRule, LesionMatch, lesion_f1, match_lesions
-from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics
+from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, roc_curve_rows
 from gdfree.evaluate.translation import translation_metrics
 from gdfree.evaluate.voxel import surface_distances, voxel_metrics
 
@@ -264,5 +264,9 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
     if all(math.isfinite(s) for s in scores):
         labels = [int(r.active) for r in results]
         metrics = patient_metrics(labels, scores, cfg.resolved_patient_threshold, n_boot=cfg.n_boot, seed=cfg.seed)
-        summary["patient"] = {"score": cfg.patient_score, **metrics.as_dict()}
+        summary["patient"] = {
+            "score": cfg.patient_score,
+            **metrics.as_dict(),
+            "roc_curve": roc_curve_rows(labels, scores),
+        }
     return summary

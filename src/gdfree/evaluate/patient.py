@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PATIENT_SCORES", "PatientMetrics", "bootstrap_ci", "patient_metrics", "roc_auc"]
+__all__ = ["PATIENT_SCORES", "PatientMetrics", "bootstrap_ci", "patient_metrics", "roc_auc", "roc_curve_rows"]
 
 PATIENT_SCORES = ("max_prob", "count", "volume")
 """``max_prob``: the highest voxel probability (inside the brain mask when there is one); ``count``: the
@@ -31,26 +31,51 @@ def _check(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
     return y.astype(bool), s
 
 
+def _auc_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """AUC of every row of (B, n) labels and scores, as the Mann-Whitney U / (n_pos n_neg) with mid-ranks
+    for ties (identical to scikit-learn's roc_auc_score); NaN for a row with one class."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s, axis=1)
+    n_pos = y.sum(axis=1)
+    n_neg = y.shape[1] - n_pos
+    u = np.where(y, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def _sensitivity_rows(y: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
+    n_pos = y.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, (y & (s >= threshold)).sum(axis=1) / n_pos, np.nan)
+
+
+def _specificity_rows(y: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
+    n_neg = (~y).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_neg > 0, (~y & (s < threshold)).sum(axis=1) / n_neg, np.nan)
+
+
 def roc_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve (scikit-learn; ties count one half). NaN unless both classes are present."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve (ties count one half). NaN unless both classes are present."""
+    y, s = _check(labels, scores)
+    return float(_auc_rows(y[None], s[None])[0])
+
+
+def roc_curve_rows(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> list[dict[str, float]]:
+    """The ROC curve (scikit-learn's ``roc_curve``): one row per threshold with its FPR and TPR; empty
+    unless both classes are present."""
+    from sklearn.metrics import roc_curve
 
     y, s = _check(labels, scores)
     if y.all() or not y.any():
-        return math.nan
-    return float(roc_auc_score(y, s))
-
-
-def _sensitivity(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
-    return float((s[y] >= threshold).mean()) if y.any() else math.nan
-
-
-def _specificity(y: np.ndarray, s: np.ndarray, threshold: float) -> float:
-    return float((s[~y] < threshold).mean()) if (~y).any() else math.nan
+        return []
+    fpr, tpr, thr = roc_curve(y, s)
+    return [{"threshold": float(t), "fpr": float(f), "tpr": float(r)} for f, r, t in zip(fpr, tpr, thr, strict=True)]
 
 
 def bootstrap_ci(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
     labels: Sequence[int] | np.ndarray,
     scores: Sequence[float] | np.ndarray,
     *,
@@ -58,7 +83,11 @@ def bootstrap_ci(
     rng: np.random.Generator,
     level: float = 0.95,
 ) -> tuple[float, float, int]:
-    """Percentile bootstrap CI of ``statistic(labels, scores)``, resampling patients with replacement.
+    """Percentile bootstrap CI of a statistic, resampling patients with replacement.
+
+    Args:
+        statistic: maps (B, n) bool labels and (B, n) scores to (B,) values, one per resample row.
+        n_boot: resamples, drawn as ``rng.integers(0, n, (n_boot, n))``.
 
     Resamples where the statistic is NaN (e.g. one class only, for the AUC) are dropped.
 
@@ -68,17 +97,14 @@ def bootstrap_ci(
     y, s = _check(labels, scores)
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"n_boot >= 1 and 0 < level < 1 expected, got {n_boot} and {level}")
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        value = statistic(y[idx], s[idx])
-        if not math.isnan(value):
-            values.append(value)
-    if len(values) < 2:
-        return math.nan, math.nan, len(values)
+    idx = rng.integers(0, y.size, (n_boot, y.size))
+    values = np.asarray(statistic(y[idx], s[idx]), dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return math.nan, math.nan, int(values.size)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high), len(values)
+    return float(low), float(high), int(values.size)
 
 
 @dataclass(frozen=True)
@@ -117,25 +143,25 @@ def patient_metrics(
     y, s = _check(labels, scores)
     rng = np.random.default_rng(seed)
 
-    def ci(stat: Callable[[np.ndarray, np.ndarray], float]) -> tuple[float, float]:
+    def ci(stat: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[float, float]:
         low, high, _ = bootstrap_ci(stat, y.astype(int), s, n_boot=n_boot, rng=rng)
         return low, high
 
-    def sens(a: np.ndarray, b: np.ndarray) -> float:
-        return _sensitivity(a.astype(bool), b, threshold)
+    def sens(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _sensitivity_rows(a, b, threshold)
 
-    def spec(a: np.ndarray, b: np.ndarray) -> float:
-        return _specificity(a.astype(bool), b, threshold)
+    def spec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _specificity_rows(a, b, threshold)
 
     return PatientMetrics(
         n_active=int(y.sum()),
         n_inactive=int((~y).sum()),
         threshold=float(threshold),
-        auc=roc_auc(y.astype(int), s),
-        auc_ci=ci(roc_auc),
-        sensitivity=_sensitivity(y, s, threshold),
+        auc=float(_auc_rows(y[None], s[None])[0]),
+        auc_ci=ci(_auc_rows),
+        sensitivity=float(sens(y[None], s[None])[0]),
         sensitivity_ci=ci(sens),
-        specificity=_specificity(y, s, threshold),
+        specificity=float(spec(y[None], s[None])[0]),
         specificity_ci=ci(spec),
         n_boot=n_boot,
         seed=seed,

@@ -23,6 +23,7 @@ from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Case, Volume
 __all__ = [
     "CaseFiles",
     "bids_name",
+    "derivative_path",
     "discover_bids",
     "is_bids",
     "load_case",
@@ -64,6 +65,22 @@ def bids_name(entities: dict[str, str], suffix: str, extension: str = ".nii.gz")
     """Join entities in BIDS order (unknown keys after known ones) with a suffix and extension."""
     keys = [k for k in ENTITY_ORDER if k in entities] + sorted(k for k in entities if k not in ENTITY_ORDER)
     return "_".join([*(f"{k}-{entities[k]}" for k in keys), suffix]) + extension
+
+
+def derivative_path(
+    root: Path | str, subject: str, session: str | None, suffix: str, extension: str = ".nii.gz", **entities: str
+) -> Path:
+    """Where a derivative file of a case lives: ``root/sub-X/[ses-Y/]anat/sub-X[_ses-Y]_<entities>_<suffix>``.
+
+    Examples:
+        >>> derivative_path("out", "01", None, "probseg", desc="enhancing").as_posix()
+        'out/sub-01/anat/sub-01_desc-enhancing_probseg.nii.gz'
+    """
+    folder = Path(root) / f"sub-{subject}"
+    if session:
+        folder = folder / f"ses-{session}"
+    names = {"sub": subject, **({"ses": session} if session else {}), **entities}
+    return folder / "anat" / bids_name(names, suffix, extension)
 
 
 @dataclass

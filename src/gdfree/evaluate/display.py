@@ -1,0 +1,89 @@
+"""The headline table of an evaluation, for the terminal (rich) and for reports."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["headline", "print_summary"]
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(value: Any, ci: Any) -> str:
+    low, high = ci if ci is not None else (None, None)
+    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+
+
+def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, value, how it was computed) rows: the numbers a paper's results table would quote."""
+    per_case = summary["per_case"]
+    pooled = summary["pooled_lesions"]
+    rule = summary["config"]["rule"]
+    rule_text = f"{rule['name']} rule, {rule['connectivity']}-connected, > {rule['min_volume_mm3']:g} mm3"
+    rows = []
+
+    def mean(key: str, label: str, note: str = "mean over cases") -> None:
+        if key in per_case:
+            d = per_case[key]
+            undefined = f", {d['n_undefined']} undefined" if d["n_undefined"] else ""
+            rows.append((label, f"{_num(d['mean'])} (median {_num(d['median'])})", f"{note} (n={d['n']}{undefined})"))
+
+    mean("dice", "Dice")
+    mean("ndsc", "nDSC")
+    mean("hd95_mm", "HD95 (mm)")
+    rows.append(("Lesion F1", _num(pooled["lesion_f1"]), f"pooled over {summary['n_cases']} cases; {rule_text}"))
+    rows.append((
+        "Lesion sensitivity / precision",
+        f"{_num(pooled['lesion_sensitivity'])} / {_num(pooled['lesion_precision'])}",
+        f"{pooled['lesion_tp_ref']}/{pooled['n_ref_lesions']} detected, "
+        f"{pooled['lesion_tp_pred']}/{pooled['n_pred_lesions']} predicted lesions true",
+    ))  # fmt: skip
+    rows.append(("False-positive lesions / scan", _num(pooled["fp_per_scan"], 2), "at the prediction's mask"))
+    mean("lesion_f1", "Lesion F1 (per case)")
+    if "froc" in summary:
+        at = summary["froc"]["sensitivity_at_fp"]
+        points = "  ".join(f"{k}: {_num(v)}" for k, v in at.items())
+        rows.append(("FROC sensitivity @ FP/scan", points, "highest sensitivity with at most that many FP/scan"))
+    if "patient" in summary:
+        p = summary["patient"]
+        rows.append(("Patient AUC", _ci(p["auc"], p["auc_ci"]),
+                     f"{p['n_active']} active, {p['n_inactive']} inactive; score {p['score']}; "
+                     f"bootstrap 95% CI, {p['n_boot']} resamples, seed {p['seed']}"))  # fmt: skip
+        rows.append((
+            "Patient sensitivity / specificity",
+            f"{_ci(p['sensitivity'], p['sensitivity_ci'])} / {_ci(p['specificity'], p['specificity_ci'])}",
+            f"score >= {p['threshold']:g}",
+        ))  # fmt: skip
+    if "calibration" in summary:
+        c = summary["calibration"]
+        rows.append(("ECE", _num(c["ece"], 4), f"{c['n_bins']} bins, voxels pooled (in the brain mask if given)"))
+    mean("retention_auc", "nDSC R-AUC", "mean over cases (lower is better)")
+    mean("synth_ssim", "Synthetic T1gd SSIM")
+    mean("synth_psnr_db", "Synthetic T1gd PSNR (dB)")
+    return rows
+
+
+def print_summary(summary: dict[str, Any], console: Any, title: str = "Evaluation") -> None:
+    """Print the headline table and the per-volume-bin detection table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("metric", "value", "how"):
+        table.add_column(col, overflow="fold")
+    for row in headline(summary):
+        table.add_row(*row)
+    console.print(table)
+    bins = Table(title="Lesion detection by reference / predicted lesion volume")
+    for col in ("volume (mm3)", "ref lesions", "detected", "sensitivity", "pred lesions", "FP", "precision"):
+        bins.add_column(col, justify="right")
+    for b in summary["by_volume"]:
+        bins.add_row(b["volume_bin"], str(b["n_ref_lesions"]), str(b["lesion_tp_ref"]), _num(b["lesion_sensitivity"]),
+                     str(b["n_pred_lesions"]), str(b["lesion_fp"]), _num(b["lesion_precision"]))  # fmt: skip
+    console.print(bins)

@@ -1,0 +1,224 @@
+"""The file layer of evaluation: find predictions, pair them with a reference dataset, score, write tables.
+
+Predictions are BIDS derivatives as ``gdfree predict`` writes them (any folder depth below ``pred_dir``)::
+
+    sub-X[_ses-Y]_desc-<target>_probseg.nii.gz    voxel probabilities in [0, 1]
+    sub-X[_ses-Y]_desc-<target>_mask.nii.gz       binary prediction (else probseg >= threshold)
+    sub-X[_ses-Y]_desc-<uncertainty>_*.nii.gz     optional voxel uncertainty (retention curves)
+    sub-X[_ses-Y]_desc-synthT1gd_T1w.nii.gz       optional synthetic post-Gd T1w (translation metrics)
+
+The reference is any dataset :func:`gdfree.io.adapters.discover` reads; its ``<target>`` mask is the
+truth, its brain mask (if any) restricts calibration, retention and translation metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gdfree
+from gdfree.errors import GridMismatchError, MissingModalityError
+from gdfree.evaluate.cohort import CaseResult, EvaluationConfig, evaluate_case, summarize
+from gdfree.io.bids import CaseFiles, parse_entities
+from gdfree.io.images import image_suffix, read_volume
+from gdfree.io.tables import write_json, write_tsv
+from gdfree.types import POST_CONTRAST, Volume
+
+__all__ = ["TARGETS", "PredictionFiles", "discover_predictions", "evaluate_dataset", "write_evaluation"]
+
+TARGETS = ("enhancing", "lesion")
+
+
+@dataclass
+class PredictionFiles:
+    """The prediction files of one case (paths None when absent)."""
+
+    subject: str
+    session: str | None
+    probseg: Path | None = None
+    mask: Path | None = None
+    uncertainty: Path | None = None
+    synth: Path | None = None
+
+    @property
+    def case_id(self) -> str:
+        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+
+
+def discover_predictions(
+    pred_dir: Path | str, target: str = "enhancing", uncertainty_desc: str | None = None
+) -> list[PredictionFiles]:
+    """Find the prediction files under ``pred_dir`` (see the module docstring).
+
+    Raises:
+        FileNotFoundError: ``pred_dir`` is not a folder.
+        ValueError: unknown target, two files for one role of a case, or no prediction at all.
+    """
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: prediction folder not found")
+    if target not in TARGETS:
+        raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
+    found: dict[tuple[str, str | None], PredictionFiles] = {}
+    for path in sorted(root.rglob("sub-*")):
+        ent = parse_entities(path.name) if path.is_file() and image_suffix(path) else None
+        if ent is None:
+            continue
+        desc, suffix = ent.get("desc"), ent["suffix"]
+        role = None
+        if desc == target and suffix in ("probseg", "mask"):
+            role = suffix
+        elif uncertainty_desc is not None and desc == uncertainty_desc:
+            role = "uncertainty"
+        elif desc == "synthT1gd" and suffix == "T1w":
+            role = "synth"
+        if role is None:
+            continue
+        key = (ent["sub"], ent.get("ses"))
+        files = found.setdefault(key, PredictionFiles(*key))
+        if getattr(files, role) is not None:
+            raise ValueError(f"{files.case_id}: two {role} files, {getattr(files, role)} and {path}")
+        setattr(files, role, path)
+    usable = [f for f in found.values() if f.probseg or f.mask]
+    if not usable:
+        raise ValueError(
+            f"{root}: no prediction found (expected sub-*_desc-{target}_probseg.nii.gz or _mask.nii.gz files)"
+        )
+    return sorted(usable, key=lambda f: (f.subject, f.session or ""))
+
+
+def _first(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _pair(
+    preds: list[PredictionFiles], refs: list[CaseFiles], target: str, only_predicted: bool
+) -> list[tuple[PredictionFiles, CaseFiles]]:
+    by_key = {(c.subject, c.session): c for c in refs}
+    stray = [p.case_id for p in preds if (p.subject, p.session) not in by_key]
+    if stray:
+        raise ValueError(f"predictions without a reference case in the dataset: {_first(stray)}")
+    predicted = {(p.subject, p.session) for p in preds}
+    missing = [c.case_id for c in refs if (c.subject, c.session) not in predicted and target in c.masks]
+    if missing and not only_predicted:
+        raise ValueError(
+            f"{len(missing)} reference cases have no prediction ({_first(missing)}); "
+            "pass only_predicted (--only-predicted) to score the predicted cases alone"
+        )
+    pairs = []
+    for p in preds:
+        ref = by_key[(p.subject, p.session)]
+        if target not in ref.masks:
+            have = ", ".join(sorted(ref.masks)) or "none"
+            raise MissingModalityError(f"{ref.case_id}: the reference has no {target} mask (masks found: {have})")
+        pairs.append((p, ref))
+    return pairs
+
+
+def _on_grid(path: Path, reference: Volume) -> Volume:
+    vol = read_volume(path)
+    if not vol.same_grid(reference):
+        raise GridMismatchError(
+            f"{path}: grid {vol.shape} spacing {vol.spacing_mm} differs from the reference {reference.path} "
+            f"(grid {reference.shape}, spacing {reference.spacing_mm}); predictions must be on the reference grid"
+        )
+    return vol
+
+
+def evaluate_dataset(
+    pred_dir: Path | str,
+    ref_dir: Path | str,
+    *,
+    target: str = "enhancing",
+    config: EvaluationConfig | None = None,
+    fmt: str = "auto",
+    uncertainty_desc: str | None = None,
+    only_predicted: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[CaseResult], dict[str, Any], dict[str, np.ndarray]]:
+    """Score every predicted case against the reference dataset.
+
+    Returns:
+        (results, summary, affines): per-case results, the cohort summary (with provenance), and each
+        case's affine (for lesion centroids in mm).
+
+    Raises:
+        FileNotFoundError, ValueError (with the file or case named), GridMismatchError, MissingModalityError.
+    """
+    from gdfree.io.adapters import discover
+
+    cfg = config or EvaluationConfig()
+    preds = discover_predictions(pred_dir, target, uncertainty_desc)
+    pairs = _pair(preds, discover(ref_dir, fmt), target, only_predicted)
+    results, affines = [], {}
+    for i, (pred, ref) in enumerate(pairs):
+        truth = read_volume(ref.masks[target])
+        brain = _on_grid(ref.masks["brain"], truth).data != 0 if "brain" in ref.masks else None
+        prob = _on_grid(pred.probseg, truth).data if pred.probseg else None
+        mask = _on_grid(pred.mask, truth).data if pred.mask else None
+        unc = _on_grid(pred.uncertainty, truth).data if pred.uncertainty else None
+        synth = target_image = None
+        if pred.synth and POST_CONTRAST in ref.images:
+            synth = _on_grid(pred.synth, truth).data
+            target_image = _on_grid(ref.images[POST_CONTRAST], truth).data
+        try:
+            result = evaluate_case(
+                np.asarray(truth.data) >= 0.5, truth.spacing_mm, case_id=ref.case_id, pred=mask, prob=prob,
+                brain=brain, uncertainty=unc, synth=synth, target_image=target_image, config=cfg,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(f"{ref.case_id} ({pred.probseg or pred.mask}): {exc}") from exc
+        results.append(result)
+        affines[ref.case_id] = truth.affine
+        if progress:
+            progress(i + 1, len(pairs))
+    summary = summarize(results, cfg)
+    summary["provenance"] = {
+        "gdfree_version": gdfree.__version__,
+        "predictions": str(Path(pred_dir).resolve()),
+        "reference": str(Path(ref_dir).resolve()),
+        "target": target,
+        "uncertainty_desc": uncertainty_desc,
+        "cases": [r.case_id for r in results],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return results, summary, affines
+
+
+def write_evaluation(
+    out: Path | str, results: list[CaseResult], summary: dict[str, Any], affines: dict[str, np.ndarray]
+) -> list[Path]:
+    """Write ``cases.tsv``, ``lesions.tsv``, ``by_volume.tsv``, ``froc.tsv`` and ``reliability.tsv`` (when
+    probabilities were given), ``patient_roc.tsv`` (when both classes occur) and ``summary.json`` into
+    ``out``. Returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_tsv(out / "cases.tsv", [r.row for r in results])]
+    lesions = []
+    for r in results:
+        for row in r.lesion_rows(affines.get(r.case_id)):
+            vox, mm = row.pop("centroid_vox"), row.pop("centroid_mm")
+            row.update({f"centroid_{a}_vox": v for a, v in zip("ijk", vox, strict=True)})
+            if mm is not None:
+                row.update({f"centroid_{a}_mm": v for a, v in zip("xyz", mm, strict=True)})
+            lesions.append(row)
+    lesion_columns = ["case_id", "source", "lesion_id", "volume_mm3", "volume_bin", "matched",
+                      "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "centroid_i_vox", "centroid_j_vox",
+                      "centroid_k_vox"]  # fmt: skip
+    written.append(write_tsv(out / "lesions.tsv", lesions, lesion_columns))
+    written.append(write_tsv(out / "by_volume.tsv", summary["by_volume"]))
+    if "froc" in summary:
+        f = summary["froc"]
+        rows = [{"threshold": t, "sensitivity": s, "fp_per_scan": fp}
+                for t, s, fp in zip(f["thresholds"], f["sensitivity"], f["fp_per_scan"], strict=True)]  # fmt: skip
+        written.append(write_tsv(out / "froc.tsv", rows))
+        written.append(write_tsv(out / "reliability.tsv", summary["calibration"]["table"]))
+    if summary.get("patient", {}).get("roc_curve"):
+        written.append(write_tsv(out / "patient_roc.tsv", summary["patient"]["roc_curve"]))
+    written.append(write_json(out / "summary.json", summary))
+    return written
