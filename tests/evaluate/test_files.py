@@ -123,3 +123,20 @@ def test_prediction_discovery_errors(tmp_path: Path):
         write_volume(Volume(vol, np.eye(4)), tmp_path / folder / "sub-01_desc-enhancing_probseg.nii.gz")
     with pytest.raises(ValueError, match="two probseg files"):
         discover_predictions(tmp_path)
+
+
+def test_mask_only_predictions(tiny_cohort: Path, tmp_path: Path):
+    preds = tmp_path / "pred"
+    for case in discover(tiny_cohort):
+        ref = read_volume(case.masks["lesion"])
+        write_volume(ref.with_data(np.asarray(ref.data, np.uint8)),
+                     derivative_path(preds, case.subject, None, "mask", desc="lesion"))  # fmt: skip
+    _, summary, _ = evaluate_dataset(preds, tiny_cohort, target="lesion")
+    assert "froc" not in summary and "calibration" not in summary and "patient" not in summary
+    assert any("max_prob needs a probability map" in n for n in summary["notes"])
+    assert summary["pooled_lesions"]["lesion_f1"] == 1.0
+    from gdfree.evaluate import EvaluationConfig
+
+    cfg = EvaluationConfig(patient_score="count")
+    _, counted, _ = evaluate_dataset(preds, tiny_cohort, target="lesion", config=cfg)
+    assert counted["patient"]["score"] == "count" and counted["patient"]["sensitivity"] == 1.0

@@ -220,8 +220,11 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
     if not results:
         raise ValueError("results: no case to summarise")
     summary: dict[str, Any] = {"n_cases": len(results), "config": cfg.as_dict()}
+    notes: list[str] = []
     summary["per_case"] = {
-        key: _describe([r.row[key] for r in results]) for key in _SUMMARY_METRICS if key in results[0].row
+        key: _describe([r.row.get(key, math.nan) for r in results])
+        for key in _SUMMARY_METRICS
+        if any(key in r.row for r in results)
     }
     n_ref = sum(r.match.n_ref for r in results)
     n_pred = sum(r.match.n_pred for r in results)
@@ -247,6 +250,8 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
         })  # fmt: skip
     summary["by_volume"] = bins
     with_prob = [r for r in results if r.froc is not None]
+    if with_prob and len(with_prob) < len(results):
+        notes.append(f"only {len(with_prob)} of {len(results)} cases have a probability map: no FROC or calibration")
     if len(with_prob) == len(results):
         curve = froc(r.froc for r in with_prob if r.froc is not None)
         summary["froc"] = {
@@ -261,7 +266,9 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
         assert table is not None
         summary["calibration"] = {"ece": table.ece, "n_bins": cfg.n_bins, "table": table.rows()}
     scores = [r.score for r in results]
-    if all(math.isfinite(s) for s in scores):
+    if not all(math.isfinite(s) for s in scores):
+        notes.append(f"patient score {cfg.patient_score} needs a probability map in every case; try count or volume")
+    else:
         labels = [int(r.active) for r in results]
         metrics = patient_metrics(labels, scores, cfg.resolved_patient_threshold, n_boot=cfg.n_boot, seed=cfg.seed)
         summary["patient"] = {
@@ -269,4 +276,5 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
             **metrics.as_dict(),
             "roc_curve": roc_curve_rows(labels, scores),
         }
+    summary["notes"] = notes
     return summary

@@ -87,3 +87,5 @@ def print_summary(summary: dict[str, Any], console: Any, title: str = "Evaluatio
         bins.add_row(b["volume_bin"], str(b["n_ref_lesions"]), str(b["lesion_tp_ref"]), _num(b["lesion_sensitivity"]),
                      str(b["n_pred_lesions"]), str(b["lesion_fp"]), _num(b["lesion_precision"]))  # fmt: skip
     console.print(bins)
+    for note in summary.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -66,6 +66,8 @@ def froc_counts(
     levels = np.asarray(sorted(float(t) for t in thresholds))
     if levels.size == 0 or levels[0] <= 0 or levels[-1] > 1:
         raise ValueError(f"thresholds: expected values in (0, 1], got {list(thresholds)}")
+    if prob.size and (np.isnan(prob).any() or prob.min() < 0 or prob.max() > 1):
+        raise ValueError("prob: expected probabilities in [0, 1] without NaN")
     voxel_mm3 = math.prod(as_spacing(spacing_mm))
     candidates = prob >= levels[0]
     box = bounding_box(candidates | ref)
@@ -74,8 +76,6 @@ def froc_counts(
     if box is None:
         return FrocCounts(levels, 0, detected, false_pos)
     crop = prob[box]
-    if np.isnan(crop).any() or crop.min() < 0 or crop.max() > 1:
-        raise ValueError("prob: expected probabilities in [0, 1] without NaN")
     ref_labels, n_ref = _label(ref[box], rule, voxel_mm3)
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
     for i, level in enumerate(levels):
