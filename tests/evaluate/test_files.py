@@ -140,3 +140,26 @@ def test_mask_only_predictions(tiny_cohort: Path, tmp_path: Path):
     cfg = EvaluationConfig(patient_score="count")
     _, counted, _ = evaluate_dataset(preds, tiny_cohort, target="lesion", config=cfg)
     assert counted["patient"]["score"] == "count" and counted["patient"]["sensitivity"] == 1.0
+
+
+def test_patient_scores_from_probabilities(tiny_cohort: Path, tmp_path: Path):
+    preds = tmp_path / "pred"
+    _write_predictions(tiny_cohort, preds)
+    case = discover(tiny_cohort)[0]
+    path = derivative_path(preds, case.subject, None, "probseg", desc="lesion")
+    vol = read_volume(path)
+    prob = np.asarray(vol.data) * 0.7
+    from scipy import ndimage
+
+    brain = np.asarray(read_volume(case.masks["brain"]).data) > 0
+    lone = np.argwhere(brain & ~ndimage.binary_dilation(prob > 0, iterations=2))[0]
+    prob[tuple(lone)] = 0.95  # a lone brain voxel: the highest probability but, 64 mm3, no lesion below
+    write_volume(vol.with_data(prob), path)
+    from gdfree.evaluate import DetectionRule, EvaluationConfig
+
+    scores = {}
+    for how in ("max_prob", "max_lesion_prob"):
+        cfg = EvaluationConfig(DetectionRule.preset("msseg", min_volume_mm3=64.0), patient_score=how)
+        results, _, _ = evaluate_dataset(preds, tiny_cohort, target="lesion", config=cfg)
+        scores[how] = results[0].score
+    assert scores == {"max_prob": pytest.approx(0.95), "max_lesion_prob": pytest.approx(0.7)}

@@ -17,7 +17,7 @@ import numpy as np
 from gdfree.evaluate._checks import as_mask, as_spacing, same_shape
 from gdfree.evaluate.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
 from gdfree.evaluate.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
-from gdfree.evaluate.lesions import VOLUME_BINS, DetectionRule, LesionMatch, lesion_f1, match_lesions
+from gdfree.evaluate.lesions import VOLUME_BINS, DetectionRule, LesionMatch, label_lesions, lesion_f1, match_lesions
 from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, roc_curve_rows
 from gdfree.evaluate.translation import translation_metrics
 from gdfree.evaluate.voxel import surface_distances, voxel_metrics
@@ -60,7 +60,8 @@ class EvaluationConfig:
     def resolved_patient_threshold(self) -> float:
         if self.patient_threshold is not None:
             return self.patient_threshold
-        return {"max_prob": self.threshold, "count": 1.0, "volume": 1e-9}[self.patient_score]
+        defaults = {"max_prob": self.threshold, "max_lesion_prob": self.threshold, "count": 1.0, "volume": 1e-9}
+        return defaults[self.patient_score]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +180,12 @@ def evaluate_case(
 
     if cfg.patient_score == "max_prob":
         score = math.nan if prob is None else float((prob[region] if region is not None else prob).max(initial=0.0))
+    elif cfg.patient_score == "max_lesion_prob":
+        if prob is None:
+            score = math.nan
+        else:
+            labels, _ = label_lesions(pred, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
+            score = float(prob[labels > 0].max(initial=0.0))
     elif cfg.patient_score == "count":
         score = float(match.n_pred)
     else:

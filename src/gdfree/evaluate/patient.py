@@ -15,9 +15,11 @@ import numpy as np
 
 __all__ = ["PATIENT_SCORES", "PatientMetrics", "bootstrap_ci", "patient_metrics", "roc_auc", "roc_curve_rows"]
 
-PATIENT_SCORES = ("max_prob", "count", "volume")
-"""``max_prob``: the highest voxel probability (inside the brain mask when there is one); ``count``: the
-number of predicted lesions; ``volume``: their total volume in mm3."""
+PATIENT_SCORES = ("max_prob", "max_lesion_prob", "count", "volume")
+"""``max_prob``: the highest voxel probability (inside the brain mask when there is one);
+``max_lesion_prob``: the highest voxel probability inside a predicted lesion (a component of the predicted
+mask kept by the rule), 0 without one, so isolated voxels below the rule's minimum volume do not count;
+``count``: the number of predicted lesions; ``volume``: their total volume in mm3."""
 
 
 def _check(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
