@@ -1,0 +1,123 @@
+"""The multitask U-Net: a shared MONAI residual encoder-decoder with one 1x1x1 logit head per task.
+
+Dropout is channel-wise (``Dropout3d``) and only in the decoder, so Monte Carlo dropout samples whole
+feature maps (cheap: see DESIGN.md) while the encoder stays deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from torch import nn
+
+__all__ = ["MODELS", "MultitaskUNet", "build_model"]
+
+
+class MultitaskUNet(nn.Module):
+    """A 3-D residual U-Net with a logit channel per head.
+
+    Args:
+        in_channels: input modalities.
+        heads: names of the output channels, in order (e.g. ``("enhancing", "lesion")``).
+        channels: feature channels per level, shallow to deep.
+        strides: with len(channels) - 1 values, the first level runs at full resolution and each value
+            is the stride between consecutive levels; with len(channels) values, the first value is a
+            strided stem (as MONAI's ``UNet`` does), the network works from there at reduced resolution,
+            and a transposed convolution brings ``full_res_channels`` features back to full resolution,
+            where they meet the input through one residual unit. Full-resolution layers dominate the cost
+            on a CPU (DESIGN.md); the stem keeps them thin.
+        num_res_units: convolutions per residual unit in the encoder.
+        dropout: channel-wise dropout probability in every decoder block.
+        full_res_channels: feature channels at full resolution after a strided stem.
+        norm: MONAI norm name.
+
+    Shapes:
+        input (B, in_channels, X, Y, Z) with X, Y, Z divisible by :attr:`divisor` (the product of strides);
+        output (B, len(heads), X, Y, Z) logits.
+
+    Examples:
+        >>> net = MultitaskUNet(3, ("enhancing", "lesion"), channels=(4, 8), strides=(2, 2), full_res_channels=4)
+        >>> net(torch.zeros(1, 3, 8, 8, 8)).shape
+        torch.Size([1, 2, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        heads: Sequence[str] = ("enhancing", "lesion"),
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2, 2),
+        num_res_units: int = 2,
+        dropout: float = 0.1,
+        full_res_channels: int = 8,
+        norm: str = "INSTANCE",
+    ) -> None:
+        super().__init__()
+        if len(strides) not in (len(channels) - 1, len(channels)):
+            raise ValueError(
+                f"strides: expected {len(channels) - 1} or {len(channels)} values for {len(channels)} levels, "
+                f"got {tuple(strides)}"
+            )
+        if not heads:
+            raise ValueError("heads: at least one head is needed")
+        self.heads = tuple(heads)
+        stem = strides[0] if len(strides) == len(channels) else 1
+        between = list(strides[-(len(channels) - 1) :]) if len(channels) > 1 else []
+        self.divisor = stem
+        for s in between:
+            self.divisor *= s
+        units = max(num_res_units, 1)
+        drop = dropout or None
+        self.encoder = nn.ModuleList(
+            [ResidualUnit(3, in_channels, channels[0], strides=stem, subunits=units, norm=norm)]
+        )
+        for c_in, c_out, s in zip(channels[:-1], channels[1:], between, strict=True):
+            self.encoder.append(ResidualUnit(3, c_in, c_out, strides=s, subunits=units, norm=norm))
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for c_deep, c_skip, s in reversed(list(zip(channels[1:], channels[:-1], between, strict=True))):
+            self.up.append(Convolution(3, c_deep, c_skip, strides=s, kernel_size=3, is_transposed=True, norm=norm))
+            self.fuse.append(ResidualUnit(3, 2 * c_skip, c_skip, subunits=1, norm=norm, dropout=drop, dropout_dim=3))
+        self.stem_up: nn.Module | None = None
+        self.stem_fuse: nn.Module | None = None
+        top = channels[0]
+        if stem > 1:
+            self.stem_up = Convolution(3, top, full_res_channels, strides=stem, kernel_size=3, is_transposed=True,
+                                       norm=norm)  # fmt: skip
+            self.stem_fuse = ResidualUnit(3, full_res_channels + in_channels, full_res_channels, subunits=1,
+                                          norm=norm, dropout=drop, dropout_dim=3)  # fmt: skip
+            top = full_res_channels
+        self.head = nn.Conv3d(top, len(self.heads), kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+        x = skips.pop()
+        for up, fuse in zip(self.up, self.fuse, strict=True):
+            x = fuse(torch.cat([up(x), skips.pop()], dim=1))
+        if self.stem_up is not None and self.stem_fuse is not None:
+            x = self.stem_fuse(torch.cat([self.stem_up(x), image], dim=1))
+        return self.head(x)
+
+
+MODELS: dict[str, type[nn.Module]] = {"MultitaskUNet": MultitaskUNet}
+
+
+def build_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from its class name and keyword arguments (as stored in ``model.json``).
+
+    Raises:
+        ValueError: unknown class name or arguments it does not take.
+    """
+    if name not in MODELS:
+        raise ValueError(f"model class {name!r} is not known; known: {', '.join(MODELS)}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model {name}: bad arguments {kwargs} ({exc})") from exc
