@@ -185,6 +185,64 @@ def evaluate(
     console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
 
 
+@app.command(name="train")
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML); see gdfree.train.config.")],
+    out: Annotated[Path, typer.Option(help="Run folder (new, or the one to --resume).")],
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    max_steps: Annotated[int | None, typer.Option(help="Override max_steps.")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Override time_budget_s (seconds).")] = None,
+) -> None:
+    """Train the multitask network (enhancing + lesion heads) on the datasets of CONFIG."""
+    import dataclasses
+
+    from gdfree.config import load_config
+    from gdfree.errors import GdfreeError
+    from gdfree.train import TrainConfig, train
+
+    try:
+        cfg = load_config(TrainConfig, config)
+        overrides: dict[str, Any] = {}
+        if max_steps is not None:
+            overrides["max_steps"] = max_steps
+        if time_budget is not None:
+            overrides["time_budget_s"] = time_budget
+        cfg = dataclasses.replace(cfg, **overrides)
+        summary = train(cfg, out, device=device, resume=resume, console=_console())
+    except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    best = summary["best"]
+    _console().print(
+        f"Trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if isinstance(v, float))
+        + f"; threshold {summary['threshold']}. Model in {out}"
+    )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
+    input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X[/ses-Y] folder in it.")],
+    out: Annotated[Path, typer.Option(help="Output derivative folder.")],
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    fmt: Annotated[str, typer.Option("--format", help="Input layout: auto, bids or open_ms_data.")] = "auto",
+    allow_training_cases: Annotated[
+        bool, typer.Option(help="Predict cases whose inputs the model was trained or validated on.")
+    ] = False,
+) -> None:
+    """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI."""
+    from gdfree.errors import GdfreeError
+    from gdfree.infer.predict import predict_dataset
+
+    try:
+        rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases)
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    active = sum(r["predicted_active"] for r in rows)
+    _console().print(f"Predicted {len(rows)} cases into {out}: {active} with predicted enhancing lesions.")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gdfree-demo"),

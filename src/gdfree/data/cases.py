@@ -1,0 +1,124 @@
+"""A case as the network sees it: stacked, normalised input channels, labels per head, brain mask.
+
+Normalisation (recorded in every model): each channel is z-scored over the brain mask (the dataset's
+``desc-brain_mask`` if it has one, else the voxels that are non-zero in every input, which suits
+skull-stripped images), clipped to [-5, 5], and set to 0 outside the brain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gdfree.io.bids import CaseFiles, load_case
+from gdfree.types import check_input_modalities
+
+__all__ = ["NORMALISATION", "ArrayCase", "file_fingerprints", "load_array_case", "normalise"]
+
+NORMALISATION = "zscore-brain-clip5"
+"""Name of the normalisation above, stored in model.json and checked at prediction."""
+
+
+@dataclass
+class ArrayCase:
+    """One exam as arrays on its own grid.
+
+    Attributes:
+        case_id, subject, session: identity; dataset: index of the dataset in the training config.
+        image: (C, X, Y, Z) float32, channels in ``modalities`` order.
+        labels: head -> (X, Y, Z) bool, or None when the case has no such label.
+        brain: (X, Y, Z) bool.
+        affine: 4x4 voxel -> RAS mm. fingerprints: SHA-256 of each input file.
+    """
+
+    case_id: str
+    subject: str
+    session: str | None
+    image: np.ndarray
+    labels: dict[str, np.ndarray | None]
+    brain: np.ndarray
+    affine: np.ndarray
+    dataset: int = 0
+    fingerprints: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+
+def normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Z-score each channel of (C, X, Y, Z) ``image`` over ``brain``, clip to [-5, 5], 0 outside the brain."""
+    out = np.zeros(image.shape, np.float32)
+    if not brain.any():
+        return out
+    for c in range(image.shape[0]):
+        values = image[c][brain].astype(np.float64)
+        std = values.std()
+        z = (image[c] - values.mean()) / (std if std > 0 else 1.0)
+        out[c] = np.where(brain, np.clip(z, -5.0, 5.0), 0.0)
+    return out
+
+
+def file_fingerprints(paths: Sequence[Path]) -> tuple[str, ...]:
+    """SHA-256 of each file's bytes: identical input files mean the same exam, whatever the folder."""
+    out = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        out.append(digest.hexdigest())
+    return tuple(out)
+
+
+def load_array_case(
+    files: CaseFiles,
+    modalities: Sequence[str],
+    heads: Sequence[str] = (),
+    *,
+    oracle: bool = False,
+    dataset: int = 0,
+    label_sets: Sequence[str] | None = None,
+) -> ArrayCase:
+    """Read and normalise one case.
+
+    Args:
+        files: the discovered case.
+        modalities: input roles, in channel order; a post-contrast role raises InputRoleError unless
+            ``oracle``.
+        heads: label roles wanted; a head the case lacks, or that is not in ``label_sets`` (the labels the
+            config says this dataset provides), is None.
+        oracle: allow the post-Gd T1w as an input (the upper-bound reference only).
+
+    Raises:
+        InputRoleError, MissingModalityError (naming the case), GridMismatchError, ValueError (empty brain).
+    """
+    modalities = check_input_modalities(modalities, oracle=oracle)
+    allowed = set(heads if label_sets is None else label_sets)
+    wanted_masks = [h for h in heads if h in allowed and h in files.masks]
+    masks = [*wanted_masks, *(["brain"] if "brain" in files.masks else [])]
+    case = load_case(files, modalities=modalities, masks=masks, required=modalities)
+    first = case.images[modalities[0]]
+    image = np.stack([np.asarray(case.images[m].data, np.float32) for m in modalities])
+    if "brain" in case.masks:
+        brain = np.asarray(case.masks["brain"].data, bool)
+    else:
+        brain = np.all(image != 0, axis=0)
+    if not brain.any():
+        raise ValueError(f"{files.case_id}: the brain mask is empty ({files.masks.get('brain', 'derived')})")
+    labels = {h: (np.asarray(case.masks[h].data, bool) if h in case.masks else None) for h in heads}
+    return ArrayCase(
+        case_id=files.case_id,
+        subject=files.subject,
+        session=files.session,
+        image=normalise(image, brain),
+        labels=labels,
+        brain=brain,
+        affine=first.affine,
+        dataset=dataset,
+        fingerprints=file_fingerprints([files.images[m] for m in modalities]),
+    )

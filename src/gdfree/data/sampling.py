@@ -1,0 +1,123 @@
+"""Patch sampling that oversamples active lesions, chronic lesions and background in set ratios.
+
+Randomness follows the project rule: :meth:`PatchSampler.sample_params` draws every choice from an
+explicit generator, :meth:`PatchSampler.crop` applies them deterministically, so a batch can be replayed
+from its logged parameters.
+
+Categories of patch centres, per case:
+    ``active``: voxels of the ``enhancing`` label;
+    ``chronic``: ``lesion`` voxels more than 2 voxels away from any enhancing voxel;
+    ``background``: brain voxels.
+A case lacking the label a category needs is not drawn for it; if no case has it, its share goes to
+background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from gdfree.data.cases import ArrayCase
+
+__all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
+
+CATEGORIES = ("active", "chronic", "background")
+
+
+@dataclass(frozen=True)
+class SamplingRatios:
+    """Shares of patch centres per category (normalised to sum 1)."""
+
+    active: float = 0.4
+    chronic: float = 0.3
+    background: float = 0.3
+
+    def __post_init__(self) -> None:
+        values = (self.active, self.chronic, self.background)
+        if min(values) < 0 or sum(values) <= 0:
+            raise ValueError(f"sampling ratios: expected non-negative shares with a positive sum, got {values}")
+
+
+@dataclass(frozen=True)
+class PatchParams:
+    """Where one patch comes from: case index, category and the corner of the patch (voxels)."""
+
+    case: int
+    category: str
+    corner: tuple[int, int, int]
+
+
+class PatchSampler:
+    """Draw (image, target, present) patches from in-memory cases.
+
+    Args:
+        cases: the training cases.
+        heads: label heads in target channel order.
+        patch_size: edge of the cubic patch in voxels.
+        ratios: category shares.
+    """
+
+    def __init__(
+        self, cases: Sequence[ArrayCase], heads: Sequence[str], patch_size: int, ratios: SamplingRatios
+    ) -> None:
+        if not cases:
+            raise ValueError("no training case to sample from")
+        self.cases = list(cases)
+        self.heads = tuple(heads)
+        self.patch = int(patch_size)
+        self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
+        shares = np.array([ratios.active, ratios.chronic, ratios.background], float)
+        for i, cat in enumerate(CATEGORIES[:2]):
+            if not any(idx[cat].size for idx in self.index):
+                shares[2] += shares[i]
+                shares[i] = 0.0
+        self.shares = shares / shares.sum()
+
+    @staticmethod
+    def _centres(case: ArrayCase) -> dict[str, np.ndarray]:
+        enh, les = case.labels.get("enhancing"), case.labels.get("lesion")
+        empty = np.zeros(0, np.int64)
+        active = np.flatnonzero(enh) if enh is not None else empty
+        if les is not None:
+            near = ndimage.binary_dilation(enh, iterations=2) if enh is not None and enh.any() else np.zeros_like(les)
+            chronic = np.flatnonzero(les & ~near)
+        else:
+            chronic = empty
+        return {"active": active, "chronic": chronic, "background": np.flatnonzero(case.brain)}
+
+    def sample_params(self, rng: np.random.Generator) -> PatchParams:
+        """Draw a category, a case that has it, a centre voxel and a jitter of up to a quarter patch."""
+        category = CATEGORIES[int(rng.choice(3, p=self.shares))]
+        candidates = [i for i, idx in enumerate(self.index) if idx[category].size]
+        case = candidates[int(rng.integers(len(candidates)))]
+        flat = self.index[case][category]
+        centre = np.array(np.unravel_index(int(flat[rng.integers(flat.size)]), self.cases[case].brain.shape))
+        jitter = rng.integers(-(self.patch // 4), self.patch // 4 + 1, 3)
+        corner = centre + jitter - self.patch // 2
+        return PatchParams(case, category, tuple(int(c) for c in corner))  # type: ignore[arg-type]
+
+    def crop(self, params: PatchParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The patch at ``params``: image (C, P, P, P), target (H, P, P, P) float32, present (H,) bool.
+
+        Regions outside the volume are zero-padded (image 0 = the normalised background).
+        """
+        case = self.cases[params.case]
+        shape = case.brain.shape
+        src, dst = [], []
+        for c, n in zip(params.corner, shape, strict=True):
+            lo, hi = max(c, 0), min(c + self.patch, n)
+            src.append(slice(lo, max(hi, lo)))
+            dst.append(slice(lo - c, lo - c + max(hi - lo, 0)))
+        image = np.zeros((case.image.shape[0], *(self.patch,) * 3), np.float32)
+        image[(slice(None), *dst)] = case.image[(slice(None), *src)]
+        target = np.zeros((len(self.heads), *(self.patch,) * 3), np.float32)
+        present = np.zeros(len(self.heads), bool)
+        for h, head in enumerate(self.heads):
+            label = case.labels.get(head)
+            if label is not None:
+                target[(h, *dst)] = label[tuple(src)]
+                present[h] = True
+        return image, target, present

@@ -1,0 +1,116 @@
+"""The training config: one frozen dataclass tree, loaded from YAML, saved resolved in every run folder.
+
+Example (``train.yaml``)::
+
+    datasets:
+      - {path: cohort, labels: [enhancing, lesion]}      # a Gd cohort with both labels
+      - {path: msseg2016, format: auto, labels: [lesion]} # a public challenge: all-lesion masks only
+    modalities: [T1w, T2w, FLAIR]
+    max_steps: 2000
+    split: {val_fraction: 0.2, test_fraction: 0.2, seed: 0}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gdfree.data.sampling import SamplingRatios
+from gdfree.train.losses import LOSSES
+from gdfree.types import check_input_modalities
+
+__all__ = ["HEADS", "DatasetSpec", "SplitConfig", "TrainConfig"]
+
+HEADS = ("enhancing", "lesion")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One training dataset and the labels it provides (a head it lacks contributes no loss)."""
+
+    path: str
+    format: str = "auto"
+    labels: tuple[str, ...] = HEADS
+
+    def __post_init__(self) -> None:
+        bad = [lab for lab in self.labels if lab not in HEADS]
+        if bad:
+            raise ValueError(f"datasets[{self.path}].labels: unknown {bad}; expected some of {', '.join(HEADS)}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Patient-level split. Held-out test patients first (``test_subjects`` or ``test_fraction``), then
+    either a validation fraction or, with ``n_folds`` > 1, fold ``fold`` of k folds as validation."""
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    n_folds: int = 0
+    fold: int = 0
+    test_subjects: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise ValueError("split: val_fraction and test_fraction must be in [0, 1)")
+        if self.n_folds and not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"split.fold: expected 0..{self.n_folds - 1}, got {self.fold}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (see the module docstring for a YAML example).
+
+    Attributes:
+        datasets: training datasets with their label sets.
+        modalities: input roles in channel order; ``T1gd`` only with ``oracle: true``.
+        oracle: the upper-bound reference that also sees the post-Gd T1w. Never a product model.
+        heads, head_weights: output heads and their loss weights.
+        channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
+        loss: ``dice_ce`` or ``dice_focal``.
+        patch_size, batch_size, sampling: patches and their category shares.
+        augment: TorchIO augmentation strength (0 = none).
+        lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
+            decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
+        val_every: steps between full-volume validations (lesion F1 and patient AUC on validation patients).
+        seed: seeds numpy (sampling) and torch (weights, dropout, TorchIO).
+    """
+
+    datasets: tuple[DatasetSpec, ...] = ()
+    modalities: tuple[str, ...] = ("T1w", "T2w", "FLAIR")
+    oracle: bool = False
+    heads: tuple[str, ...] = HEADS
+    head_weights: tuple[float, ...] = (1.0, 0.5)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    dropout: float = 0.1
+    full_res_channels: int = 8
+    loss: str = "dice_ce"
+    patch_size: int = 48
+    batch_size: int = 4
+    sampling: SamplingRatios = field(default_factory=SamplingRatios)
+    augment: float = 1.0
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    max_steps: int = 2000
+    time_budget_s: float = 0.0
+    val_every: int = 100
+    seed: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        check_input_modalities(self.modalities, oracle=self.oracle)
+        if self.oracle and "T1gd" not in self.modalities:
+            raise ValueError("oracle: true is only for a model that also receives T1gd; add it to modalities")
+        if len(self.head_weights) != len(self.heads) or any(h not in HEADS for h in self.heads):
+            raise ValueError(f"heads/head_weights: expected matching lists of {', '.join(HEADS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
+        divisor = 1
+        for s in self.strides:
+            divisor *= s
+        if self.patch_size % divisor:
+            raise ValueError(f"patch_size: {self.patch_size} must be a multiple of the strides' product {divisor}")
+        if self.max_steps < 1 or self.batch_size < 1 or self.val_every < 1:
+            raise ValueError("max_steps, batch_size and val_every must be >= 1")

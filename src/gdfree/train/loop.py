@@ -1,0 +1,238 @@
+"""The training loop: gather cases, split by patient, sample patches, step, validate, checkpoint, resume.
+
+Pure pieces (sampling, losses, validation metrics) live in their modules; this file only orchestrates.
+Run folder::
+
+    config.yaml      the resolved config            split.json     patients and cases per part
+    log.tsv          loss / lr / validation rows    model.*        best checkpoint (safetensors + JSON)
+    last.*           last checkpoint + optimiser state for --resume
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import gdfree
+from gdfree.config import config_to_dict, load_config, save_config
+from gdfree.data.augment import augment, build_augmentation
+from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
+from gdfree.data.sampling import PatchSampler
+from gdfree.evaluate.lesions import DetectionRule, lesion_f1, match_lesions
+from gdfree.evaluate.patient import roc_auc
+from gdfree.infer.predict import predict_volume
+from gdfree.io.bids import CaseFiles
+from gdfree.io.tables import write_json, write_tsv
+from gdfree.models.checkpoint import load_model, save_model
+from gdfree.models.unet import MultitaskUNet
+from gdfree.train.config import TrainConfig
+from gdfree.train.losses import multitask_loss
+from gdfree.train.splits import split_patients
+
+__all__ = ["THRESHOLDS", "gather_cases", "train", "validate"]
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
+"""Decision thresholds tried on the validation patients."""
+
+
+def gather_cases(cfg: TrainConfig) -> list[tuple[int, CaseFiles]]:
+    """(dataset index, case) for every case of the configured datasets that has all input modalities."""
+    from gdfree.io.adapters import discover
+
+    found = []
+    for d, spec in enumerate(cfg.datasets):
+        for case in discover(spec.path, spec.format):
+            if not case.missing(cfg.modalities):
+                found.append((d, case))
+    if not found:
+        raise ValueError(f"no case with all of {', '.join(cfg.modalities)} in {[s.path for s in cfg.datasets]}")
+    return found
+
+
+def validate(
+    model: torch.nn.Module, cases: list[ArrayCase], heads: tuple[str, ...], rule: DetectionRule, device: str
+) -> dict[str, Any]:
+    """Full-volume prediction of the validation cases: per head the pooled lesion F1 at each threshold,
+    the best threshold, and (for ``enhancing``) the patient AUC of the maximum probability."""
+    model.eval()
+    probs = [predict_volume(model, c.image, device) for c in cases]
+    out: dict[str, Any] = {}
+    for h, head in enumerate(heads):
+        labelled = [(c, p[h]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
+        if not labelled:
+            continue
+        f1s = []
+        for t in THRESHOLDS:
+            counts = np.zeros(4, int)
+            for case, prob in labelled:
+                m = match_lesions((prob >= t) & case.brain, case.labels[head], case.spacing_mm, rule)  # type: ignore[arg-type]
+                counts += (m.n_ref, m.n_pred, m.tp_ref, m.tp_pred)
+            f1s.append(lesion_f1(rule.name, *counts))
+        best = int(np.argmax(f1s))
+        out[f"{head}_f1"] = f1s[best]
+        out[f"{head}_threshold"] = THRESHOLDS[best]
+        if head == "enhancing":
+            active = [int(match_lesions(c.labels[head], c.labels[head], c.spacing_mm, rule).n_ref > 0)  # type: ignore[arg-type]
+                      for c, _ in labelled]  # fmt: skip
+            scores = [float(p[c.brain].max()) for c, p in labelled]
+            out["enhancing_auc"] = roc_auc(active, scores)
+    key = "enhancing" if "enhancing_f1" in out else heads[-1]
+    auc = out.get("enhancing_auc", math.nan)
+    out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
+    out["threshold"] = out.get(f"{key}_threshold", 0.5)
+    return out
+
+
+def _schedule(cfg: TrainConfig) -> Any:
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    if resume:
+        saved = run_dir / "config.yaml"
+        if not (run_dir / "last.json").is_file():
+            raise FileNotFoundError(f"{run_dir}: no last checkpoint to resume from")
+        if config_to_dict(load_config(TrainConfig, saved)) != config_to_dict(cfg):
+            raise ValueError(f"{saved}: the run was started with another config; resume needs the same one")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir}: not empty; choose a new run folder or pass --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+
+def train(
+    cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
+) -> dict[str, Any]:
+    """Train a model as ``cfg`` says into ``run_dir`` and return the final summary (also in ``model.json``).
+
+    Raises:
+        FileExistsError: ``run_dir`` holds something and ``resume`` is False.
+        ValueError: bad config, no data, a test case sharing input files with a training case.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    run_dir = Path(run_dir)
+    _prepare_run(cfg, run_dir, resume)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    found = gather_cases(cfg)
+    key = {id(c): f"{cfg.datasets[d].path}:{c.subject}" for d, c in found}
+    parts = split_patients(sorted(set(key.values())), cfg.split)
+    part_of = {p: name for name, ps in parts.items() for p in ps}
+    by_part: dict[str, list[tuple[int, CaseFiles]]] = {"train": [], "val": [], "test": []}
+    for d, c in found:
+        by_part[part_of[key[id(c)]]].append((d, c))
+    write_json(run_dir / "split.json", {
+        **{f"{k}_patients": v for k, v in parts.items()},
+        **{f"{k}_cases": [f"{cfg.datasets[d].path}:{c.case_id}" for d, c in v] for k, v in by_part.items()},
+    })  # fmt: skip
+
+    def load(d: int, c: CaseFiles) -> ArrayCase:
+        return load_array_case(c, cfg.modalities, cfg.heads, oracle=cfg.oracle, dataset=d,
+                               label_sets=cfg.datasets[d].labels)  # fmt: skip
+
+    train_cases = [load(d, c) for d, c in by_part["train"]]
+    val_cases = [load(d, c) for d, c in by_part["val"]]
+    seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
+    for d, c in by_part["test"]:
+        shared = [seen[f] for f in file_fingerprints([c.images[m] for m in cfg.modalities]) if f in seen]
+        if shared:
+            raise ValueError(f"test case {c.case_id} of {cfg.datasets[d].path} has input files identical to "
+                             f"training/validation case {shared[0]}: the test set would not be held out")  # fmt: skip
+
+    kwargs = {"in_channels": len(cfg.modalities), "heads": list(cfg.heads), "channels": list(cfg.channels),
+              "strides": list(cfg.strides), "num_res_units": cfg.num_res_units, "dropout": cfg.dropout,
+              "full_res_channels": cfg.full_res_channels}  # fmt: skip
+    model = MultitaskUNet(**kwargs).to(device)  # type: ignore[arg-type]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
+    rule = DetectionRule.preset("msseg")
+    fingerprints = sorted(seen)
+    meta_base = {
+        "architecture": {"class": "MultitaskUNet", "kwargs": kwargs},
+        "heads": list(cfg.heads), "modalities": list(cfg.modalities), "oracle": cfg.oracle,
+        "normalisation": NORMALISATION, "rule": {"name": rule.name, "connectivity": rule.connectivity,
+                                                 "min_volume_mm3": rule.min_volume_mm3},
+        "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
+        "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
+        "gdfree_version": gdfree.__version__,
+    }  # fmt: skip
+    step, best, log_rows = 0, -math.inf, []
+    if resume:
+        state = json.loads((run_dir / "last.json").read_text())
+        last, _ = load_model(run_dir, device, stem="last")
+        model.load_state_dict(last.state_dict())
+        extra = torch.load(run_dir / "last_optim.pt", map_location=device, weights_only=True)
+        optimiser.load_state_dict(extra["optimiser"])
+        scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        step, best, log_rows = state["step"], state["best_score"], state["log"]
+
+    sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
+    transform = build_augmentation(cfg.augment)
+    start = time.perf_counter()
+    val: dict[str, Any] = {}
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn(), console=console, disable=console is None) as bar:  # fmt: skip
+        task = bar.add_task("train", total=cfg.max_steps, completed=step, info="")
+        while step < cfg.max_steps:
+            model.train()
+            images, targets, present = [], [], []
+            for _ in range(cfg.batch_size):
+                image, target, has = sampler.crop(sampler.sample_params(rng))
+                if cfg.augment > 0:
+                    image, target = augment(transform, image, target)
+                images.append(image)
+                targets.append(target)
+                present.append(has)
+            x = torch.from_numpy(np.stack(images)).to(device)
+            y = torch.from_numpy(np.stack(targets)).to(device)
+            mask = torch.from_numpy(np.stack(present)).to(device)
+            loss, parts_loss = multitask_loss(model(x), y, mask, cfg.heads, cfg.head_weights, cfg.loss)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            step += 1
+            out_of_time = cfg.time_budget_s > 0 and time.perf_counter() - start > cfg.time_budget_s
+            loss_value = float(loss.detach())
+            bar.update(task, completed=step, info=f"loss {loss_value:.3f}")
+            if step % 10 == 0:
+                log_rows.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                                 **{f"loss_{k}": v for k, v in parts_loss.items()}})  # fmt: skip
+            if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
+                val = validate(model, val_cases, cfg.heads, rule, device) if val_cases else {"score": 0.0}
+                log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
+                if val["score"] >= best or not val_cases:
+                    best = val["score"]
+                    save_model(run_dir, model, {**meta_base, "threshold": val.get("threshold", 0.5),
+                                                "step": step, "validation": val})  # fmt: skip
+                save_model(run_dir, model, {**meta_base, "threshold": val.get("threshold", 0.5), "step": step},
+                           stem="last")  # fmt: skip
+                with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
+                    torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                                "torch_rng": torch.get_rng_state()}, fh)  # fmt: skip
+                (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
+                write_json(run_dir / "last.json", {"step": step, "best_score": best, "log": log_rows,
+                                                   "numpy_rng": rng.bit_generator.state})  # fmt: skip
+                write_tsv(run_dir / "log.tsv", log_rows)
+            if out_of_time:
+                break
+    summary = json.loads((run_dir / "model.json").read_text())
+    return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
+            "best": summary.get("validation", {}), "threshold": summary["threshold"], "split": parts}  # fmt: skip

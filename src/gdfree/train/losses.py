@@ -1,0 +1,59 @@
+"""Losses per head with label masks: a sample without a label contributes nothing to that head.
+
+Each head's loss is computed over the samples of the batch that carry its label only (MONAI's batch Dice
+on the sigmoid, plus binary cross-entropy or MONAI's focal loss); a head no sample carries adds a zero that
+is not connected to its parameters, so they receive no gradient from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LOSSES", "multitask_loss"]
+
+LOSSES = ("dice_ce", "dice_focal")
+
+
+def multitask_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    present: torch.Tensor,
+    heads: Sequence[str],
+    weights: Sequence[float],
+    kind: str = "dice_ce",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum over heads of Dice + CE (or focal), each over the samples that have the label.
+
+    Args:
+        logits, targets: (B, H, X, Y, Z); targets in {0, 1}.
+        present: (B, H) bool, whether sample b has label h.
+        heads, weights: names and weights of the H heads.
+        kind: ``dice_ce`` or ``dice_focal``.
+
+    Returns:
+        (total loss, per-head loss values; NaN for a head without any label in the batch).
+    """
+    from monai.losses import DiceLoss, FocalLoss
+
+    if kind not in LOSSES:
+        raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {kind!r}")
+    dice = DiceLoss(sigmoid=True, batch=True)
+    total = logits.new_zeros(())
+    parts: dict[str, float] = {}
+    for h, (name, weight) in enumerate(zip(heads, weights, strict=True)):
+        rows = present[:, h]
+        if not bool(rows.any()):
+            parts[name] = float("nan")
+            continue
+        lg, tg = logits[rows, h : h + 1], targets[rows, h : h + 1]
+        if kind == "dice_ce":
+            second = F.binary_cross_entropy_with_logits(lg, tg)
+        else:
+            second = FocalLoss(gamma=2.0, use_softmax=False)(lg, tg)
+        loss = dice(lg, tg) + second
+        parts[name] = float(loss.detach())
+        total = total + weight * loss
+    return total, parts

@@ -1,0 +1,47 @@
+"""Patient-level splits: every exam of a patient lands in the same part, whatever its session."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gdfree.train.config import SplitConfig
+
+__all__ = ["split_patients"]
+
+
+def split_patients(patients: Sequence[str], cfg: SplitConfig) -> dict[str, list[str]]:
+    """Assign patient keys to ``train``/``val``/``test``.
+
+    ``test_subjects`` (if any) are the test set; else the first ``round(test_fraction * n)`` of a seeded
+    permutation. The rest is split by ``val_fraction`` or, with ``n_folds`` > 1, into k folds of which
+    ``fold`` is validation. Every part is sorted.
+
+    Raises:
+        ValueError: duplicate patients, test subjects not in the data, or a part left empty for training.
+    """
+    patients = list(patients)
+    if len(set(patients)) != len(patients):
+        raise ValueError("split: patient keys must be unique")
+    rng = np.random.default_rng(cfg.seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    if cfg.test_subjects:
+        unknown = sorted(set(cfg.test_subjects) - set(patients))
+        if unknown:
+            raise ValueError(f"split.test_subjects: not in the training data: {', '.join(unknown)}")
+        test = [p for p in order if p in set(cfg.test_subjects)]
+    else:
+        test = order[: round(cfg.test_fraction * len(order))]
+    rest = [p for p in order if p not in set(test)]
+    if cfg.n_folds > 1:
+        folds = [rest[i :: cfg.n_folds] for i in range(cfg.n_folds)]
+        val = folds[cfg.fold]
+    else:
+        val = rest[: round(cfg.val_fraction * len(rest))]
+    train = [p for p in rest if p not in set(val)]
+    if not train:
+        raise ValueError(f"split: no patient left for training out of {len(patients)}")
+    parts = {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+    assert not (set(parts["train"]) & set(parts["test"])) and not (set(parts["train"]) & set(parts["val"]))
+    return parts
