@@ -5,7 +5,7 @@ Run folder::
 
     config.yaml      the resolved config            split.json     patients and cases per part
     log.tsv          loss / lr / validation rows    model.*        best checkpoint (safetensors + JSON)
-    last.*           last checkpoint + optimiser state for --resume
+    last.*           last checkpoint; last_optim.pt and last_state.json: optimiser, RNG and step for --resume
 """
 
 from __future__ import annotations
@@ -100,13 +100,22 @@ def _schedule(cfg: TrainConfig) -> Any:
     return factor
 
 
+_RESUMABLE = ("max_steps", "time_budget_s")
+
+
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     if resume:
         saved = run_dir / "config.yaml"
-        if not (run_dir / "last.json").is_file():
+        if not (run_dir / "last_state.json").is_file():
             raise FileNotFoundError(f"{run_dir}: no last checkpoint to resume from")
-        if config_to_dict(load_config(TrainConfig, saved)) != config_to_dict(cfg):
-            raise ValueError(f"{saved}: the run was started with another config; resume needs the same one")
+        before, now = config_to_dict(load_config(TrainConfig, saved)), config_to_dict(cfg)
+        changed = sorted(k for k in now if now[k] != before.get(k) and k not in _RESUMABLE)
+        if changed:
+            raise ValueError(
+                f"{saved}: the run was started with another config ({', '.join(changed)} differ); resume may only "
+                f"change {' and '.join(_RESUMABLE)}"
+            )
+        save_config(cfg, saved)
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{run_dir}: not empty; choose a new run folder or pass --resume")
@@ -173,7 +182,7 @@ def train(
     }  # fmt: skip
     step, best, log_rows = 0, -math.inf, []
     if resume:
-        state = json.loads((run_dir / "last.json").read_text())
+        state = json.loads((run_dir / "last_state.json").read_text())
         last, _ = load_model(run_dir, device, stem="last")
         model.load_state_dict(last.state_dict())
         extra = torch.load(run_dir / "last_optim.pt", map_location=device, weights_only=True)
@@ -228,7 +237,7 @@ def train(
                     torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                                 "torch_rng": torch.get_rng_state()}, fh)  # fmt: skip
                 (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
-                write_json(run_dir / "last.json", {"step": step, "best_score": best, "log": log_rows,
+                write_json(run_dir / "last_state.json", {"step": step, "best_score": best, "log": log_rows,
                                                    "numpy_rng": rng.bit_generator.state})  # fmt: skip
                 write_tsv(run_dir / "log.tsv", log_rows)
             if out_of_time:

@@ -1,0 +1,66 @@
+"""Patch sampling: categories, replay, borders, partial labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gdfree.data import ArrayCase, PatchSampler, SamplingRatios, normalise
+
+
+def _case(with_enhancing: bool = True) -> ArrayCase:
+    shape = (20, 20, 20)
+    brain = np.zeros(shape, bool)
+    brain[2:18, 2:18, 2:18] = True
+    lesion = np.zeros(shape, bool)
+    lesion[4:7, 4:7, 4:7] = True  # active lesion
+    lesion[14:16, 14:16, 14:16] = True  # chronic lesion
+    enhancing = np.zeros(shape, bool)
+    enhancing[5, 5, 5] = True
+    image = normalise(np.random.default_rng(0).random((2, *shape)).astype(np.float32), brain)
+    labels = {"enhancing": enhancing if with_enhancing else None, "lesion": lesion}
+    return ArrayCase("sub-1", "1", None, image, labels, brain, np.eye(4))
+
+
+def test_categories_follow_the_ratios_and_replay():
+    sampler = PatchSampler([_case()], ("enhancing", "lesion"), 8, SamplingRatios(0.5, 0.25, 0.25))
+    rng = np.random.default_rng(0)
+    params = [sampler.sample_params(rng) for _ in range(400)]
+    share = {c: sum(p.category == c for p in params) / 400 for c in ("active", "chronic", "background")}
+    assert abs(share["active"] - 0.5) < 0.08 and abs(share["chronic"] - 0.25) < 0.08
+    again = [sampler.sample_params(np.random.default_rng(0)) for _ in range(1)]
+    assert again[0] == params[0]
+    a, b = sampler.crop(params[0]), sampler.crop(params[0])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    active = next(p for p in params if p.category == "active")
+    _, target, present = sampler.crop(active)
+    assert present.tolist() == [True, True] and target[0].sum() == 1  # the enhancing voxel is in the patch
+
+
+def test_crops_at_the_border_are_padded():
+    sampler = PatchSampler([_case()], ("enhancing", "lesion"), 8, SamplingRatios())
+    from gdfree.data.sampling import PatchParams
+
+    image, target, _ = sampler.crop(PatchParams(0, "background", (-4, -4, 16)))
+    assert image.shape == (2, 8, 8, 8) and target.shape == (2, 8, 8, 8)
+    assert np.all(image[:, :4] == 0) and np.all(image[:, :, :, 4:] == 0)
+
+
+def test_a_case_without_enhancing_label_is_not_drawn_for_active_and_says_so():
+    labelled, unlabelled = _case(True), _case(False)
+    sampler = PatchSampler([labelled, unlabelled], ("enhancing", "lesion"), 8, SamplingRatios(1.0, 0.0, 0.0))
+    rng = np.random.default_rng(1)
+    assert {sampler.sample_params(rng).case for _ in range(50)} == {0}
+    _, _, present = sampler.crop(sampler.sample_params(rng).__class__(1, "background", (0, 0, 0)))
+    assert present.tolist() == [False, True]
+    only_lesion = PatchSampler([unlabelled], ("enhancing", "lesion"), 8, SamplingRatios(1.0, 0.0, 0.0))
+    assert only_lesion.shares.tolist() == [0.0, 0.0, 1.0]  # no active voxel anywhere: background instead
+
+
+def test_normalise_zscores_inside_the_brain_only():
+    brain = np.zeros((4, 4, 4), bool)
+    brain[1:3, 1:3, 1:3] = True
+    image = np.full((1, 4, 4, 4), 100.0, np.float32)
+    image[0][brain] = np.arange(8)
+    out = normalise(image, brain)
+    assert abs(out[0][brain].mean()) < 1e-6 and abs(out[0][brain].std() - 1) < 1e-6
+    assert np.all(out[0][~brain] == 0)

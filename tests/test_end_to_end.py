@@ -1,0 +1,117 @@
+"""End to end on the tiny 4 mm cohort: train a few steps, resume, predict, check the outputs, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gdfree.cli import app
+from gdfree.config import save_config
+from gdfree.evaluate import label_lesions
+from gdfree.io.adapters import discover
+from gdfree.io.images import read_volume
+from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
+
+runner = CliRunner()
+
+
+def _config(cohort: Path, **over: object) -> TrainConfig:
+    base = dict(
+        datasets=(DatasetSpec(str(cohort)),), channels=(4, 8), strides=(2, 2), num_res_units=1,
+        full_res_channels=4, patch_size=16, batch_size=2, max_steps=4, val_every=2, warmup_steps=1,
+        split=SplitConfig(val_fraction=0.5, test_fraction=0.34, seed=0),
+    )  # fmt: skip
+    base.update(over)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    config = save_config(_config(tiny_cohort), root / "train.yaml")
+    result = runner.invoke(app, ["train", str(config), "--out", str(root / "run")])
+    assert result.exit_code == 0, result.output
+    return root, root / "run"
+
+
+def test_run_folder_and_split(trained: tuple[Path, Path]):
+    _, run = trained
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "split.json", "log.tsv", "model.json", "model.safetensors", "last_state.json"} <= names
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train_patients"]) == len(split["val_patients"]) == len(split["test_patients"]) == 1
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["modalities"] == ["T1w", "T2w", "FLAIR"] and not meta["oracle"]
+    assert meta["architecture"]["class"] == "MultitaskUNet" and 0 < meta["threshold"] < 1
+    assert len(meta["training_fingerprints"]) == 6  # 2 cases x 3 inputs
+
+
+def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], tiny_cohort: Path):
+    root, run = trained
+    again = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(run)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    other = save_config(_config(tiny_cohort, lr=1e-2), root / "other.yaml")
+    mismatch = runner.invoke(app, ["train", str(other), "--out", str(run), "--resume"])
+    assert mismatch.exit_code == 2 and "lr differ" in mismatch.output
+    before = json.loads((run / "last_state.json").read_text())
+    assert before["step"] == 4
+    resumed = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(run), "--resume", "--max-steps", "6"])
+    assert resumed.exit_code == 0, resumed.output
+    after = json.loads((run / "last_state.json").read_text())
+    assert after["step"] == 6 and after["log"][: len(before["log"])] == before["log"]
+
+
+def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_cohort: Path):
+    root, run = trained
+    split = json.loads((run / "split.json").read_text())
+    test_subject = split["test_patients"][0].split(":")[-1]
+    out = root / "pred"
+    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(tiny_cohort / f"sub-{test_subject}"),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    case = next(c for c in discover(tiny_cohort) if c.subject == test_subject)
+    flair = read_volume(case.images["FLAIR"])
+    anat = out / f"sub-{test_subject}" / "anat"
+    prob = read_volume(anat / f"sub-{test_subject}_desc-enhancing_probseg.nii.gz")
+    mask = read_volume(anat / f"sub-{test_subject}_desc-enhancing_mask.nii.gz")
+    assert prob.same_grid(flair) and mask.same_grid(flair)
+    assert prob.data.dtype == np.float32 and 0 <= prob.data.min() and prob.data.max() <= 1
+    threshold = json.loads((run / "model.json").read_text())["threshold"]
+    assert np.array_equal(mask.data.astype(bool), prob.data >= threshold)
+    rows = (anat / f"sub-{test_subject}_lesions.tsv").read_text().splitlines()
+    n = label_lesions(mask.data, mask.spacing_mm, 6, 3.0)[1]
+    assert rows[0].startswith("lesion_id\tcentroid_x_mm") and len(rows) == 1 + n
+    assert (out / "predictions.tsv").is_file() and (out / "dataset_description.json").is_file()
+    evaluated = runner.invoke(app, ["evaluate", "--pred", str(out), "--ref", str(tiny_cohort), "--out",
+                                    str(root / "eval"), "--only-predicted", "--n-boot", "10"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_predicting_a_training_case_is_refused(trained: tuple[Path, Path], tiny_cohort: Path):
+    root, run = trained
+    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(tiny_cohort), "--out",
+                                 str(root / "all")])  # fmt: skip
+    assert result.exit_code == 2 and "training/validation case" in result.output
+    assert not (root / "all").exists()  # checked before anything is written
+
+
+def test_a_test_subject_that_is_also_trained_on_is_refused(tiny_cohort: Path, tmp_path: Path):
+    import shutil
+
+    from gdfree.train import train
+
+    # A copy of one subject under another label: same patient, same files, two names.
+    copy = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort, copy)
+    for path in (copy / "sub-001").rglob("*"):
+        if path.is_file():
+            target = copy / "sub-004" / path.relative_to(copy / "sub-001").as_posix().replace("sub-001", "sub-004")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    cfg = _config(copy, split=SplitConfig(val_fraction=0.0, test_subjects=(f"{copy}:004",)))
+    with pytest.raises(ValueError, match="identical to"):
+        train(cfg, tmp_path / "run")
