@@ -115,3 +115,28 @@ def test_a_test_subject_that_is_also_trained_on_is_refused(tiny_cohort: Path, tm
     cfg = _config(copy, split=SplitConfig(val_fraction=0.0, test_subjects=(f"{copy}:004",)))
     with pytest.raises(ValueError, match="identical to"):
         train(cfg, tmp_path / "run")
+
+
+def test_a_tiny_model_learns_lesions_on_an_easy_cohort(tiny_cohort: Path, tmp_path: Path):
+    """FLAIR-bright lesions on the 4 mm phantom: 60 steps of a 4-8 channel net rank held-out lesion voxels
+    above the rest of the brain far better than chance (voxel AUC 0.5)."""
+    from gdfree.data.cases import load_array_case
+    from gdfree.evaluate import roc_auc
+    from gdfree.infer.predict import predict_volume
+    from gdfree.models import load_model
+    from gdfree.train import train
+
+    cfg = _config(tiny_cohort, max_steps=60, val_every=60, batch_size=4, lr=1e-2, warmup_steps=5,
+                  heads=("lesion",), head_weights=(1.0,), augment=0.0)  # fmt: skip
+    train(cfg, tmp_path / "run")
+    model, meta = load_model(tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    test_subject = split["test_patients"][0].split(":")[-1]
+    files = next(c for c in discover(tiny_cohort) if c.subject == test_subject)
+    case = load_array_case(files, meta["modalities"], ("lesion",))
+    prob = predict_volume(model, case.image)[0]
+    truth = case.labels["lesion"]
+    assert truth is not None and truth[case.brain].sum() > 10
+    auc = roc_auc(truth[case.brain].astype(int), prob[case.brain])
+    print(f"held-out voxel AUC {auc:.3f}")
+    assert auc > 0.8, auc

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["demo_config", "run_demo"]
+__all__ = ["demo_config", "run_demo", "train_and_evaluate"]
 
 
 def demo_config(cohort: Path, steps: int, seed: int) -> Any:
@@ -41,12 +41,9 @@ def run_demo(
     Raises:
         FileExistsError: ``out`` holds something that is not an earlier demo.
     """
-    from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.display import print_summary
-    from gdfree.evaluate.files import evaluate_dataset, write_evaluation
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.evaluate.files import write_evaluation
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
-    from gdfree.train import train
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -61,16 +58,8 @@ def run_demo(
     write_cohort(out / "cohort", PhantomConfig(resolution_mm=2), subjects, seed, jobs=jobs, overwrite=True)
     timings["synthesis_s"] = time.perf_counter() - start
     cfg = demo_config(out / "cohort", steps, seed)
-    t0 = time.perf_counter()
-    summary = train(cfg, out / "run", console=console)
-    timings["training_s"] = time.perf_counter() - t0
-    test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
-    t0 = time.perf_counter()
-    predict_dataset(out / "run", out / "cohort", out / "predictions", case_ids=test_ids)
-    timings["prediction_s"] = time.perf_counter() - t0
-    results, evaluation, affines = evaluate_dataset(
-        out / "predictions", out / "cohort", target="enhancing", config=EvaluationConfig(), only_predicted=True
-    )
+    summary, results, evaluation, affines, more = train_and_evaluate(cfg, out, out / "cohort", console)
+    timings.update(more)
     evaluation["demo"] = {"timings_s": timings, "train": summary, "subjects": subjects, "seed": seed}
     write_evaluation(out / "evaluation", results, evaluation, affines)
     if console is not None:
@@ -82,6 +71,32 @@ def run_demo(
             f"{timings['prediction_s']:.0f} s. Everything is in {out}."
         )
     return evaluation
+
+
+def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -> tuple[Any, ...]:
+    """Train ``cfg`` into ``out/run``, predict its test patients into ``out/predictions`` and evaluate them
+    against ``cohort`` (enhancing lesions, msseg rule, patient score max_prob).
+
+    Returns:
+        (training summary, per-case results, evaluation summary, affines, timings in seconds).
+    """
+    from gdfree.evaluate import EvaluationConfig
+    from gdfree.evaluate.files import evaluate_dataset
+    from gdfree.infer.predict import predict_dataset
+    from gdfree.train import train
+
+    timings = {}
+    t0 = time.perf_counter()
+    summary = train(cfg, out / "run", console=console)
+    timings["training_s"] = time.perf_counter() - t0
+    test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
+    t0 = time.perf_counter()
+    predict_dataset(out / "run", cohort, out / "predictions", case_ids=test_ids)
+    timings["prediction_s"] = time.perf_counter() - t0
+    results, evaluation, affines = evaluate_dataset(
+        out / "predictions", cohort, target="enhancing", config=EvaluationConfig(), only_predicted=True
+    )
+    return summary, results, evaluation, affines, timings
 
 
 def _test_cases(run: Path) -> list[str]:
