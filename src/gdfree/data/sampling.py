@@ -29,11 +29,15 @@ CATEGORIES = ("active", "chronic", "background")
 
 @dataclass(frozen=True)
 class SamplingRatios:
-    """Shares of patch centres per category (normalised to sum 1)."""
+    """Shares of patch centres per category (normalised to sum 1).
 
-    active: float = 0.4
-    chronic: float = 0.3
-    background: float = 0.3
+    Chronic lesions get the largest share: telling active from chronic lesions is the task, and a model
+    that saw too few chronic lesions calls every lesion active (seen on the 2 mm phantom at 0.4/0.3/0.3).
+    """
+
+    active: float = 0.35
+    chronic: float = 0.45
+    background: float = 0.2
 
     def __post_init__(self) -> None:
         values = (self.active, self.chronic, self.background)

@@ -79,7 +79,7 @@ class TrainConfig:
     modalities: tuple[str, ...] = ("T1w", "T2w", "FLAIR")
     oracle: bool = False
     heads: tuple[str, ...] = HEADS
-    head_weights: tuple[float, ...] = (1.0, 0.5)
+    head_weights: tuple[float, ...] = (1.0, 0.3)
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2, 2)
     num_res_units: int = 2
