@@ -12,6 +12,7 @@ against the phantom's truth and print the headline table. Everything lands under
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -75,7 +76,8 @@ def run_demo(
 
 def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -> tuple[Any, ...]:
     """Train ``cfg`` into ``out/run``, predict its test patients into ``out/predictions`` and evaluate them
-    against ``cohort`` (enhancing lesions, msseg rule, patient score max_prob).
+    against ``cohort`` (enhancing lesions, msseg rule; patient score: the maximum probability, called active
+    from the model's threshold chosen on validation).
 
     Returns:
         (training summary, per-case results, evaluation summary, affines, timings in seconds).
@@ -93,13 +95,13 @@ def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -
     t0 = time.perf_counter()
     predict_dataset(out / "run", cohort, out / "predictions", case_ids=test_ids)
     timings["prediction_s"] = time.perf_counter() - t0
+    threshold = float(json.loads((out / "run" / "model.json").read_text())["threshold"])
     results, evaluation, affines = evaluate_dataset(
-        out / "predictions", cohort, target="enhancing", config=EvaluationConfig(), only_predicted=True
-    )
+        out / "predictions", cohort, target="enhancing", config=EvaluationConfig(threshold=threshold),
+        only_predicted=True,
+    )  # fmt: skip
     return summary, results, evaluation, affines, timings
 
 
 def _test_cases(run: Path) -> list[str]:
-    import json
-
     return list(json.loads((run / "split.json").read_text())["test_cases"])
