@@ -140,3 +140,14 @@ def test_a_tiny_model_learns_lesions_on_an_easy_cohort(tiny_cohort: Path, tmp_pa
     auc = roc_auc(truth[case.brain].astype(int), prob[case.brain])
     print(f"held-out voxel AUC {auc:.3f}")
     assert auc > 0.8, auc
+
+
+def test_train_refuses_a_post_gd_input_outside_the_oracle(tiny_cohort: Path, tmp_path: Path):
+    config = tmp_path / "leaky.yaml"
+    config.write_text(f"datasets: [{{path: {tiny_cohort}}}]\nmodalities: [T1w, FLAIR, T1POST]\n")
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "T1gd (post-gadolinium" in result.output and "oracle" in result.output
+    assert not (tmp_path / "run").exists()
+    aliases = TrainConfig(datasets=(DatasetSpec("x"),), modalities=("t1", "flair"))
+    assert aliases.modalities == ("T1w", "FLAIR")

@@ -100,7 +100,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
-        check_input_modalities(self.modalities, oracle=self.oracle)
+        object.__setattr__(self, "modalities", check_input_modalities(self.modalities, oracle=self.oracle))
         if self.oracle and "T1gd" not in self.modalities:
             raise ValueError("oracle: true is only for a model that also receives T1gd; add it to modalities")
         if len(self.head_weights) != len(self.heads) or any(h not in HEADS for h in self.heads):
