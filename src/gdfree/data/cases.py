@@ -7,7 +7,6 @@ skull-stripped images), clipped to [-5, 5], and set to 0 outside the brain.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gdfree.io.bids import CaseFiles, load_case
+from gdfree.io.images import file_sha256
 from gdfree.types import check_input_modalities
 
 __all__ = ["NORMALISATION", "ArrayCase", "file_fingerprints", "load_array_case", "normalise"]
@@ -65,14 +65,7 @@ def normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 def file_fingerprints(paths: Sequence[Path]) -> tuple[str, ...]:
     """SHA-256 of each file's bytes: identical input files mean the same exam, whatever the folder."""
-    out = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        out.append(digest.hexdigest())
-    return tuple(out)
+    return tuple(file_sha256(p) for p in paths)
 
 
 def load_array_case(

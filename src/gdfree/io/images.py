@@ -19,7 +19,7 @@ import numpy as np
 from gdfree.errors import ImageReadError
 from gdfree.types import Volume
 
-__all__ = ["atomic_path", "image_suffix", "read_volume", "write_text", "write_volume"]
+__all__ = ["atomic_path", "file_sha256", "image_suffix", "read_volume", "write_text", "write_volume"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -53,6 +53,17 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's bytes, hex, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: Path | str, text: str) -> Path:

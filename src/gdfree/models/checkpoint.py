@@ -7,7 +7,6 @@ fingerprints. Both files are written atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gdfree.io.images import atomic_path
+from gdfree.io.images import atomic_path, file_sha256
 from gdfree.io.tables import write_json
 from gdfree.models.unet import build_model
 
@@ -45,12 +44,8 @@ def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem:
 
 
 def weights_hash(path: Path | str) -> str:
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a weights file, hex."""
+    return file_sha256(path)
 
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> tuple[nn.Module, dict]:
