@@ -28,11 +28,13 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (
 
 @dataclass(frozen=True)
 class FrocCounts:
-    """Lesion counts of one scan at each threshold, shape (n_thresholds,) each."""
+    """Lesion counts of one scan at each threshold, shape (n_thresholds,) each: reference lesions detected,
+    predicted lesions, and predicted lesions that are false positives."""
 
     thresholds: np.ndarray
     n_ref: int
     detected: np.ndarray
+    predicted: np.ndarray
     false_positives: np.ndarray
 
 
@@ -72,9 +74,10 @@ def froc_counts(
     candidates = prob >= levels[0]
     box = bounding_box(candidates | ref)
     detected = np.zeros(levels.size, np.int64)
+    predicted = np.zeros(levels.size, np.int64)
     false_pos = np.zeros(levels.size, np.int64)
     if box is None:
-        return FrocCounts(levels, 0, detected, false_pos)
+        return FrocCounts(levels, 0, detected, predicted, false_pos)
     crop = prob[box]
     ref_labels, n_ref = _label(ref[box], rule, voxel_mm3)
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
@@ -88,8 +91,8 @@ def froc_counts(
         match = _match_labels(
             ref_labels[sub], n_ref, pred_labels, n_pred, voxel_mm3, rule, ref_sizes=ref_sizes, centroids=False
         )
-        detected[i], false_pos[i] = match.tp_ref, match.fp
-    return FrocCounts(levels, n_ref, detected, false_pos)
+        detected[i], predicted[i], false_pos[i] = match.tp_ref, match.n_pred, match.fp
+    return FrocCounts(levels, n_ref, detected, predicted, false_pos)
 
 
 def froc(scans: Iterable[FrocCounts]) -> Froc:

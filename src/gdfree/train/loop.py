@@ -25,7 +25,8 @@ from gdfree.config import config_to_dict, load_config, save_config
 from gdfree.data.augment import augment, build_augmentation
 from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
 from gdfree.data.sampling import PatchSampler
-from gdfree.evaluate.lesions import DetectionRule, lesion_f1, match_lesions
+from gdfree.evaluate.froc import froc_counts
+from gdfree.evaluate.lesions import DetectionRule, lesion_f1
 from gdfree.evaluate.patient import roc_auc
 from gdfree.infer.predict import predict_volume
 from gdfree.io.bids import CaseFiles
@@ -68,19 +69,19 @@ def validate(
         labelled = [(c, p[h]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
         if not labelled:
             continue
-        f1s = []
-        for t in THRESHOLDS:
-            counts = np.zeros(4, int)
-            for case, prob in labelled:
-                m = match_lesions((prob >= t) & case.brain, case.labels[head], case.spacing_mm, rule)  # type: ignore[arg-type]
-                counts += (m.n_ref, m.n_pred, m.tp_ref, m.tp_pred)
-            f1s.append(lesion_f1(rule.name, *counts))
+        # One FROC pass per case labels the reference once and the prediction at every threshold.
+        counts = [froc_counts(np.where(c.brain, p, 0.0), c.labels[head], c.spacing_mm, rule, THRESHOLDS)  # type: ignore[arg-type]
+                  for c, p in labelled]  # fmt: skip
+        n_ref = sum(k.n_ref for k in counts)
+        detected, predicted, false_pos = (np.sum([getattr(k, a) for k in counts], axis=0)
+                                          for a in ("detected", "predicted", "false_positives"))  # fmt: skip
+        f1s = [lesion_f1(rule.name, n_ref, int(n), int(d), int(n - f))
+               for d, n, f in zip(detected, predicted, false_pos, strict=True)]  # fmt: skip
         best = int(np.argmax(f1s))
         out[f"{head}_f1"] = f1s[best]
         out[f"{head}_threshold"] = THRESHOLDS[best]
         if head == "enhancing":
-            active = [int(match_lesions(c.labels[head], c.labels[head], c.spacing_mm, rule).n_ref > 0)  # type: ignore[arg-type]
-                      for c, _ in labelled]  # fmt: skip
+            active = [int(k.n_ref > 0) for k in counts]
             scores = [float(p[c.brain].max()) for c, p in labelled]
             out["enhancing_auc"] = roc_auc(active, scores)
     key = "enhancing" if "enhancing_f1" in out else heads[-1]
