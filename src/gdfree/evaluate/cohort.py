@@ -246,8 +246,9 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
         "fp_per_scan": (n_pred - tp_pred) / len(results),
     }  # fmt: skip
     bins = []
+    per_case_bins = [r.match.by_volume() for r in results]
     for i, (name, _, _) in enumerate(VOLUME_BINS):
-        per = [r.match.by_volume()[i] for r in results]
+        per = [case_bins[i] for case_bins in per_case_bins]
         nr, det = sum(p["n_ref_lesions"] for p in per), sum(p["lesion_tp_ref"] for p in per)
         npred, fp_bin = sum(p["n_pred_lesions"] for p in per), sum(p["lesion_fp"] for p in per)
         bins.append({

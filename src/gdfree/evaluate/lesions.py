@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -150,7 +150,6 @@ class LesionMatch:
     pred_centroid_vox: np.ndarray
     ref_detected: np.ndarray
     pred_true: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_ref(self) -> int:

@@ -33,14 +33,25 @@ def _counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
     return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(ref)) - tp
 
 
+def _dice(tp: int, fp: int, fn: int) -> float:
+    return 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2.0 * tp + fp + fn)
+
+
+def _ndsc(tp: int, fp: int, fn: int, n_all: int, reference_load: float) -> float:
+    n_ref = tp + fn
+    if tp + fp + fn == 0:
+        return 1.0
+    k = 1.0 if n_ref == 0 else (1.0 - reference_load) * n_ref / (reference_load * (n_all - n_ref))
+    return 2.0 * tp / (2.0 * tp + k * fp + fn)
+
+
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice similarity coefficient 2|P∩R| / (|P| + |R|).
 
     Empty inputs: both empty -> 1.0; exactly one empty -> 0.0.
     """
     pred, ref = _pair(pred, ref)
-    tp, fp, fn = _counts(pred, ref)
-    return 1.0 if tp + fp + fn == 0 else 2.0 * tp / (2.0 * tp + fp + fn)
+    return _dice(*_counts(pred, ref))
 
 
 def normalized_dice(pred: np.ndarray, ref: np.ndarray, reference_load: float = NDSC_REFERENCE_LOAD) -> float:
@@ -58,12 +69,7 @@ def normalized_dice(pred: np.ndarray, ref: np.ndarray, reference_load: float = N
     same_shape(("pred", pred), ("ref", ref))
     if not 0.0 < reference_load < 1.0:
         raise ValueError(f"reference_load: expected a fraction in (0, 1), got {reference_load}")
-    tp, fp, fn = _counts(pred, ref)
-    n_ref, n_all = tp + fn, pred.size
-    if tp + fp + fn == 0:
-        return 1.0
-    k = 1.0 if n_ref == 0 else (1.0 - reference_load) * n_ref / (reference_load * (n_all - n_ref))
-    return 2.0 * tp / (2.0 * tp + k * fp + fn)
+    return _ndsc(*_counts(pred, ref), pred.size, reference_load)
 
 
 def voxel_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
@@ -85,8 +91,8 @@ def voxel_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float]
     else:
         avd = 0.0 if tp + fp == 0 else math.nan
     return {
-        "dice": dice(pred, ref),
-        "ndsc": normalized_dice(pred, ref),
+        "dice": _dice(tp, fp, fn),
+        "ndsc": _ndsc(tp, fp, fn, pred.size, NDSC_REFERENCE_LOAD),
         "sensitivity": tp / (tp + fn) if tp + fn else math.nan,
         "precision": tp / (tp + fp) if tp + fp else math.nan,
         "volume_pred_mm3": v_pred,

@@ -18,7 +18,7 @@ from gdfree.io.images import atomic_path, file_sha256
 from gdfree.io.tables import write_json
 from gdfree.models.unet import build_model
 
-__all__ = ["load_model", "save_model", "weights_hash"]
+__all__ = ["load_model", "save_model"]
 
 _REQUIRED = ("architecture", "heads", "modalities", "normalisation", "threshold")
 
@@ -40,12 +40,7 @@ def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp))
-    return write_json(folder / f"{stem}.json", {**meta, "weights_sha256": weights_hash(weights)})
-
-
-def weights_hash(path: Path | str) -> str:
-    """SHA-256 of a weights file, hex."""
-    return file_sha256(path)
+    return write_json(folder / f"{stem}.json", {**meta, "weights_sha256": file_sha256(weights)})
 
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> tuple[nn.Module, dict]:
