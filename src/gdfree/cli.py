@@ -252,10 +252,11 @@ def demo(
 ) -> None:
     """The main job on the embedded default: synthesise, train, predict held-out patients, evaluate."""
     from gdfree.demo import run_demo
+    from gdfree.errors import GdfreeError
 
     try:
         run_demo(out, subjects=subjects, seed=seed, jobs=jobs, steps=steps, console=_console())
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
 
 

@@ -56,6 +56,8 @@ def run_demo(
             shutil.rmtree(out / name, ignore_errors=True)
     start = time.perf_counter()
     timings = {}
+    if console is not None:
+        console.print(f"gdfree demo: synthesising {subjects} subjects at 2 mm into {out / 'cohort'} ...")
     write_cohort(out / "cohort", PhantomConfig(resolution_mm=2), subjects, seed, jobs=jobs, overwrite=True)
     timings["synthesis_s"] = time.perf_counter() - start
     cfg = demo_config(out / "cohort", steps, seed)
