@@ -8,6 +8,9 @@ Prints one table: pooled lesion F1 (msseg rule), FROC sensitivity at 1 FP/scan, 
 bootstrap 95% CI; writes it to ``--out``/signal_curve.md and .json.
 
     python benchmarks/signal_curve.py --out /tmp/signal [--subjects 50] [--steps 600] [--seed 0]
+
+A model whose ``row.json`` exists in ``--out`` for the same subjects, steps and seed is not retrained, so a run
+can be extended (``--strengths 1`` first, then the rest) or continued after an interruption.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -56,6 +60,13 @@ def main() -> None:
         if oracle:
             cfg = dataclasses.replace(cfg, modalities=(*cfg.modalities, "T1gd"), oracle=True)
         work = args.out / ("oracle" if oracle else f"model-{strength:g}")
+        key = {"subjects": args.subjects, "steps": args.steps, "seed": args.seed, "test_fraction": args.test_fraction}
+        if (work / "row.json").is_file() and json.loads((work / "row.json").read_text())["key"] == key:
+            rows.append(json.loads((work / "row.json").read_text())["row"])
+            console.print(f"{name}: reusing {work / 'row.json'}")
+            continue
+        if work.exists():
+            shutil.rmtree(work)
         start = time.perf_counter()
         summary, results, evaluation, _, timings = train_and_evaluate(cfg, work, cohort)
         pooled, patient = evaluation["pooled_lesions"], evaluation.get("patient", {})
@@ -74,6 +85,7 @@ def main() -> None:
             "test_cases": [r.case_id for r in results],
         }
         rows.append(row)
+        write_json(work / "row.json", {"key": key, "row": row})
         console.print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'test_cases'})} "
                       f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
     same = len({p.replace("\r", "") for p in participants.values()}) == 1

@@ -41,13 +41,30 @@ def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def test_run_folder_and_split(trained: tuple[Path, Path]):
     _, run = trained
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "split.json", "log.tsv", "model.json", "model.safetensors", "last_state.json"} <= names
+    expected = {"config.yaml", "split.json", "log.tsv", "model.json", "model.safetensors", "last_state.json"}
+    assert expected | {"best.json", "last.json"} <= names
     split = json.loads((run / "split.json").read_text())
     assert len(split["train_patients"]) == len(split["val_patients"]) == len(split["test_patients"]) == 1
     meta = json.loads((run / "model.json").read_text())
     assert meta["modalities"] == ["T1w", "T2w", "FLAIR"] and not meta["oracle"]
     assert meta["architecture"]["class"] == "MultitaskUNet" and 0 < meta["threshold"] < 1
     assert len(meta["training_fingerprints"]) == 6  # 2 cases x 3 inputs
+    last = json.loads((run / "last.json").read_text())
+    assert meta["step"] == 4 and meta["weights_sha256"] == last["weights_sha256"]  # keep: last (the default)
+
+
+def test_keep_best_keeps_the_best_validation(tiny_cohort: Path, tmp_path: Path):
+    from gdfree.train import train
+
+    summary = train(_config(tiny_cohort, keep="best", max_steps=6, val_every=2), tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    scores = {r["step"]: r["val_score"] for r in json.loads((tmp_path / "run" / "last_state.json").read_text())["log"]
+              if "val_score" in r}  # fmt: skip
+    assert sorted(scores) == [2, 4, 6]
+    assert meta["weights_sha256"] == best["weights_sha256"] and summary["kept"] == "best"
+    top = max(scores.values())
+    assert meta["validation"]["score"] == top and meta["step"] == max(s for s, v in scores.items() if v == top)
 
 
 def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], tiny_cohort: Path):

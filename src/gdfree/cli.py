@@ -211,10 +211,11 @@ def train_command(
         summary = train(cfg, out, device=device, resume=resume, console=_console())
     except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
-    best = summary["best"]
+    val = summary["validation"]
     _console().print(
-        f"Trained {summary['steps']} steps in {summary['seconds']:.0f} s; best validation: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if isinstance(v, float))
+        f"Trained {summary['steps']} steps in {summary['seconds']:.0f} s; kept the {summary['kept']} checkpoint "
+        f"(step {summary['kept_step']}), validation: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))
         + f"; threshold {summary['threshold']}. Model in {out}"
     )
 

@@ -57,5 +57,7 @@ def test_config_refuses_post_contrast_inputs_outside_oracle():
         TrainConfig(datasets=(DatasetSpec("x"),), oracle=True)
     with pytest.raises(ValueError, match="patch_size"):
         TrainConfig(patch_size=40)
+    with pytest.raises(ValueError, match="keep"):
+        TrainConfig(keep="median")
     with pytest.raises(ValueError, match="labels"):
         DatasetSpec("x", labels=("tumour",))

@@ -4,8 +4,9 @@ Pure pieces (sampling, losses, validation metrics) live in their modules; this f
 Run folder::
 
     config.yaml      the resolved config            split.json     patients and cases per part
-    log.tsv          loss / lr / validation rows    model.*        best checkpoint (safetensors + JSON)
-    last.*           last checkpoint; last_optim.pt and last_state.json: optimiser, RNG and step for --resume
+    log.tsv          loss / lr / validation rows    model.*        the kept checkpoint (``keep``: last or best)
+    best.*           best validation score          last.*         last checkpoint; with last_optim.pt and
+                                                                   last_state.json (optimiser, RNG, step) for --resume
 """
 
 from __future__ import annotations
@@ -228,12 +229,15 @@ def train(
             if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
                 val = validate(model, val_cases, cfg.heads, rule, device) if val_cases else {"score": 0.0}
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
-                if val["score"] >= best or not val_cases:
+                meta = {**meta_base, "threshold": val.get("threshold", 0.5), "step": step, "validation": val}
+                is_best = val["score"] >= best or not val_cases
+                if is_best:
                     best = val["score"]
-                    save_model(run_dir, model, {**meta_base, "threshold": val.get("threshold", 0.5),
-                                                "step": step, "validation": val})  # fmt: skip
-                save_model(run_dir, model, {**meta_base, "threshold": val.get("threshold", 0.5), "step": step},
-                           stem="last")  # fmt: skip
+                    save_model(run_dir, model, meta, stem="best")
+                final = step >= cfg.max_steps or out_of_time
+                if (is_best and cfg.keep == "best") or (final and cfg.keep == "last"):
+                    save_model(run_dir, model, meta)
+                save_model(run_dir, model, meta, stem="last")
                 with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
                     torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                                 "torch_rng": torch.get_rng_state()}, fh)  # fmt: skip
@@ -245,4 +249,5 @@ def train(
                 break
     summary = json.loads((run_dir / "model.json").read_text())
     return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
-            "best": summary.get("validation", {}), "threshold": summary["threshold"], "split": parts}  # fmt: skip
+            "kept": cfg.keep, "kept_step": summary.get("step"), "validation": summary.get("validation", {}),
+            "best_score": best, "threshold": summary["threshold"], "split": parts}  # fmt: skip
