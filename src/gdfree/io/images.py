@@ -13,13 +13,23 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gdfree.errors import ImageReadError
 from gdfree.types import Volume
 
-__all__ = ["atomic_path", "file_sha256", "image_suffix", "read_volume", "write_text", "write_volume"]
+__all__ = [
+    "atomic_path",
+    "file_sha256",
+    "from_sitk",
+    "image_suffix",
+    "read_volume",
+    "to_sitk",
+    "write_text",
+    "write_volume",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -144,12 +154,36 @@ def _read_itk(path: Path) -> Volume:
     if img.GetDimension() != 3:
         size = img.GetSize()
         raise ImageReadError(f"{path}: expected a 3-D volume, got {img.GetDimension()}-D data of size {size}")
-    data = _squeeze_to_3d(np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0)), path)
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    volume = from_sitk(img, path)
+    return Volume(volume.data, volume.affine, path, 1, 1)
+
+
+def to_sitk(volume: Volume, dtype: type | None = None) -> Any:
+    """The volume as a SimpleITK image with the same voxels and physical placement (LPS); bool -> uint8."""
+    import SimpleITK as sitk
+
+    data = volume.data if dtype is None else volume.data.astype(dtype, copy=False)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    lps = np.linalg.inv(_LPS_TO_RAS) @ volume.affine
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    img.SetSpacing(spacing.tolist())
+    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    img.SetOrigin(lps[:3, 3].tolist())
+    return img
+
+
+def from_sitk(image: Any, path: Path | None = None) -> Volume:
+    """A 3-D SimpleITK image as a Volume (array indexed (X, Y, Z), RAS+ affine)."""
+    import SimpleITK as sitk
+
+    data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     lps = np.eye(4)
-    lps[:3, :3] = direction @ np.diag(img.GetSpacing())
-    lps[:3, 3] = img.GetOrigin()
-    return Volume(data, _LPS_TO_RAS @ lps, path, 1, 1)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return Volume(data, _LPS_TO_RAS @ lps, path)
 
 
 def write_volume(volume: Volume, path: Path | str, dtype: np.dtype | type | None = None) -> Path:
@@ -179,12 +213,7 @@ def write_volume(volume: Volume, path: Path | str, dtype: np.dtype | type | None
     if suffix in (".nrrd", ".mha"):
         import SimpleITK as sitk
 
-        img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-        lps = np.linalg.inv(_LPS_TO_RAS) @ volume.affine
-        spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
-        img.SetSpacing(spacing.tolist())
-        img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-        img.SetOrigin(lps[:3, 3].tolist())
+        img = to_sitk(volume.with_data(data))
         with atomic_path(path) as tmp:
             sitk.WriteImage(img, str(tmp), useCompression=True)
         return path
