@@ -1,0 +1,333 @@
+"""``gdfree prepare``: every preprocessing step per case, in parallel over cases, skipping finished cases.
+
+Per case: read every image; N4 bias correction; rigid + affine registration of each modality onto the
+reference (FLAIR by default) and of the post-Gd T1w onto the pre-Gd T1w (composed onto the reference);
+one resampling of every image onto the output grid (the reference reoriented to RAS, optionally at another
+isotropic spacing); provided masks resampled nearest-neighbour; a brain mask (provided, else the nilearn
+MNI152 brain registered onto the case; Dice against a provided one is reported); optional normalisation;
+and, with pre- and post-Gd T1w, a derived enhancing label with its QC picture.
+
+Output (readable by :func:`gdfree.io.adapters.discover` as a BIDS dataset)::
+
+    OUT/dataset_description.json, OUT/sub-X/[ses-Y/]anat/sub-X_<mod>.nii.gz   (post-Gd: ce-gadolinium_T1w)
+    OUT/derivatives/gdfree-prepare/sub-X/[ses-Y/]anat/
+        *_desc-brain_mask, *_label-lesion_mask, *_label-enhancing_mask (provided or derived)
+        *_from-<mod>_mode-image_to-<ref>_xfm.txt   ITK transforms, reference points -> native <mod> points
+        *_desc-enhancing_qc.png, *_prepare.json (steps, timings, grids to invert), *_prepare.log
+
+A case whose ``_prepare.json`` says ``done`` with the same config is skipped; outputs are written atomically
+and the JSON last, so an interrupted case is simply redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gdfree
+from gdfree.io.bids import CaseFiles, bids_name, derivative_path
+from gdfree.io.images import from_sitk, read_volume, to_sitk, write_text, write_volume
+from gdfree.io.tables import json_ready, write_json
+from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, write_qc_png
+from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
+from gdfree.preprocess.registration import RegistrationConfig, register, resample, write_transform
+from gdfree.types import POST_CONTRAST, Volume
+
+__all__ = ["PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "prepare_case", "prepare_dataset"]
+
+PIPELINE = "gdfree-prepare"
+_ROLE_ENTITIES = {POST_CONTRAST: ({"ce": "gadolinium"}, "T1w")}
+_MASK_NAMES = {"brain": {"desc": "brain"}, "lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What ``prepare`` does (saved in every case's ``_prepare.json``; a change redoes finished cases).
+
+    Attributes:
+        reference: the modality every other one is registered to (its grid, reoriented to RAS, is the output).
+        spacing_mm: isotropic output spacing; None keeps the reference's voxel size.
+        n4, n4_shrink: N4 bias correction and its shrink factor.
+        register: False trusts that the images are already aligned (resampled with identity).
+        registration: the registration knobs.
+        brain_mask: ``auto`` (provided, else atlas), ``provided`` (error if missing) or ``atlas``.
+        check_brain_mask: with a provided mask, also compute the atlas one and report their Dice.
+        normalise: ``none`` (training z-scores by itself), ``zscore`` or ``nawm``.
+        derive_enhancing: derive the enhancing label from T1w/T1gd when the case has no provided one.
+        enhancing: the derivation knobs.
+    """
+
+    reference: str = "FLAIR"
+    spacing_mm: float | None = None
+    n4: bool = True
+    n4_shrink: int = 4
+    register: bool = True
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    brain_mask: str = "auto"
+    check_brain_mask: bool = True
+    normalise: str = "none"
+    derive_enhancing: bool = True
+    enhancing: EnhancingConfig = field(default_factory=EnhancingConfig)
+
+    def __post_init__(self) -> None:
+        if self.brain_mask not in ("auto", "provided", "atlas"):
+            raise ValueError(f"brain_mask: expected auto, provided or atlas, got {self.brain_mask!r}")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise: expected one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
+        if self.spacing_mm is not None and self.spacing_mm <= 0:
+            raise ValueError(f"spacing_mm: expected > 0, got {self.spacing_mm}")
+
+    def digest(self) -> str:
+        text = json.dumps(json_ready(dataclasses.asdict(self)), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def output_grid(reference: Volume, spacing_mm: float | None = None) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape, RAS+ affine) of the output grid: the reference's voxels reordered/flipped to RAS (no
+    interpolation when ``spacing_mm`` is None), else an RAS grid of that isotropic spacing over the same box."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(reference.affine)
+    shape = tuple(int(s) for s in np.asarray(reference.shape)[ornt[:, 0].astype(int)])
+    affine = reference.affine @ nib.orientations.inv_ornt_aff(ornt, reference.shape)
+    if spacing_mm is None:
+        return (shape[0], shape[1], shape[2]), affine
+    old = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    new_shape = np.maximum(np.ceil(np.asarray(shape) * old / spacing_mm).astype(int), 1)
+    direction = affine[:3, :3] / old
+    centre = affine @ np.append((np.asarray(shape) - 1) / 2, 1)
+    new = np.eye(4)
+    new[:3, :3] = direction * spacing_mm
+    new[:3, 3] = centre[:3] - new[:3, :3] @ ((new_shape - 1) / 2)
+    return (int(new_shape[0]), int(new_shape[1]), int(new_shape[2])), new
+
+
+def atlas_brain_mask(image: Any, config: RegistrationConfig | None = None) -> tuple[Any, Any]:
+    """Brain mask of ``image`` (SimpleITK, any T1w/T2w/FLAIR) from nilearn's shipped MNI152 2009 T1 template
+    and its brain mask, registered (rigid + affine, mutual information) onto the image; no download.
+
+    Returns:
+        (uint8 SimpleITK mask on the image grid, the template -> image transform).
+    """
+    import SimpleITK as sitk
+
+    from gdfree.phantom.anatomy import template_maps
+
+    maps = template_maps(2)
+    template = to_sitk(Volume(maps.gm * 0.7 + maps.wm + maps.csf * 0.2, maps.affine))
+    brain = to_sitk(Volume(maps.brain, maps.affine))
+    transform = register(image, template, config or RegistrationConfig(shrink=(4, 2), smooth_mm=(4.0, 2.0)))
+    warped = resample(brain, image, transform, interpolation="linear")
+    return sitk.Cast(warped >= 0.5, sitk.sitkUInt8), transform
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def step(self, name: str, message: str = "") -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 3)
+        self._t = now
+        self.lines.append(f"{name}: {self.timings[name]:.2f} s{' - ' + message if message else ''}")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None = None) -> dict[str, Any]:
+    """Prepare one case into the dataset folder ``out``; returns its ``_prepare.json`` content.
+
+    Raises:
+        MissingModalityError / ValueError: no reference modality, a provided brain mask required but missing.
+        ImageReadError: an unreadable image (named).
+    """
+    import SimpleITK as sitk
+
+    cfg = config or PrepareConfig()
+    out = Path(out)
+    deriv = out / "derivatives" / PIPELINE
+    log = _Log()
+    roles = list(case.images)
+    ref_role = cfg.reference if cfg.reference in case.images else next(
+        (r for r in ("FLAIR", "T1w", "T2w", "PD") if r in case.images), None)  # fmt: skip
+    if ref_role is None:
+        raise ValueError(f"{case.case_id}: no pre-contrast image to use as the reference (has {roles})")
+    volumes = {r: read_volume(p) for r, p in case.images.items()}
+    images = {r: to_sitk(v, np.float32) for r, v in volumes.items()}
+    log.step("read", ", ".join(f"{r} {volumes[r].shape} {tuple(round(s, 2) for s in volumes[r].spacing_mm)}"
+                               for r in roles))  # fmt: skip
+    if cfg.n4:
+        images = {r: n4(img, shrink=cfg.n4_shrink)[0] for r, img in images.items()}
+        log.step("n4", f"shrink {cfg.n4_shrink}")
+    shape, affine = output_grid(volumes[ref_role], cfg.spacing_mm)
+    grid = to_sitk(Volume(np.zeros(shape, np.float32), affine))
+    transforms: dict[str, Any] = {ref_role: sitk.Transform()}
+    if cfg.register:
+        for r in roles:
+            if r == ref_role or (r == POST_CONTRAST and "T1w" in images and ref_role != "T1w"):
+                continue
+            transforms[r] = register(images[ref_role], images[r], cfg.registration)
+        if POST_CONTRAST in images and POST_CONTRAST not in transforms:
+            to_pre = register(images["T1w"], images[POST_CONTRAST], cfg.registration)
+            transforms[POST_CONTRAST] = sitk.CompositeTransform([to_pre, transforms["T1w"]])
+        log.step("register", f"onto {ref_role}: {', '.join(r for r in roles if r != ref_role)}")
+    else:
+        transforms.update({r: sitk.Transform() for r in roles})
+    written: dict[str, str] = {}
+    for r in roles:
+        if r != ref_role:
+            ent = {"from": r if r != POST_CONTRAST else "T1gd", "to": ref_role, "mode": "image"}
+            path = derivative_path(deriv, case.subject, case.session, "xfm", ".txt", **ent)
+            write_transform(transforms[r], path)
+            written[f"xfm_{r}"] = str(path.relative_to(out))
+    resampled = {r: from_sitk(resample(images[r], grid, transforms[r])).data for r in roles}
+    log.step("resample", f"onto {shape} at {tuple(round(s, 2) for s in Volume(np.zeros(shape), affine).spacing_mm)} mm")
+
+    masks: dict[str, np.ndarray] = {}
+    for role, path in case.masks.items():
+        if role in _MASK_NAMES:
+            src = read_volume(path)
+            moved = resample(to_sitk(src.with_data(src.data > 0)), grid, interpolation="nearest")
+            masks[role] = from_sitk(moved).data > 0
+    info: dict[str, Any] = {}
+    provided_brain = masks.get("brain")
+    if cfg.brain_mask == "provided" and provided_brain is None:
+        raise ValueError(f"{case.case_id}: brain_mask 'provided' but the case has no brain mask")
+    if cfg.brain_mask == "atlas" or provided_brain is None or cfg.check_brain_mask:
+        atlas_img, _ = atlas_brain_mask(to_sitk(Volume(resampled[ref_role], affine)))
+        atlas = from_sitk(atlas_img).data > 0
+        if provided_brain is not None:
+            info["brain_mask_dice_atlas_vs_provided"] = round(_dice(atlas, provided_brain), 4)
+        if cfg.brain_mask == "atlas" or provided_brain is None:
+            masks["brain"] = atlas
+        info["brain_mask_source"] = "atlas" if masks["brain"] is atlas else "provided"
+        dice = info.get("brain_mask_dice_atlas_vs_provided")
+        log.step("brain_mask", info["brain_mask_source"] + ("" if dice is None else f", atlas vs provided Dice {dice}"))
+    else:
+        info["brain_mask_source"] = "provided"
+    brain = masks["brain"]
+
+    spacing = Volume(np.zeros(shape), affine).spacing_mm
+    if cfg.derive_enhancing and "enhancing" not in masks and {"T1w", POST_CONTRAST} <= set(roles):
+        mask, diff, enh = derive_enhancing(resampled["T1w"], resampled[POST_CONTRAST], brain, spacing,
+                                           masks.get("lesion"), cfg.enhancing)  # fmt: skip
+        masks["enhancing"] = mask
+        info["enhancing"] = enh
+        qc = derivative_path(deriv, case.subject, case.session, "qc", ".png", desc="enhancing")
+        write_qc_png(qc, resampled["T1w"], resampled[POST_CONTRAST], diff, mask,
+                     title=f"{case.case_id}: {enh['n_components']} enhancing components (k {cfg.enhancing.k}, "
+                           f"region {enh['region']})")  # fmt: skip
+        written["qc_enhancing"] = str(qc.relative_to(out))
+        log.step("enhancing", f"{enh['n_components']} components, threshold {enh['threshold']:.3f}")
+
+    norm_info = {}
+    for r in roles:
+        data, norm_info[r] = normalise_intensity(resampled[r], brain, cfg.normalise, masks.get("lesion"))
+        entities, suffix = _ROLE_ENTITIES.get(r, ({}, r))
+        name = bids_name({"sub": case.subject, **({"ses": case.session} if case.session else {}), **entities}, suffix)
+        folder = out / f"sub-{case.subject}" / (f"ses-{case.session}" if case.session else "") / "anat"
+        path = write_volume(Volume(data, affine), folder / name)
+        written[r] = str(path.relative_to(out))
+    for role, mask in masks.items():
+        path = derivative_path(deriv, case.subject, case.session, "mask", **_MASK_NAMES[role])
+        write_volume(Volume(mask.astype(np.uint8), affine), path)
+        written[f"mask_{role}"] = str(path.relative_to(out))
+    log.step("write", f"{len(written)} files")
+    record = {
+        "status": "done", "case": case.case_id, "config_digest": cfg.digest(), "config": dataclasses.asdict(cfg),
+        "gdfree_version": gdfree.__version__, "sources": {r: str(p) for r, p in {**case.images, **case.masks}.items()},
+        "reference": ref_role,
+        "native_grid": {r: {"shape": list(v.shape), "affine": v.affine.tolist()} for r, v in volumes.items()},
+        "output_grid": {"shape": list(shape), "affine": affine.tolist()},
+        "outputs": written, "normalisation": norm_info, "timings_s": log.timings, **info,
+    }  # fmt: skip
+    stem = derivative_path(deriv, case.subject, case.session, "prepare", ".json")
+    write_text(stem.with_suffix(".log"), "\n".join(log.lines) + "\n")
+    write_json(stem, record)
+    return record
+
+
+def _record_path(out: Path, case: CaseFiles) -> Path:
+    return derivative_path(out / "derivatives" / PIPELINE, case.subject, case.session, "prepare", ".json")
+
+
+def _is_done(out: Path, case: CaseFiles, cfg: PrepareConfig) -> bool:
+    path = _record_path(out, case)
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return record.get("status") == "done" and record.get("config_digest") == cfg.digest()
+
+
+def _run_one(args: tuple[CaseFiles, Path, PrepareConfig]) -> tuple[str, dict[str, Any] | None, str | None]:
+    case, out, cfg = args
+    try:
+        return case.case_id, prepare_case(case, out, cfg), None
+    except Exception as exc:  # reported per case; the other cases go on
+        return case.case_id, None, f"{exc.__class__.__name__}: {exc}"
+
+
+def prepare_dataset(
+    cases: Sequence[CaseFiles],
+    out: Path | str,
+    config: PrepareConfig | None = None,
+    *,
+    jobs: int = 1,
+    progress: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Prepare every case (``jobs`` processes), skipping those already done with the same config.
+
+    Returns:
+        {"done": [...], "skipped": [...], "failed": {case: error}}; failures do not stop the other cases.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfg = config or PrepareConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    description = {"Name": "gdfree prepare output", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                   "GeneratedBy": [{"Name": PIPELINE, "Version": gdfree.__version__}]}  # fmt: skip
+    write_json(out / "dataset_description.json", description)
+    write_json(out / "derivatives" / PIPELINE / "dataset_description.json", description)
+    result: dict[str, Any] = {"done": [], "skipped": [], "failed": {}}
+    todo = []
+    for case in cases:
+        if _is_done(out, case, cfg):
+            result["skipped"].append(case.case_id)
+            if progress:
+                progress(case.case_id, "skipped (done)")
+        else:
+            todo.append((case, out, cfg))
+
+    def handle(case_id: str, record: dict[str, Any] | None, error: str | None) -> None:
+        if error is None:
+            result["done"].append(case_id)
+        else:
+            result["failed"][case_id] = error
+        if progress:
+            progress(case_id, "done" if error is None else f"failed: {error}")
+
+    if jobs <= 1 or len(todo) <= 1:
+        for item in todo:
+            handle(*_run_one(item))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for outcome in pool.map(_run_one, todo):
+                handle(*outcome)
+    return result
