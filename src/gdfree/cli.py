@@ -13,6 +13,9 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0] if __doc__ else None)
 
 
+_FORMAT_HELP = "Layout: auto, bids, open_ms_data, msseg2016, isbi2015, miccai2008 or shifts2022."
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -107,7 +110,7 @@ def _print_cohort(rows: list[dict[str, Any]], out: Path) -> None:
 @app.command()
 def info(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (BIDS or a known challenge layout).")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, bids or open_ms_data.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
     required: Annotated[str, typer.Option(help="Comma-separated modalities every case needs.")] = "T1w,T2w,FLAIR",
 ) -> None:
     """List the cases of a dataset: modalities, labels, grids and the problems found."""
@@ -143,7 +146,7 @@ def evaluate(
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the patient-level CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="Reference layout: auto, bids or open_ms_data.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
     only_predicted: Annotated[bool, typer.Option(help="Score only the cases that have a prediction.")] = False,
 ) -> None:
     """Score predictions against a reference: voxel, surface, lesion, FROC, patient and calibration metrics."""
@@ -182,6 +185,82 @@ def evaluate(
         raise _fail(str(exc)) from exc
     print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")
     console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (BIDS or a known challenge layout).")],
+    out: Annotated[Path, typer.Option(help="Output BIDS folder (prepared images + derivatives/gdfree-prepare).")],
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
+    jobs: Annotated[int, typer.Option(help="Cases prepared in parallel (processes).")] = 1,
+    reference: Annotated[str, typer.Option(help="Modality the others are registered to.")] = "FLAIR",
+    spacing: Annotated[float | None, typer.Option(help="Isotropic output spacing in mm (default: kept).")] = None,
+    n4: Annotated[bool, typer.Option(help="N4 bias-field correction.")] = True,
+    register: Annotated[bool, typer.Option(help="Register every modality (off: images are already aligned).")] = True,
+    brain_mask: Annotated[str, typer.Option(help="auto (provided, else atlas), provided or atlas.")] = "auto",
+    normalise: Annotated[str, typer.Option(help="none, zscore or nawm.")] = "none",
+    enhancing_k: Annotated[float, typer.Option(help="Enhancing threshold in NAWM spreads of post - pre.")] = 3.0,
+    enhancing_region: Annotated[str, typer.Option(help="lesion (dilated lesion mask) or brain.")] = "lesion",
+    enhancing_min_volume: Annotated[float, typer.Option(help="Smallest enhancing component kept, mm3.")] = 10.0,
+    cases: Annotated[str | None, typer.Option(help="Comma-separated case ids or subjects (default: all).")] = None,
+) -> None:
+    """Register, bias-correct, mask, normalise and derive enhancing labels for every case; skips finished cases."""
+    import dataclasses
+
+    from gdfree.io.adapters import discover
+    from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
+
+    try:
+        base = PrepareConfig()
+        cfg = PrepareConfig(
+            reference=reference, spacing_mm=spacing, n4=n4, register=register, brain_mask=brain_mask,
+            normalise=normalise, enhancing=dataclasses.replace(
+                base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
+        )  # fmt: skip
+        found = discover(dataset, fmt)
+        wanted = _split(cases)
+        if wanted:
+            names = {c.case_id: c for c in found} | {c.subject: c for c in found if c.session is None}
+            missing = sorted(set(wanted) - set(names))
+            if missing:
+                raise ValueError(f"{dataset}: no case {', '.join(missing)} (case ids look like {found[0].case_id})")
+            found = [names[w] for w in wanted]
+        found = [c for c in found if c.images]
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console = _console()
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("preparing", total=len(found))
+
+        def report(case_id: str, status: str) -> None:
+            bar.update(task, advance=1)
+            bar.console.print(f"{case_id}: {status}", highlight=False)
+
+        result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report)
+    console.print(f"prepared {len(result['done'])}, skipped {len(result['skipped'])} (done before), "
+                  f"failed {len(result['failed'])}; output in {out}")  # fmt: skip
+    if result["failed"]:
+        raise typer.Exit(code=1)
+
+
+@app.command(name="import")
+def import_command(
+    src: Annotated[Path, typer.Argument(help="Dataset folder in a known layout (see --format).")],
+    dest: Annotated[Path, typer.Argument(help="New (or empty) folder for the BIDS dataset.")],
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
+) -> None:
+    """Convert a challenge dataset (or any layout gdfree reads) to BIDS, with masks as derivatives."""
+    from gdfree.errors import GdfreeError
+    from gdfree.io.importer import import_dataset
+
+    try:
+        rows = import_dataset(src, dest, fmt)
+    except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    cases = {r["case"] for r in rows}
+    _console().print(f"imported {len(rows)} files of {len(cases)} cases into {dest} (sources listed in import.tsv)")
 
 
 @app.command(name="train")
@@ -226,7 +305,7 @@ def predict(
     input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X[/ses-Y] folder in it.")],
     out: Annotated[Path, typer.Option(help="Output derivative folder.")],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    fmt: Annotated[str, typer.Option("--format", help="Input layout: auto, bids or open_ms_data.")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
     allow_training_cases: Annotated[
         bool, typer.Option(help="Predict cases whose inputs the model was trained or validated on.")
     ] = False,

@@ -16,11 +16,12 @@ import re
 from pathlib import Path
 
 from gdfree.io.bids import CaseFiles, discover_bids, is_bids
+from gdfree.io.challenges import CHALLENGES, detect_challenge, discover_challenge
 from gdfree.io.images import image_suffix
 
 __all__ = ["FORMATS", "discover", "discover_open_ms_data", "is_open_ms_data"]
 
-FORMATS = ("auto", "bids", "open_ms_data")
+FORMATS = ("auto", "bids", "open_ms_data", *CHALLENGES)
 
 _PATIENT = re.compile(r"^patient\d+$")
 _CROSS_PREFIX = {"FLAIR_": "FLAIR", "T1POST_": "T1gd", "T1_": "T1w", "T2_": "T2w"}
@@ -120,7 +121,12 @@ def discover(root: Path | str, fmt: str = "auto") -> list[CaseFiles]:
         return discover_bids(root)
     if fmt == "open_ms_data" or (fmt == "auto" and is_open_ms_data(root)):
         return discover_open_ms_data(root)
+    if fmt in CHALLENGES:
+        return discover_challenge(root, fmt)
+    found = detect_challenge(root)
+    if found is not None:
+        return discover_challenge(root, found)
     raise ValueError(
-        f"{root}: no known dataset layout (BIDS needs dataset_description.json or sub-* folders; "
-        "open_ms_data needs patientNN folders); pass --format"
+        f"{root}: no known dataset layout (BIDS needs dataset_description.json or sub-* folders; open_ms_data "
+        f"needs patientNN folders; challenge layouts: {', '.join(CHALLENGES)}); pass --format"
     )

@@ -169,8 +169,8 @@ def discover_bids(root: Path | str) -> list[CaseFiles]:
             if ent is None or ent["suffix"] != "mask":
                 continue
             role = next((r for (k, v), r in _MASK_ENTITIES.items() if ent.get(k) == v), None)
-            if role is None:
-                continue
+            if role is None or ("label" in ent and "desc" in ent):
+                continue  # a label-X_desc-Y mask is a variant (another rater): the plain label-X one is used
             case = case_for(ent)
             _add(case.masks, role, path, case.problems, f"{role} mask")
     for case in cases.values():
