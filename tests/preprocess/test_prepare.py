@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from gdfree.evaluate.lesions import DetectionRule, match_lesions
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
-from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
+from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset, to_native
 from gdfree.preprocess.registration import mean_displacement, move_image, read_transform, rigid_matrix
 
 
@@ -65,6 +65,16 @@ def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path
     assert big and np.mean(big) >= 0.9
     assert (out / record["outputs"]["qc_enhancing"]).stat().st_size > 10_000
     assert record["brain_mask_source"] == "provided" and record["brain_mask_dice_atlas_vs_provided"] > 0.85
+    # back to the native (moved) T1w grid through the saved transform: the prepared T1w matches the source
+    record_path = next(out.rglob("*_prepare.json"))
+    prepared_t1 = read_volume(out / record["outputs"]["T1w"])
+    native = to_native(prepared_t1, record_path, "T1w", interpolation="linear")
+    source_t1 = read_volume(case.images["T1w"])
+    assert native.same_grid(source_t1)
+    inside = (native.data > 0) & (source_t1.data > 0)
+    assert np.corrcoef(native.data[inside], source_t1.data[inside])[0, 1] > 0.9
+    with pytest.raises(ValueError, match="output grid"):
+        to_native(source_t1, record_path, "T1w")
     again = prepare_dataset([case], out, PrepareConfig())
     assert again["skipped"] == ["sub-001"] and not again["done"]
     prepared = discover(out)

@@ -41,7 +41,9 @@ from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
 from gdfree.preprocess.registration import RegistrationConfig, register, resample, write_transform
 from gdfree.types import POST_CONTRAST, Volume
 
-__all__ = ["PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "prepare_case", "prepare_dataset"]
+__all__ = [
+    "PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "prepare_case", "prepare_dataset", "to_native",
+]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
 _ROLE_ENTITIES = {POST_CONTRAST: ({"ce": "gadolinium"}, "T1w")}
@@ -258,6 +260,42 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     write_text(stem.with_suffix(".log"), "\n".join(log.lines) + "\n")
     write_json(stem, record)
     return record
+
+
+def to_native(volume: Volume, record_path: Path | str, role: str, interpolation: str = "nearest") -> Volume:
+    """Map a volume on a prepared case's output grid (a prediction, a mask) back onto the native grid of one
+    of its input images, through that image's saved transform; ``interpolation`` as in :func:`resample`.
+
+    Raises:
+        ValueError: the volume is not on the case's output grid, or the case has no image of ``role``.
+    """
+    from gdfree.preprocess.registration import read_transform
+
+    record_path = Path(record_path)
+    record = json.loads(record_path.read_text())
+    grid = record["output_grid"]
+    expected = Volume(np.zeros(grid["shape"], np.uint8), np.asarray(grid["affine"]))
+    if not volume.same_grid(expected):
+        raise ValueError(f"{volume.path or 'volume'}: not on the output grid of {record['case']} ({record_path})")
+    if role not in record["native_grid"]:
+        raise ValueError(f"{record['case']} has no {role} image; it has {', '.join(record['native_grid'])}")
+    native = record["native_grid"][role]
+    target = to_sitk(Volume(np.zeros(native["shape"], np.float32), np.asarray(native["affine"])))
+    if role == record["reference"]:
+        transform = None
+    else:
+        transform = read_transform(_output_root(record_path) / record["outputs"][f"xfm_{role}"])
+    moved = from_sitk(resample(to_sitk(volume, np.float32), target, transform, interpolation=interpolation,
+                               inverse=True))  # fmt: skip
+    return moved.with_data(moved.data.astype(volume.data.dtype, copy=False))
+
+
+def _output_root(record_path: Path) -> Path:
+    """The prepare output folder of a ``derivatives/gdfree-prepare/sub-X/[ses-Y/]anat/*_prepare.json``."""
+    for parent in record_path.parents:
+        if parent.name == "derivatives":
+            return parent.parent
+    raise ValueError(f"{record_path}: not inside a derivatives/{PIPELINE} folder")
 
 
 def _record_path(out: Path, case: CaseFiles) -> Path:
