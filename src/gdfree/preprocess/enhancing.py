@@ -133,12 +133,18 @@ def write_qc_png(
         slices = sorted(set(np.linspace(*ends, 6)[1:-1].astype(int).tolist()))
     fig, axes = plt.subplots(len(slices), 4, figsize=(10, 2.6 * len(slices)), squeeze=False)
     lim = float(np.percentile(np.abs(diff[diff != 0]), 99.5)) if (diff != 0).any() else 1.0
+
+    def window(image: np.ndarray) -> dict[str, Any]:  # the brain's 1-99.5th percentiles: vessels do not darken it
+        inside = image[image != 0]
+        lo, hi = np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0)
+        return {"cmap": "gray", "vmin": float(lo), "vmax": float(hi)}
+
     for row, z in zip(axes, slices, strict=True):
         for ax, data, name, kw in (
-            (row[0], pre, "pre-Gd T1w", {"cmap": "gray"}),
-            (row[1], post, "post-Gd T1w", {"cmap": "gray"}),
+            (row[0], pre, "pre-Gd T1w", window(pre)),
+            (row[1], post, "post-Gd T1w", window(post)),
             (row[2], diff, "post - pre (NAWM units)", {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}),
-            (row[3], post, f"enhancing ({int(mask[:, :, z].sum())} voxels)", {"cmap": "gray"}),
+            (row[3], post, f"enhancing ({int(mask[:, :, z].sum())} voxels)", window(post)),
         ):
             ax.imshow(np.rot90(data[:, :, z]), **kw)
             ax.set_title(f"{name}, z={z}", fontsize=8)
