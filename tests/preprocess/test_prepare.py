@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,32 +13,21 @@ from gdfree.evaluate.lesions import DetectionRule, match_lesions
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
 from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset, to_native
-from gdfree.preprocess.registration import mean_displacement, move_image, read_transform, rigid_matrix
+from gdfree.preprocess.registration import mean_displacement, read_transform
 
 
 @pytest.fixture(scope="module")
-def misaligned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, np.ndarray]]:
-    """A 2 mm phantom subject whose T1w, T2w and post-Gd T1w are moved by random rigid transforms
-    (5-10 degrees, 5-10 mm per axis); FLAIR and the masks stay where they were."""
+def misaligned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """A 2 mm phantom subject with three active lesions whose T1w, T2w and post-Gd T1w are moved by random
+    rigid transforms (5-10 degrees, 5-10 mm per axis); FLAIR and the masks stay where they were."""
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
+    from gdfree.phantom.misalign import misalign_cohort
 
     truth = tmp_path_factory.mktemp("truth")
     write_cohort(truth, PhantomConfig(resolution_mm=2, active_count_probs=(0, 0, 0, 1.0)), 1, seed=5)
     src = tmp_path_factory.mktemp("src")
-    shutil.copytree(truth, src, dirs_exist_ok=True)
-    rng = np.random.default_rng(2)
-    moves = {}
-    for name in ("T1w", "T2w", "ce-gadolinium_T1w"):
-        path = src / "sub-001" / "anat" / f"sub-001_{name}.nii.gz"
-        if not path.exists():
-            path = next((src / "sub-001" / "anat").glob(f"*{name}.nii.gz"))
-        img = sitk.ReadImage(str(path))
-        centre = img.TransformContinuousIndexToPhysicalPoint(((np.asarray(img.GetSize()) - 1) / 2).tolist())
-        move = rigid_matrix(rng.uniform(5, 10, 3) * rng.choice([-1, 1], 3),
-                            rng.uniform(5, 10, 3) * rng.choice([-1, 1], 3), centre)  # fmt: skip
-        sitk.WriteImage(move_image(img, move), str(path))
-        moves[name] = move
-    return truth, src, moves
+    moves = misalign_cohort(truth, src, seed=2)["sub-001"]
+    return truth, src, {k: np.asarray(v) for k, v in moves.items()}
 
 
 def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path: Path):
@@ -52,9 +40,9 @@ def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path
     record = json.loads(next(out.rglob("*_prepare.json")).read_text())
     flair = sitk.ReadImage(str(case.images["FLAIR"]))
     brain = read_volume(next(truth.rglob("*desc-brain_mask.nii.gz"))).data > 0
-    for role, name in (("T1w", "T1w"), ("T2w", "T2w"), ("T1gd", "ce-gadolinium_T1w")):
+    for role in ("T1w", "T2w", "T1gd"):
         tfm = read_transform(out / record["outputs"][f"xfm_{role}"])
-        assert mean_displacement(tfm, moves[name], flair, brain) <= 2.0  # one voxel
+        assert mean_displacement(tfm, moves[role], flair, brain) <= 2.0  # one voxel
     true_enh = read_volume(next(truth.rglob("*label-enhancing_mask.nii.gz")))
     derived = read_volume(out / record["outputs"]["mask_enhancing"])
     assert derived.same_grid(true_enh)
