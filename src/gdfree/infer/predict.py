@@ -43,8 +43,13 @@ def predict_volume(
     max_whole_voxels: int = MAX_WHOLE_VOXELS,
     tile: int = 128,
     overlap: float = 0.25,
+    temperature: float | Sequence[float] = 1.0,
+    logits_only: bool = False,
 ) -> np.ndarray:
     """Sigmoid probabilities of every head for one (C, X, Y, Z) image, shape (H, X, Y, Z) float32.
+
+    ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
+    validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
 
     The image is zero-padded to a multiple of the network's divisor; if that fits ``max_whole_voxels`` it
     goes through in one call, else MONAI's sliding window (``tile``^3, ``overlap``, Gaussian blending).
@@ -64,8 +69,11 @@ def predict_volume(
 
             roi = tuple(min(tile, p) for p in padded)
             logits = sliding_window_inference(tensor, roi, 1, model, overlap=overlap, mode="gaussian")
-    prob = torch.sigmoid(logits)[0].float().cpu().numpy()
-    return prob[(slice(None), *(slice(0, s) for s in shape))]
+    out = logits[0].float()
+    if not logits_only:
+        temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
+        out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
+    return out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
 
 
 def lesion_rows(

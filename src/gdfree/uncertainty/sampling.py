@@ -1,0 +1,106 @@
+"""Sampled predictions: MC dropout passes, ensemble members and test-time flips, alone or combined; and
+temperature scaling fitted on validation patients.
+
+MC dropout puts only the dropout layers in training mode (normalisation layers stay in eval mode), so each
+pass samples channel-wise dropout masks of the decoder and nothing else changes. A model without active
+dropout, or whose passes come out identical (an export that dropped dropout), is refused: it would report
+zero uncertainty that means nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdfree.infer.predict import predict_volume
+
+__all__ = ["FLIPS", "dropout_layers", "fit_temperature", "sample_predictions"]
+
+FLIPS: tuple[tuple[int, ...], ...] = tuple(
+    combo for r in range(4) for combo in itertools.combinations((0, 1, 2), r)
+)  # (), (0,), (1,), (2,), (0, 1), ... (0, 1, 2): the 8 mirrorings of the three axes
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout layers with a probability above 0."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def sample_predictions(
+    models: Sequence[nn.Module],
+    image: np.ndarray,
+    device: str | torch.device = "cpu",
+    *,
+    mc: int = 0,
+    flips: bool = False,
+    temperature: float | Sequence[float] = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32.
+
+    Args:
+        models: one model, or the members of an ensemble (each contributes its own samples).
+        mc: MC dropout passes per model and flip (0: one deterministic pass).
+        flips: also predict the 8 mirrorings of the image (flipped back before stacking).
+        temperature: divides the logits (per head or one value).
+        seed: seeds torch for the dropout masks, so a prediction is reproducible.
+
+    Raises:
+        ValueError: no model; ``mc`` > 0 for a model without dropout or whose passes all came out identical.
+    """
+    if not models:
+        raise ValueError("sample_predictions: no model given")
+    torch.manual_seed(seed)
+    samples = []
+    for k, model in enumerate(models):
+        model.eval()
+        if mc > 0:
+            layers = dropout_layers(model)
+            if not layers:
+                raise ValueError(f"model {k}: no dropout layer with p > 0, so MC dropout cannot sample; "
+                                 "use flips or an ensemble")  # fmt: skip
+            for layer in layers:
+                layer.train()
+        first = len(samples)
+        try:
+            for axes in FLIPS if flips else ((),):
+                flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
+                for _ in range(max(mc, 1)):
+                    prob = predict_volume(model, flipped, device, temperature=temperature)
+                    samples.append(np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob)
+        finally:
+            model.eval()
+        if mc > 1 and all(np.array_equal(samples[first], s) for s in samples[first + 1 : first + mc]):
+            raise ValueError(f"model {k}: {mc} MC dropout passes are identical; its dropout does not act "
+                             "(an export may have removed it)")  # fmt: skip
+    return np.stack(samples)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature T minimising the binary cross-entropy of sigmoid(logits / T) against ``labels``
+    (Guo et al. 2017), found by a bounded 1-D search over log T.
+
+    Raises:
+        ValueError: empty input, shapes differ, or the labels hold a single class.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if z.size == 0 or z.shape != y.shape:
+        raise ValueError(f"fit_temperature: expected matching non-empty logits and labels, got {z.shape}, {y.shape}")
+    if y.all() or not y.any():
+        raise ValueError("fit_temperature: the labels hold a single class; the temperature is not identifiable")
+    sign = np.where(y, 1.0, -1.0)
+
+    def nll(log_t: float) -> float:
+        # -log sigmoid(s z / T) = softplus(-s z / T), computed stably
+        return float(np.logaddexp(0.0, -sign * z / np.exp(log_t)).mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                             options={"xatol": 1e-4})  # fmt: skip
+    return float(np.exp(result.x))
