@@ -97,7 +97,9 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     mask = read_volume(anat / f"sub-{test_subject}_desc-enhancing_mask.nii.gz")
     assert prob.same_grid(flair) and mask.same_grid(flair)
     assert prob.data.dtype == np.float32 and 0 <= prob.data.min() and prob.data.max() <= 1
-    threshold = json.loads((run / "model.json").read_text())["threshold"]
+    meta = json.loads((run / "model.json").read_text())
+    threshold = meta["calibrated_thresholds"]["enhancing"]  # the validation threshold on the calibrated scale
+    assert set(meta["temperature"]) == {"enhancing", "lesion"} and all(t > 0 for t in meta["temperature"].values())
     assert np.array_equal(mask.data.astype(bool), prob.data >= threshold)
     rows = (anat / f"sub-{test_subject}_lesions.tsv").read_text().splitlines()
     n = label_lesions(mask.data, mask.spacing_mm, 6, 3.0)[1]
@@ -105,6 +107,32 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     assert (out / "predictions.tsv").is_file() and (out / "dataset_description.json").is_file()
     evaluated = runner.invoke(app, ["evaluate", "--pred", str(out), "--ref", str(tiny_cohort), "--out",
                                     str(root / "eval"), "--only-predicted", "--n-boot", "10"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_predict_with_uncertainty(trained: tuple[Path, Path], tiny_cohort: Path):
+    root, run = trained
+    split = json.loads((run / "split.json").read_text())
+    test_subject = split["test_patients"][0].split(":")[-1]
+    out = root / "pred-unc"
+    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(tiny_cohort / f"sub-{test_subject}"),
+                                 "--out", str(out), "--mc", "3", "--flips", "--ensemble", str(run)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    anat = out / f"sub-{test_subject}" / "anat"
+    flair = read_volume(next(c for c in discover(tiny_cohort) if c.subject == test_subject).images["FLAIR"])
+    for measure in ("PredictiveEntropy", "ExpectedEntropy", "MutualInformation", "Variance"):
+        unc = read_volume(anat / f"sub-{test_subject}_desc-enhancing{measure}_uncertainty.nii.gz")
+        assert unc.same_grid(flair) and unc.data.min() >= 0 and unc.data.max() > 0
+    pe = read_volume(anat / f"sub-{test_subject}_desc-enhancingPredictiveEntropy_uncertainty.nii.gz").data
+    assert pe.max() <= np.log(2) + 1e-6
+    header = (anat / f"sub-{test_subject}_lesions.tsv").read_text().splitlines()[0].split("\t")
+    assert {"lsu", "mutual_information_mean", "variance_max"} <= set(header)
+    rows = (out / "predictions.tsv").read_text().splitlines()
+    cols = dict(zip(rows[0].split("\t"), rows[1].split("\t"), strict=True))
+    assert cols["n_samples"] == str(2 * 8 * 3) and float(cols["score_std"]) >= 0
+    evaluated = runner.invoke(app, ["evaluate", "--pred", str(out), "--ref", str(tiny_cohort), "--out",
+                                    str(root / "eval-unc"), "--only-predicted", "--n-boot", "10",
+                                    "--uncertainty", "enhancingMutualInformation"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
 
 

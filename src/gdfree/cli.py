@@ -309,13 +309,21 @@ def predict(
     allow_training_cases: Annotated[
         bool, typer.Option(help="Predict cases whose inputs the model was trained or validated on.")
     ] = False,
+    mc: Annotated[int, typer.Option(help="MC dropout passes (0: one deterministic pass).")] = 0,
+    flips: Annotated[bool, typer.Option(help="Average the 8 mirrorings of each exam (test-time flips).")] = False,
+    ensemble: Annotated[
+        list[Path] | None, typer.Option(help="Another run folder to ensemble with MODEL (repeat the option).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the MC dropout masks.")] = 0,
 ) -> None:
-    """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI."""
+    """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
+    with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty."""
     from gdfree.errors import GdfreeError
     from gdfree.infer.predict import predict_dataset
 
     try:
-        rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases)
+        rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
+                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     active = sum(r["predicted_active"] for r in rows)

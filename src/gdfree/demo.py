@@ -97,7 +97,8 @@ def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -
     t0 = time.perf_counter()
     predict_dataset(out / "run", cohort, out / "predictions", case_ids=test_ids)
     timings["prediction_s"] = time.perf_counter() - t0
-    threshold = float(json.loads((out / "run" / "model.json").read_text())["threshold"])
+    meta = json.loads((out / "run" / "model.json").read_text())
+    threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
     results, evaluation, affines = evaluate_dataset(
         out / "predictions", cohort, target="enhancing", config=EvaluationConfig(threshold=threshold),
         only_predicted=True,

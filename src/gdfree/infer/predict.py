@@ -27,6 +27,7 @@ from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import write_volume
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.types import Volume
+from gdfree.uncertainty.measures import VOXEL_MEASURES
 
 __all__ = ["lesion_rows", "predict_case", "predict_dataset", "predict_volume", "select_cases"]
 
@@ -112,17 +113,60 @@ def lesion_rows(
     ]
 
 
-def predict_case(model: nn.Module, meta: dict[str, Any], case: ArrayCase, device: str = "cpu") -> dict[str, Any]:
-    """Probabilities, masks, lesion rows and the activity score of one loaded case."""
-    prob = predict_volume(model, case.image, device)
+def predict_case(
+    model: nn.Module,
+    meta: dict[str, Any],
+    case: ArrayCase,
+    device: str = "cpu",
+    *,
+    members: Sequence[nn.Module] = (),
+    mc: int = 0,
+    flips: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Probabilities, masks, lesion rows and the activity score of one loaded case.
+
+    With ``mc`` > 0, ``flips`` or ensemble ``members`` (models with the same heads and inputs), the
+    probability is the mean of the samples and the result also holds ``uncertainty`` (head -> voxel
+    measure -> map), lesion-level measures in the lesion rows and the patient score's spread.
+    """
+    from gdfree.uncertainty import lesion_uncertainty, patient_uncertainty, sample_predictions, voxel_uncertainty
+
     heads = list(meta["heads"])
-    threshold = float(meta["threshold"])
+    temperature = [float(meta.get("temperature", {}).get(h, 1.0)) for h in heads]
+    sampled = mc > 0 or flips or bool(members)
+    if sampled:
+        stack = sample_predictions([model, *members], case.image, device, mc=mc, flips=flips,
+                                   temperature=temperature, seed=seed)  # fmt: skip
+        prob = stack.mean(axis=0)
+    else:
+        prob = predict_volume(model, case.image, device, temperature=temperature)
+    # the threshold was chosen on validation before calibration: its calibrated image gives the same masks
+    thresholds = {h: float(meta.get("calibrated_thresholds", {}).get(h, meta["threshold"])) for h in heads}
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
-    masks = {h: p >= threshold for h, p in probs.items()}
+    masks = {h: p >= thresholds[h] for h, p in probs.items()}
     rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
     rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule) if "enhancing" in probs else []
     score = float(probs["enhancing"].max()) if "enhancing" in probs else math.nan
-    return {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
+    result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
+    if sampled:
+        uncertainty = {}
+        for i, h in enumerate(heads):
+            voxel = voxel_uncertainty(np.where(case.brain, stack[:, i], 0.0))
+            uncertainty[h] = {k: v for k, v in voxel.items() if k != "mean"}
+        result["uncertainty"] = uncertainty
+        result["n_samples"] = int(stack.shape[0])
+        if "enhancing" in probs:
+            e = heads.index("enhancing")
+            labels, _ = label_lesions(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+            for row, extra in zip(rows, lesion_uncertainty(np.where(case.brain, stack[:, e], 0.0), labels,
+                                                           thresholds["enhancing"],
+                                                           connectivity=rule.connectivity), strict=True):  # fmt: skip
+                row.update({k: v for k, v in extra.items() if k != "lesion_id"})
+            result["patient_uncertainty"] = patient_uncertainty(
+                [float(s[case.brain].max()) for s in stack[:, e]]
+            )
+    return result
 
 
 def select_cases(input_path: Path | str, fmt: str = "auto") -> list[CaseFiles]:
@@ -153,9 +197,18 @@ def predict_dataset(
     allow_training_cases: bool = False,
     case_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ensemble: Sequence[Path | str] = (),
+    mc: int = 0,
+    flips: bool = False,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out``. Every case is checked before anything is written.
+
+    ``ensemble`` (more run folders with the same heads, inputs and normalisation), ``mc`` (MC dropout passes)
+    and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
+    and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
+    activity score are written too.
 
     Raises:
         ValueError: a case's input files are identical to those of a training or validation case of the
@@ -167,7 +220,16 @@ def predict_dataset(
     model, meta = load_model(run_dir, device)
     if meta["normalisation"] != NORMALISATION:
         raise ValueError(f"{run_dir}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
+    members = []
     seen = set(meta.get("training_fingerprints", []))
+    for other in ensemble:
+        member, other_meta = load_model(other, device)
+        for key in ("heads", "modalities", "normalisation", "oracle"):
+            if other_meta.get(key) != meta.get(key):
+                raise ValueError(f"ensemble member {other}: {key} {other_meta.get(key)} differs from {run_dir}'s "
+                                 f"{meta.get(key)}")  # fmt: skip
+        members.append(member)
+        seen |= set(other_meta.get("training_fingerprints", []))
     cases = select_cases(input_path, fmt)
     if case_ids is not None:
         cases = [c for c in cases if c.case_id in set(case_ids)]
@@ -185,8 +247,13 @@ def predict_dataset(
     rows = []
     for i, files in enumerate(cases):
         case = load_array_case(files, meta["modalities"], (), oracle=bool(meta.get("oracle", False)))
-        result = predict_case(model, meta, case, device)
+        result = predict_case(model, meta, case, device, members=members, mc=mc, flips=flips, seed=seed)
         ref = Volume(case.brain, case.affine)
+        for head, maps in result.get("uncertainty", {}).items():
+            for measure, data in maps.items():
+                desc = head + "".join(w.capitalize() for w in measure.split("_"))
+                write_volume(ref.with_data(data),
+                             derivative_path(out, case.subject, case.session, "uncertainty", desc=desc))  # fmt: skip
         for head in meta["heads"]:
             write_volume(ref.with_data(result["prob"][head]),
                          derivative_path(out, case.subject, case.session, "probseg", desc=head))  # fmt: skip
@@ -195,6 +262,8 @@ def predict_dataset(
         lesion_path = derivative_path(out, case.subject, case.session, "lesions", ".tsv")
         columns = ["lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "probability",
                    "mean_probability"]  # fmt: skip
+        if "uncertainty" in result:
+            columns += [f"{m}_{k}" for m in VOXEL_MEASURES for k in ("mean", "max")] + ["lsu"]
         write_tsv(lesion_path, result["lesions"], columns)
         rows.append({
             "case_id": case.case_id,
@@ -202,6 +271,7 @@ def predict_dataset(
             "n_enhancing_lesions": len(result["lesions"]),
             "predicted_active": bool(result["lesions"]),
             "max_lesion_probability": max((r["probability"] for r in result["lesions"]), default=0.0),
+            **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
         })  # fmt: skip
         if progress:
             progress(i + 1, len(cases))
@@ -213,7 +283,9 @@ def predict_dataset(
         "GeneratedBy": [{
             "Name": "gdfree", "Version": gdfree.__version__,
             "Description": f"model {Path(run_dir).resolve()} (weights sha256 {meta.get('weights_sha256')}), "
-                           f"threshold {meta['threshold']}, inputs {', '.join(meta['modalities'])}",
+                           f"threshold {meta['threshold']}, inputs {', '.join(meta['modalities'])}"
+                           + (f"; {len(members)} more ensemble members" if members else "")
+                           + (f"; {mc} MC dropout passes" if mc else "") + ("; test-time flips" if flips else ""),
         }],
         "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip

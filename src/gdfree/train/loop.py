@@ -92,6 +92,43 @@ def validate(
     return out
 
 
+def calibrate(
+    run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0,
+    max_voxels: int = 2_000_000,
+) -> dict[str, float]:
+    """Fit one temperature per head on the validation cases' brain voxels (a seeded uniform sample of at most
+    ``max_voxels``) for the kept model, and store it in ``model.json`` with the decision threshold mapped
+    onto the calibrated scale (``calibrated_thresholds``: the same masks, calibrated probabilities).
+    A head whose validation labels hold one class only keeps temperature 1 (said in ``temperature_notes``)."""
+    from gdfree.uncertainty.sampling import fit_temperature
+
+    model, meta = load_model(run_dir, device)
+    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
+    rng = np.random.default_rng(seed)
+    temps, notes = {}, {}
+    for h, head in enumerate(heads):
+        pairs = [(z[h][c.brain], c.labels[head][c.brain]) for c, z in zip(cases, logits, strict=True)
+                 if c.labels.get(head) is not None]  # fmt: skip
+        if not pairs:
+            notes[head] = "no validation case has this label"
+            continue
+        z = np.concatenate([a for a, _ in pairs])
+        y = np.concatenate([b for _, b in pairs])
+        if z.size > max_voxels:
+            keep = rng.choice(z.size, max_voxels, replace=False)
+            z, y = z[keep], y[keep]
+        if y.all() or not y.any():
+            notes[head] = "validation labels hold one class only"
+            continue
+        temps[head] = fit_temperature(z, y)
+    t = float(meta["threshold"])
+    logit_t = math.log(t / (1 - t))
+    mapped = {h: 1 / (1 + math.exp(-logit_t / temps.get(h, 1.0))) for h in heads}
+    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads},
+                                        "calibrated_thresholds": mapped, "temperature_notes": notes})  # fmt: skip
+    return temps
+
+
 def _schedule(cfg: TrainConfig) -> Any:
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -247,6 +284,8 @@ def train(
                 write_tsv(run_dir / "log.tsv", log_rows)
             if out_of_time:
                 break
+    if val_cases:
+        calibrate(run_dir, val_cases, cfg.heads, device, seed=cfg.seed)
     summary = json.loads((run_dir / "model.json").read_text())
     return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
             "kept": cfg.keep, "kept_step": summary.get("step"), "validation": summary.get("validation", {}),

@@ -16,8 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdfree.infer.predict import predict_volume
-
 __all__ = ["FLIPS", "dropout_layers", "fit_temperature", "sample_predictions"]
 
 FLIPS: tuple[tuple[int, ...], ...] = tuple(
@@ -52,6 +50,8 @@ def sample_predictions(
     Raises:
         ValueError: no model; ``mc`` > 0 for a model without dropout or whose passes all came out identical.
     """
+    from gdfree.infer.predict import predict_volume  # here: predict imports this package
+
     if not models:
         raise ValueError("sample_predictions: no model given")
     torch.manual_seed(seed)
