@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,17 +93,15 @@ def validate(
     return out
 
 
-def calibrate(
-    run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0,
+def fit_temperatures(
+    model: torch.nn.Module, cases: list[ArrayCase], heads: Sequence[str], device: str, seed: int = 0,
     max_voxels: int = 2_000_000,
-) -> dict[str, float]:
-    """Fit one temperature per head on the validation cases' brain voxels (a seeded uniform sample of at most
-    ``max_voxels``) for the kept model, and store it in ``model.json`` with the decision threshold mapped
-    onto the calibrated scale (``calibrated_thresholds``: the same masks, calibrated probabilities).
-    A head whose validation labels hold one class only keeps temperature 1 (said in ``temperature_notes``)."""
+) -> tuple[dict[str, float], dict[str, str]]:
+    """One temperature per head fitted on the cases' brain voxels (a seeded uniform sample of at most
+    ``max_voxels``); a head whose labels are missing or hold one class only is left out, with a note."""
     from gdfree.uncertainty.sampling import fit_temperature
 
-    model, meta = load_model(run_dir, device)
+    model.eval()
     logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
     rng = np.random.default_rng(seed)
     temps, notes = {}, {}
@@ -121,12 +120,20 @@ def calibrate(
             notes[head] = "validation labels hold one class only"
             continue
         temps[head] = fit_temperature(z, y)
+    return temps, notes
+
+
+def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0) -> None:
+    """Fit the kept model's temperatures on the validation cases and store them in ``model.json`` with the
+    decision threshold mapped onto the calibrated scale (``calibrated_thresholds``: same masks, calibrated
+    probabilities); a head without usable labels keeps temperature 1 (``temperature_notes`` says why)."""
+    model, meta = load_model(run_dir, device)
+    temps, notes = fit_temperatures(model, cases, heads, device, seed)
     t = float(meta["threshold"])
     logit_t = math.log(t / (1 - t))
     mapped = {h: 1 / (1 + math.exp(-logit_t / temps.get(h, 1.0))) for h in heads}
     write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads},
                                         "calibrated_thresholds": mapped, "temperature_notes": notes})  # fmt: skip
-    return temps
 
 
 def _schedule(cfg: TrainConfig) -> Any:

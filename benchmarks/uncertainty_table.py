@@ -1,0 +1,131 @@
+"""How good is the uncertainty? MC dropout vs test-time flips vs an ensemble, on a run's held-out patients.
+
+For a training run (its ``split.json`` names the test and validation patients) and each sampling method:
+- lesion level: predicted enhancing lesions (mean of the samples >= the calibrated threshold) are TP or FP
+  by the msseg rule; the AUROC of each lesion measure for telling FP (positive) from TP, with a patient
+  bootstrap 95% CI;
+- voxel level: the retention curve (nDSC, Shifts 2022) of the mutual information and of the predictive
+  entropy over the brain voxels, its area R-AUC (lower is better) against random retention (seeded);
+- calibration: ECE of the mean probability with temperature 1 and with the temperature fitted on the
+  validation patients;
+- seconds per exam.
+
+    python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cases(split: dict, part: str, meta: dict) -> list:
+    from gdfree.data.cases import load_array_case
+    from gdfree.io.adapters import discover
+
+    by_root: dict[str, set[str]] = {}
+    for key in split[f"{part}_patients"]:
+        root, subject = key.rsplit(":", 1)
+        by_root.setdefault(root, set()).add(subject)
+    return [load_array_case(c, meta["modalities"], tuple(meta["heads"]), oracle=bool(meta.get("oracle")))
+            for root, subjects in by_root.items() for c in discover(root) if c.subject in subjects]  # fmt: skip
+
+
+def main() -> None:
+    from gdfree.evaluate.calibration import expected_calibration_error, retention_auc, retention_curve
+    from gdfree.evaluate.lesions import DetectionRule, label_lesions, match_lesions
+    from gdfree.evaluate.patient import _auc_rows, bootstrap_ci, roc_auc
+    from gdfree.models.checkpoint import load_model
+    from gdfree.train.loop import fit_temperatures
+    from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, sample_predictions, voxel_uncertainty
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--stem", default="model", help="checkpoint of the run: model, best or last")
+    parser.add_argument("--ensemble", type=Path, nargs="*", default=[])
+    parser.add_argument("--mc", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    model, meta = load_model(args.run, stem=args.stem)
+    members = [load_model(r, stem=args.stem)[0] for r in args.ensemble]
+    split = json.loads((args.run / "split.json").read_text())
+    test, val = _cases(split, "test", meta), _cases(split, "val", meta)
+    heads = list(meta["heads"])
+    e = heads.index("enhancing")
+    temps, notes = fit_temperatures(model, val, heads, "cpu", args.seed)
+    t_enh = temps.get("enhancing", 1.0)
+    logit_t = math.log(meta["threshold"] / (1 - meta["threshold"]))
+    rule = DetectionRule.preset("msseg")
+    methods = {f"MC dropout x{args.mc}": ([model], args.mc, False), "flips x8": ([model], 0, True)}
+    if members:
+        methods[f"ensemble x{1 + len(members)}"] = ([model, *members], 0, False)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for name, (models, mc, flips) in methods.items():
+        lesion_labels, lesion_scores, lesion_case = [], {}, []
+        curves = {"mutual_information": [], "predictive_entropy": [], "random": []}
+        probs_raw, probs_cal, refs = [], [], []
+        seconds = 0.0
+        for c in test:
+            start = time.perf_counter()
+            stack = sample_predictions(models, c.image, mc=mc, flips=flips, seed=args.seed)[:, e]
+            seconds += time.perf_counter() - start
+            logits = np.log(np.clip(stack, 1e-7, 1 - 1e-7) / np.clip(1 - stack, 1e-7, 1))
+            calibrated = 1 / (1 + np.exp(-logits / t_enh))
+            mean_cal = np.where(c.brain, calibrated.mean(axis=0), 0.0)
+            ref = c.labels["enhancing"]
+            threshold = 1 / (1 + math.exp(-logit_t / t_enh))
+            mask = mean_cal >= threshold
+            voxel = voxel_uncertainty(np.where(c.brain, calibrated, 0.0))
+            labels, n = label_lesions(mask, c.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+            if n:
+                match = match_lesions(mask, ref, c.spacing_mm, rule)
+                lesion_labels += [int(not t) for t in match.pred_true]  # FP = positive
+                lesion_case += [c.case_id] * n
+                for row in lesion_uncertainty(np.where(c.brain, calibrated, 0.0), labels, threshold, voxel=voxel,
+                                              connectivity=rule.connectivity):  # fmt: skip
+                    for key, value in row.items():
+                        if key != "lesion_id":
+                            lesion_scores.setdefault(key, []).append(value)
+            b = c.brain
+            for key in ("mutual_information", "predictive_entropy"):
+                curves[key].append(retention_auc(retention_curve(mask[b], ref[b], voxel[key][b])))
+            curves["random"].append(retention_auc(retention_curve(mask[b], ref[b], rng.random(int(b.sum())))))
+            probs_raw.append(np.where(b, stack.mean(axis=0), 0.0)[b])
+            probs_cal.append(mean_cal[b])
+            refs.append(ref[b])
+        y = np.asarray(lesion_labels)
+        lesion_auc = {}
+        for key, values in lesion_scores.items():
+            if key.endswith("_max") and key.startswith(("expected", "variance")):
+                continue
+            auc = roc_auc(y, values) if 0 < y.sum() < y.size else math.nan
+            lo, hi, _ = (bootstrap_ci(_auc_rows, y, np.asarray(values), rng=np.random.default_rng(args.seed))
+                         if not math.isnan(auc) else (math.nan, math.nan, 0))  # fmt: skip
+            lesion_auc[key] = [round(auc, 3), round(lo, 3), round(hi, 3)]
+        ref_all, raw_all, cal_all = np.concatenate(refs), np.concatenate(probs_raw), np.concatenate(probs_cal)
+        rows.append({
+            "method": name, "test_patients": len(test), "lesions": int(y.size), "false_positive_lesions": int(y.sum()),
+            "lesion_auroc_fp_vs_tp": lesion_auc,
+            "retention_auc": {k: round(float(np.mean(v)), 4) for k, v in curves.items()},
+            "ece_t1": round(expected_calibration_error(raw_all, ref_all), 5),
+            "ece_calibrated": round(expected_calibration_error(cal_all, ref_all), 5),
+            "temperature": round(t_enh, 4), "seconds_per_exam": round(seconds / len(test), 2),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    summary = {"run": str(args.run), "stem": args.stem, "ensemble": [str(r) for r in args.ensemble],
+               "temperature_notes": notes, "voxel_measures": VOXEL_MEASURES, "rows": rows}  # fmt: skip
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "uncertainty_table.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
