@@ -15,6 +15,7 @@ from gdfree.evaluate import label_lesions
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
 from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
+from gdfree.types import Volume
 
 runner = CliRunner()
 
@@ -82,17 +83,20 @@ def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], t
     assert after["step"] == 6 and after["log"][: len(before["log"])] == before["log"]
 
 
+def _predict_test_patient(run: Path, cohort: Path, out: Path, *options: str) -> tuple[str, Path, Volume]:
+    """Predict the run's test patient into ``out``; returns its subject, anat folder and FLAIR."""
+    test_subject = json.loads((run / "split.json").read_text())["test_patients"][0].split(":")[-1]
+    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(cohort / f"sub-{test_subject}"),
+                                 "--out", str(out), *options])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flair = read_volume(next(c for c in discover(cohort) if c.subject == test_subject).images["FLAIR"])
+    return test_subject, out / f"sub-{test_subject}" / "anat", flair
+
+
 def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_cohort: Path):
     root, run = trained
-    split = json.loads((run / "split.json").read_text())
-    test_subject = split["test_patients"][0].split(":")[-1]
     out = root / "pred"
-    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(tiny_cohort / f"sub-{test_subject}"),
-                                 "--out", str(out)])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    case = next(c for c in discover(tiny_cohort) if c.subject == test_subject)
-    flair = read_volume(case.images["FLAIR"])
-    anat = out / f"sub-{test_subject}" / "anat"
+    test_subject, anat, flair = _predict_test_patient(run, tiny_cohort, out)
     prob = read_volume(anat / f"sub-{test_subject}_desc-enhancing_probseg.nii.gz")
     mask = read_volume(anat / f"sub-{test_subject}_desc-enhancing_mask.nii.gz")
     assert prob.same_grid(flair) and mask.same_grid(flair)
@@ -112,14 +116,9 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
 
 def test_predict_with_uncertainty(trained: tuple[Path, Path], tiny_cohort: Path):
     root, run = trained
-    split = json.loads((run / "split.json").read_text())
-    test_subject = split["test_patients"][0].split(":")[-1]
     out = root / "pred-unc"
-    result = runner.invoke(app, ["predict", "--model", str(run), "--input", str(tiny_cohort / f"sub-{test_subject}"),
-                                 "--out", str(out), "--mc", "3", "--flips", "--ensemble", str(run)])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    anat = out / f"sub-{test_subject}" / "anat"
-    flair = read_volume(next(c for c in discover(tiny_cohort) if c.subject == test_subject).images["FLAIR"])
+    test_subject, anat, flair = _predict_test_patient(run, tiny_cohort, out, "--mc", "3", "--flips", "--ensemble",
+                                                      str(run))  # fmt: skip
     for measure in ("PredictiveEntropy", "ExpectedEntropy", "MutualInformation", "Variance"):
         unc = read_volume(anat / f"sub-{test_subject}_desc-enhancing{measure}_uncertainty.nii.gz")
         assert unc.same_grid(flair) and unc.data.min() >= 0 and unc.data.max() > 0
