@@ -113,7 +113,7 @@ def test_enhancing_label_finds_the_enhancing_lesion_only(tmp_path: Path):
 
 def test_prepare_command_on_aligned_tiny_cohort(tiny_cohort: Path, tmp_path: Path):
     out = tmp_path / "prepared"
-    args = ["prepare", str(tiny_cohort), "--out", str(out), "--no-register", "--normalise", "zscore"]
+    args = ["prepare", str(tiny_cohort), "--out", str(out), "--no-register", "--normalise", "zscore", "--jobs", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "prepared 3, skipped 0" in result.output
