@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import gdfree
+from gdfree.evaluate.voxel import dice
 from gdfree.io.bids import CaseFiles, bids_name, derivative_path
 from gdfree.io.images import from_sitk, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json
@@ -144,11 +145,6 @@ class _Log:
         self.lines.append(f"{name}: {self.timings[name]:.2f} s{' - ' + message if message else ''}")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None = None) -> dict[str, Any]:
     """Prepare one case into the dataset folder ``out``; returns its ``_prepare.json`` content.
 
@@ -212,12 +208,13 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
         atlas_img, _ = atlas_brain_mask(to_sitk(Volume(resampled[ref_role], affine)))
         atlas = from_sitk(atlas_img).data > 0
         if provided_brain is not None:
-            info["brain_mask_dice_atlas_vs_provided"] = round(_dice(atlas, provided_brain), 4)
+            info["brain_mask_dice_atlas_vs_provided"] = round(dice(atlas, provided_brain), 4)
         if cfg.brain_mask == "atlas" or provided_brain is None:
             masks["brain"] = atlas
         info["brain_mask_source"] = "atlas" if masks["brain"] is atlas else "provided"
-        dice = info.get("brain_mask_dice_atlas_vs_provided")
-        log.step("brain_mask", info["brain_mask_source"] + ("" if dice is None else f", atlas vs provided Dice {dice}"))
+        check = info.get("brain_mask_dice_atlas_vs_provided")
+        suffix = "" if check is None else f", atlas vs provided Dice {check}"
+        log.step("brain_mask", info["brain_mask_source"] + suffix)
     else:
         info["brain_mask_source"] = "provided"
     brain = masks["brain"]
