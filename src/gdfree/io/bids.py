@@ -21,10 +21,12 @@ from gdfree.io.images import NIFTI_SUFFIXES, image_suffix, read_volume
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Case, Volume
 
 __all__ = [
+    "MASK_ENTITIES",
     "CaseFiles",
     "bids_name",
     "derivative_path",
     "discover_bids",
+    "image_entities",
     "is_bids",
     "load_case",
     "parse_entities",
@@ -32,7 +34,11 @@ __all__ = [
 ]
 
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
-_MASK_ENTITIES = {("label", "lesion"): "lesion", ("label", "enhancing"): "enhancing", ("desc", "brain"): "brain"}
+MASK_ENTITIES: dict[str, dict[str, str]] = {
+    "lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}, "brain": {"desc": "brain"},
+}  # fmt: skip
+"""Mask role -> the entities of its ``_mask`` derivative file (read by discovery, written by import/prepare)."""
+_MASK_ENTITIES = {next(iter(e.items())): role for role, e in MASK_ENTITIES.items()}
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "space", "label", "desc")
 
 
@@ -65,6 +71,11 @@ def bids_name(entities: dict[str, str], suffix: str, extension: str = ".nii.gz")
     """Join entities in BIDS order (unknown keys after known ones) with a suffix and extension."""
     keys = [k for k in ENTITY_ORDER if k in entities] + sorted(k for k in entities if k not in ENTITY_ORDER)
     return "_".join([*(f"{k}-{entities[k]}" for k in keys), suffix]) + extension
+
+
+def image_entities(role: str) -> tuple[dict[str, str], str]:
+    """(entities, suffix) of an image role's BIDS name: the post-Gd T1w is ``ce-gadolinium_T1w``."""
+    return ({"ce": "gadolinium"}, "T1w") if role == POST_CONTRAST else ({}, role)
 
 
 def derivative_path(

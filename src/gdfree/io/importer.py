@@ -15,14 +15,11 @@ from typing import Any
 import numpy as np
 
 import gdfree
-from gdfree.io.bids import bids_name, derivative_path
+from gdfree.io.bids import MASK_ENTITIES, bids_name, derivative_path, image_entities
 from gdfree.io.images import file_sha256, read_volume, write_volume
 from gdfree.io.tables import write_json, write_tsv
-from gdfree.types import POST_CONTRAST
 
 __all__ = ["import_dataset"]
-
-_MASK_ENTITIES = {"lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}, "brain": {"desc": "brain"}}
 
 
 def import_dataset(src: Path | str, dest: Path | str, fmt: str = "auto") -> list[dict[str, Any]]:
@@ -44,12 +41,12 @@ def import_dataset(src: Path | str, dest: Path | str, fmt: str = "auto") -> list
         ses = {"ses": case.session} if case.session else {}
         folder = dest / f"sub-{case.subject}" / (f"ses-{case.session}" if case.session else "") / "anat"
         for role, path in case.images.items():
-            entities, suffix = ({"ce": "gadolinium"}, "T1w") if role == POST_CONTRAST else ({}, role)
+            entities, suffix = image_entities(role)
             target = folder / bids_name({"sub": case.subject, **ses, **entities}, suffix)
             write_volume(read_volume(path), target)
             rows.append(_row(case.case_id, role, path, target, dest))
         deriv = dest / "derivatives" / fmt_name
-        masks = [(role, path, _MASK_ENTITIES[role]) for role, path in case.masks.items() if role in _MASK_ENTITIES]
+        masks = [(role, path, MASK_ENTITIES[role]) for role, path in case.masks.items() if role in MASK_ENTITIES]
         raters = case.extra.get("lesion_raters", {})
         lesion = case.masks.get("lesion")
         masks += [("lesion", Path(p), {"label": "lesion", "desc": f"rater{n}"}) for n, p in sorted(raters.items())

@@ -34,7 +34,7 @@ import numpy as np
 
 import gdfree
 from gdfree.evaluate.voxel import dice
-from gdfree.io.bids import CaseFiles, bids_name, derivative_path
+from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, derivative_path, image_entities
 from gdfree.io.images import from_sitk, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json
 from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, write_qc_png
@@ -47,8 +47,6 @@ __all__ = [
 ]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
-_ROLE_ENTITIES = {POST_CONTRAST: ({"ce": "gadolinium"}, "T1w")}
-_MASK_NAMES = {"brain": {"desc": "brain"}, "lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}}
 
 
 @dataclass(frozen=True)
@@ -196,7 +194,7 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
 
     masks: dict[str, np.ndarray] = {}
     for role, path in case.masks.items():
-        if role in _MASK_NAMES:
+        if role in MASK_ENTITIES:
             src = read_volume(path)
             moved = resample(to_sitk(src.with_data(src.data > 0)), grid, interpolation="nearest")
             masks[role] = from_sitk(moved).data > 0
@@ -235,13 +233,13 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     norm_info = {}
     for r in roles:
         data, norm_info[r] = normalise_intensity(resampled[r], brain, cfg.normalise, masks.get("lesion"))
-        entities, suffix = _ROLE_ENTITIES.get(r, ({}, r))
+        entities, suffix = image_entities(r)
         name = bids_name({"sub": case.subject, **({"ses": case.session} if case.session else {}), **entities}, suffix)
         folder = out / f"sub-{case.subject}" / (f"ses-{case.session}" if case.session else "") / "anat"
         path = write_volume(Volume(data, affine), folder / name)
         written[r] = str(path.relative_to(out))
     for role, mask in masks.items():
-        path = derivative_path(deriv, case.subject, case.session, "mask", **_MASK_NAMES[role])
+        path = derivative_path(deriv, case.subject, case.session, "mask", **MASK_ENTITIES[role])
         write_volume(Volume(mask.astype(np.uint8), affine), path)
         written[f"mask_{role}"] = str(path.relative_to(out))
     log.step("write", f"{len(written)} files")
