@@ -10,7 +10,9 @@ bootstrap 95% CI; writes it to ``--out``/signal_curve.md and .json.
     python benchmarks/signal_curve.py --out /tmp/signal [--subjects 50] [--steps 600] [--seed 0]
 
 A model whose ``row.json`` exists in ``--out`` for the same subjects, steps and seed is not retrained, so a run
-can be extended (``--strengths 1`` first, then the rest) or continued after an interruption.
+can be extended (``--strengths 1`` first, then the rest) or continued after an interruption. ``--only MODEL``
+(``oracle`` or a strength) trains just that model and prints no table: start one process per model (with
+``OMP_NUM_THREADS`` shared out), then run without ``--only`` to collect the table.
 """
 
 from __future__ import annotations
@@ -42,21 +44,31 @@ def main() -> None:
     parser.add_argument("--strengths", default="0,0.25,0.5,1.0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--time-budget", type=float, default=0.0, help="stop each training after so many s")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader processes per training run")
+    parser.add_argument("--only", default=None, help="train just this model: 'oracle' or one of the strengths")
     args = parser.parse_args()
     console = Console()
     default = PhantomConfig().signature_strength
     strengths = [float(s) for s in args.strengths.split(",")]
     runs = [(f"strength {s:g}", s, False) for s in strengths]
     runs.append((f"oracle (strength {default:g}, +T1gd)", default, True))
+    if args.only is not None:
+        runs = [r for r in runs if (r[2] if args.only == "oracle" else not r[2] and r[1] == float(args.only))]
+        if not runs:
+            parser.error(f"--only {args.only}: expected 'oracle' or one of --strengths")
     rows, participants = [], {}
     for name, strength, oracle in runs:
         cohort = args.out / f"cohort-{strength:g}"
-        if not (cohort / "participants.tsv").is_file():
+        table = cohort / "participants.tsv"
+        if not table.is_file() or len(table.read_text().strip().splitlines()) - 1 != args.subjects:
             cfg_p = PhantomConfig(resolution_mm=2, signature_strength=strength)
             write_cohort(cohort, cfg_p, args.subjects, args.seed, jobs=args.jobs, overwrite=True)
         participants[strength] = (cohort / "participants.tsv").read_text()
         cfg = demo_config(cohort, args.steps, args.seed)
-        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, test_fraction=args.test_fraction))
+        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, test_fraction=args.test_fraction),
+                                  workers=args.workers, time_budget_s=args.time_budget)  # fmt: skip
         if oracle:
             cfg = dataclasses.replace(cfg, modalities=(*cfg.modalities, "T1gd"), oracle=True)
         work = args.out / ("oracle" if oracle else f"model-{strength:g}")
@@ -68,7 +80,7 @@ def main() -> None:
         if work.exists():
             shutil.rmtree(work)
         start = time.perf_counter()
-        summary, results, evaluation, _, timings = train_and_evaluate(cfg, work, cohort)
+        summary, results, evaluation, _, timings = train_and_evaluate(cfg, work, cohort, device=args.device)
         pooled, patient = evaluation["pooled_lesions"], evaluation.get("patient", {})
         row = {
             "model": name,
@@ -88,6 +100,8 @@ def main() -> None:
         write_json(work / "row.json", {"key": key, "row": row})
         console.print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'test_cases'})} "
                       f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+    if args.only is not None:
+        return
     same = len({p.replace("\r", "") for p in participants.values()}) == 1
     tests = {tuple(r["test_cases"]) for r in rows}
     lines = [

@@ -57,7 +57,8 @@ def test_run_folder_and_split(trained: tuple[Path, Path]):
 def test_keep_best_keeps_the_best_validation(tiny_cohort: Path, tmp_path: Path):
     from gdfree.train import train
 
-    summary = train(_config(tiny_cohort, keep="best", max_steps=6, val_every=2), tmp_path / "run")
+    # with a DataLoader worker drawing the batches
+    summary = train(_config(tiny_cohort, keep="best", max_steps=6, val_every=2, workers=1), tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     scores = {r["step"]: r["val_score"] for r in json.loads((tmp_path / "run" / "last_state.json").read_text())["log"]

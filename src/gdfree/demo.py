@@ -76,7 +76,7 @@ def run_demo(
     return evaluation
 
 
-def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -> tuple[Any, ...]:
+def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None, device: str = "cpu") -> tuple[Any, ...]:
     """Train ``cfg`` into ``out/run``, predict its test patients into ``out/predictions`` and evaluate them
     against ``cohort`` (enhancing lesions, msseg rule; patient score: the maximum probability, called active
     from the model's threshold chosen on validation).
@@ -91,11 +91,11 @@ def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None) -
 
     timings = {}
     t0 = time.perf_counter()
-    summary = train(cfg, out / "run", console=console)
+    summary = train(cfg, out / "run", device=device, console=console)
     timings["training_s"] = time.perf_counter() - t0
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
     t0 = time.perf_counter()
-    predict_dataset(out / "run", cohort, out / "predictions", case_ids=test_ids)
+    predict_dataset(out / "run", cohort, out / "predictions", device=device, case_ids=test_ids)
     timings["prediction_s"] = time.perf_counter() - t0
     meta = json.loads((out / "run" / "model.json").read_text())
     threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))

@@ -64,3 +64,29 @@ def test_normalise_zscores_inside_the_brain_only():
     out = normalise(image, brain)
     assert abs(out[0][brain].mean()) < 1e-6 and abs(out[0][brain].std() - 1) < 1e-6
     assert np.all(out[0][~brain] == 0)
+
+
+def _stream(workers: int, seed: int = 0, start_step: int = 0, n: int = 4) -> list[tuple[np.ndarray, ...]]:
+    from gdfree.data.loader import batch_stream
+
+    sampler = PatchSampler([_case()], ("enhancing", "lesion"), 8, SamplingRatios())
+    stream = batch_stream(sampler, strength=0.0, batch_size=3, rng=np.random.default_rng(seed), workers=workers,
+                          seed=seed, start_step=start_step)  # fmt: skip
+    out = [tuple(t.numpy() for t in next(stream)) for _ in range(n)]
+    stream.close()
+    return out
+
+
+def test_batches_in_process_replay_the_rng_and_workers_replay_their_seed():
+    from gdfree.data.loader import make_batch
+
+    sampler = PatchSampler([_case()], ("enhancing", "lesion"), 8, SamplingRatios())
+    inline = _stream(0)
+    direct = make_batch(sampler, None, 0.0, 3, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(inline[0], direct, strict=True))
+    assert inline[0][0].shape == (3, 2, 8, 8, 8) and inline[0][1].shape == (3, 2, 8, 8, 8)
+    assert inline[0][2].shape == (3, 2) and inline[0][2].dtype == bool
+    two = _stream(2)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(two, _stream(2), strict=True))  # same seed, same batches
+    assert not np.array_equal(two[0][0], two[1][0])  # the two workers draw different batches
+    assert not np.array_equal(two[0][0], _stream(2, start_step=100)[0][0])  # a resume draws new ones

@@ -163,9 +163,7 @@ def predict_case(
                                                            thresholds["enhancing"],
                                                            connectivity=rule.connectivity), strict=True):  # fmt: skip
                 row.update({k: v for k, v in extra.items() if k != "lesion_id"})
-            result["patient_uncertainty"] = patient_uncertainty(
-                [float(s[case.brain].max()) for s in stack[:, e]]
-            )
+            result["patient_uncertainty"] = patient_uncertainty([float(s[case.brain].max()) for s in stack[:, e]])
     return result
 
 

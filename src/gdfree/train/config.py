@@ -70,6 +70,8 @@ class TrainConfig:
         loss: ``dice_ce`` or ``dice_focal``.
         patch_size, batch_size, sampling: patches and their category shares.
         augment: TorchIO augmentation strength (0 = none).
+        workers: DataLoader processes that draw and augment batches while the network steps (0: in the
+            training process, exactly resumable; see :mod:`gdfree.data.loader`).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
             decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
         val_every: steps between full-volume validations (lesion F1 and patient AUC on validation patients).
@@ -96,6 +98,7 @@ class TrainConfig:
     batch_size: int = 4
     sampling: SamplingRatios = field(default_factory=SamplingRatios)
     augment: float = 1.0
+    workers: int = 0
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
@@ -121,5 +124,7 @@ class TrainConfig:
             raise ValueError(f"patch_size: {self.patch_size} must be a multiple of the strides' product {divisor}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: expected one of {', '.join(KEEP)}, got {self.keep!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, got {self.workers}")
         if self.max_steps < 1 or self.batch_size < 1 or self.val_every < 1:
             raise ValueError("max_steps, batch_size and val_every must be >= 1")

@@ -24,8 +24,8 @@ import torch
 
 import gdfree
 from gdfree.config import config_to_dict, load_config, save_config
-from gdfree.data.augment import augment, build_augmentation
 from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
+from gdfree.data.loader import batch_stream
 from gdfree.data.sampling import PatchSampler
 from gdfree.evaluate.froc import froc_counts
 from gdfree.evaluate.lesions import DetectionRule, lesion_f1
@@ -94,7 +94,11 @@ def validate(
 
 
 def fit_temperatures(
-    model: torch.nn.Module, cases: list[ArrayCase], heads: Sequence[str], device: str, seed: int = 0,
+    model: torch.nn.Module,
+    cases: list[ArrayCase],
+    heads: Sequence[str],
+    device: str,
+    seed: int = 0,
     max_voxels: int = 2_000_000,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """One temperature per head fitted on the cases' brain voxels (a seeded uniform sample of at most
@@ -146,7 +150,7 @@ def _schedule(cfg: TrainConfig) -> Any:
     return factor
 
 
-_RESUMABLE = ("max_steps", "time_budget_s")
+_RESUMABLE = ("max_steps", "time_budget_s", "workers")
 
 
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
@@ -239,7 +243,8 @@ def train(
         step, best, log_rows = state["step"], state["best_score"], state["log"]
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
-    transform = build_augmentation(cfg.augment)
+    batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng, workers=cfg.workers,
+                           seed=cfg.seed, start_step=step, pin_memory=str(device).startswith("cuda"))  # fmt: skip
     start = time.perf_counter()
     val: dict[str, Any] = {}
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -247,17 +252,7 @@ def train(
         task = bar.add_task("train", total=cfg.max_steps, completed=step, info="")
         while step < cfg.max_steps:
             model.train()
-            images, targets, present = [], [], []
-            for _ in range(cfg.batch_size):
-                image, target, has = sampler.crop(sampler.sample_params(rng))
-                if cfg.augment > 0:
-                    image, target = augment(transform, image, target)
-                images.append(image)
-                targets.append(target)
-                present.append(has)
-            x = torch.from_numpy(np.stack(images)).to(device)
-            y = torch.from_numpy(np.stack(targets)).to(device)
-            mask = torch.from_numpy(np.stack(present)).to(device)
+            x, y, mask = (t.to(device, non_blocking=True) for t in next(batches))
             loss, parts_loss = multitask_loss(model(x), y, mask, cfg.heads, cfg.head_weights, cfg.loss)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -291,6 +286,7 @@ def train(
                 write_tsv(run_dir / "log.tsv", log_rows)
             if out_of_time:
                 break
+    batches.close()
     if val_cases:
         calibrate(run_dir, val_cases, cfg.heads, device, seed=cfg.seed)
     summary = json.loads((run_dir / "model.json").read_text())
