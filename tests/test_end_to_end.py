@@ -196,3 +196,35 @@ def test_train_refuses_a_post_gd_input_outside_the_oracle(tiny_cohort: Path, tmp
     assert not (tmp_path / "run").exists()
     aliases = TrainConfig(datasets=(DatasetSpec("x"),), modalities=("t1", "flair"))
     assert aliases.modalities == ("T1w", "FLAIR")
+
+
+def test_explain_lesions_of_a_case(trained: tuple[Path, Path], tiny_cohort: Path):
+    root, run = trained
+    # every lesion of the lesion mask (the 4 mm tiny cohort has no enhancing voxel); a training case, allowed
+    test_subject = "001"
+    case = next(c for c in discover(tiny_cohort) if c.subject == test_subject)
+    reference = read_volume(case.masks["lesion"])
+    n = label_lesions(reference.data > 0, reference.spacing_mm, 6, 3.0)[1]
+    out = root / "explain"
+    result = runner.invoke(app, ["explain", "--model", str(run), "--case", str(tiny_cohort / f"sub-{test_subject}"),
+                                 "--out", str(out), "--lesions", "lesion-mask", "--all-lesions", "--crop", "16",
+                                 "--steps", "4", "--no-permutation", "--allow-training-cases"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lesions = (out / "lesions.tsv").read_text().strip().splitlines()
+    assert len(lesions) - 1 == n > 0
+    anat = out / f"sub-{test_subject}" / "anat"
+    maps = sorted(p.name for p in anat.glob("*_attribution.nii.gz"))
+    assert len(maps) == n * (3 + 3 + 1)  # ig and occlusion per modality, one Grad-CAM map
+    flair = read_volume(case.images["FLAIR"])
+    ig = read_volume(anat / f"sub-{test_subject}_desc-lesion1IgFLAIR_attribution.nii.gz")
+    assert ig.shape == flair.shape and np.allclose(ig.affine, flair.affine)
+    assert len(list(anat.glob("*_attribution.png"))) == n
+    summary = (out / "importance_summary.tsv").read_text()
+    for method in ("occlusion-mean", "occlusion-zeros", "occlusion-noise", "occlusion-blur", "ig"):
+        assert method in summary
+    sanity = (out / "sanity.tsv").read_text().strip().splitlines()
+    assert len(sanity) - 1 == 2 * n  # ig and gradcam against the randomised model
+    assert (out / "importance_summary.png").stat().st_size > 0 and (out / "profiles.tsv").is_file()
+    refused = runner.invoke(app, ["explain", "--model", str(run), "--case", str(tiny_cohort), "--out",
+                                  str(root / "explain2")])  # fmt: skip
+    assert refused.exit_code != 0 and "training/validation case" in refused.output

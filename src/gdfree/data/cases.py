@@ -33,6 +33,7 @@ class ArrayCase:
         labels: head -> (X, Y, Z) bool, or None when the case has no such label.
         brain: (X, Y, Z) bool.
         affine: 4x4 voxel -> RAS mm. fingerprints: SHA-256 of each input file.
+        raw_zero: per channel, the normalised value that raw intensity 0 would have (an empty acquisition).
     """
 
     case_id: str
@@ -44,6 +45,7 @@ class ArrayCase:
     affine: np.ndarray
     dataset: int = 0
     fingerprints: tuple[str, ...] = field(default_factory=tuple)
+    raw_zero: tuple[float, ...] = ()
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -114,4 +116,11 @@ def load_array_case(
         affine=first.affine,
         dataset=dataset,
         fingerprints=file_fingerprints([files.images[m] for m in modalities]),
+        raw_zero=tuple(_raw_zero(image[c][brain]) for c in range(image.shape[0])),
     )
+
+
+def _raw_zero(values: np.ndarray) -> float:
+    values = values.astype(np.float64)
+    std = values.std()
+    return float(np.clip(-values.mean() / (std if std > 0 else 1.0), -5.0, 5.0))

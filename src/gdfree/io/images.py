@@ -26,6 +26,7 @@ __all__ = [
     "from_sitk",
     "image_suffix",
     "read_volume",
+    "save_figure",
     "to_sitk",
     "write_text",
     "write_volume",
@@ -63,6 +64,17 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: object, path: Path | str, dpi: int = 80) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
 
 
 def file_sha256(path: Path | str) -> str:

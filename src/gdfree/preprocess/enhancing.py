@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from gdfree.evaluate.lesions import label_lesions
-from gdfree.io.images import atomic_path
+from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
 
 __all__ = ["EnhancingConfig", "derive_enhancing", "write_qc_png"]
@@ -153,8 +153,4 @@ def write_qc_png(
             row[3].contour(np.rot90(mask[:, :, z].astype(float)), levels=[0.5], colors="red", linewidths=0.8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -39,10 +39,31 @@ from gdfree.train.config import TrainConfig
 from gdfree.train.losses import multitask_loss
 from gdfree.train.splits import split_patients
 
-__all__ = ["THRESHOLDS", "gather_cases", "train", "validate"]
+__all__ = ["THRESHOLDS", "gather_cases", "randomise_labels", "train", "validate"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
 """Decision thresholds tried on the validation patients."""
+
+
+def randomise_labels(cases: Sequence[ArrayCase], head: str, seed: int) -> None:
+    """Give every case the ``head`` label of another case (a seeded derangement), in place.
+
+    Raises:
+        ValueError: fewer than 2 cases, a case without that label, or cases on different grids.
+    """
+    if len(cases) < 2 or any(c.labels.get(head) is None for c in cases):
+        raise ValueError(f"randomise_labels: needs >= 2 cases that all have a {head} label")
+    shapes = {c.brain.shape for c in cases}
+    if len(shapes) > 1:
+        raise ValueError(f"randomise_labels: the cases must share one grid, got shapes {sorted(shapes)}")
+    rng = np.random.default_rng([seed, 7])
+    while True:
+        order = rng.permutation(len(cases))
+        if not np.any(order == np.arange(len(cases))):
+            break
+    labels = [c.labels[head] for c in cases]
+    for case, k in zip(cases, order, strict=True):
+        case.labels[head] = labels[int(k)]
 
 
 def gather_cases(cfg: TrainConfig) -> list[tuple[int, CaseFiles]]:
@@ -206,6 +227,8 @@ def train(
 
     train_cases = [load(d, c) for d, c in by_part["train"]]
     val_cases = [load(d, c) for d, c in by_part["val"]]
+    if cfg.randomise_labels:
+        randomise_labels([*train_cases, *val_cases], "enhancing", cfg.seed)
     seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
     for d, c in by_part["test"]:
         shared = [seen[f] for f in file_fingerprints([c.images[m] for m in cfg.modalities]) if f in seen]

@@ -1,0 +1,205 @@
+"""``gdfree explain``: modality importance, attribution maps, patterns and sanity checks for cases of a model.
+
+Outputs under ``OUT``::
+
+    lesions.tsv                 every lesion considered: case, id, voxels, centroid, probability, groups
+    importance.tsv              one row per (lesion, modality, method): the drop of the lesion's mean logit
+    importance_summary.tsv/png  per method and modality: mean, patient-bootstrap 95% CI, share, rank
+    profiles.tsv/png            lesion-centred signed attribution profiles per group (mapped lesions)
+    sanity.tsv                  rank correlation of each mapped lesion's maps with a randomised model's
+    sub-X/anat/sub-X_desc-lesion<N><Method><Modality>_attribution.nii.gz   signed maps on the input grid
+    sub-X/anat/sub-X_desc-lesion<N>_attribution.png                        overlays
+    explain.json                settings, model, timings
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdfree.explain.importance import OCCLUSIONS, occlusion_importance, permutation_importance, summarise
+from gdfree.explain.maps import METHODS, lesion_maps, overlay_png
+from gdfree.explain.patterns import DEFAULT_BINS_MM, cohort_profiles, lesion_profile
+from gdfree.explain.sanity import PASS_BELOW, randomised_copy, rank_correlation
+from gdfree.explain.targets import find_lesions
+
+__all__ = ["explain_dataset"]
+
+
+def _group(lesion: Any, source: str) -> str:
+    if source != "predicted" and lesion.reference_active is not None:
+        return "reference active" if lesion.reference_active else "reference inactive"
+    return "predicted active" if lesion.predicted_active else "predicted inactive"
+
+
+def explain_dataset(
+    run_dir: Path | str,
+    input_path: Path | str,
+    out: Path | str,
+    *,
+    case_ids: Sequence[str] | None = None,
+    lesion: int | None = None,
+    all_lesions: bool = False,
+    source: str = "predicted",
+    methods: Sequence[str] = METHODS,
+    occlusions: Sequence[str] = OCCLUSIONS,
+    permutation: bool = True,
+    crop: int = 48,
+    steps: int = 32,
+    layer: str | None = None,
+    sanity: bool = True,
+    label_randomised: Path | str | None = None,
+    bins_mm: Sequence[float] = DEFAULT_BINS_MM,
+    seed: int = 0,
+    device: str = "cpu",
+    allow_training_cases: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Explain the ``enhancing`` head of the model in ``run_dir`` on the cases of ``input_path``.
+
+    Every lesion (``source``: the model's ``predicted`` lesions, the ``reference`` enhancing label's, or
+    every lesion of the case's all-lesion mask, ``lesion-mask``) gets occlusion importance per modality;
+    maps (``methods``), IG importance, profiles and sanity checks are computed for the mapped lesions:
+    ``lesion`` (an id of ``lesions.tsv`` for one case), every lesion with ``all_lesions``, else the most
+    probable lesion of each case. ``permutation`` adds permutation importance when there are >= 2 cases on
+    one grid. ``label_randomised``: a run trained with ``randomise_labels: true`` for the
+    label-randomisation check.
+
+    Returns:
+        {"summary": importance summary rows, "sanity": rows, "profiles": rows, "lesions": rows, "timings": ...}
+
+    Raises:
+        ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
+    """
+    from gdfree.data.cases import load_array_case
+    from gdfree.evaluate.lesions import DetectionRule
+    from gdfree.infer.predict import predict_volume, select_cases
+    from gdfree.io.bids import derivative_path
+    from gdfree.io.images import write_volume
+    from gdfree.io.tables import write_json, write_tsv
+    from gdfree.models.checkpoint import load_model
+    from gdfree.types import Volume
+
+    start = time.perf_counter()
+    model, meta = load_model(run_dir, device)
+    heads, modalities = list(meta["heads"]), list(meta["modalities"])
+    if "enhancing" not in heads:
+        raise ValueError(f"{run_dir}: the model has no enhancing head to explain")
+    head = heads.index("enhancing")
+    temperature = float(meta.get("temperature", {}).get("enhancing", 1.0))
+    threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
+    rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
+    randomised = randomised_copy(model, seed) if sanity else None
+    shuffled = load_model(label_randomised, device)[0] if label_randomised else None
+    files_list = select_cases(input_path)
+    if case_ids is not None:
+        files_list = [f for f in files_list if f.case_id in set(case_ids)]
+    if not files_list:
+        raise ValueError(f"{input_path}: no case to explain")
+    seen = set(meta.get("training_fingerprints", []))
+    out = Path(out)
+    cases, lesion_sets, rows, lesion_rows, profile_entries, sanity_rows = [], [], [], [], [], []
+    timings = {"occlusion_s": 0.0, "maps_s": 0.0, "sanity_s": 0.0, "permutation_s": 0.0}
+    for k, files in enumerate(files_list):
+        want = tuple(h for h in ("enhancing", "lesion") if h in files.masks)
+        case = load_array_case(files, modalities, want, oracle=bool(meta.get("oracle", False)))
+        if seen.intersection(case.fingerprints) and not allow_training_cases:
+            raise ValueError(f"{case.case_id}: a training/validation case of {run_dir}; its explanation would not "
+                             f"describe held-out data (pass allow_training_cases to do it anyway)")  # fmt: skip
+        prob = np.where(case.brain, predict_volume(model, case.image, device, temperature=temperature)[head], 0.0)
+        labels, found = find_lesions(case, prob, threshold, rule, source, case.labels.get("enhancing"),
+                                     case.labels.get("lesion"))  # fmt: skip
+        cases.append(case)
+        lesion_sets.append((labels, len(found)))
+        for item in found:
+            lesion_rows.append({"case_id": case.case_id, "lesion_id": item.lesion_id, "voxels": item.voxels,
+                                "centroid_vox": list(item.centroid), "mean_probability": round(item.probability, 4),
+                                "predicted_active": item.predicted_active, "reference_active": item.reference_active,
+                                "group": _group(item, source)})  # fmt: skip
+        t0 = time.perf_counter()
+        rows += occlusion_importance(model, case, labels, len(found), modalities, head=head, modes=occlusions,
+                                     raw_zero=case.raw_zero, seed=seed, device=device)  # fmt: skip
+        timings["occlusion_s"] += time.perf_counter() - t0
+        if lesion is not None:
+            if lesion not in {f.lesion_id for f in found}:
+                raise ValueError(f"{case.case_id}: no lesion {lesion}; it has {len(found)} ({source})")
+            mapped = [f for f in found if f.lesion_id == lesion]
+        elif all_lesions:
+            mapped = list(found)
+        else:
+            mapped = sorted(found, key=lambda f: -f.probability)[:1]
+        ref = Volume(case.brain, case.affine)
+        for item in mapped:
+            region = labels == item.lesion_id
+            t0 = time.perf_counter()
+            maps = lesion_maps(model, case, region, head=head, methods=methods, crop=crop, steps=steps, layer=layer,
+                               device=device)  # fmt: skip
+            timings["maps_s"] += time.perf_counter() - t0
+            for method in (m for m in METHODS if m in maps):
+                data = maps[method]
+                for c, modality in enumerate(modalities if data.ndim == 4 else ["all"]):
+                    layer_map = data[c] if data.ndim == 4 else data
+                    desc = f"lesion{item.lesion_id}{method.capitalize()}{modality.replace('-', '')}"
+                    target = derivative_path(out, case.subject, case.session, "attribution", desc=desc)
+                    write_volume(ref.with_data(layer_map.astype(np.float32)), target)
+                    valid = case.brain & ((labels == 0) | region)
+                    profile_entries.append({"group": _group(item, source), "method": method, "modality": modality,
+                                            "profile": lesion_profile(layer_map, region, valid, case.spacing_mm,
+                                                                      bins_mm)})  # fmt: skip
+            if "ig" in maps:
+                sums = maps["ig"].reshape(len(modalities), -1).sum(axis=1)
+                rows += [{"case_id": case.case_id, "lesion_id": item.lesion_id, "modality": m, "method": "ig",
+                          "importance": float(v)} for m, v in zip(modalities, sums, strict=True)]  # fmt: skip
+            overlay_png(derivative_path(out, case.subject, case.session, "attribution", ".png",
+                                        desc=f"lesion{item.lesion_id}"), case, modalities, region, maps,
+                        title=f"{case.case_id} lesion {item.lesion_id} ({_group(item, source)}, "
+                              f"p={item.probability:.2f}): red = evidence for enhancement")  # fmt: skip
+            t0 = time.perf_counter()
+            for control, other in (("parameters", randomised), ("labels", shuffled)):
+                if other is None:
+                    continue
+                checked = [m for m in methods if m != "occlusion"]
+                again = lesion_maps(other, case, region, head=head, methods=checked, crop=crop, steps=steps,
+                                    layer=layer, device=device)  # fmt: skip
+                for method in checked:
+                    rho = rank_correlation(maps[method], again[method])
+                    sanity_rows.append({"case_id": case.case_id, "lesion_id": item.lesion_id, "control": control,
+                                        "method": method, "rank_correlation": rho,
+                                        "passed": bool(rho == rho and abs(rho) < PASS_BELOW)})  # fmt: skip
+            timings["sanity_s"] += time.perf_counter() - t0
+        if progress:
+            progress(k + 1, len(files_list))
+    if permutation and len(cases) >= 2 and len({c.brain.shape for c in cases}) == 1:
+        t0 = time.perf_counter()
+        rows += permutation_importance(model, cases, lesion_sets, modalities, head=head, seed=seed, device=device)
+        timings["permutation_s"] = time.perf_counter() - t0
+    summary = summarise(rows, seed=seed) if rows else []
+    profiles = cohort_profiles(profile_entries, bins_mm) if profile_entries else []
+    write_tsv(out / "lesions.tsv", lesion_rows)
+    write_tsv(out / "importance.tsv", rows)
+    write_tsv(out / "importance_summary.tsv", summary)
+    write_tsv(out / "profiles.tsv", profiles)
+    write_tsv(out / "sanity.tsv", sanity_rows)
+    if summary:
+        from gdfree.explain.importance import bar_chart
+
+        bar_chart(summary, out / "importance_summary.png",
+                  title=f"Modality importance, {len(lesion_rows)} {source} lesions of {len(cases)} cases")  # fmt: skip
+    if profiles:
+        from gdfree.explain.patterns import profile_png
+
+        profile_png(profiles, out / "profiles.png")
+    timings["total_s"] = time.perf_counter() - start
+    write_json(out / "explain.json", {
+        "model": str(Path(run_dir).resolve()), "weights_sha256": meta.get("weights_sha256"),
+        "input": str(input_path), "cases": [c.case_id for c in cases], "lesion_source": source,
+        "methods": list(methods), "occlusions": list(occlusions), "crop": crop, "ig_steps": steps,
+        "gradcam_layer": layer or "encoder[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
+        "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
+    })  # fmt: skip
+    return {"summary": summary, "sanity": sanity_rows, "profiles": profiles, "lesions": lesion_rows,
+            "timings": timings}  # fmt: skip
