@@ -353,7 +353,7 @@ def explain(
     crop: Annotated[int, typer.Option(help="Cube around each mapped lesion, in voxels.")] = 48,
     steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 32,
     layer: Annotated[
-        str | None, typer.Option(help="Grad-CAM layer (dotted name; default: deepest encoder block).")
+        str | None, typer.Option(help="Grad-CAM layer (dotted name; default: the last decoder block).")
     ] = None,
     permutation: Annotated[bool, typer.Option(help="Permutation importance across the cases (one grid).")] = True,
     sanity: Annotated[bool, typer.Option(help="Parameter-randomisation check of each map.")] = True,

@@ -119,8 +119,12 @@ def test_lesions_from_the_model_or_the_reference(cases: list[ArrayCase]):
     labels, found = find_lesions(case, prob, 0.5, rule, "predicted", case.labels["enhancing"])
     assert found and all(f.predicted_active for f in found) and labels.max() == len(found)
     assert any(f.reference_active for f in found) == bool(case.labels["enhancing"].any())
-    with pytest.raises(ValueError, match="no reference"):
+    labels, found = find_lesions(case, prob, 0.5, rule, "lesion-mask", case.labels["enhancing"], case.labels["lesion"])
+    assert len(found) == label_lesions(case.labels["lesion"], case.spacing_mm, 6, 3.0)[1]
+    with pytest.raises(ValueError, match="no enhancing mask"):
         find_lesions(case, prob, 0.5, rule, "reference", None)
+    with pytest.raises(ValueError, match="no lesion mask"):
+        find_lesions(case, prob, 0.5, rule, "lesion-mask", None, None)
 
 
 def test_profiles_peak_at_a_planted_ring():

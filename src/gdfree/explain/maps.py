@@ -10,7 +10,7 @@ the cube sees less context than the whole volume). Maps are signed: positive = e
   central ``occlusion_reach`` voxels of the cube (blocks farther out are not tried), one map per modality;
 - ``gradcam``: Seg-Grad-CAM (Vinogradova et al. 2020): channel weights = mean gradient of the target over
   a layer's feature map, map = weighted sum of the features, not rectified (signed), trilinearly
-  upsampled; one map for all modalities. The default layer is the deepest encoder block.
+  upsampled; one map for all modalities. The default layer is the last decoder block (half resolution).
 """
 
 from __future__ import annotations
@@ -32,16 +32,18 @@ METHODS = ("ig", "occlusion", "gradcam")
 
 
 def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:
-    """A layer of ``model`` by its dotted name (``encoder.3``); None picks the deepest encoder block.
+    """A layer of ``model`` by its dotted name (``encoder.3``, ``fuse.2``); None picks the last decoder block
+    (``fuse[-1]``: half resolution behind a strided stem) or, without a decoder, the last encoder block.
 
     Raises:
         ValueError: no such layer (the message lists some names).
     """
     if name is None:
-        encoder = getattr(model, "encoder", None)
-        if encoder is None:
-            raise ValueError("gradcam: this model has no 'encoder'; name a layer")
-        return encoder[-1]
+        for attr in ("fuse", "encoder"):
+            blocks = getattr(model, attr, None)
+            if blocks is not None and len(blocks):
+                return blocks[-1]
+        raise ValueError("gradcam: this model has no 'fuse' or 'encoder' blocks; name a layer")
     modules = dict(model.named_modules())
     if name not in modules:
         raise ValueError(f"gradcam layer {name!r} not in the model; some layers: {', '.join(list(modules)[1:12])}")

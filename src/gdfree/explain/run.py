@@ -198,7 +198,7 @@ def explain_dataset(
         "model": str(Path(run_dir).resolve()), "weights_sha256": meta.get("weights_sha256"),
         "input": str(input_path), "cases": [c.case_id for c in cases], "lesion_source": source,
         "methods": list(methods), "occlusions": list(occlusions), "crop": crop, "ig_steps": steps,
-        "gradcam_layer": layer or "encoder[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
+        "gradcam_layer": layer or "fuse[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
         "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
     })  # fmt: skip
     return {"summary": summary, "sanity": sanity_rows, "profiles": profiles, "lesions": lesion_rows,
