@@ -22,7 +22,7 @@ from gdfree.explain import (
     signed_distance_mm,
     summarise,
 )
-from gdfree.explain.importance import occluded
+from gdfree.explain.importance import ig_importance, occluded
 from gdfree.io.adapters import discover
 
 MODALITIES = ("T1w", "T2w", "FLAIR")
@@ -74,6 +74,8 @@ def test_occlusion_and_ig_match_the_closed_form_of_a_linear_model(cases: list[Ar
     expected = [w[c] * case.image[c][region].mean() for c in range(3)]
     assert sums == pytest.approx(expected, rel=1e-3, abs=1e-4)  # integrated gradients are exact for a linear map
     assert float(maps["ig_delta"]) < 1e-3
+    rows = ig_importance(model, case, labels, 1, MODALITIES, crop=16, steps=8)
+    assert [r["importance"] for r in rows] == pytest.approx(expected, rel=1e-3, abs=1e-4)
     assert float(maps["target"]) == pytest.approx(sum(expected), rel=1e-4, abs=1e-4)
     assert maps["ig"].shape == (3, *case.brain.shape) and maps["gradcam"].shape == case.brain.shape
     # occlusion with blocks: a FLAIR block inside the lesion is evidence for enhancement (w > 0, lesion bright)

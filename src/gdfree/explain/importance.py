@@ -31,6 +31,7 @@ __all__ = [
     "OCCLUSIONS",
     "bar_chart",
     "ig_importance",
+    "ig_rows",
     "occluded",
     "occlusion_importance",
     "permutation_importance",
@@ -183,10 +184,16 @@ def ig_importance(
     for i in range(1, n + 1):
         maps = lesion_maps(model, case, labels == i, head=head, methods=("ig",), crop=crop, steps=steps,
                            device=device)  # fmt: skip
-        sums = maps["ig"].reshape(len(modalities), -1).sum(axis=1)
-        rows += [{"case_id": case.case_id, "lesion_id": i, "modality": m, "method": "ig", "importance": float(v)}
-                 for m, v in zip(modalities, sums, strict=True)]  # fmt: skip
+        rows += ig_rows(case.case_id, i, modalities, maps["ig"])
     return rows
+
+
+def ig_rows(case_id: str, lesion_id: int, modalities: Sequence[str], ig_map: np.ndarray) -> list[dict[str, Any]]:
+    """Importance rows (method ``ig``) from one lesion's (C, X, Y, Z) integrated-gradients map: its per-modality
+    sums, which add up to target(image) - target(zeros)."""
+    sums = ig_map.reshape(len(modalities), -1).sum(axis=1)
+    return [{"case_id": case_id, "lesion_id": lesion_id, "modality": m, "method": "ig", "importance": float(v)}
+            for m, v in zip(modalities, sums, strict=True)]  # fmt: skip
 
 
 def summarise(

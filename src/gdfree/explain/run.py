@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from gdfree.explain.importance import OCCLUSIONS, occlusion_importance, permutation_importance, summarise
+from gdfree.explain.importance import (
+    OCCLUSIONS,
+    ig_rows,
+    occlusion_importance,
+    permutation_importance,
+    summarise,
+)
 from gdfree.explain.maps import METHODS, lesion_maps, overlay_png
 from gdfree.explain.patterns import DEFAULT_BINS_MM, cohort_profiles, lesion_profile
 from gdfree.explain.sanity import PASS_BELOW, randomised_copy, rank_correlation
@@ -151,9 +157,7 @@ def explain_dataset(
                                             "profile": lesion_profile(layer_map, region, valid, case.spacing_mm,
                                                                       bins_mm)})  # fmt: skip
             if "ig" in maps:
-                sums = maps["ig"].reshape(len(modalities), -1).sum(axis=1)
-                rows += [{"case_id": case.case_id, "lesion_id": item.lesion_id, "modality": m, "method": "ig",
-                          "importance": float(v)} for m, v in zip(modalities, sums, strict=True)]  # fmt: skip
+                rows += ig_rows(case.case_id, item.lesion_id, modalities, maps["ig"])
             overlay_png(derivative_path(out, case.subject, case.session, "attribution", ".png",
                                         desc=f"lesion{item.lesion_id}"), case, modalities, region, maps,
                         title=f"{case.case_id} lesion {item.lesion_id} ({_group(item, source)}, "
