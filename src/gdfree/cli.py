@@ -337,6 +337,9 @@ def explain(
     out: Annotated[Path, typer.Option(help="Output folder (tables, charts, NIfTI maps, PNG overlays).")],
     lesion: Annotated[int | None, typer.Option(help="Map only this lesion id (see OUT/lesions.tsv).")] = None,
     all_lesions: Annotated[bool, typer.Option(help="Map every lesion (default: the most probable per case).")] = False,
+    max_mapped: Annotated[
+        int, typer.Option(help="With --all-lesions: map at most N lesions per group and case (0: all).")
+    ] = 0,
     lesions: Annotated[
         str,
         typer.Option(
@@ -375,7 +378,8 @@ def explain(
     split = [m.strip() for m in methods.split(",") if m.strip()]
     modes = [m.strip() for m in occlusions.split(",") if m.strip()]
     try:
-        result = explain_dataset(model, case, out, lesion=lesion, all_lesions=all_lesions, source=lesions,
+        result = explain_dataset(model, case, out, lesion=lesion, all_lesions=all_lesions, max_mapped=max_mapped,
+                                 source=lesions,
                                  methods=split, occlusions=modes, permutation=permutation, crop=crop, steps=steps,
                                  layer=layer, sanity=sanity, label_randomised=label_randomised, seed=seed,
                                  device=device, allow_training_cases=allow_training_cases)  # fmt: skip
@@ -383,14 +387,17 @@ def explain(
         raise _fail(str(exc)) from exc
     from rich.table import Table
 
-    table = Table(title=f"Modality importance ({len(result['lesions'])} {lesions} lesions)")
-    for name in ("method", "modality", "rank", "mean", "95% CI", "lesions"):
-        table.add_column(name)
-    for r in result["summary"]:
-        table.add_row(r["method"], r["modality"], str(r["rank"]), f"{r['mean']:.3f}",
-                      f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["lesions"]))  # fmt: skip
     console = _console()
-    console.print(table)
+    for key, title in (("summary", "Modality importance"), ("separation", "Separation (active minus inactive)")):
+        if not result[key]:
+            continue
+        table = Table(title=f"{title}, {len(result['lesions'])} {lesions} lesions")
+        for name in ("group", "method", "modality", "rank", "mean", "95% CI", "lesions"):
+            table.add_column(name)
+        for r in result[key]:
+            table.add_row(r["group"], r["method"], r["modality"], str(r["rank"]), f"{r['mean']:.3f}",
+                          f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["lesions"]))  # fmt: skip
+        console.print(table)
     checks = result["sanity"]
     if checks:
         passed = sum(c["passed"] for c in checks)

@@ -176,3 +176,20 @@ def test_label_randomisation_deranges_the_labels(cases: list[ArrayCase]):
     odd = dataclasses.replace(cases[0], brain=cases[0].brain[:-1], labels=dict(cases[0].labels))
     with pytest.raises(ValueError, match="one grid"):
         randomise_labels([odd, copies[1]], "enhancing", seed=0)
+
+
+def test_summaries_per_group_and_the_separation():
+    rows = []
+    for case, (active, inactive) in {"a": (5.0, 1.0), "b": (7.0, 1.0), "c": (6.0, 2.0)}.items():
+        for modality, scale in (("FLAIR", 1.0), ("T1w", 0.1)):
+            rows.append({"case_id": case, "lesion_id": 1, "modality": modality, "method": "m",
+                         "importance": active * scale, "group": "active"})  # fmt: skip
+            rows.append({"case_id": case, "lesion_id": 2, "modality": modality, "method": "m",
+                         "importance": inactive * scale, "group": "inactive"})  # fmt: skip
+    plain = {(r["group"], r["modality"]): r for r in summarise(rows, n_boot=300)}
+    assert plain[("active", "FLAIR")]["mean"] == pytest.approx(6.0) and plain[("active", "FLAIR")]["rank"] == 1
+    assert plain[("inactive", "T1w")]["mean"] == pytest.approx(4.0 / 30)
+    sep = {r["modality"]: r for r in summarise(rows, contrast=("active", "inactive"), n_boot=300)}
+    assert sep["FLAIR"]["mean"] == pytest.approx(6.0 - 4.0 / 3) and sep["FLAIR"]["group"] == "active - inactive"
+    assert sep["FLAIR"]["rank"] == 1 and sep["FLAIR"]["ci_low"] > sep["T1w"]["ci_high"]
+    assert sep["FLAIR"]["ci_low"] <= sep["FLAIR"]["mean"] <= sep["FLAIR"]["ci_high"]

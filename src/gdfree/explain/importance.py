@@ -196,48 +196,76 @@ def ig_rows(case_id: str, lesion_id: int, modalities: Sequence[str], ig_map: np.
             for m, v in zip(modalities, sums, strict=True)]  # fmt: skip
 
 
+def _bootstrap_mean(units: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Pooled means of ``values`` (grouped by ``units``, indices into the columns of ``counts``) under each
+    bootstrap draw; ``counts`` (draws, units) says how often each unit was drawn."""
+    sums = np.bincount(units, values, minlength=counts.shape[1])
+    nums = np.bincount(units, minlength=counts.shape[1]).astype(float)
+    drawn = counts @ nums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(drawn > 0, (counts @ sums) / np.maximum(drawn, 1), np.nan)
+
+
 def summarise(
-    rows: Sequence[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    rows: Sequence[dict[str, Any]],
+    *,
+    contrast: tuple[str, str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """Per method and modality: lesions, patients, mean importance with a patient-level bootstrap CI, the
-    share of the summed absolute importance, and the rank within the method (1 = most important).
+    """Per (group, method, modality): lesions, patients, mean importance with a patient-level bootstrap CI,
+    the share of the summed absolute importance and the rank within (group, method) (1 = most important).
+    Rows without a ``group`` key form the group ``all``.
+
+    With ``contrast=(a, b)`` the table is instead the separation: group a's mean minus group b's, per method
+    and modality. For a occlusion-type importance it says how much replacing the modality closes the gap
+    between the logits of a (active) and b (inactive) lesions, i.e. how much the modality carries the
+    activity signal rather than the presence of a lesion.
 
     The CI resamples patients with replacement and pools their lesions (lesions of one patient are not
     independent); with one patient it resamples lesions.
     """
     rng = np.random.default_rng(seed)
+    quantiles = [(1 - level) / 2, (1 + level) / 2]
     out = []
     for method in sorted({r["method"] for r in rows}):
         sub = [r for r in rows if r["method"] == method]
         modalities = list(dict.fromkeys(r["modality"] for r in sub))
-        units = sorted({r["case_id"] for r in sub})
-        by_unit = "case_id" if len(units) > 1 else "lesion_id"
-        units = sorted({r[by_unit] for r in sub})
-        index = {u: i for i, u in enumerate(units)}
-        draws = rng.integers(0, len(units), size=(n_boot, len(units)))
-        counts = np.stack([np.bincount(d, minlength=len(units)) for d in draws])  # (n_boot, units)
-        table = []
-        for modality in modalities:
-            values = [(index[r[by_unit]], r["importance"]) for r in sub if r["modality"] == modality]
-            unit = np.array([u for u, _ in values])
-            value = np.array([v for _, v in values])
-            sums = np.bincount(unit, value, minlength=len(units))
-            nums = np.bincount(unit, minlength=len(units)).astype(float)
-            boot = (counts @ sums) / np.maximum(counts @ nums, 1)
-            lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-            table.append({"method": method, "modality": modality, "lesions": int(value.size),
-                          "patients": len({r["case_id"] for r in sub if r["modality"] == modality}),
-                          "mean": float(value.mean()), "ci_low": float(lo), "ci_high": float(hi)})  # fmt: skip
-        total = sum(abs(t["mean"]) for t in table) or 1.0
-        for rank, t in enumerate(sorted(table, key=lambda t: -t["mean"]), start=1):
-            t["share"] = abs(t["mean"]) / total
-            t["rank"] = rank
-        out += table
+        by_unit = "case_id" if len({r["case_id"] for r in sub}) > 1 else "lesion_id"
+        index = {u: i for i, u in enumerate(sorted({r[by_unit] for r in sub}))}
+        draws = rng.integers(0, len(index), size=(n_boot, len(index)))
+        counts = np.stack([np.bincount(d, minlength=len(index)) for d in draws])  # (n_boot, units)
+        groups = [contrast] if contrast else [(g,) for g in dict.fromkeys(r.get("group", "all") for r in sub)]
+        for group in groups:
+            table = []
+            for modality in modalities:
+                means, boots, n_lesions, patients = [], [], 0, set()
+                for g in group:
+                    mine = [r for r in sub if r["modality"] == modality and r.get("group", "all") == g]
+                    value = np.array([r["importance"] for r in mine], dtype=float)
+                    unit = np.array([index[r[by_unit]] for r in mine], dtype=int)
+                    means.append(float(value.mean()) if value.size else float("nan"))
+                    boots.append(_bootstrap_mean(unit, value, counts))
+                    n_lesions += value.size
+                    patients |= {r["case_id"] for r in mine}
+                mean = means[0] - means[1] if contrast else means[0]
+                boot = boots[0] - boots[1] if contrast else boots[0]
+                lo, hi = np.nanquantile(boot, quantiles) if np.isfinite(boot).any() else (np.nan, np.nan)
+                table.append({"group": " - ".join(group), "method": method, "modality": modality,
+                              "lesions": int(n_lesions), "patients": len(patients), "mean": mean,
+                              "ci_low": float(lo), "ci_high": float(hi)})  # fmt: skip
+            total = sum(abs(t["mean"]) for t in table if t["mean"] == t["mean"]) or 1.0
+            ranked = sorted(table, key=lambda t: -t["mean"] if t["mean"] == t["mean"] else np.inf)
+            for rank, t in enumerate(ranked, start=1):
+                t["share"] = abs(t["mean"]) / total
+                t["rank"] = rank
+            out += table
     return out
 
 
 def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modality importance") -> Any:
-    """One panel per method: mean importance per modality with its CI (PNG, written atomically)."""
+    """One panel per (group, method): mean importance per modality with its CI (PNG, written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,17 +273,17 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modali
 
     from gdfree.io.images import save_figure
 
-    methods = list(dict.fromkeys(s["method"] for s in summary))
-    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods) + 0.6, 3.0), squeeze=False)
-    for ax, method in zip(axes[0], methods, strict=True):
-        rows = [s for s in summary if s["method"] == method]
+    panels = list(dict.fromkeys((s.get("group", "all"), s["method"]) for s in summary))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 3.0), squeeze=False)
+    for ax, (group, method) in zip(axes[0], panels, strict=True):
+        rows = [s for s in summary if (s.get("group", "all"), s["method"]) == (group, method)]
         means = np.array([r["mean"] for r in rows])
         err = np.array([[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]])
         ax.bar(range(len(rows)), means, yerr=err, color=["#c0504d" if m > 0 else "#4f81bd" for m in means],
                capsize=3)  # fmt: skip
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(range(len(rows)), [r["modality"] for r in rows], fontsize=8)
-        ax.set_title(method, fontsize=9)
+        ax.set_title(method if group == "all" else f"{method}\n{group}", fontsize=8)
     axes[0][0].set_ylabel("drop of the mean logit in the lesion", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

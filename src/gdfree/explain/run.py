@@ -4,7 +4,9 @@ Outputs under ``OUT``::
 
     lesions.tsv                 every lesion considered: case, id, voxels, centroid, probability, groups
     importance.tsv              one row per (lesion, modality, method): the drop of the lesion's mean logit
-    importance_summary.tsv/png  per method and modality: mean, patient-bootstrap 95% CI, share, rank
+    importance_summary.tsv/png  per lesion group, method and modality: mean, patient-bootstrap 95% CI, share, rank
+    separation_summary.tsv      with active and inactive lesions: active minus inactive importance (which
+                                modality carries the activity signal rather than the lesion), same columns
     profiles.tsv/png            lesion-centred signed attribution profiles per group (mapped lesions)
     sanity.tsv                  rank correlation of each mapped lesion's maps with a randomised model's
     sub-X/anat/sub-X_desc-lesion<N><Method><Modality>_attribution.nii.gz   signed maps on the input grid
@@ -36,6 +38,10 @@ from gdfree.explain.targets import find_lesions
 __all__ = ["explain_dataset"]
 
 
+CONTRASTS = (("reference active", "reference inactive"), ("predicted active", "predicted inactive"))
+"""Group pairs whose difference of importance is reported as the separation (active minus inactive)."""
+
+
 def _group(lesion: Any, source: str) -> str:
     if source != "predicted" and lesion.reference_active is not None:
         return "reference active" if lesion.reference_active else "reference inactive"
@@ -50,6 +56,7 @@ def explain_dataset(
     case_ids: Sequence[str] | None = None,
     lesion: int | None = None,
     all_lesions: bool = False,
+    max_mapped: int = 0,
     source: str = "predicted",
     methods: Sequence[str] = METHODS,
     occlusions: Sequence[str] = OCCLUSIONS,
@@ -70,13 +77,15 @@ def explain_dataset(
     Every lesion (``source``: the model's ``predicted`` lesions, the ``reference`` enhancing label's, or
     every lesion of the case's all-lesion mask, ``lesion-mask``) gets occlusion importance per modality;
     maps (``methods``), IG importance, profiles and sanity checks are computed for the mapped lesions:
-    ``lesion`` (an id of ``lesions.tsv`` for one case), every lesion with ``all_lesions``, else the most
-    probable lesion of each case. ``permutation`` adds permutation importance when there are >= 2 cases on
+    ``lesion`` (an id of ``lesions.tsv`` for one case), every lesion with ``all_lesions`` (at most
+    ``max_mapped`` per lesion group and case, the most probable first, when > 0), else the most probable
+    lesion of each case. ``permutation`` adds permutation importance when there are >= 2 cases on
     one grid. ``label_randomised``: a run trained with ``randomise_labels: true`` for the
     label-randomisation check.
 
     Returns:
-        {"summary": importance summary rows, "sanity": rows, "profiles": rows, "lesions": rows, "timings": ...}
+        {"summary": importance summary rows, "separation": rows, "sanity": rows, "profiles": rows,
+        "lesions": rows, "timings": seconds}
 
     Raises:
         ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
@@ -134,6 +143,11 @@ def explain_dataset(
             if lesion not in {f.lesion_id for f in found}:
                 raise ValueError(f"{case.case_id}: no lesion {lesion}; it has {len(found)} ({source})")
             mapped = [f for f in found if f.lesion_id == lesion]
+        elif all_lesions and max_mapped > 0:
+            mapped = []
+            for group in dict.fromkeys(_group(f, source) for f in found):
+                members = [f for f in found if _group(f, source) == group]
+                mapped += sorted(members, key=lambda f: -f.probability)[:max_mapped]
         elif all_lesions:
             mapped = list(found)
         else:
@@ -181,11 +195,18 @@ def explain_dataset(
         t0 = time.perf_counter()
         rows += permutation_importance(model, cases, lesion_sets, modalities, head=head, seed=seed, device=device)
         timings["permutation_s"] = time.perf_counter() - t0
+    group_of = {(r["case_id"], r["lesion_id"]): r["group"] for r in lesion_rows}
+    for row in rows:
+        row["group"] = group_of[(row["case_id"], row["lesion_id"])]
     summary = summarise(rows, seed=seed) if rows else []
+    present = {r["group"] for r in rows}
+    pair = next(((a, b) for a, b in CONTRASTS if a in present and b in present), None)
+    separation = summarise(rows, contrast=pair, seed=seed) if pair else []
     profiles = cohort_profiles(profile_entries, bins_mm) if profile_entries else []
     write_tsv(out / "lesions.tsv", lesion_rows)
     write_tsv(out / "importance.tsv", rows)
     write_tsv(out / "importance_summary.tsv", summary)
+    write_tsv(out / "separation_summary.tsv", separation)
     write_tsv(out / "profiles.tsv", profiles)
     write_tsv(out / "sanity.tsv", sanity_rows)
     if summary:
@@ -205,5 +226,5 @@ def explain_dataset(
         "gradcam_layer": layer or "fuse[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
         "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
     })  # fmt: skip
-    return {"summary": summary, "sanity": sanity_rows, "profiles": profiles, "lesions": lesion_rows,
-            "timings": timings}  # fmt: skip
+    return {"summary": summary, "separation": separation, "sanity": sanity_rows, "profiles": profiles,
+            "lesions": lesion_rows, "timings": timings}  # fmt: skip
