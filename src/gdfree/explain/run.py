@@ -139,7 +139,9 @@ def explain_dataset(
         rows += occlusion_importance(model, case, labels, len(found), modalities, head=head, modes=occlusions,
                                      raw_zero=case.raw_zero, seed=seed, device=device)  # fmt: skip
         timings["occlusion_s"] += time.perf_counter() - t0
-        if lesion is not None:
+        if not methods:
+            mapped = []
+        elif lesion is not None:
             if lesion not in {f.lesion_id for f in found}:
                 raise ValueError(f"{case.case_id}: no lesion {lesion}; it has {len(found)} ({source})")
             mapped = [f for f in found if f.lesion_id == lesion]
