@@ -157,6 +157,7 @@ def explain_dataset(
         ref = Volume(case.brain, case.affine)
         for item in mapped:
             region = labels == item.lesion_id
+            valid = case.brain & ((labels == 0) | region)  # profiles: brain voxels of no other lesion
             t0 = time.perf_counter()
             maps = lesion_maps(model, case, region, head=head, methods=methods, crop=crop, steps=steps, layer=layer,
                                device=device)  # fmt: skip
@@ -168,7 +169,6 @@ def explain_dataset(
                     desc = f"lesion{item.lesion_id}{method.capitalize()}{modality.replace('-', '')}"
                     target = derivative_path(out, case.subject, case.session, "attribution", desc=desc)
                     write_volume(ref.with_data(layer_map.astype(np.float32)), target)
-                    valid = case.brain & ((labels == 0) | region)
                     profile_entries.append({"group": _group(item, source), "method": method, "modality": modality,
                                             "profile": lesion_profile(layer_map, region, valid, case.spacing_mm,
                                                                       bins_mm)})  # fmt: skip
