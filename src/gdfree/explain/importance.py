@@ -265,7 +265,8 @@ def summarise(
 
 
 def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modality importance") -> Any:
-    """One panel per (group, method): mean importance per modality with its CI (PNG, written atomically)."""
+    """A grid of panels, one row per lesion group and one column per method: mean importance per modality
+    with its CI (PNG, written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,10 +274,16 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modali
 
     from gdfree.io.images import save_figure
 
-    panels = list(dict.fromkeys((s.get("group", "all"), s["method"]) for s in summary))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 3.0), squeeze=False)
-    for ax, (group, method) in zip(axes[0], panels, strict=True):
+    groups = list(dict.fromkeys(s.get("group", "all") for s in summary))
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    fig, axes = plt.subplots(len(groups), len(methods), figsize=(2.4 * len(methods) + 0.8, 2.6 * len(groups) + 0.4),
+                             squeeze=False)  # fmt: skip
+    for (g, group), (m, method) in ((a, b) for a in enumerate(groups) for b in enumerate(methods)):
+        ax = axes[g][m]
         rows = [s for s in summary if (s.get("group", "all"), s["method"]) == (group, method)]
+        if not rows:
+            ax.axis("off")
+            continue
         means = np.array([r["mean"] for r in rows])
         err = np.array([[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]])
         ax.bar(range(len(rows)), means, yerr=err, color=["#c0504d" if m > 0 else "#4f81bd" for m in means],
@@ -284,7 +291,8 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modali
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(range(len(rows)), [r["modality"] for r in rows], fontsize=8)
         ax.set_title(method if group == "all" else f"{method}\n{group}", fontsize=8)
-    axes[0][0].set_ylabel("drop of the mean logit in the lesion", fontsize=8)
+    for g in range(len(groups)):
+        axes[g][0].set_ylabel("drop of the mean logit\nin the lesion", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -5,7 +5,7 @@ Outputs under ``OUT``::
     lesions.tsv                 every lesion considered: case, id, voxels, centroid, probability, groups
     importance.tsv              one row per (lesion, modality, method): the drop of the lesion's mean logit
     importance_summary.tsv/png  per lesion group, method and modality: mean, patient-bootstrap 95% CI, share, rank
-    separation_summary.tsv      with active and inactive lesions: active minus inactive importance (which
+    separation_summary.tsv/png  with active and inactive lesions: active minus inactive importance (which
                                 modality carries the activity signal rather than the lesion), same columns
     profiles.tsv/png            lesion-centred signed attribution profiles per group (mapped lesions)
     sanity.tsv                  rank correlation of each mapped lesion's maps with a randomised model's
@@ -216,6 +216,9 @@ def explain_dataset(
 
         bar_chart(summary, out / "importance_summary.png",
                   title=f"Modality importance, {len(lesion_rows)} {source} lesions of {len(cases)} cases")  # fmt: skip
+        if separation:
+            bar_chart(separation, out / "separation_summary.png",
+                      title="Separation: importance on active minus inactive lesions")  # fmt: skip
     if profiles:
         from gdfree.explain.patterns import profile_png
 
