@@ -158,12 +158,16 @@ def overlay_png(
         lim = float(np.abs(data).max()) or 1.0
         for c, modality in enumerate(modalities):
             ax = axes[r][c]
+            if data.ndim == 3 and c > 0:  # one map for all modalities: drawn over the first only
+                ax.axis("off")
+                continue
             image = case.image[c][xs, ys, z]
             ax.imshow(np.rot90(image), cmap="gray", vmin=-3, vmax=3)
-            layer = data[c] if data.ndim == 4 else data
-            ax.imshow(np.rot90(layer[xs, ys, z]), cmap="bwr", vmin=-lim, vmax=lim, alpha=0.55)
+            layer = (data[c] if data.ndim == 4 else data)[xs, ys, z]
+            shown = np.ma.masked_where(np.abs(layer) < 0.05 * lim, layer)  # hide what is near zero
+            ax.imshow(np.rot90(shown), cmap="bwr", vmin=-lim, vmax=lim, alpha=0.6)
             ax.contour(np.rot90(region[xs, ys, z].astype(float)), levels=[0.5], colors="k", linewidths=0.7)
-            ax.set_title(f"{method}: {modality if data.ndim == 4 else 'all'}", fontsize=8)
+            ax.set_title(f"{method}: {modality if data.ndim == 4 else 'all inputs'}", fontsize=8)
             ax.axis("off")
     fig.suptitle(title or f"{case.case_id}: attributions (red = for enhancement), z={z}", fontsize=9)
     fig.tight_layout()
