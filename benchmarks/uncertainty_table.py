@@ -11,7 +11,7 @@ For a training run (its ``split.json`` names the test and validation patients) a
   activity is decided; the brain-wide ECE is dominated by background near 0);
 - seconds per exam.
 
-    python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR]
+    python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR] [--methods mc,flips]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--methods", default="mc,flips,ensemble", help="which of mc, flips, ensemble to run")
     args = parser.parse_args()
 
     model, meta = load_model(args.run, stem=args.stem)
@@ -66,8 +67,13 @@ def main() -> None:
     t_enh = temps.get("enhancing", 1.0)
     logit_t = math.log(meta["threshold"] / (1 - meta["threshold"]))
     rule = DetectionRule.preset("msseg")
-    methods = {f"MC dropout x{args.mc}": ([model], args.mc, False), "flips x8": ([model], 0, True)}
-    if members:
+    wanted = {m.strip() for m in args.methods.split(",")}
+    methods = {}
+    if "mc" in wanted:
+        methods[f"MC dropout x{args.mc}"] = ([model], args.mc, False)
+    if "flips" in wanted:
+        methods["flips x8"] = ([model], 0, True)
+    if members and "ensemble" in wanted:
         methods[f"ensemble x{1 + len(members)}"] = ([model, *members], 0, False)
     rng = np.random.default_rng(args.seed)
     rows = []
