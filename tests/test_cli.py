@@ -20,6 +20,14 @@ def test_help_does_not_import_heavy_libraries():
     assert out.strip() == "[]"
 
 
+def test_every_command_renders_its_help():
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+    assert {"predict", "explain", "train", "prepare"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, f"{name} --help: {result.output[-300:]}"
+
+
 def test_synth_then_info(tmp_path: Path):
     out = tmp_path / "c"
     result = runner.invoke(app, ["synth", "--out", str(out), "--subjects", "1", "--resolution", "4", "--seed", "3"])

@@ -302,7 +302,7 @@ def train_command(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
-    input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X[/ses-Y] folder in it.")],
+    input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X or sub-X/ses-Y folder in it.")],
     out: Annotated[Path, typer.Option(help="Output derivative folder.")],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
@@ -333,7 +333,7 @@ def predict(
 @app.command()
 def explain(
     model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
-    case: Annotated[Path, typer.Option(help="Dataset folder, or one sub-X[/ses-Y] folder in it.")],
+    case: Annotated[Path, typer.Option(help="Dataset folder, or one sub-X or sub-X/ses-Y folder in it.")],
     out: Annotated[Path, typer.Option(help="Output folder (tables, charts, NIfTI maps, PNG overlays).")],
     lesion: Annotated[int | None, typer.Option(help="Map only this lesion id (see OUT/lesions.tsv).")] = None,
     all_lesions: Annotated[bool, typer.Option(help="Map every lesion (default: the most probable per case).")] = False,
