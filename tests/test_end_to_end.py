@@ -228,3 +228,18 @@ def test_explain_lesions_of_a_case(trained: tuple[Path, Path], tiny_cohort: Path
     refused = runner.invoke(app, ["explain", "--model", str(run), "--case", str(tiny_cohort), "--out",
                                   str(root / "explain2")])  # fmt: skip
     assert refused.exit_code != 0 and "training/validation case" in refused.output
+
+
+def test_a_label_randomised_control_is_not_a_model_to_predict_with(trained: tuple[Path, Path], tiny_cohort: Path):
+    import shutil
+
+    from gdfree.infer.predict import predict_dataset
+
+    root, run = trained
+    control = root / "control"
+    shutil.copytree(run, control)
+    meta = json.loads((control / "model.json").read_text())
+    meta["config"]["randomise_labels"] = True
+    (control / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="randomise_labels"):
+        predict_dataset(control, tiny_cohort, root / "control-pred")

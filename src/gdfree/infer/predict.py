@@ -210,12 +210,16 @@ def predict_dataset(
 
     Raises:
         ValueError: a case's input files are identical to those of a training or validation case of the
-            model (unless ``allow_training_cases``), the model's normalisation is unknown, no case found.
+            model (unless ``allow_training_cases``), the model's normalisation is unknown, the model was
+            trained on randomised labels, no case found.
         MissingModalityError, InputRoleError, GridMismatchError: from reading the cases.
     """
     from gdfree.models.checkpoint import load_model
 
     model, meta = load_model(run_dir, device)
+    if meta.get("config", {}).get("randomise_labels"):
+        raise ValueError(f"{run_dir}: trained with randomise_labels (the control of the attribution sanity checks), "
+                         f"not a model to predict with")  # fmt: skip
     if meta["normalisation"] != NORMALISATION:
         raise ValueError(f"{run_dir}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
     members = []
