@@ -61,3 +61,17 @@ def test_config_refuses_post_contrast_inputs_outside_oracle():
         TrainConfig(keep="median")
     with pytest.raises(ValueError, match="labels"):
         DatasetSpec("x", labels=("tumour",))
+
+
+def test_derangement_has_no_fixed_point():
+    import numpy as np
+
+    from gdfree.train.splits import derangement
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7):
+        for _ in range(20):
+            order = derangement(n, rng)
+            assert sorted(order.tolist()) == list(range(n)) and not np.any(order == np.arange(n))
+    with pytest.raises(ValueError, match="at least 2"):
+        derangement(1, rng)

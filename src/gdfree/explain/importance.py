@@ -26,6 +26,7 @@ from torch import nn
 
 from gdfree.data.cases import ArrayCase
 from gdfree.explain.targets import region_logit
+from gdfree.train.splits import derangement
 
 __all__ = [
     "OCCLUSIONS",
@@ -140,13 +141,7 @@ def permutation_importance(
         raise ValueError(f"permutation importance needs cases on one grid (e.g. MNI); got shapes {sorted(shapes)}")
     model.eval()
     rng = np.random.default_rng(seed)
-    orders = []
-    for _ in range(repeats):
-        while True:
-            order = rng.permutation(len(cases))
-            if not np.any(order == np.arange(len(cases))):
-                break
-        orders.append(order)
+    orders = [derangement(len(cases), rng) for _ in range(repeats)]
     rows = []
     for k, (case, (labels, n)) in enumerate(zip(cases, lesions, strict=True)):
         if n == 0:
@@ -286,7 +281,7 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Any, title: str = "Modali
             continue
         means = np.array([r["mean"] for r in rows])
         err = np.array([[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]])
-        ax.bar(range(len(rows)), means, yerr=err, color=["#c0504d" if m > 0 else "#4f81bd" for m in means],
+        ax.bar(range(len(rows)), means, yerr=err, color=["#c0504d" if v > 0 else "#4f81bd" for v in means],
                capsize=3)  # fmt: skip
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(range(len(rows)), [r["modality"] for r in rows], fontsize=8)

@@ -37,7 +37,7 @@ from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
 from gdfree.train.config import TrainConfig
 from gdfree.train.losses import multitask_loss
-from gdfree.train.splits import split_patients
+from gdfree.train.splits import derangement, split_patients
 
 __all__ = ["THRESHOLDS", "gather_cases", "randomise_labels", "train", "validate"]
 
@@ -56,11 +56,7 @@ def randomise_labels(cases: Sequence[ArrayCase], head: str, seed: int) -> None:
     shapes = {c.brain.shape for c in cases}
     if len(shapes) > 1:
         raise ValueError(f"randomise_labels: the cases must share one grid, got shapes {sorted(shapes)}")
-    rng = np.random.default_rng([seed, 7])
-    while True:
-        order = rng.permutation(len(cases))
-        if not np.any(order == np.arange(len(cases))):
-            break
+    order = derangement(len(cases), np.random.default_rng([seed, 7]))
     labels = [c.labels[head] for c in cases]
     for case, k in zip(cases, order, strict=True):
         case.labels[head] = labels[int(k)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from gdfree.train.config import SplitConfig
 
-__all__ = ["split_patients"]
+__all__ = ["derangement", "split_patients"]
 
 
 def split_patients(patients: Sequence[str], cfg: SplitConfig) -> dict[str, list[str]]:
@@ -45,3 +45,17 @@ def split_patients(patients: Sequence[str], cfg: SplitConfig) -> dict[str, list[
     parts = {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
     assert not (set(parts["train"]) & set(parts["test"])) and not (set(parts["train"]) & set(parts["val"]))
     return parts
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of 0..n-1 with no fixed point (every patient paired with another one).
+
+    Raises:
+        ValueError: n < 2.
+    """
+    if n < 2:
+        raise ValueError(f"derangement: needs at least 2 items, got {n}")
+    while True:  # rejection: about e tries on average
+        order = rng.permutation(n)
+        if not np.any(order == np.arange(n)):
+            return order
