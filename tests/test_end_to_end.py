@@ -243,3 +243,5 @@ def test_a_label_randomised_control_is_not_a_model_to_predict_with(trained: tupl
     (control / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="randomise_labels"):
         predict_dataset(control, tiny_cohort, root / "control-pred")
+    with pytest.raises(ValueError, match="randomise_labels"):  # nor as an ensemble member
+        predict_dataset(run, tiny_cohort, root / "control-pred", ensemble=[control])

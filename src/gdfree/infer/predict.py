@@ -167,6 +167,12 @@ def predict_case(
     return result
 
 
+def _refuse_control(run_dir: Path | str, meta: dict[str, Any]) -> None:
+    if meta.get("config", {}).get("randomise_labels"):
+        raise ValueError(f"{run_dir}: trained with randomise_labels (the control of the attribution sanity checks), "
+                         f"not a model to predict with")  # fmt: skip
+
+
 def select_cases(input_path: Path | str, fmt: str = "auto") -> list[CaseFiles]:
     """The cases of a dataset folder, or of one subject/session folder inside a BIDS dataset."""
     from gdfree.io.adapters import discover
@@ -217,15 +223,14 @@ def predict_dataset(
     from gdfree.models.checkpoint import load_model
 
     model, meta = load_model(run_dir, device)
-    if meta.get("config", {}).get("randomise_labels"):
-        raise ValueError(f"{run_dir}: trained with randomise_labels (the control of the attribution sanity checks), "
-                         f"not a model to predict with")  # fmt: skip
+    _refuse_control(run_dir, meta)
     if meta["normalisation"] != NORMALISATION:
         raise ValueError(f"{run_dir}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
     members = []
     seen = set(meta.get("training_fingerprints", []))
     for other in ensemble:
         member, other_meta = load_model(other, device)
+        _refuse_control(other, other_meta)
         for key in ("heads", "modalities", "normalisation", "oracle"):
             if other_meta.get(key) != meta.get(key):
                 raise ValueError(f"ensemble member {other}: {key} {other_meta.get(key)} differs from {run_dir}'s "
