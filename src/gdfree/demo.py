@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["demo_config", "run_demo", "train_and_evaluate"]
+__all__ = ["demo_config", "evaluate_run", "run_demo", "train_and_evaluate"]
 
 
 def demo_config(cohort: Path, steps: int, seed: int) -> Any:
@@ -76,34 +76,47 @@ def run_demo(
     return evaluation
 
 
-def train_and_evaluate(cfg: Any, out: Path, cohort: Path, console: Any = None, device: str = "cpu") -> tuple[Any, ...]:
-    """Train ``cfg`` into ``out/run``, predict its test patients into ``out/predictions`` and evaluate them
-    against ``cohort`` (enhancing lesions, msseg rule; patient score: the maximum probability, called active
-    from the model's threshold chosen on validation).
+def train_and_evaluate(
+    cfg: Any, out: Path, cohort: Path, console: Any = None, device: str = "cpu", *, flips: bool = False
+) -> tuple[Any, ...]:
+    """Train ``cfg`` into ``out/run``, then :func:`evaluate_run`.
 
     Returns:
         (training summary, per-case results, evaluation summary, affines, timings in seconds).
     """
+    from gdfree.train import train
+
+    t0 = time.perf_counter()
+    summary = train(cfg, out / "run", device=device, console=console)
+    training_s = time.perf_counter() - t0
+    results, evaluation, affines, timings = evaluate_run(out, cohort, device=device, flips=flips)
+    return summary, results, evaluation, affines, {"training_s": training_s, **timings}
+
+
+def evaluate_run(out: Path, cohort: Path, device: str = "cpu", *, flips: bool = False) -> tuple[Any, ...]:
+    """Predict the test patients of the run in ``out/run`` into ``out/predictions`` (``flips``: mean of
+    the 8 mirrorings, test-time augmentation) and evaluate them against ``cohort`` (enhancing lesions,
+    msseg rule; patient score: the maximum probability, called active from the model's threshold chosen
+    on validation).
+
+    Returns:
+        (per-case results, evaluation summary, affines, timings in seconds).
+    """
     from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.files import evaluate_dataset
     from gdfree.infer.predict import predict_dataset
-    from gdfree.train import train
 
-    timings = {}
-    t0 = time.perf_counter()
-    summary = train(cfg, out / "run", device=device, console=console)
-    timings["training_s"] = time.perf_counter() - t0
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
     t0 = time.perf_counter()
-    predict_dataset(out / "run", cohort, out / "predictions", device=device, case_ids=test_ids)
-    timings["prediction_s"] = time.perf_counter() - t0
+    predict_dataset(out / "run", cohort, out / "predictions", device=device, case_ids=test_ids, flips=flips)
+    timings = {"prediction_s": time.perf_counter() - t0}
     meta = json.loads((out / "run" / "model.json").read_text())
     threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
     results, evaluation, affines = evaluate_dataset(
         out / "predictions", cohort, target="enhancing", config=EvaluationConfig(threshold=threshold),
         only_predicted=True,
     )  # fmt: skip
-    return summary, results, evaluation, affines, timings
+    return results, evaluation, affines, timings
 
 
 def _test_cases(run: Path) -> list[str]:

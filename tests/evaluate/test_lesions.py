@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 from gdfree.evaluate import DetectionRule, label_lesions, match_lesions, voxel_metrics
-from gdfree.evaluate.lesions import lesion_f1
+from gdfree.evaluate.lesions import bootstrap_pooled_f1, lesion_f1
+from gdfree.evaluate.patient import percentile_ci
 
 MSSEG = DetectionRule.preset("msseg")
 IOU = DetectionRule.preset("iou")
@@ -179,3 +180,35 @@ def test_real_lesion_mask_against_shifted_and_eroded_copies(shared_data: Path):
     assert any_match.precision == 1.0
     assert (any_match.n_ref, any_match.tp_ref) == (n_all, survivors)
     assert survivors < n_all  # thin lesions vanish under erosion
+
+
+def test_bootstrap_pooled_f1_agrees_with_lesion_f1_and_pairs_models():
+    rng = np.random.default_rng(3)
+    n_ref, n_pred = rng.integers(0, 5, 12), rng.integers(0, 5, 12)
+    a = np.stack([n_ref, n_pred, rng.integers(0, n_ref + 1), rng.integers(0, n_pred + 1)], axis=1)
+    b = a.copy()
+    b[:, 3] = 0  # a model with no true-positive prediction
+    for rule in ("msseg", "iou"):
+        boot = bootstrap_pooled_f1([a, b, a], rule, n_boot=50, seed=1)
+        assert boot.shape == (50, 3)
+        # each resample is the F1 of the summed counts of the drawn patients
+        idx = np.random.default_rng(1).integers(0, 12, (50, 12))
+        for row, draw in zip(boot, idx, strict=True):
+            assert row[0] == pytest.approx(lesion_f1(rule, *(int(v) for v in a[draw].sum(axis=0))))
+        np.testing.assert_array_equal(boot[:, 0], boot[:, 2])  # same resamples for every model: paired
+        assert (boot[:, 1] <= boot[:, 0] + 1e-12).all()
+    # no lesion anywhere in a resample scores 1, lesions on one side only 0, as lesion_f1 says
+    empty = np.zeros((3, 4), int)
+    assert bootstrap_pooled_f1([empty], "msseg", n_boot=5)[:, 0].tolist() == [1.0] * 5
+    only_ref = np.array([[2, 0, 0, 0]] * 3)
+    assert bootstrap_pooled_f1([only_ref], "msseg", n_boot=5)[:, 0].tolist() == [0.0] * 5
+    with pytest.raises(ValueError, match="same n"):
+        bootstrap_pooled_f1([a, a[:5]], "msseg")
+    with pytest.raises(ValueError, match="tp_ref <= n_ref"):
+        bootstrap_pooled_f1([np.array([[1, 1, 2, 0]])], "msseg")
+
+
+def test_percentile_ci_drops_nan():
+    low, high, n = percentile_ci([np.nan, *range(101)], 0.9)
+    assert (low, high, n) == (pytest.approx(5.0), pytest.approx(95.0), 101)
+    assert math.isnan(percentile_ci([1.0, np.nan])[0])

@@ -17,8 +17,16 @@ import numpy as np
 from gdfree.evaluate._checks import as_mask, as_spacing, same_shape
 from gdfree.evaluate.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
 from gdfree.evaluate.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
-from gdfree.evaluate.lesions import VOLUME_BINS, DetectionRule, LesionMatch, label_lesions, lesion_f1, match_lesions
-from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, roc_curve_rows
+from gdfree.evaluate.lesions import (
+    VOLUME_BINS,
+    DetectionRule,
+    LesionMatch,
+    bootstrap_pooled_f1,
+    label_lesions,
+    lesion_f1,
+    match_lesions,
+)
+from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, percentile_ci, roc_curve_rows
 from gdfree.evaluate.translation import translation_metrics
 from gdfree.evaluate.voxel import surface_distances, voxel_metrics
 
@@ -245,6 +253,8 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
         "lesion_sensitivity": sens, "lesion_precision": prec, "lesion_f1": f1,
         "fp_per_scan": (n_pred - tp_pred) / len(results),
     }  # fmt: skip
+    boot = bootstrap_pooled_f1([[r.match.counts for r in results]], cfg.rule.name, n_boot=cfg.n_boot, seed=cfg.seed)
+    summary["pooled_lesions"]["lesion_f1_ci"] = list(percentile_ci(boot[:, 0])[:2])
     bins = []
     per_case_bins = [r.match.by_volume() for r in results]
     for i, (name, _, _) in enumerate(VOLUME_BINS):

@@ -38,7 +38,8 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     mean("dice", "Dice")
     mean("ndsc", "nDSC")
     mean("hd95_mm", "HD95 (mm)")
-    rows.append(("Lesion F1", _num(pooled["lesion_f1"]), f"pooled over {summary['n_cases']} cases; {rule_text}"))
+    f1 = _ci(pooled["lesion_f1"], pooled["lesion_f1_ci"]) if "lesion_f1_ci" in pooled else _num(pooled["lesion_f1"])
+    rows.append(("Lesion F1", f1, f"pooled over {summary['n_cases']} cases, patient-bootstrap 95% CI; {rule_text}"))
     rows.append((
         "Lesion sensitivity / precision",
         f"{_num(pooled['lesion_sensitivity'])} / {_num(pooled['lesion_precision'])}",

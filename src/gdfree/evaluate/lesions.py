@@ -44,6 +44,7 @@ __all__ = [
     "VOLUME_BINS",
     "DetectionRule",
     "LesionMatch",
+    "bootstrap_pooled_f1",
     "label_lesions",
     "lesion_f1",
     "match_lesions",
@@ -178,6 +179,11 @@ class LesionMatch:
         return self.n_pred - self.tp_pred
 
     @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """(n_ref, n_pred, tp_ref, tp_pred): what pooled lesion metrics sum over cases."""
+        return self.n_ref, self.n_pred, self.tp_ref, self.tp_pred
+
+    @property
     def sensitivity(self) -> float:
         """Detected / reference lesions; NaN without reference lesions."""
         return self.tp_ref / self.n_ref if self.n_ref else math.nan
@@ -242,6 +248,49 @@ def lesion_f1(rule: str, n_ref: int, n_pred: int, tp_ref: int, tp_pred: int) -> 
         p, s = tp_pred / n_pred, tp_ref / n_ref
         return 0.0 if p + s == 0 else 2.0 * p * s / (p + s)
     return tp_pred / (tp_pred + 0.5 * ((n_pred - tp_pred) + (n_ref - tp_ref)))
+
+
+def bootstrap_pooled_f1(
+    counts: Sequence[np.ndarray | Sequence[Sequence[int]]], rule: str, *, n_boot: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Pooled lesion F1 (:func:`lesion_f1` of the summed counts) over patient bootstrap resamples.
+
+    Args:
+        counts: per model, the (n, 4) per-patient counts ``(n_ref, n_pred, tp_ref, tp_pred)``
+            (:attr:`LesionMatch.counts`), every model's rows for the same n patients in the same order.
+        rule: the detection rule's name (how F1 is formed from the counts).
+
+    Every model is scored on the same resamples (``rng.integers(0, n, (n_boot, n))`` with
+    ``default_rng(seed)``), so a difference or ratio of two models' columns has a paired CI.
+
+    Returns:
+        (n_boot, M) float array.
+
+    Raises:
+        ValueError: no model, shapes that are not (n, 4) with one n > 0, negative counts or hits above totals.
+    """
+    arrays = [np.asarray(c, dtype=np.int64) for c in counts]
+    if not arrays or any(a.ndim != 2 or a.shape[1] != 4 or a.shape[0] != arrays[0].shape[0] for a in arrays):
+        raise ValueError("counts: expected one (n, 4) array of (n_ref, n_pred, tp_ref, tp_pred) per model, same n")
+    n = arrays[0].shape[0]
+    if n == 0 or n_boot < 1:
+        raise ValueError(f"counts: need n > 0 patients and n_boot >= 1, got {n} and {n_boot}")
+    for a in arrays:
+        if (a < 0).any() or (a[:, 2] > a[:, 0]).any() or (a[:, 3] > a[:, 1]).any():
+            raise ValueError("counts: expected 0 <= tp_ref <= n_ref and 0 <= tp_pred <= n_pred")
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    out = np.empty((n_boot, len(arrays)))
+    for m, a in enumerate(arrays):
+        n_ref, n_pred, tp_ref, tp_pred = (a[:, k][idx].sum(axis=1).astype(float) for k in range(4))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if rule == "msseg":
+                sens, prec = tp_ref / n_ref, tp_pred / n_pred
+                f1 = np.where(sens + prec > 0, 2 * sens * prec / (sens + prec), 0.0)
+            else:
+                f1 = tp_pred / (tp_pred + 0.5 * ((n_pred - tp_pred) + (n_ref - tp_ref)))
+        f1 = np.where((n_ref == 0) | (n_pred == 0), 0.0, f1)
+        out[:, m] = np.where((n_ref == 0) & (n_pred == 0), 1.0, f1)
+    return out
 
 
 def match_lesions(

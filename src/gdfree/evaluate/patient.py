@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PATIENT_SCORES", "PatientMetrics", "bootstrap_ci", "patient_metrics", "roc_auc", "roc_curve_rows"]
+__all__ = [
+    "PATIENT_SCORES",
+    "PatientMetrics",
+    "bootstrap_ci",
+    "patient_metrics",
+    "percentile_ci",
+    "roc_auc",
+    "roc_curve_rows",
+]
 
 PATIENT_SCORES = ("max_prob", "max_lesion_prob", "count", "volume")
 """``max_prob``: the highest voxel probability (inside the brain mask when there is one);
@@ -100,7 +108,13 @@ def bootstrap_ci(
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"n_boot >= 1 and 0 < level < 1 expected, got {n_boot} and {level}")
     idx = rng.integers(0, y.size, (n_boot, y.size))
-    values = np.asarray(statistic(y[idx], s[idx]), dtype=float)
+    return percentile_ci(statistic(y[idx], s[idx]), level)
+
+
+def percentile_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
+    """(low, high, n_valid): the central ``level`` percentile interval of bootstrap ``values``, NaNs
+    dropped; NaN bounds if fewer than 2 values are valid."""
+    values = np.asarray(values, dtype=float).ravel()
     values = values[~np.isnan(values)]
     if values.size < 2:
         return math.nan, math.nan, int(values.size)
