@@ -13,7 +13,8 @@ A model whose ``row.json`` exists in ``--out`` for the same subjects, steps and 
 can be extended (``--strengths 1`` first, then the rest) or continued after an interruption; its test patients
 are predicted and scored again when ``--flips`` differs from its row or with ``--reevaluate``. ``--only MODEL``
 (``oracle`` or a strength) trains just that model and prints no table: start one process per model (with
-``OMP_NUM_THREADS`` shared out), then run without ``--only`` to collect the table.
+``OMP_NUM_THREADS`` shared out), then run with ``--collect`` (never trains; a model without a run is left out)
+to print the table.
 
 Below the table: the pre-contrast model at the default strength over the oracle, lesion F1 ratio with a paired
 patient-bootstrap 95% CI (both models resampled on the same test patients), against the 80% asked for.
@@ -58,7 +59,9 @@ def _ratio_line(rows: list[dict], default: float) -> str:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(boot[:, 1] > 0, boot[:, 0] / boot[:, 1], np.nan)
     low, high, _ = percentile_ci(ratios)
-    ratio = model["lesion_f1"] / oracle["lesion_f1"] if oracle["lesion_f1"] else float("nan")
+    if not oracle["lesion_f1"]:
+        return "\n\nThe oracle's lesion F1 is 0: no ratio to it."
+    ratio = model["lesion_f1"] / oracle["lesion_f1"]
     verdict = "met" if ratio >= CRITERION else "not met"
     where = "below it" if high < CRITERION else "above it" if low >= CRITERION else f"around it (holds {CRITERION})"
     return (f"\n\nStrength {default:g} over the oracle, lesion F1: **{ratio:.2f}** [{low:.2f}, {high:.2f}] (paired "
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="train just this model: 'oracle' or one of the strengths")
     parser.add_argument("--flips", action="store_true", help="test-time augmentation: mean of the 8 mirrorings")
     parser.add_argument("--reevaluate", action="store_true", help="predict and score trained models again")
+    parser.add_argument("--collect", action="store_true", help="never train: tabulate the rows already there")
     args = parser.parse_args()
     console = Console()
     default = PhantomConfig().signature_strength
@@ -95,6 +99,9 @@ def main() -> None:
     for name, strength, oracle in runs:
         cohort = args.out / f"cohort-{strength:g}"
         table = cohort / "participants.tsv"
+        if args.collect and not table.is_file():
+            console.print(f"{name}: no cohort {cohort}; left out (--collect)")
+            continue
         if not table.is_file() or len(table.read_text().strip().splitlines()) - 1 != args.subjects:
             cfg_p = PhantomConfig(resolution_mm=2, signature_strength=strength)
             write_cohort(cohort, cfg_p, args.subjects, args.seed, jobs=args.jobs, overwrite=True)
@@ -113,8 +120,11 @@ def main() -> None:
             rows.append(saved["row"])
             console.print(f"{name}: reusing {work / 'row.json'}")
             continue
-        start = time.perf_counter()
         trained = saved and {k: saved["key"].get(k) for k in train_key} == train_key
+        if args.collect and not (trained and (work / "run" / "model.json").is_file()):
+            console.print(f"{name}: no trained run in {work} for {train_key}; left out (--collect)")
+            continue
+        start = time.perf_counter()
         if trained and (work / "run" / "model.json").is_file():
             if (work / "predictions").exists():
                 shutil.rmtree(work / "predictions")
@@ -151,6 +161,8 @@ def main() -> None:
         console.print(f"{name}: {json.dumps(shown)} ({time.perf_counter() - start:.0f} s)")
     if args.only is not None:
         return
+    if not rows:
+        raise SystemExit(f"no model to tabulate in {args.out}")
     same = len({p.replace("\r", "") for p in participants.values()}) == 1
     tests = {tuple(r["test_cases"]) for r in rows}
     lines = [
