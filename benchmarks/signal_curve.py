@@ -16,6 +16,9 @@ are predicted and scored again when ``--flips`` differs from its row or with ``-
 ``OMP_NUM_THREADS`` shared out), then run with ``--collect`` (never trains; a model without a run is left out)
 to print the table.
 
+``--heldout N`` synthesises N more patients per strength (sub-<subjects + 1> onwards, in no split of any
+model) and adds them to every model's test set, for narrower CIs without retraining.
+
 Below the table: the pre-contrast model at the default strength over the oracle, lesion F1 ratio with a paired
 patient-bootstrap 95% CI (both models resampled on the same test patients), against the 80% asked for.
 """
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--flips", action="store_true", help="test-time augmentation: mean of the 8 mirrorings")
     parser.add_argument("--reevaluate", action="store_true", help="predict and score trained models again")
     parser.add_argument("--collect", action="store_true", help="never train: tabulate the rows already there")
+    parser.add_argument("--heldout", type=int, default=0, help="also test on N patients in no split")
     args = parser.parse_args()
     console = Console()
     default = PhantomConfig().signature_strength
@@ -106,6 +110,18 @@ def main() -> None:
             cfg_p = PhantomConfig(resolution_mm=2, signature_strength=strength)
             write_cohort(cohort, cfg_p, args.subjects, args.seed, jobs=args.jobs, overwrite=True)
         participants[strength] = (cohort / "participants.tsv").read_text()
+        heldout = None
+        if args.heldout:
+            heldout = args.out / f"cohort-{strength:g}-heldout"
+            table = heldout / "participants.tsv"
+            if not table.is_file() or len(table.read_text().strip().splitlines()) - 1 != args.heldout:
+                if args.collect:
+                    console.print(f"{name}: no held-out cohort {heldout}; left out (--collect)")
+                    continue
+                cfg_p = PhantomConfig(resolution_mm=2, signature_strength=strength)
+                write_cohort(heldout, cfg_p, args.heldout, args.seed, jobs=args.jobs, overwrite=True,
+                             first=args.subjects)  # fmt: skip
+            participants[strength] += (heldout / "participants.tsv").read_text()
         cfg = demo_config(cohort, args.steps, args.seed)
         cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, test_fraction=args.test_fraction),
                                   workers=args.workers, time_budget_s=args.time_budget)  # fmt: skip
@@ -114,7 +130,7 @@ def main() -> None:
         work = args.out / ("oracle" if oracle else f"model-{strength:g}")
         train_key = {"subjects": args.subjects, "steps": args.steps, "seed": args.seed,
                      "test_fraction": args.test_fraction}  # fmt: skip
-        key = {**train_key, "flips": args.flips}
+        key = {**train_key, "flips": args.flips, "heldout": args.heldout}
         saved = json.loads((work / "row.json").read_text()) if (work / "row.json").is_file() else None
         if saved and saved["key"] == key and "lesion_counts" in saved["row"] and not args.reevaluate:
             rows.append(saved["row"])
@@ -126,15 +142,18 @@ def main() -> None:
             continue
         start = time.perf_counter()
         if trained and (work / "run" / "model.json").is_file():
-            if (work / "predictions").exists():
-                shutil.rmtree(work / "predictions")
-            results, evaluation, _, timings = evaluate_run(work, cohort, device=args.device, flips=args.flips)
+            for folder in ("predictions", "predictions-heldout"):
+                if (work / folder).exists():
+                    shutil.rmtree(work / folder)
+            results, evaluation, _, timings = evaluate_run(work, cohort, device=args.device, flips=args.flips,
+                                                           heldout=heldout)  # fmt: skip
             steps, train_s = saved["row"]["steps"], saved["row"]["train_s"]
         else:
             if work.exists():
                 shutil.rmtree(work)
-            summary, results, evaluation, _, timings = train_and_evaluate(cfg, work, cohort, device=args.device,
-                                                                          flips=args.flips)  # fmt: skip
+            summary, results, evaluation, _, timings = train_and_evaluate(
+                cfg, work, cohort, device=args.device, flips=args.flips, heldout=heldout
+            )
             steps, train_s = summary["steps"], round(timings["training_s"])
         pooled, patient = evaluation["pooled_lesions"], evaluation.get("patient", {})
         row = {
@@ -180,7 +199,9 @@ def main() -> None:
             f"{_fmt(r['patient_auc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}] | {r['steps']} | {r['train_s']} |"
         )
     footer = (
-        f"\n{args.subjects} subjects per cohort at 2 mm, seed {args.seed}; the same {rows[0]['test_patients']} test "
+        f"\n{args.subjects} subjects per cohort at 2 mm, seed {args.seed}"
+        f"{f', plus {args.heldout} held-out patients in every test set' if args.heldout else ''}; "
+        f"the same {rows[0]['test_patients']} test "
         f"patients for every model: {len(tests) == 1}; identical lesions and activity across cohorts: {same}. "
         f"Enhancing lesions, msseg rule (6-connected, > 3 mm3); patient score = maximum enhancing probability; "
         f"{N_BOOT} patient-bootstrap resamples, seed 0; test-time flips: {'yes' if args.flips else 'no'}."

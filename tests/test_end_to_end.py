@@ -245,3 +245,27 @@ def test_a_label_randomised_control_is_not_a_model_to_predict_with(trained: tupl
         predict_dataset(control, tiny_cohort, root / "control-pred")
     with pytest.raises(ValueError, match="randomise_labels"):  # nor as an ensemble member
         predict_dataset(run, tiny_cohort, root / "control-pred", ensemble=[control])
+
+
+def test_evaluate_run_adds_held_out_patients_to_the_test_set(trained: tuple[Path, Path], tiny_cohort: Path):
+    from gdfree.demo import evaluate_run
+    from gdfree.phantom.cohort import PhantomConfig, write_cohort
+
+    root, run = trained
+    heldout = root / "heldout"
+    write_cohort(heldout, PhantomConfig(resolution_mm=4), 1, seed=7, first=3)  # sub-004: in no split
+    test_ids = [c.split(":")[-1] for c in json.loads((run / "split.json").read_text())["test_cases"]]
+    results, evaluation, affines, _ = evaluate_run(root, tiny_cohort, heldout=heldout)
+    assert [r.case_id.split(":")[-1] for r in results] == [*test_ids, "sub-004"] and len(affines) == 2
+    pooled = evaluation["pooled_lesions"]
+    assert evaluation["n_cases"] == 2 and len(pooled["lesion_f1_ci"]) == 2
+    assert pooled["n_ref_lesions"] == sum(r.match.n_ref for r in results)
+    assert (root / "predictions-heldout" / "predictions.tsv").is_file()
+    # a "held-out" dataset that holds the test patient again is refused
+    again = root / "again"
+    again.mkdir()
+    (again / "run").symlink_to(run)
+    clash = root / "clash"
+    write_cohort(clash, PhantomConfig(resolution_mm=4), 1, seed=7, first=int(test_ids[0].removeprefix("sub-")) - 1)
+    with pytest.raises(ValueError, match="named like test cases"):
+        evaluate_run(again, tiny_cohort, heldout=clash)

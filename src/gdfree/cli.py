@@ -49,6 +49,9 @@ def synth(
     config: Annotated[Path | None, typer.Option(help="YAML phantom config; options above override it.")] = None,
     jobs: Annotated[int, typer.Option(help="Subjects synthesised in parallel.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing synthetic dataset in OUT.")] = False,
+    first: Annotated[
+        int, typer.Option(help="Skip this many subjects: 100 writes sub-101 onwards (a held-out batch).")
+    ] = 0,
 ) -> None:
     """Synthesise a BIDS cohort of MS subjects with known active lesions (truth in derivatives/phantom)."""
     import dataclasses
@@ -66,11 +69,13 @@ def synth(
         cfg = dataclasses.replace(cfg, **overrides)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    rows = _run_synth(out, cfg, subjects, seed, jobs, overwrite)
+    rows = _run_synth(out, cfg, subjects, seed, jobs, overwrite, first)
     _print_cohort(rows, out)
 
 
-def _run_synth(out: Path, cfg: Any, subjects: int, seed: int, jobs: int, overwrite: bool) -> list[dict[str, Any]]:
+def _run_synth(
+    out: Path, cfg: Any, subjects: int, seed: int, jobs: int, overwrite: bool, first: int = 0
+) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from gdfree.phantom.cohort import write_cohort
@@ -81,7 +86,7 @@ def _run_synth(out: Path, cfg: Any, subjects: int, seed: int, jobs: int, overwri
         task = bar.add_task("synth", total=subjects)
         try:
             return write_cohort(
-                out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite,
+                out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite, first=first,
                 progress=lambda done: bar.update(task, completed=done),
             )  # fmt: skip
         except (FileExistsError, ValueError) as exc:

@@ -77,7 +77,14 @@ def run_demo(
 
 
 def train_and_evaluate(
-    cfg: Any, out: Path, cohort: Path, console: Any = None, device: str = "cpu", *, flips: bool = False
+    cfg: Any,
+    out: Path,
+    cohort: Path,
+    console: Any = None,
+    device: str = "cpu",
+    *,
+    flips: bool = False,
+    heldout: Path | None = None,
 ) -> tuple[Any, ...]:
     """Train ``cfg`` into ``out/run``, then :func:`evaluate_run`.
 
@@ -89,34 +96,48 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     summary = train(cfg, out / "run", device=device, console=console)
     training_s = time.perf_counter() - t0
-    results, evaluation, affines, timings = evaluate_run(out, cohort, device=device, flips=flips)
+    results, evaluation, affines, timings = evaluate_run(out, cohort, device=device, flips=flips, heldout=heldout)
     return summary, results, evaluation, affines, {"training_s": training_s, **timings}
 
 
-def evaluate_run(out: Path, cohort: Path, device: str = "cpu", *, flips: bool = False) -> tuple[Any, ...]:
+def evaluate_run(
+    out: Path, cohort: Path, device: str = "cpu", *, flips: bool = False, heldout: Path | None = None
+) -> tuple[Any, ...]:
     """Predict the test patients of the run in ``out/run`` into ``out/predictions`` (``flips``: mean of
     the 8 mirrorings, test-time augmentation) and evaluate them against ``cohort`` (enhancing lesions,
     msseg rule; patient score: the maximum probability, called active from the model's threshold chosen
-    on validation).
+    on validation). ``heldout``: a dataset of further patients the run never saw (every case predicted, into
+    ``out/predictions-heldout``), scored with the test patients as one test set.
 
     Returns:
         (per-case results, evaluation summary, affines, timings in seconds).
     """
     from gdfree.evaluate import EvaluationConfig
+    from gdfree.evaluate.cohort import summarize
     from gdfree.evaluate.files import evaluate_dataset
     from gdfree.infer.predict import predict_dataset
 
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
-    t0 = time.perf_counter()
-    predict_dataset(out / "run", cohort, out / "predictions", device=device, case_ids=test_ids, flips=flips)
-    timings = {"prediction_s": time.perf_counter() - t0}
     meta = json.loads((out / "run" / "model.json").read_text())
     threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
-    results, evaluation, affines = evaluate_dataset(
-        out / "predictions", cohort, target="enhancing", config=EvaluationConfig(threshold=threshold),
-        only_predicted=True,
-    )  # fmt: skip
-    return results, evaluation, affines, timings
+    config = EvaluationConfig(threshold=threshold)
+    t0 = time.perf_counter()
+    parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
+    if heldout is not None:
+        parts.append((heldout, out / "predictions-heldout", None))
+    results, affines = [], {}
+    for reference, predictions, ids in parts:
+        predict_dataset(out / "run", reference, predictions, device=device, case_ids=ids, flips=flips)
+        part, evaluation, part_affines = evaluate_dataset(
+            predictions, reference, target="enhancing", config=config, only_predicted=True
+        )
+        if set(affines) & set(part_affines):
+            raise ValueError(f"{heldout}: holds cases named like test cases of {cohort}")
+        results += part
+        affines.update(part_affines)
+    if heldout is not None:
+        evaluation = summarize(results, config)
+    return results, evaluation, affines, {"prediction_s": time.perf_counter() - t0}
 
 
 def _test_cases(run: Path) -> list[str]:

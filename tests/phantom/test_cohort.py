@@ -27,6 +27,11 @@ def test_same_seed_same_bytes_and_subject_independent_of_cohort_size(tiny_cohort
     assert again == _digests(tiny_cohort, "001")
     write_cohort(tmp_path / "other", PhantomConfig(resolution_mm=4), 1, seed=8)
     assert _digests(tmp_path / "other", "001") != again
+    # a held-out batch: subjects after the first ones, the same bytes as in the bigger cohort
+    write_cohort(tmp_path / "later", PhantomConfig(resolution_mm=4), 1, seed=7, first=2)
+    assert sorted(p.name for p in (tmp_path / "later").glob("sub-*")) == ["sub-003"]
+    assert _digests(tmp_path / "later", "003") == _digests(tiny_cohort, "003")
+    assert "sub-003 onwards" in (tmp_path / "later" / "README").read_text()
 
 
 def test_sidecar_counts_match_participants(tiny_cohort: Path):

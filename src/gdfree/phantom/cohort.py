@@ -358,18 +358,22 @@ def write_cohort(
     jobs: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    first: int = 0,
 ) -> list[dict[str, Any]]:
     """Write a BIDS dataset of ``n_subjects`` synthetic subjects (truth under derivatives/phantom).
 
     Same config and seed, same bytes; subject ``i`` depends only on (seed, i), not on ``n_subjects``.
+    ``first`` skips the first subjects: ``first=100`` writes sub-101 onwards, the patients a 100-subject
+    cohort of the same config and seed does not have (a held-out batch).
 
     Raises:
         FileExistsError: ``out`` holds files and is not a gdfree-synth dataset, or is one and
             ``overwrite`` is False.
     """
     out = Path(out)
-    if n_subjects < 1:
-        raise ValueError(f"n_subjects: expected >= 1, got {n_subjects}")
+    if n_subjects < 1 or first < 0:
+        raise ValueError(f"n_subjects >= 1 and first >= 0 expected, got {n_subjects} and {first}")
+    total = first + n_subjects
     if out.exists() and any(out.iterdir()):
         if not _is_synth_dataset(out):
             raise FileExistsError(
@@ -389,15 +393,15 @@ def write_cohort(
          "effects": {m: SIGNATURE_EFFECTS[m] for m in cfg.signature_modalities}}, indent=1) + "\n")  # fmt: skip
     rows: list[dict[str, Any]] = []
     if jobs <= 1:
-        for i in range(n_subjects):
-            rows.append(synthesize_subject(cfg, seed, i, n_subjects, out))
+        for k, i in enumerate(range(first, total)):
+            rows.append(synthesize_subject(cfg, seed, i, total, out))
             if progress:
-                progress(i + 1)
+                progress(k + 1)
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(synthesize_subject, cfg, seed, i, n_subjects, out) for i in range(n_subjects)]
+            futures = [pool.submit(synthesize_subject, cfg, seed, i, total, out) for i in range(first, total)]
             for i, fut in enumerate(futures):
                 rows.append(fut.result())
                 if progress:
@@ -405,14 +409,15 @@ def write_cohort(
     header = list(rows[0])
     tsv = "\t".join(header) + "\n" + "".join("\t".join(str(r[k]) for k in header) + "\n" for r in rows)
     write_text(out / "participants.tsv", tsv)
-    write_text(out / "README", _readme(cfg, n_subjects, seed))
+    write_text(out / "README", _readme(cfg, n_subjects, seed, first))
     return rows
 
 
-def _readme(cfg: PhantomConfig, n_subjects: int, seed: int) -> str:
+def _readme(cfg: PhantomConfig, n_subjects: int, seed: int, first: int = 0) -> str:
+    which = f" (sub-{subject_label(first, first + n_subjects)} onwards)" if first else ""
     return (
         "gdfree synthetic MS cohort\n\n"
-        f"{n_subjects} subjects, seed {seed}, {cfg.resolution_mm} mm, signature strength "
+        f"{n_subjects} subjects{which}, seed {seed}, {cfg.resolution_mm} mm, signature strength "
         f"{cfg.signature_strength} on {', '.join(cfg.signature_modalities)}.\n"
         "Inputs: sub-*/anat/*_{T1w,T2w,FLAIR,PD}; post-gadolinium T1w: *_ce-gadolinium_T1w (a label source, "
         "never an input).\nGround truth: derivatives/phantom (lesion, enhancing and brain masks; every sampled "
