@@ -58,12 +58,12 @@ def _ratio_line(rows: list[dict], default: float) -> str:
     oracle = next((r for r in rows if r["model"].startswith("oracle")), None)
     if model is None or oracle is None or "lesion_counts" not in model or "lesion_counts" not in oracle:
         return ""
+    if not oracle["lesion_f1"]:
+        return "\n\nThe oracle's lesion F1 is 0: no ratio to it."
     boot = bootstrap_pooled_f1([model["lesion_counts"], oracle["lesion_counts"]], "msseg", n_boot=N_BOOT, seed=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(boot[:, 1] > 0, boot[:, 0] / boot[:, 1], np.nan)
     low, high, _ = percentile_ci(ratios)
-    if not oracle["lesion_f1"]:
-        return "\n\nThe oracle's lesion F1 is 0: no ratio to it."
     ratio = model["lesion_f1"] / oracle["lesion_f1"]
     verdict = "met" if ratio >= CRITERION else "not met"
     where = "below it" if high < CRITERION else "above it" if low >= CRITERION else f"around it (holds {CRITERION})"
