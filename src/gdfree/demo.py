@@ -121,13 +121,15 @@ def evaluate_run(
     meta = json.loads((out / "run" / "model.json").read_text())
     threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
     config = EvaluationConfig(threshold=threshold)
-    t0 = time.perf_counter()
+    prediction_s = 0.0
     parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
     if heldout is not None:
         parts.append((heldout, out / "predictions-heldout", None))
     results, affines = [], {}
     for reference, predictions, ids in parts:
+        t0 = time.perf_counter()
         predict_dataset(out / "run", reference, predictions, device=device, case_ids=ids, flips=flips)
+        prediction_s += time.perf_counter() - t0
         part, evaluation, part_affines = evaluate_dataset(
             predictions, reference, target="enhancing", config=config, only_predicted=True
         )
@@ -137,7 +139,7 @@ def evaluate_run(
         affines.update(part_affines)
     if heldout is not None:
         evaluation = summarize(results, config)
-    return results, evaluation, affines, {"prediction_s": time.perf_counter() - t0}
+    return results, evaluation, affines, {"prediction_s": prediction_s}
 
 
 def _test_cases(run: Path) -> list[str]:
