@@ -72,6 +72,21 @@ def _ratio_line(rows: list[dict], default: float) -> str:
             f"the CI lies {where}.")  # fmt: skip
 
 
+def _volume_table(rows: list[dict]) -> str:
+    """Detected / reference lesions and false positives per lesion volume bin, one column per model."""
+    rows = [r for r in rows if "by_volume" in r]
+    if not rows:
+        return ""
+    lines = ["", "Detected / reference active lesions (sensitivity), false-positive lesions, by volume:", "",
+             "| volume (mm3) | reference lesions | " + " | ".join(r["model"] for r in rows) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in rows) + " |"]  # fmt: skip
+    for i, b in enumerate(rows[0]["by_volume"]):
+        cells = [f"{r['by_volume'][i]['lesion_tp_ref']} ({_fmt(r['by_volume'][i]['lesion_sensitivity'])}), "
+                 f"{r['by_volume'][i]['lesion_fp']} FP" for r in rows]  # fmt: skip
+        lines.append(f"| {b['volume_bin']} | {b['n_ref_lesions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -173,10 +188,11 @@ def main() -> None:
             "prediction_s": round(timings["prediction_s"]),
             "test_cases": [r.case_id for r in results],
             "lesion_counts": [list(r.match.counts) for r in results],
+            "by_volume": evaluation["by_volume"],
         }
         rows.append(row)
         write_json(work / "row.json", {"key": key, "row": row})
-        shown = {k: v for k, v in row.items() if k not in ("test_cases", "lesion_counts")}
+        shown = {k: v for k, v in row.items() if k not in ("test_cases", "lesion_counts", "by_volume")}
         console.print(f"{name}: {json.dumps(shown)} ({time.perf_counter() - start:.0f} s)")
     if args.only is not None:
         return
@@ -207,7 +223,7 @@ def main() -> None:
         f"{N_BOOT} patient-bootstrap resamples, seed 0; test-time flips: {'yes' if args.flips else 'no'}."
     )
     footer += _ratio_line(rows, default) if len(tests) == 1 else ""
-    table = "\n".join(lines) + "\n" + footer + "\n"
+    table = "\n".join(lines) + "\n" + footer + "\n" + _volume_table(rows)
     console.print(table)
     (args.out / "signal_curve.md").write_text(table)
     write_json(args.out / "signal_curve.json", {"rows": rows, "same_test_patients": len(tests) == 1,
