@@ -281,15 +281,8 @@ def bootstrap_pooled_f1(
     idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
     out = np.empty((n_boot, len(arrays)))
     for m, a in enumerate(arrays):
-        n_ref, n_pred, tp_ref, tp_pred = (a[:, k][idx].sum(axis=1).astype(float) for k in range(4))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if rule == "msseg":
-                sens, prec = tp_ref / n_ref, tp_pred / n_pred
-                f1 = np.where(sens + prec > 0, 2 * sens * prec / (sens + prec), 0.0)
-            else:
-                f1 = tp_pred / (tp_pred + 0.5 * ((n_pred - tp_pred) + (n_ref - tp_ref)))
-        f1 = np.where((n_ref == 0) | (n_pred == 0), 0.0, f1)
-        out[:, m] = np.where((n_ref == 0) & (n_pred == 0), 1.0, f1)
+        sums = a[idx].sum(axis=1)  # (n_boot, 4): the pooled counts of each resample
+        out[:, m] = [lesion_f1(rule, *(int(v) for v in row)) for row in sums]
     return out
 
 
