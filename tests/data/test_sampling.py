@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gdfree.data import ArrayCase, PatchSampler, SamplingRatios, normalise
 
@@ -90,3 +91,39 @@ def test_batches_in_process_replay_the_rng_and_workers_replay_their_seed():
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(two, _stream(2), strict=True))  # same seed, same batches
     assert not np.array_equal(two[0][0], two[1][0])  # the two workers draw different batches
     assert not np.array_equal(two[0][0], _stream(2, start_step=100)[0][0])  # a resume draws new ones
+
+
+def _two_chronic_lesions() -> ArrayCase:
+    shape = (24, 24, 24)
+    brain = np.ones(shape, bool)
+    lesion = np.zeros(shape, bool)
+    lesion[3:9, 3:9, 3:9] = True  # 216 voxels
+    lesion[18, 18, 18:20] = True  # 2 voxels
+    image = normalise(np.random.default_rng(0).random((1, *shape)).astype(np.float32), brain)
+    labels = {"enhancing": np.zeros(shape, bool), "lesion": lesion}
+    return ArrayCase("sub-1", "1", None, image, labels, brain, np.eye(4))
+
+
+def _small_lesion_share(unit: str) -> float:
+    ratios = SamplingRatios(0.0, 1.0, 0.0, unit=unit)
+    sampler = PatchSampler([_two_chronic_lesions()], ("enhancing", "lesion"), 8, ratios)
+    rng = np.random.default_rng(0)
+    centres = [np.array(sampler.sample_params(rng).corner) + 4 for _ in range(600)]
+    return float(np.mean([c[0] > 12 for c in centres]))  # the jitter (<= 2) keeps the two lesions apart
+
+
+def test_sampling_by_lesion_draws_every_lesion_equally_often_whatever_its_size():
+    assert _small_lesion_share("voxel") < 0.03  # 2 of 218 voxels
+    assert abs(_small_lesion_share("lesion") - 0.5) < 0.07
+    with pytest.raises(ValueError, match=r"sampling\.unit"):
+        SamplingRatios(unit="patient")
+
+
+def test_sampling_by_lesion_keeps_each_case_voxels_and_replays():
+    sampler = PatchSampler([_case(), _two_chronic_lesions()], ("enhancing", "lesion"), 8, SamplingRatios(unit="lesion"))
+    assert sampler.lesions["active"].tolist() == [[0, 0, 1]]
+    # case 0: the 8 corners of the active cube left beyond 2 voxels of its enhancing voxel, and the 2^3 lesion
+    assert sampler.lesions["chronic"][-3:].tolist() == [[0, 8, 16], [1, 0, 216], [1, 216, 218]]
+    assert sorted(sampler.index[1]["chronic"]) == sorted(np.flatnonzero(_two_chronic_lesions().labels["lesion"]))
+    params = [sampler.sample_params(np.random.default_rng(3)) for _ in range(2)]
+    assert params[0] == params[1]

@@ -8,6 +8,11 @@ Categories of patch centres, per case:
     ``active``: voxels of the ``enhancing`` label;
     ``chronic``: ``lesion`` voxels more than 2 voxels away from any enhancing voxel;
     ``background``: brain voxels.
+With ``unit: voxel`` (default, as nnU-Net) a centre is a uniform voxel of the category in a uniform case
+that has it, so a 200-voxel lesion is drawn 100 times as often as a 2-voxel one. With ``unit: lesion`` the
+centre's lesion (a 26-connected component of the category's voxels) is drawn uniformly among all lesions
+of that category in the training cases, then a voxel in it: every lesion is seen equally often, whatever
+its size. Background centres are always uniform brain voxels of a uniform case.
 A case lacking the label a category needs is not drawn for it; if no case has it, its share goes to
 background.
 """
@@ -25,6 +30,7 @@ from gdfree.data.cases import ArrayCase
 __all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
 
 CATEGORIES = ("active", "chronic", "background")
+UNITS = ("voxel", "lesion")
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,14 @@ class SamplingRatios:
     active: float = 0.35
     chronic: float = 0.45
     background: float = 0.2
+    unit: str = "voxel"
 
     def __post_init__(self) -> None:
         values = (self.active, self.chronic, self.background)
         if min(values) < 0 or sum(values) <= 0:
             raise ValueError(f"sampling ratios: expected non-negative shares with a positive sum, got {values}")
+        if self.unit not in UNITS:
+            raise ValueError(f"sampling.unit: expected one of {', '.join(UNITS)}, got {self.unit!r}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class PatchSampler:
         cases: the training cases.
         heads: label heads in target channel order.
         patch_size: edge of the cubic patch in voxels.
-        ratios: category shares.
+        ratios: category shares and the sampling unit of lesion categories.
     """
 
     def __init__(
@@ -72,7 +81,15 @@ class PatchSampler:
         self.cases = list(cases)
         self.heads = tuple(heads)
         self.patch = int(patch_size)
+        self.unit = ratios.unit
         self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
+        # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
+        # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
+        self.lesions: dict[str, np.ndarray] = {}
+        if self.unit == "lesion":
+            for cat in CATEGORIES[:2]:
+                rows = [self._group_by_lesion(i, cat) for i in range(len(self.cases))]
+                self.lesions[cat] = np.concatenate([np.zeros((0, 3), np.int64), *rows])
         shares = np.array([ratios.active, ratios.chronic, ratios.background], float)
         for i, cat in enumerate(CATEGORIES[:2]):
             if not any(idx[cat].size for idx in self.index):
@@ -92,12 +109,32 @@ class PatchSampler:
             chronic = empty
         return {"active": active, "chronic": chronic, "background": np.flatnonzero(case.brain)}
 
-    def sample_params(self, rng: np.random.Generator) -> PatchParams:
-        """Draw a category, a case that has it, a centre voxel and a jitter of up to a quarter patch."""
-        category = CATEGORIES[int(rng.choice(3, p=self.shares))]
-        candidates = [i for i, idx in enumerate(self.index) if idx[category].size]
-        case = candidates[int(rng.integers(len(candidates)))]
+    def _group_by_lesion(self, case: int, category: str) -> np.ndarray:
+        """Reorder ``index[case][category]`` lesion by lesion; return its (case, start, stop) rows."""
         flat = self.index[case][category]
+        if not flat.size:
+            return np.zeros((0, 3), np.int64)
+        mask = np.zeros(self.cases[case].brain.shape, bool)
+        mask.flat[flat] = True
+        labels, _ = ndimage.label(mask, np.ones((3, 3, 3), bool))
+        ids = labels.flat[flat]
+        order = np.argsort(ids, kind="stable")
+        self.index[case][category] = flat[order]
+        stops = np.cumsum(np.bincount(ids)[1:])
+        starts = np.concatenate([[0], stops[:-1]])
+        return np.stack([np.full(stops.size, case), starts, stops], axis=1).astype(np.int64)
+
+    def sample_params(self, rng: np.random.Generator) -> PatchParams:
+        """Draw a category, a case that has it (or, by lesion, a lesion), a centre voxel and a jitter of up
+        to a quarter patch."""
+        category = CATEGORIES[int(rng.choice(3, p=self.shares))]
+        if category in self.lesions:
+            case, lo, hi = (int(v) for v in self.lesions[category][rng.integers(len(self.lesions[category]))])
+            flat = self.index[case][category][lo:hi]
+        else:
+            candidates = [i for i, idx in enumerate(self.index) if idx[category].size]
+            case = candidates[int(rng.integers(len(candidates)))]
+            flat = self.index[case][category]
         centre = np.array(np.unravel_index(int(flat[rng.integers(flat.size)]), self.cases[case].brain.shape))
         jitter = rng.integers(-(self.patch // 4), self.patch // 4 + 1, 3)
         corner = centre + jitter - self.patch // 2
