@@ -84,6 +84,33 @@ def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], t
     assert after["step"] == 6 and after["log"][: len(before["log"])] == before["log"]
 
 
+def test_init_starts_from_a_trained_run_and_refuses_what_does_not_fit(trained: tuple[Path, Path], tiny_cohort: Path):
+    from safetensors.torch import load_file
+
+    from gdfree.train import train
+
+    root, run = trained
+    tuned = root / "tuned"
+    train(_config(tiny_cohort, init=str(run), max_steps=1, val_every=1, lr=1e-9, warmup_steps=1), tuned)
+    meta = json.loads((tuned / "model.json").read_text())
+    source = json.loads((run / "model.json").read_text())
+    assert meta["init"] == {"run": str(run.resolve()), "weights_sha256": source["weights_sha256"]}
+    before, after = load_file(str(run / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    assert all(np.allclose(before[k], after[k], atol=1e-5) for k in before if "num_batches" not in k)
+    with pytest.raises(ValueError, match="init network"):
+        train(_config(tiny_cohort, init=str(run), channels=(4, 16)), root / "wider")
+    with pytest.raises(ValueError, match="init modalities"):
+        train(_config(tiny_cohort, init=str(run), modalities=("FLAIR", "T2w", "T1w")), root / "reordered")
+    # another split: this run's test patient trained the init model
+    trained_on = json.loads((run / "split.json").read_text())["train_patients"][0]
+    with pytest.raises(ValueError, match="trained or validated the init model"):
+        train(_config(tiny_cohort, init=str(run), split=SplitConfig(val_fraction=0.5, test_subjects=(trained_on,))),
+              root / "leak")  # fmt: skip
+    missing = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(root / "none"), "--init",
+                                  str(root / "nothing")])  # fmt: skip
+    assert missing.exit_code == 2 and "model.json: not found" in missing.output
+
+
 def _predict_test_patient(run: Path, cohort: Path, out: Path, *options: str) -> tuple[str, Path, Volume]:
     """Predict the run's test patient into ``out``; returns its subject, anat folder and FLAIR."""
     test_subject = json.loads((run / "split.json").read_text())["test_patients"][0].split(":")[-1]

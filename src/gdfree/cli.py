@@ -276,6 +276,9 @@ def train_command(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     max_steps: Annotated[int | None, typer.Option(help="Override max_steps.")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Override time_budget_s (seconds).")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from the weights of this trained run folder (overrides init).")
+    ] = None,
 ) -> None:
     """Train the multitask network (enhancing + lesion heads) on the datasets of CONFIG."""
     import dataclasses
@@ -291,6 +294,8 @@ def train_command(
             overrides["max_steps"] = max_steps
         if time_budget is not None:
             overrides["time_budget_s"] = time_budget
+        if init is not None:
+            overrides["init"] = str(init)
         cfg = dataclasses.replace(cfg, **overrides)
         summary = train(cfg, out, device=device, resume=resume, console=_console())
     except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:

@@ -84,6 +84,11 @@ class TrainConfig:
             2018): every training and validation case gets the enhancing label of another case (a seeded
             derangement; the cases must share one grid). Never a product model.
         seed: seeds numpy (sampling) and torch (weights, dropout, TorchIO).
+        init: a trained run folder whose ``model.*`` weights start this run instead of random ones
+            (fine-tuning, e.g. a model trained on the synthetic cohort, then on real exams). Its network,
+            heads, input modalities and ``oracle`` must equal this config's, and none of this run's test
+            cases may have been its training or validation data (checked by input-file fingerprints). The
+            optimiser and schedule start afresh; ``model.json`` records the folder and its weights' SHA-256.
     """
 
     datasets: tuple[DatasetSpec, ...] = ()
@@ -111,6 +116,7 @@ class TrainConfig:
     keep: str = "last"
     randomise_labels: bool = False
     seed: int = 0
+    init: str = ""
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:

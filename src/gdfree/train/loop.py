@@ -190,6 +190,28 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     save_config(cfg, run_dir / "config.yaml")
 
 
+def _load_init(
+    cfg: TrainConfig, model: torch.nn.Module, kwargs: dict[str, Any], test: list[CaseFiles], device: str
+) -> dict[str, str]:
+    """Load the weights of ``cfg.init`` into ``model`` after checking that they fit and saw no test case."""
+    source, meta = load_model(cfg.init, device)
+    where = Path(cfg.init) / "model.json"
+    arch = meta["architecture"]
+    if arch["class"] != "MultitaskUNet" or arch["kwargs"] != kwargs:
+        raise ValueError(f"{where}: init network {arch['class']}{arch['kwargs']} differs from this config's "
+                         f"MultitaskUNet{kwargs}")  # fmt: skip
+    for name, want in (("heads", list(cfg.heads)), ("modalities", list(cfg.modalities)), ("oracle", cfg.oracle)):
+        if meta.get(name) != want:
+            raise ValueError(f"{where}: init {name} {meta.get(name)} differ from this config's {want}")
+    seen = set(meta.get("training_fingerprints", ()))
+    for c in test:
+        if any(f in seen for f in file_fingerprints([c.images[m] for m in cfg.modalities])):
+            raise ValueError(f"test case {c.case_id}: its input files trained or validated the init model {where}; "
+                             "the test set would not be held out")  # fmt: skip
+    model.load_state_dict(source.state_dict())
+    return {"run": str(Path(cfg.init).resolve()), "weights_sha256": meta["weights_sha256"]}
+
+
 def train(
     cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -236,6 +258,7 @@ def train(
               "strides": list(cfg.strides), "num_res_units": cfg.num_res_units, "dropout": cfg.dropout,
               "full_res_channels": cfg.full_res_channels}  # fmt: skip
     model = MultitaskUNet(**kwargs).to(device)  # type: ignore[arg-type]
+    init = _load_init(cfg, model, kwargs, [c for _, c in by_part["test"]], device) if cfg.init else None
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
     rule = DetectionRule.preset("msseg")
@@ -247,7 +270,7 @@ def train(
                                                  "min_volume_mm3": rule.min_volume_mm3},
         "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
         "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
-        "gdfree_version": gdfree.__version__,
+        "gdfree_version": gdfree.__version__, **({"init": init} if init else {}),
     }  # fmt: skip
     step, best, log_rows = 0, -math.inf, []
     if resume:
