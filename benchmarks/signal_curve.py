@@ -16,6 +16,11 @@ are predicted and scored again when ``--flips`` differs from its row or with ``-
 ``OMP_NUM_THREADS`` shared out), then run with ``--collect`` (never trains; a model without a run is left out)
 to print the table.
 
+``--init BASE`` fine-tunes instead of training from scratch: every model starts from the weights of the same
+model in BASE (``BASE/model-1/run``, ``BASE/oracle/run``...; same cohorts and split, so link BASE's
+``cohort-*`` folders into ``--out``), with ``--lr`` and ``--sampling-unit`` (``voxel`` or ``lesion``, see
+:mod:`gdfree.data.sampling`) if given.
+
 ``--heldout N`` synthesises N more patients per strength (sub-<subjects + 1> onwards, in no split of any
 model) and adds them to every model's test set, for narrower CIs without retraining.
 
@@ -104,6 +109,9 @@ def main() -> None:
     parser.add_argument("--reevaluate", action="store_true", help="predict and score trained models again")
     parser.add_argument("--collect", action="store_true", help="never train: tabulate the rows already there")
     parser.add_argument("--heldout", type=int, default=0, help="also test on N patients in no split")
+    parser.add_argument("--init", type=Path, default=None, help="fine-tune each model from BASE/<model>/run")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the demo's)")
+    parser.add_argument("--sampling-unit", choices=("voxel", "lesion"), default=None, help="patch centres by")
     args = parser.parse_args()
     console = Console()
     default = PhantomConfig().signature_strength
@@ -145,6 +153,16 @@ def main() -> None:
         work = args.out / ("oracle" if oracle else f"model-{strength:g}")
         train_key = {"subjects": args.subjects, "steps": args.steps, "seed": args.seed,
                      "test_fraction": args.test_fraction}  # fmt: skip
+        tuning = {"init": str(args.init / work.name / "run") if args.init else None, "lr": args.lr,
+                  "sampling_unit": args.sampling_unit}  # fmt: skip
+        tuning = {k: v for k, v in tuning.items() if v is not None}  # rows from before these options stay valid
+        train_key.update(tuning)
+        if "init" in tuning:
+            cfg = dataclasses.replace(cfg, init=tuning["init"])
+        if "lr" in tuning:
+            cfg = dataclasses.replace(cfg, lr=tuning["lr"])
+        if "sampling_unit" in tuning:
+            cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, unit=tuning["sampling_unit"]))
         key = {**train_key, "flips": args.flips, "heldout": args.heldout}
         saved = json.loads((work / "row.json").read_text()) if (work / "row.json").is_file() else None
         if saved and saved["key"] == key and "lesion_counts" in saved["row"] and not args.reevaluate:
@@ -170,6 +188,8 @@ def main() -> None:
                 cfg, work, cohort, device=args.device, flips=args.flips, heldout=heldout
             )
             steps, train_s = summary["steps"], round(timings["training_s"])
+            if "init" in tuning:  # steps of the base model + fine-tuning steps
+                steps = f"{json.loads((Path(tuning['init']) / 'model.json').read_text())['step']}+{steps}"
         pooled, patient = evaluation["pooled_lesions"], evaluation.get("patient", {})
         row = {
             "model": name,
