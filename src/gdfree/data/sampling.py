@@ -81,12 +81,11 @@ class PatchSampler:
         self.cases = list(cases)
         self.heads = tuple(heads)
         self.patch = int(patch_size)
-        self.unit = ratios.unit
         self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}
-        if self.unit == "lesion":
+        if ratios.unit == "lesion":
             for cat in CATEGORIES[:2]:
                 rows = [self._group_by_lesion(i, cat) for i in range(len(self.cases))]
                 self.lesions[cat] = np.concatenate([np.zeros((0, 3), np.int64), *rows])

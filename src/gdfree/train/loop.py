@@ -202,7 +202,7 @@ def _load_init(
                          f"MultitaskUNet{kwargs}")  # fmt: skip
     for name, want in (("heads", list(cfg.heads)), ("modalities", list(cfg.modalities)), ("oracle", cfg.oracle)):
         if meta.get(name) != want:
-            raise ValueError(f"{where}: init {name} {meta.get(name)} differ from this config's {want}")
+            raise ValueError(f"{where}: init {name} {meta.get(name)!r} do not match this config's {want!r}")
     seen = set(meta.get("training_fingerprints", ()))
     for c in test:
         if any(f in seen for f in file_fingerprints([c.images[m] for m in cfg.modalities])):
