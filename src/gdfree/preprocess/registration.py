@@ -72,7 +72,9 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None) -> sitk.Imag
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg.bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(cfg.sampling, cfg.seed)
+    # SimpleITK reads seed 0 as sitkWallClock (a new seed every run): shift by one so that every seed,
+    # the default 0 included, is a fixed one
+    reg.SetMetricSamplingPercentage(cfg.sampling, cfg.seed + 1)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
