@@ -132,7 +132,12 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     meta = json.loads((run / "model.json").read_text())
     threshold = meta["calibrated_thresholds"]["enhancing"]  # the validation threshold on the calibrated scale
     assert set(meta["temperature"]) == {"enhancing", "lesion"} and all(t > 0 for t in meta["temperature"].values())
-    assert np.array_equal(mask.data.astype(bool), prob.data >= threshold)
+    from gdfree.train.loop import MIN_LESION_MM3
+
+    min_mm3 = meta["min_lesion_mm3"]  # chosen on validation with the threshold
+    assert min_mm3 in MIN_LESION_MM3 and meta["validation"]["enhancing_min_lesion_mm3"] == min_mm3
+    kept = label_lesions(prob.data >= threshold, prob.spacing_mm, 6, min_mm3)[0] > 0
+    assert np.array_equal(mask.data.astype(bool), kept)
     rows = (anat / f"sub-{test_subject}_lesions.tsv").read_text().splitlines()
     n = label_lesions(mask.data, mask.spacing_mm, 6, 3.0)[1]
     assert rows[0].startswith("lesion_id\tcentroid_x_mm") and len(rows) == 1 + n
@@ -140,6 +145,29 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     evaluated = runner.invoke(app, ["evaluate", "--pred", str(out), "--ref", str(tiny_cohort), "--out",
                                     str(root / "eval"), "--only-predicted", "--n-boot", "10"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_predict_drops_enhancing_lesions_up_to_the_models_minimum_volume(
+    trained: tuple[Path, Path], tiny_cohort: Path, tmp_path: Path
+):
+    import shutil
+
+    run = trained[1]
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    # A threshold that keeps nearly the whole brain: one or a few large components.
+    meta["calibrated_thresholds"] = {h: 1e-6 for h in meta["calibrated_thresholds"]}
+    kept = {}
+    for min_mm3 in (0.0, 1e9):
+        (copy / "model.json").write_text(json.dumps({**meta, "min_lesion_mm3": min_mm3}))
+        subject, anat, _ = _predict_test_patient(copy, tiny_cohort, tmp_path / f"pred-{min_mm3:g}")
+        mask = read_volume(anat / f"sub-{subject}_desc-enhancing_mask.nii.gz").data.astype(bool)
+        rows = (anat / f"sub-{subject}_lesions.tsv").read_text().splitlines()
+        kept[min_mm3] = (int(mask.sum()), len(rows) - 1)
+        assert read_volume(anat / f"sub-{subject}_desc-lesion_mask.nii.gz").data.any()  # the lesion head keeps all
+    assert kept[0.0][0] > 1000 and kept[0.0][1] >= 1
+    assert kept[1e9] == (0, 0)
 
 
 def test_predict_with_uncertainty(trained: tuple[Path, Path], tiny_cohort: Path):

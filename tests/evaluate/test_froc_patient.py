@@ -61,12 +61,26 @@ def test_froc_small_components_follow_the_rule():
     assert froc_counts(prob, ref, (1, 1, 1), ANY, THRESHOLDS).false_positives.tolist() == [2, 2, 1, 1]
 
 
+def test_froc_drops_small_predicted_components_only():
+    prob, ref = _scan()
+    prob[14, 14, 13:15] = 0.99  # a 2-voxel (2 mm3) false positive at every threshold
+    assert froc_counts(prob, ref, (1, 1, 1), ANY, THRESHOLDS).false_positives.tolist() == [2, 2, 1, 1]
+    small_gone = froc_counts(prob, ref, (1, 1, 1), ANY, THRESHOLDS, min_pred_mm3=2.0)
+    assert small_gone.false_positives.tolist() == [1, 1, 0, 0]
+    assert small_gone.detected.tolist() == [2, 1, 1, 0] and small_gone.n_ref == 2
+    # Every predicted lesion is 8 mm3 or less: none is left, the reference keeps its two lesions.
+    none_left = froc_counts(prob, ref, (1, 1, 1), ANY, THRESHOLDS, min_pred_mm3=8.0)
+    assert none_left.predicted.tolist() == [0, 0, 0, 0] and none_left.n_ref == 2
+
+
 def test_froc_rejects_bad_input():
     prob, ref = _scan()
     with pytest.raises(ValueError, match="thresholds"):
         froc_counts(prob, ref, (1, 1, 1), ANY, (0.0, 0.5))
     with pytest.raises(ValueError, match="prob"):
         froc_counts(prob * 2, ref, (1, 1, 1), ANY, THRESHOLDS)
+    with pytest.raises(ValueError, match="min_pred_mm3"):
+        froc_counts(prob, ref, (1, 1, 1), ANY, THRESHOLDS, min_pred_mm3=-1.0)
     with pytest.raises(ValueError, match="different thresholds"):
         froc([froc_counts(prob, ref, (1, 1, 1), ANY, (0.5,)), froc_counts(prob, ref, (1, 1, 1), ANY, (0.6,))])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,13 +55,21 @@ def froc_counts(
     spacing_mm: Sequence[float],
     rule: DetectionRule | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    min_pred_mm3: float = 0.0,
 ) -> FrocCounts:
     """Detected reference lesions and false-positive lesions of one scan at every threshold.
 
+    ``min_pred_mm3``: predicted components of this volume or less are removed before matching (what
+    prediction does with a model's ``min_lesion_mm3``); the reference keeps the rule's minimum.
+
     Raises:
-        ValueError: thresholds outside (0, 1], probabilities outside [0, 1], shapes that differ.
+        ValueError: thresholds outside (0, 1], probabilities outside [0, 1], shapes that differ, a
+            negative ``min_pred_mm3``.
     """
     rule = rule or DetectionRule()
+    if not (math.isfinite(min_pred_mm3) and min_pred_mm3 >= 0):
+        raise ValueError(f"min_pred_mm3: expected a volume >= 0, got {min_pred_mm3}")
+    pred_rule = replace(rule, min_volume_mm3=max(rule.min_volume_mm3, min_pred_mm3))
     prob = np.asarray(prob)
     ref = as_mask(ref, "ref")
     same_shape(("prob", prob), ("ref", ref))
@@ -87,7 +95,7 @@ def froc_counts(
         sub = bounding_box(above)
         if sub is None:
             continue
-        pred_labels, n_pred = _label(above[sub], rule, voxel_mm3)
+        pred_labels, n_pred = _label(above[sub], pred_rule, voxel_mm3)
         match = _match_labels(
             ref_labels[sub], n_ref, pred_labels, n_pred, voxel_mm3, rule, ref_sizes=ref_sizes, centroids=False
         )

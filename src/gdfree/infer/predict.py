@@ -2,9 +2,11 @@
 
 Per case, on the input grid (same affine and shape as the inputs), under ``OUT/sub-X/[ses-Y/]anat/``:
 ``desc-<head>_probseg.nii.gz`` (float32 probabilities), ``desc-<head>_mask.nii.gz`` (uint8, probability
->= the model's threshold chosen on validation), and ``_lesions.tsv`` (one row a predicted enhancing
-lesion: id, centroid in mm, volume in mm3, maximum and mean probability). ``OUT/predictions.tsv`` has one
-row a case with its activity score; ``OUT/dataset_description.json`` names the model and its hash.
+>= the model's threshold chosen on validation; the enhancing mask then drops its components of the model's
+``min_lesion_mm3`` or less, chosen on validation with the threshold), and ``_lesions.tsv`` (one row a
+predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean probability).
+``OUT/predictions.tsv`` has one row a case with its activity score; ``OUT/dataset_description.json``
+names the model and its hash.
 """
 
 from __future__ import annotations
@@ -146,6 +148,9 @@ def predict_case(
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
     masks = {h: p >= thresholds[h] for h, p in probs.items()}
     rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
+    min_mm3 = float(meta.get("min_lesion_mm3", 0.0))
+    if min_mm3 > 0 and "enhancing" in masks:
+        masks["enhancing"] = label_lesions(masks["enhancing"], case.spacing_mm, rule.connectivity, min_mm3)[0] > 0
     rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule) if "enhancing" in probs else []
     score = float(probs["enhancing"].max()) if "enhancing" in probs else math.nan
     result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
