@@ -285,6 +285,27 @@ def test_explain_lesions_of_a_case(trained: tuple[Path, Path], tiny_cohort: Path
     assert refused.exit_code != 0 and "training/validation case" in refused.output
 
 
+def test_explain_finds_the_predicted_lesions_that_predict_writes(
+    trained: tuple[Path, Path], tiny_cohort: Path, tmp_path: Path
+):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained[1], copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["calibrated_thresholds"] = {h: 1e-6 for h in meta["calibrated_thresholds"]}  # nearly the whole brain
+    outputs = {}
+    for min_mm3 in (0.0, 1e9):
+        (copy / "model.json").write_text(json.dumps({**meta, "min_lesion_mm3": min_mm3}))
+        outputs[min_mm3] = runner.invoke(app, [
+            "explain", "--model", str(copy), "--case", str(tiny_cohort / "sub-001"), "--out",
+            str(tmp_path / f"explain-{min_mm3:g}"), "--lesion", "1", "--methods", "occlusion", "--occlusions",
+            "mean", "--crop", "8", "--no-permutation", "--no-sanity", "--allow-training-cases"])  # fmt: skip
+    assert outputs[0.0].exit_code == 0, outputs[0.0].output
+    refused = outputs[1e9]
+    assert refused.exit_code != 0 and "no lesion 1; it has 0 (predicted)" in refused.output + str(refused.exception)
+
+
 def test_a_label_randomised_control_is_not_a_model_to_predict_with(trained: tuple[Path, Path], tiny_cohort: Path):
     import shutil
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,8 @@ def explain_dataset(
     temperature = float(meta.get("temperature", {}).get("enhancing", 1.0))
     threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
     rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
+    if source == "predicted":  # the lesions `predict` writes: none of the model's min_lesion_mm3 or less
+        rule = replace(rule, min_volume_mm3=max(rule.min_volume_mm3, float(meta.get("min_lesion_mm3", 0.0))))
     randomised = randomised_copy(model, seed) if sanity else None
     shuffled = load_model(label_randomised, device)[0] if label_randomised else None
     files_list = select_cases(input_path)
