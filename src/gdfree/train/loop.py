@@ -93,11 +93,12 @@ def validate(
         labelled = [(c, p[h]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
         if not labelled:
             continue
+        in_brain = [np.where(c.brain, p, 0.0) for c, p in labelled]
         f1s = []  # (volume, threshold)
         for min_mm3 in MIN_LESION_MM3:
-            # One FROC pass per case labels the reference once and the prediction at every threshold.
-            counts = [froc_counts(np.where(c.brain, p, 0.0), c.labels[head], c.spacing_mm, rule, THRESHOLDS,  # type: ignore[arg-type]
-                                  min_pred_mm3=min_mm3) for c, p in labelled]  # fmt: skip
+            # One FROC pass per case and volume labels the prediction at every threshold.
+            counts = [froc_counts(q, c.labels[head], c.spacing_mm, rule, THRESHOLDS, min_pred_mm3=min_mm3)  # type: ignore[arg-type]
+                      for (c, _), q in zip(labelled, in_brain, strict=True)]  # fmt: skip
             n_ref = sum(k.n_ref for k in counts)
             detected, predicted, false_pos = (np.sum([getattr(k, a) for k in counts], axis=0)
                                               for a in ("detected", "predicted", "false_positives"))  # fmt: skip
@@ -108,7 +109,7 @@ def validate(
         out[f"{head}_threshold"] = THRESHOLDS[best]
         out[f"{head}_min_lesion_mm3"] = MIN_LESION_MM3[v]
         if head == "enhancing":
-            active = [int(k.n_ref > 0) for k in counts]
+            active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
             scores = [float(p[c.brain].max()) for c, p in labelled]
             out["enhancing_auc"] = roc_auc(active, scores)
     key = "enhancing" if "enhancing_f1" in out else heads[-1]
