@@ -43,9 +43,10 @@ def main() -> None:
     from gdfree.evaluate.calibration import expected_calibration_error, retention_auc, retention_curve
     from gdfree.evaluate.lesions import DetectionRule, label_lesions, match_lesions
     from gdfree.evaluate.patient import _auc_rows, bootstrap_ci, roc_auc
+    from gdfree.infer.sampling import sample_predictions
     from gdfree.models.checkpoint import load_model
     from gdfree.train.loop import fit_temperatures
-    from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, sample_predictions, voxel_uncertainty
+    from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, voxel_uncertainty
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from gdfree.cli import app
 from gdfree.config import save_config
 from gdfree.evaluate import label_lesions
+from gdfree.infer.model import TrainedModel
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
 from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
@@ -130,7 +131,7 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     assert prob.same_grid(flair) and mask.same_grid(flair)
     assert prob.data.dtype == np.float32 and 0 <= prob.data.min() and prob.data.max() <= 1
     meta = json.loads((run / "model.json").read_text())
-    threshold = meta["calibrated_thresholds"]["enhancing"]  # the validation threshold on the calibrated scale
+    threshold = TrainedModel.load(run).thresholds["enhancing"]  # the validation threshold on the calibrated scale
     assert set(meta["temperature"]) == {"enhancing", "lesion"} and all(t > 0 for t in meta["temperature"].values())
     from gdfree.train.loop import MIN_LESION_MM3
 
@@ -157,7 +158,7 @@ def test_predict_drops_enhancing_lesions_up_to_the_models_minimum_volume(
     shutil.copytree(run, copy)
     meta = json.loads((copy / "model.json").read_text())
     # A threshold that keeps nearly the whole brain: one or a few large components.
-    meta["calibrated_thresholds"] = {h: 1e-6 for h in meta["calibrated_thresholds"]}
+    meta["thresholds"] = {h: 1e-6 for h in meta["heads"]}
     kept = {}
     for min_mm3 in (0.0, 1e9):
         (copy / "model.json").write_text(json.dumps({**meta, "min_lesion_mm3": min_mm3}))
@@ -293,7 +294,7 @@ def test_explain_finds_the_predicted_lesions_that_predict_writes(
     copy = tmp_path / "run"
     shutil.copytree(trained[1], copy)
     meta = json.loads((copy / "model.json").read_text())
-    meta["calibrated_thresholds"] = {h: 1e-6 for h in meta["calibrated_thresholds"]}  # nearly the whole brain
+    meta["thresholds"] = {h: 1e-6 for h in meta["heads"]}  # nearly the whole brain
     outputs = {}
     for min_mm3 in (0.0, 1e9):
         (copy / "model.json").write_text(json.dumps({**meta, "min_lesion_mm3": min_mm3}))

@@ -10,7 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0] if __doc__ else None)
+from gdfree.devices import check_device
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help=__doc__.splitlines()[0] if __doc__ else None)  # fmt: skip
 
 
 _FORMAT_HELP = "Layout: auto, bids, open_ms_data, msseg2016, isbi2015, miccai2008 or shifts2022."
@@ -117,15 +120,19 @@ def info(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (BIDS or a known challenge layout).")],
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
     required: Annotated[str, typer.Option(help="Comma-separated modalities every case needs.")] = "T1w,T2w,FLAIR",
+    quick: Annotated[bool, typer.Option(help="Read the headers only (no check of the voxels).")] = False,
 ) -> None:
-    """List the cases of a dataset: modalities, labels, grids and the problems found."""
+    """List the cases of a dataset: modalities, labels, grids and the problems found (exit 1 if a case is
+    unusable: an unreadable or invalid file, a missing modality, grids that differ)."""
     from gdfree.io.report import describe_dataset, print_report
 
     try:
-        rows = describe_dataset(dataset, fmt, _split(required) or ())
+        rows = describe_dataset(dataset, fmt, _split(required) or (), quick=quick)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     print_report(rows, dataset, _console())
+    if any(r.unusable for r in rows):
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -161,8 +168,10 @@ def evaluate(
     from gdfree.evaluate import DetectionRule, EvaluationConfig
     from gdfree.evaluate.display import print_summary
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
+    from gdfree.io.runs import check_output_folder
 
     try:
+        check_output_folder(out, [pred, ref])
         overrides: dict[str, Any] = {"iou_threshold": iou_threshold}
         if connectivity is not None:
             overrides["connectivity"] = connectivity
@@ -190,6 +199,12 @@ def evaluate(
         raise _fail(str(exc)) from exc
     print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")
     console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
+    if summary["failures"]:
+        for case_id, reason in summary["failures"].items():
+            console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{len(summary['failures'])} cases could not be scored (listed in {out}/failures.tsv); "
+                      "the table above leaves them out.")  # fmt: skip
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -243,10 +258,14 @@ def prepare(
             bar.update(task, advance=1)
             bar.console.print(f"{case_id}: {status}", highlight=False)
 
-        result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report)
+        try:
+            result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset])
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
     console.print(f"prepared {len(result['done'])}, skipped {len(result['skipped'])} (done before), "
                   f"failed {len(result['failed'])}; output in {out}")  # fmt: skip
     if result["failed"]:
+        console.print(f"the failures and their reasons are in {out}/failures.tsv; a rerun retries them")
         raise typer.Exit(code=1)
 
 
@@ -285,6 +304,7 @@ def train_command(
 
     from gdfree.config import load_config
     from gdfree.errors import GdfreeError
+    from gdfree.io.runs import check_output_folder
     from gdfree.train import TrainConfig, train
 
     try:
@@ -297,7 +317,8 @@ def train_command(
         if init is not None:
             overrides["init"] = str(init)
         cfg = dataclasses.replace(cfg, **overrides)
-        summary = train(cfg, out, device=device, resume=resume, console=_console())
+        check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
+        summary = train(cfg, out, device=check_device(device), resume=resume, console=_console())
     except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     val = summary["validation"]
@@ -325,19 +346,32 @@ def predict(
         list[Path] | None, typer.Option(help="Another run folder to ensemble with MODEL (repeat the option).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the MC dropout masks.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the outputs of another model or other options found in OUT.")
+    ] = False,
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
-    with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty."""
+    with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
+    in OUT/failures.tsv and the others go on (exit code 1); a rerun skips the finished cases."""
     from gdfree.errors import GdfreeError
     from gdfree.infer.predict import predict_dataset
 
     try:
+        device = check_device(device)
         rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
-                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed)  # fmt: skip
+                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
-    active = sum(r["predicted_active"] for r in rows)
-    _console().print(f"Predicted {len(rows)} cases into {out}: {active} with predicted enhancing lesions.")
+    failed = [r for r in rows if r.get("status") == "failed"]
+    active = sum(bool(r.get("predicted_active")) for r in rows)
+    console = _console()
+    console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} with predicted enhancing "
+                  "lesions.")  # fmt: skip
+    if failed:
+        for r in failed:
+            console.print(f"failed: {r['case_id']}: {r['reason']}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{len(failed)} cases failed (listed in {out}/failures.tsv); rerun to retry them.")
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -392,7 +426,7 @@ def explain(
                                  source=lesions,
                                  methods=split, occlusions=modes, permutation=permutation, crop=crop, steps=steps,
                                  layer=layer, sanity=sanity, label_randomised=label_randomised, seed=seed,
-                                 device=device, allow_training_cases=allow_training_cases)  # fmt: skip
+                                 device=check_device(device), allow_training_cases=allow_training_cases)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     from rich.table import Table
@@ -413,6 +447,11 @@ def explain(
         passed = sum(c["passed"] for c in checks)
         console.print(f"Randomisation checks passed: {passed}/{len(checks)} (rank correlation < 0.3).")
     console.print(f"Everything is in {out} ({result['timings']['total_s']:.0f} s).")
+    if result["failures"]:
+        for case_id, reason in result["failures"].items():
+            console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{len(result['failures'])} cases could not be explained (listed in {out}/failures.tsv).")
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -434,7 +473,17 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Run the app; an error no command anticipated is reported in one line (exit 3), never as a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file
+        _fail(f"{exc.filename or ''} {exc.strerror or exc}".strip())
+        raise SystemExit(2) from None
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {exc}; please report it with the command that raised it")
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

@@ -118,9 +118,9 @@ def evaluate_run(
     from gdfree.infer.predict import predict_dataset
 
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
-    meta = json.loads((out / "run" / "model.json").read_text())
-    threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
-    config = EvaluationConfig(threshold=threshold)
+    from gdfree.infer.model import TrainedModel
+
+    config = EvaluationConfig(threshold=TrainedModel.load(out / "run", device).thresholds["enhancing"])
     prediction_s = 0.0
     parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
     if heldout is not None:

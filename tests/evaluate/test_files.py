@@ -85,7 +85,7 @@ def test_missing_predictions_and_only_predicted(tiny_cohort: Path, tmp_path: Pat
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["n_cases"] == 2
 
 
-def test_a_prediction_on_another_grid_is_refused(tiny_cohort: Path, tmp_path: Path):
+def test_a_prediction_on_another_grid_is_refused_and_the_other_cases_scored(tiny_cohort: Path, tmp_path: Path):
     preds = tmp_path / "pred"
     _write_predictions(tiny_cohort, preds)
     path = derivative_path(preds, "002", None, "probseg", desc="lesion")
@@ -94,9 +94,12 @@ def test_a_prediction_on_another_grid_is_refused(tiny_cohort: Path, tmp_path: Pa
     moved[0, 3] += 4.0
     write_volume(type(vol)(vol.data, moved), path)
     result = runner.invoke(app, ["evaluate", "--pred", str(preds), "--ref", str(tiny_cohort), "--out",
-                                 str(tmp_path / "e"), "--target", "lesion"])  # fmt: skip
-    assert result.exit_code == 2
+                                 str(tmp_path / "e"), "--target", "lesion", "--n-boot", "10"])  # fmt: skip
+    assert result.exit_code == 1, result.output
     assert "sub-002_desc-lesion_probseg.nii.gz" in result.output and "reference grid" in result.output
+    failures = (tmp_path / "e" / "failures.tsv").read_text().splitlines()
+    assert len(failures) == 2 and failures[1].startswith("sub-002\t")
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["n_cases"] == 2
 
 
 def test_probabilities_out_of_range_name_the_case(tiny_cohort: Path, tmp_path: Path):
@@ -105,8 +108,9 @@ def test_probabilities_out_of_range_name_the_case(tiny_cohort: Path, tmp_path: P
     path = derivative_path(preds, "003", None, "probseg", desc="lesion")
     vol = read_volume(path)
     write_volume(vol.with_data(np.asarray(vol.data) * 100), path)
-    with pytest.raises(ValueError, match=r"sub-003.*probabilities in"):
-        evaluate_dataset(preds, tiny_cohort, target="lesion")
+    results, summary, _ = evaluate_dataset(preds, tiny_cohort, target="lesion")
+    assert [r.case_id for r in results] == ["sub-001", "sub-002"]  # the others are scored
+    assert list(summary["failures"]) == ["sub-003"] and "probabilities in" in summary["failures"]["sub-003"]
 
 
 def test_prediction_discovery_errors(tmp_path: Path):

@@ -9,16 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from gdfree.infer.predict import predict_volume
+from gdfree.infer.forward import predict_volume
+from gdfree.infer.sampling import FLIPS, sample_predictions
 from gdfree.models.unet import MultitaskUNet
-from gdfree.uncertainty import (
-    FLIPS,
-    fit_temperature,
-    lesion_uncertainty,
-    patient_uncertainty,
-    sample_predictions,
-    voxel_uncertainty,
-)
+from gdfree.uncertainty import fit_temperature, lesion_uncertainty, patient_uncertainty, voxel_uncertainty
 
 
 def test_a_certain_prediction_has_no_uncertainty():

@@ -13,6 +13,7 @@ truth, its brain mask (if any) restricts calibration, retention and translation 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +23,16 @@ from typing import Any
 import numpy as np
 
 import gdfree
-from gdfree.errors import GridMismatchError, MissingModalityError
+from gdfree.errors import GdfreeError, GridMismatchError, MissingModalityError
 from gdfree.evaluate.cohort import CaseResult, EvaluationConfig, evaluate_case, summarize
 from gdfree.io.bids import CaseFiles, parse_entities
-from gdfree.io.images import image_suffix, read_volume
+from gdfree.io.images import image_suffix, read_mask, read_volume
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.types import POST_CONTRAST, Volume
 
-__all__ = ["TARGETS", "PredictionFiles", "discover_predictions", "evaluate_dataset", "write_evaluation"]
+__all__ = [
+    "TARGETS", "PredictionFiles", "check_manifest", "discover_predictions", "evaluate_dataset", "write_evaluation",
+]  # fmt: skip
 
 TARGETS = ("enhancing", "lesion")
 
@@ -120,8 +123,8 @@ def _pair(
     return pairs
 
 
-def _on_grid(path: Path, reference: Volume) -> Volume:
-    vol = read_volume(path)
+def _on_grid(path: Path, reference: Volume, mask: bool = False) -> Volume:
+    vol = read_mask(path) if mask else read_volume(path)
     if not vol.same_grid(reference):
         raise GridMismatchError(
             f"{path}: grid {vol.shape} spacing {vol.spacing_mm} differs from the reference {reference.path} "
@@ -154,30 +157,23 @@ def evaluate_dataset(
 
     cfg = config or EvaluationConfig()
     preds = discover_predictions(pred_dir, target, uncertainty_desc)
+    check_manifest(Path(pred_dir), preds)
     pairs = _pair(preds, discover(ref_dir, fmt), target, only_predicted)
-    results, affines = [], {}
+    results, affines, failures = [], {}, {}
     for i, (pred, ref) in enumerate(pairs):
-        truth = read_volume(ref.masks[target])
-        brain = _on_grid(ref.masks["brain"], truth).data != 0 if "brain" in ref.masks else None
-        prob = _on_grid(pred.probseg, truth).data if pred.probseg else None
-        mask = _on_grid(pred.mask, truth).data if pred.mask else None
-        unc = _on_grid(pred.uncertainty, truth).data if pred.uncertainty else None
-        synth = target_image = None
-        if pred.synth and POST_CONTRAST in ref.images:
-            synth = _on_grid(pred.synth, truth).data
-            target_image = _on_grid(ref.images[POST_CONTRAST], truth).data
         try:
-            result = evaluate_case(
-                np.asarray(truth.data) >= 0.5, truth.spacing_mm, case_id=ref.case_id, pred=mask, prob=prob,
-                brain=brain, uncertainty=unc, synth=synth, target_image=target_image, config=cfg,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise ValueError(f"{ref.case_id} ({pred.probseg or pred.mask}): {exc}") from exc
-        results.append(result)
-        affines[ref.case_id] = truth.affine
+            result, affine = _evaluate_pair(pred, ref, target, cfg)
+        except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
+            failures[ref.case_id] = str(exc)
+        else:
+            results.append(result)
+            affines[ref.case_id] = affine
         if progress:
             progress(i + 1, len(pairs))
+    if not results:
+        raise ValueError(f"{pred_dir}: no case could be scored; " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     summary = summarize(results, cfg)
+    summary["failures"] = failures
     summary["provenance"] = {
         "gdfree_version": gdfree.__version__,
         "predictions": str(Path(pred_dir).resolve()),
@@ -190,15 +186,72 @@ def evaluate_dataset(
     return results, summary, affines
 
 
+def check_manifest(pred_dir: Path, preds: list[PredictionFiles]) -> None:
+    """If ``pred_dir`` holds a run manifest (:mod:`gdfree.io.runs`), every prediction file must be one it
+    lists, with the same SHA-256: a file left by another run or edited since is refused.
+
+    Raises:
+        OutputConflictError: naming the first such file.
+    """
+    from gdfree.io.images import file_sha256
+    from gdfree.io.runs import MANIFEST, OutputConflictError
+
+    path = pred_dir / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        listed = {rel: d for e in json.loads(path.read_text(encoding="utf-8"))["cases"].values()
+                  for rel, d in e["outputs"].items()}  # fmt: skip
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise OutputConflictError(f"{path}: not a readable gdfree run manifest ({exc})") from exc
+    for pred in preds:
+        for file in (pred.probseg, pred.mask, pred.uncertainty, pred.synth):
+            if file is None:
+                continue
+            rel = str(file.relative_to(pred_dir))
+            if rel not in listed:
+                raise OutputConflictError(f"{file}: not an output of the run recorded in {path} (left by another "
+                                          "run?); predict into a fresh folder")  # fmt: skip
+            if file_sha256(file) != listed[rel]:
+                raise OutputConflictError(f"{file}: changed since the run recorded in {path} wrote it")
+
+
+def _evaluate_pair(
+    pred: PredictionFiles, ref: CaseFiles, target: str, cfg: EvaluationConfig
+) -> tuple[CaseResult, np.ndarray]:
+    truth = read_mask(ref.masks[target])
+    brain = _on_grid(ref.masks["brain"], truth, mask=True).data if "brain" in ref.masks else None
+    prob = _on_grid(pred.probseg, truth).data if pred.probseg else None
+    mask = _on_grid(pred.mask, truth).data if pred.mask else None
+    unc = _on_grid(pred.uncertainty, truth).data if pred.uncertainty else None
+    synth = target_image = None
+    if pred.synth and POST_CONTRAST in ref.images:
+        synth = _on_grid(pred.synth, truth).data
+        target_image = _on_grid(ref.images[POST_CONTRAST], truth).data
+    try:
+        result = evaluate_case(
+            np.asarray(truth.data), truth.spacing_mm, case_id=ref.case_id, pred=mask, prob=prob,
+            brain=brain, uncertainty=unc, synth=synth, target_image=target_image, config=cfg,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"{ref.case_id} ({pred.probseg or pred.mask}): {exc}") from exc
+    return result, truth.affine
+
+
 def write_evaluation(
     out: Path | str, results: list[CaseResult], summary: dict[str, Any], affines: dict[str, np.ndarray]
 ) -> list[Path]:
     """Write ``cases.tsv``, ``lesions.tsv``, ``by_volume.tsv``, ``froc.tsv`` and ``reliability.tsv`` (when
     probabilities were given), ``patient_roc.tsv`` (when both classes occur) and ``summary.json`` into
-    ``out``. Returns the paths written."""
+    ``out``, and ``failures.tsv`` when some cases could not be scored. Returns the paths written."""
+    from gdfree.io.runs import write_failures
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [write_tsv(out / "cases.tsv", [r.row for r in results])]
+    failed = write_failures(out, summary.get("failures", {}))
+    if failed:
+        written.append(failed)
     lesions = []
     for r in results:
         for row in r.lesion_rows(affines.get(r.case_id)):

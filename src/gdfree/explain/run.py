@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,43 +91,46 @@ def explain_dataset(
         ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
     """
     from gdfree.data.cases import load_array_case
-    from gdfree.evaluate.lesions import DetectionRule
-    from gdfree.infer.predict import predict_volume, select_cases
+    from gdfree.errors import GdfreeError
+    from gdfree.infer.model import TrainedModel
+    from gdfree.infer.predict import dataset_root, select_cases
     from gdfree.io.bids import derivative_path
     from gdfree.io.images import write_volume
+    from gdfree.io.runs import check_output_folder, write_failures
     from gdfree.io.tables import write_json, write_tsv
-    from gdfree.models.checkpoint import load_model
     from gdfree.types import Volume
 
     start = time.perf_counter()
-    model, meta = load_model(run_dir, device)
-    heads, modalities = list(meta["heads"]), list(meta["modalities"])
+    controls = [label_randomised] if label_randomised else []
+    out = check_output_folder(out, [dataset_root(input_path), run_dir, *controls])
+    trained = TrainedModel.load(run_dir, device)
+    model, heads, modalities = trained.network, list(trained.heads), list(trained.modalities)
     if "enhancing" not in heads:
         raise ValueError(f"{run_dir}: the model has no enhancing head to explain")
     head = heads.index("enhancing")
-    temperature = float(meta.get("temperature", {}).get("enhancing", 1.0))
-    threshold = float(meta.get("calibrated_thresholds", {}).get("enhancing", meta["threshold"]))
-    rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
-    if source == "predicted":  # the lesions `predict` writes: none of the model's min_lesion_mm3 or less
-        rule = replace(rule, min_volume_mm3=max(rule.min_volume_mm3, float(meta.get("min_lesion_mm3", 0.0))))
+    temperature, threshold = trained.temperature["enhancing"], trained.thresholds["enhancing"]
+    # the lesions `predict` writes: none of the model's min_lesion_mm3 or less
+    rule = trained.lesion_rule() if source == "predicted" else trained.rule
     randomised = randomised_copy(model, seed) if sanity else None
-    shuffled = load_model(label_randomised, device)[0] if label_randomised else None
+    shuffled = TrainedModel.load(label_randomised, device).network if label_randomised else None
     files_list = select_cases(input_path)
     if case_ids is not None:
         files_list = [f for f in files_list if f.case_id in set(case_ids)]
     if not files_list:
         raise ValueError(f"{input_path}: no case to explain")
-    seen = set(meta.get("training_fingerprints", []))
-    out = Path(out)
     cases, lesion_sets, rows, lesion_rows, profile_entries, sanity_rows = [], [], [], [], [], []
+    failures: dict[str, str] = {}
     timings = {"occlusion_s": 0.0, "maps_s": 0.0, "sanity_s": 0.0, "permutation_s": 0.0}
     for k, files in enumerate(files_list):
         want = tuple(h for h in ("enhancing", "lesion") if h in files.masks)
-        case = load_array_case(files, modalities, want, oracle=bool(meta.get("oracle", False)))
-        if seen.intersection(case.fingerprints) and not allow_training_cases:
-            raise ValueError(f"{case.case_id}: a training/validation case of {run_dir}; its explanation would not "
-                             f"describe held-out data (pass allow_training_cases to do it anyway)")  # fmt: skip
-        prob = np.where(case.brain, predict_volume(model, case.image, device, temperature=temperature)[head], 0.0)
+        try:
+            case = load_array_case(files, modalities, want, oracle=trained.oracle)
+        except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
+            failures[files.case_id] = str(exc)
+            continue
+        if not allow_training_cases:
+            trained.refuse_if_seen(case.case_id, case.fingerprints, what="explaining")
+        prob = np.where(case.brain, trained.probabilities(case.image, device)[head], 0.0)
         labels, found = find_lesions(case, prob, threshold, rule, source, case.labels.get("enhancing"),
                                      case.labels.get("lesion"))  # fmt: skip
         cases.append(case)
@@ -196,6 +198,8 @@ def explain_dataset(
             timings["sanity_s"] += time.perf_counter() - t0
         if progress:
             progress(k + 1, len(files_list))
+    if not cases:
+        raise ValueError(f"{input_path}: no case could be read; " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     if permutation and len(cases) >= 2 and len({c.brain.shape for c in cases}) == 1:
         t0 = time.perf_counter()
         rows += permutation_importance(model, cases, lesion_sets, modalities, head=head, seed=seed, device=device)
@@ -208,6 +212,7 @@ def explain_dataset(
     pair = next(((a, b) for a, b in CONTRASTS if a in present and b in present), None)
     separation = summarise(rows, contrast=pair, seed=seed) if pair else []
     profiles = cohort_profiles(profile_entries, bins_mm) if profile_entries else []
+    write_failures(out, failures)
     write_tsv(out / "lesions.tsv", lesion_rows)
     write_tsv(out / "importance.tsv", rows)
     write_tsv(out / "importance_summary.tsv", summary)
@@ -228,11 +233,11 @@ def explain_dataset(
         profile_png(profiles, out / "profiles.png")
     timings["total_s"] = time.perf_counter() - start
     write_json(out / "explain.json", {
-        "model": str(Path(run_dir).resolve()), "weights_sha256": meta.get("weights_sha256"),
+        "model": str(Path(run_dir).resolve()), "weights_sha256": trained.weights_sha256,
         "input": str(input_path), "cases": [c.case_id for c in cases], "lesion_source": source,
         "methods": list(methods), "occlusions": list(occlusions), "crop": crop, "ig_steps": steps,
         "gradcam_layer": layer or "fuse[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
         "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
     })  # fmt: skip
     return {"summary": summary, "separation": separation, "sanity": sanity_rows, "profiles": profiles,
-            "lesions": lesion_rows, "timings": timings}  # fmt: skip
+            "lesions": lesion_rows, "timings": timings, "failures": failures}  # fmt: skip

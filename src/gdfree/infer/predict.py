@@ -7,6 +7,13 @@ Per case, on the input grid (same affine and shape as the inputs), under ``OUT/s
 predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean probability).
 ``OUT/predictions.tsv`` has one row a case with its activity score; ``OUT/dataset_description.json``
 names the model and its hash.
+
+A cohort goes on past a case that fails (unreadable file, NaN voxels, missing modality): the reason goes
+to ``OUT/failures.tsv`` and the other cases are predicted. ``OUT/gdfree_run.json`` (see
+:mod:`gdfree.io.runs`) records the model's hash, the options and each finished case's input and output
+hashes: a rerun skips the finished cases and redoes the failed ones, ``predictions.tsv`` lists every case
+predicted into the folder, and a folder made by another model or other options is refused unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -18,66 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 import gdfree
-from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
-from gdfree.errors import MissingModalityError
+from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
+from gdfree.errors import GdfreeError, MissingModalityError
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
+from gdfree.infer.forward import predict_volume
+from gdfree.infer.model import TrainedModel
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import write_volume
+from gdfree.io.runs import RunManifest, check_output_folder, write_failures
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.types import Volume
 from gdfree.uncertainty.measures import VOXEL_MEASURES
 
 __all__ = ["lesion_rows", "predict_case", "predict_dataset", "predict_volume", "select_cases"]
-
-MAX_WHOLE_VOXELS = 10_000_000
-"""Above this many (padded) voxels, inference runs in overlapping tiles with Gaussian blending. A 1 mm MNI
-exam pads to 192x224x192 = 8.3 M voxels and runs whole: 2.3 GB peak RSS (measured with the demo model)."""
-
-
-def predict_volume(
-    model: nn.Module,
-    image: np.ndarray,
-    device: str | torch.device = "cpu",
-    *,
-    max_whole_voxels: int = MAX_WHOLE_VOXELS,
-    tile: int = 128,
-    overlap: float = 0.25,
-    temperature: float | Sequence[float] = 1.0,
-    logits_only: bool = False,
-) -> np.ndarray:
-    """Sigmoid probabilities of every head for one (C, X, Y, Z) image, shape (H, X, Y, Z) float32.
-
-    ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
-    validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
-
-    The image is zero-padded to a multiple of the network's divisor; if that fits ``max_whole_voxels`` it
-    goes through in one call, else MONAI's sliding window (``tile``^3, ``overlap``, Gaussian blending).
-    The model's mode is left as it is (eval for a deterministic prediction, train for an MC dropout sample).
-    """
-    divisor = int(getattr(model, "divisor", 1))
-    shape = image.shape[1:]
-    padded = [int(math.ceil(s / divisor) * divisor) for s in shape]
-    x = np.zeros((1, image.shape[0], *padded), np.float32)
-    x[(0, slice(None), *(slice(0, s) for s in shape))] = image
-    tensor = torch.from_numpy(x).to(device)
-    with torch.no_grad():
-        if math.prod(padded) <= max_whole_voxels:
-            logits = model(tensor)
-        else:
-            from monai.inferers import sliding_window_inference
-
-            roi = tuple(min(tile, p) for p in padded)
-            logits = sliding_window_inference(tensor, roi, 1, model, overlap=overlap, mode="gaussian")
-    out = logits[0].float()
-    if not logits_only:
-        temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
-        out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
-    return out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
-
 
 def lesion_rows(
     prob: np.ndarray, mask: np.ndarray, affine: np.ndarray, rule: DetectionRule | None = None
@@ -116,41 +78,39 @@ def lesion_rows(
 
 
 def predict_case(
-    model: nn.Module,
-    meta: dict[str, Any],
+    model: TrainedModel,
     case: ArrayCase,
     device: str = "cpu",
     *,
-    members: Sequence[nn.Module] = (),
+    members: Sequence[TrainedModel] = (),
     mc: int = 0,
     flips: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Probabilities, masks, lesion rows and the activity score of one loaded case.
 
-    With ``mc`` > 0, ``flips`` or ensemble ``members`` (models with the same heads and inputs), the
-    probability is the mean of the samples and the result also holds ``uncertainty`` (head -> voxel
-    measure -> map), lesion-level measures in the lesion rows and the patient score's spread.
-    """
-    from gdfree.uncertainty import lesion_uncertainty, patient_uncertainty, sample_predictions, voxel_uncertainty
+    With ``mc`` > 0, ``flips`` or ensemble ``members`` (models with the same heads and inputs, each applied
+    with its own temperatures), the probability is the mean of the samples and the result also holds
+    ``uncertainty`` (head -> voxel measure -> map), lesion-level measures in the lesion rows and the patient
+    score's spread.
 
-    heads = list(meta["heads"])
-    temperature = [float(meta.get("temperature", {}).get(h, 1.0)) for h in heads]
+    Raises:
+        GdfreeError: the network's output is not finite (it would otherwise read as "not active").
+    """
+    from gdfree.uncertainty import lesion_uncertainty, patient_uncertainty, voxel_uncertainty
+
+    heads = list(model.heads)
     sampled = mc > 0 or flips or bool(members)
     if sampled:
-        stack = sample_predictions([model, *members], case.image, device, mc=mc, flips=flips,
-                                   temperature=temperature, seed=seed)  # fmt: skip
+        stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed)
         prob = stack.mean(axis=0)
     else:
-        prob = predict_volume(model, case.image, device, temperature=temperature)
-    # the threshold was chosen on validation before calibration: its calibrated image gives the same masks
-    thresholds = {h: float(meta.get("calibrated_thresholds", {}).get(h, meta["threshold"])) for h in heads}
+        prob = model.probabilities(case.image, device)
+    if not np.isfinite(prob).all():
+        raise GdfreeError(f"{case.case_id}: the network's output holds NaN or infinite values; no prediction made")
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
-    masks = {h: p >= thresholds[h] for h, p in probs.items()}
-    rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
-    min_mm3 = float(meta.get("min_lesion_mm3", 0.0))
-    if min_mm3 > 0 and "enhancing" in masks:
-        masks["enhancing"] = label_lesions(masks["enhancing"], case.spacing_mm, rule.connectivity, min_mm3)[0] > 0
+    masks = model.masks(probs, case.spacing_mm)
+    rule = model.rule
     rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule) if "enhancing" in probs else []
     score = float(probs["enhancing"].max()) if "enhancing" in probs else math.nan
     result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
@@ -165,17 +125,11 @@ def predict_case(
             e = heads.index("enhancing")
             labels, _ = label_lesions(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
             for row, extra in zip(rows, lesion_uncertainty(np.where(case.brain, stack[:, e], 0.0), labels,
-                                                           thresholds["enhancing"],
+                                                           model.thresholds["enhancing"],
                                                            connectivity=rule.connectivity), strict=True):  # fmt: skip
                 row.update({k: v for k, v in extra.items() if k != "lesion_id"})
             result["patient_uncertainty"] = patient_uncertainty([float(s[case.brain].max()) for s in stack[:, e]])
     return result
-
-
-def _refuse_control(run_dir: Path | str, meta: dict[str, Any]) -> None:
-    if meta.get("config", {}).get("randomise_labels"):
-        raise ValueError(f"{run_dir}: trained with randomise_labels (the control of the attribution sanity checks), "
-                         f"not a model to predict with")  # fmt: skip
 
 
 def select_cases(input_path: Path | str, fmt: str = "auto") -> list[CaseFiles]:
@@ -196,6 +150,14 @@ def select_cases(input_path: Path | str, fmt: str = "auto") -> list[CaseFiles]:
     return cases
 
 
+def dataset_root(input_path: Path | str) -> Path:
+    """The dataset folder of ``input_path`` (a dataset, or a sub-X or sub-X/ses-Y folder inside one)."""
+    path = Path(input_path)
+    if path.name.startswith("ses-") and path.parent.name.startswith("sub-"):
+        return path.parent.parent
+    return path.parent if path.name.startswith("sub-") else path
+
+
 def predict_dataset(
     run_dir: Path | str,
     input_path: Path | str,
@@ -210,9 +172,12 @@ def predict_dataset(
     mc: int = 0,
     flips: bool = False,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
-    write the outputs into ``out``. Every case is checked before anything is written.
+    write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
+    into ``out`` with this model and options). A case that fails is reported in ``out/failures.tsv`` and in
+    its row (``status`` "failed", ``reason``); the others go on.
 
     ``ensemble`` (more run folders with the same heads, inputs and normalisation), ``mc`` (MC dropout passes)
     and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
@@ -221,84 +186,125 @@ def predict_dataset(
 
     Raises:
         ValueError: a case's input files are identical to those of a training or validation case of the
-            model (unless ``allow_training_cases``), the model's normalisation is unknown, the model was
-            trained on randomised labels, no case found.
-        MissingModalityError, InputRoleError, GridMismatchError: from reading the cases.
+            model (unless ``allow_training_cases``; checked for every case before anything is written), a
+            bad model or option, ``out`` overlaps the input or holds another run's outputs (unless
+            ``overwrite``), no case found.
     """
-    from gdfree.models.checkpoint import load_model
-
-    model, meta = load_model(run_dir, device)
-    _refuse_control(run_dir, meta)
-    if meta["normalisation"] != NORMALISATION:
-        raise ValueError(f"{run_dir}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
+    if mc < 0:
+        raise ValueError(f"mc: expected 0 or more MC dropout passes, got {mc}")
+    out = check_output_folder(out, [dataset_root(input_path), run_dir, *ensemble])
+    model = TrainedModel.load(run_dir, device)
+    model.refuse_control()
     members = []
-    seen = set(meta.get("training_fingerprints", []))
     for other in ensemble:
-        member, other_meta = load_model(other, device)
-        _refuse_control(other, other_meta)
-        for key in ("heads", "modalities", "normalisation", "oracle"):
-            if other_meta.get(key) != meta.get(key):
-                raise ValueError(f"ensemble member {other}: {key} {other_meta.get(key)} differs from {run_dir}'s "
-                                 f"{meta.get(key)}")  # fmt: skip
+        member = TrainedModel.load(other, device)
+        member.refuse_control()
+        model.check_member(member)
         members.append(member)
-        seen |= set(other_meta.get("training_fingerprints", []))
     cases = select_cases(input_path, fmt)
     if case_ids is not None:
         cases = [c for c in cases if c.case_id in set(case_ids)]
+    if not cases:
+        raise ValueError(f"{input_path}: none of the cases {list(case_ids or [])} found")
+    fingerprints: dict[str, tuple[str, ...]] = {}
+    failures: dict[str, str] = {}
     for files in cases:
-        missing = files.missing(meta["modalities"])
+        missing = files.missing(model.modalities)
         if missing:
-            raise MissingModalityError(f"{files.case_id}: missing {', '.join(missing)} needed by the model")
-        used = seen.intersection(file_fingerprints([files.images[m] for m in meta["modalities"]]))
-        if used and not allow_training_cases:
-            raise ValueError(
-                f"{files.case_id}: its input files are identical to a training/validation case of this model "
-                f"({run_dir}); predicting it would not be a test (pass --allow-training-cases to do it anyway)"
-            )
-    out = Path(out)
+            failures[files.case_id] = str(MissingModalityError(f"missing {', '.join(missing)} needed by the model"))
+            continue
+        fingerprints[files.case_id] = file_fingerprints([files.images[m] for m in model.modalities])
+        if not allow_training_cases:
+            for m in (model, *members):
+                m.refuse_if_seen(files.case_id, fingerprints[files.case_id])
+    identity = {"command": "predict", "models": [m.weights_sha256 for m in (model, *members)],
+                "mc": mc, "flips": flips, "seed": seed if mc else None}  # fmt: skip
+    manifest = RunManifest.open(out, identity, replace=overwrite)
     rows = []
     for i, files in enumerate(cases):
-        case = load_array_case(files, meta["modalities"], (), oracle=bool(meta.get("oracle", False)))
-        result = predict_case(model, meta, case, device, members=members, mc=mc, flips=flips, seed=seed)
-        ref = Volume(case.brain, case.affine)
-        for head, maps in result.get("uncertainty", {}).items():
-            for measure, data in maps.items():
-                desc = head + "".join(w.capitalize() for w in measure.split("_"))
-                write_volume(ref.with_data(data),
-                             derivative_path(out, case.subject, case.session, "uncertainty", desc=desc))  # fmt: skip
-        for head in meta["heads"]:
-            write_volume(ref.with_data(result["prob"][head]),
-                         derivative_path(out, case.subject, case.session, "probseg", desc=head))  # fmt: skip
-            write_volume(ref.with_data(result["mask"][head].astype(np.uint8)),
-                         derivative_path(out, case.subject, case.session, "mask", desc=head))  # fmt: skip
-        lesion_path = derivative_path(out, case.subject, case.session, "lesions", ".tsv")
-        columns = ["lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "probability",
-                   "mean_probability"]  # fmt: skip
-        if "uncertainty" in result:
-            columns += [f"{m}_{k}" for m in VOXEL_MEASURES for k in ("mean", "max")] + ["lsu"]
-        write_tsv(lesion_path, result["lesions"], columns)
-        rows.append({
-            "case_id": case.case_id,
-            "activity_score": result["activity_score"],
-            "n_enhancing_lesions": len(result["lesions"]),
-            "predicted_active": bool(result["lesions"]),
-            "max_lesion_probability": max((r["probability"] for r in result["lesions"]), default=0.0),
-            **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
-        })  # fmt: skip
+        if files.case_id in fingerprints:
+            inputs = fingerprints[files.case_id]
+            row = manifest.finished(files.case_id, inputs)
+            if row is None:
+                try:
+                    row = _predict_one(model, members, files, out, device, mc=mc, flips=flips, seed=seed,
+                                       manifest=manifest, inputs=inputs)  # fmt: skip
+                except (GdfreeError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+                    failures[files.case_id] = str(exc)
+                    manifest.forget(files.case_id)
+            if row is not None:
+                rows.append(row)
+        if files.case_id in failures:
+            rows.append({"case_id": files.case_id, "status": "failed", "reason": failures[files.case_id]})
         if progress:
             progress(i + 1, len(cases))
-    write_tsv(out / "predictions.tsv", rows)
+    write_failures(out, failures)
+    all_rows = [entry["row"] for _, entry in sorted(manifest.cases.items())]
+    write_tsv(out / "predictions.tsv", all_rows, _PREDICTION_COLUMNS + sorted(
+        {k for r in all_rows for k in r} - set(_PREDICTION_COLUMNS)))  # fmt: skip
     write_json(out / "dataset_description.json", {
         "Name": "gdfree predictions",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [{
             "Name": "gdfree", "Version": gdfree.__version__,
-            "Description": f"model {Path(run_dir).resolve()} (weights sha256 {meta.get('weights_sha256')}), "
-                           f"threshold {meta['threshold']}, inputs {', '.join(meta['modalities'])}"
+            "Description": f"model {model.folder.resolve()} (weights sha256 {model.weights_sha256}), "
+                           f"thresholds {dict(model.thresholds)}, inputs {', '.join(model.modalities)}"
                            + (f"; {len(members)} more ensemble members" if members else "")
                            + (f"; {mc} MC dropout passes" if mc else "") + ("; test-time flips" if flips else ""),
         }],
         "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
     return rows
+
+
+_PREDICTION_COLUMNS = ["case_id", "activity_score", "n_enhancing_lesions", "predicted_active",
+                       "max_lesion_probability"]  # fmt: skip
+
+
+def _predict_one(
+    model: TrainedModel,
+    members: Sequence[TrainedModel],
+    files: CaseFiles,
+    out: Path,
+    device: str,
+    *,
+    mc: int,
+    flips: bool,
+    seed: int,
+    manifest: RunManifest,
+    inputs: Sequence[str],
+) -> dict[str, Any]:
+    """Predict one case, write its files, record it in the manifest; returns its predictions.tsv row."""
+    case = load_array_case(files, model.modalities, (), oracle=model.oracle)
+    if tuple(case.fingerprints) != tuple(inputs):
+        raise GdfreeError(f"{files.case_id}: its input files changed while predicting")
+    result = predict_case(model, case, device, members=members, mc=mc, flips=flips, seed=seed)
+    ref = Volume(case.brain, case.affine)
+    written = []
+    for head, maps in result.get("uncertainty", {}).items():
+        for measure, data in maps.items():
+            desc = head + "".join(w.capitalize() for w in measure.split("_"))
+            written.append(write_volume(ref.with_data(data),
+                           derivative_path(out, case.subject, case.session, "uncertainty", desc=desc)))  # fmt: skip
+    for head in model.heads:
+        written.append(write_volume(ref.with_data(result["prob"][head]),
+                       derivative_path(out, case.subject, case.session, "probseg", desc=head)))  # fmt: skip
+        written.append(write_volume(ref.with_data(result["mask"][head].astype(np.uint8)),
+                       derivative_path(out, case.subject, case.session, "mask", desc=head)))  # fmt: skip
+    columns = ["lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "probability",
+               "mean_probability"]  # fmt: skip
+    if "uncertainty" in result:
+        columns += [f"{m}_{k}" for m in VOXEL_MEASURES for k in ("mean", "max")] + ["lsu"]
+    lesion_path = derivative_path(out, case.subject, case.session, "lesions", ".tsv")
+    written.append(write_tsv(lesion_path, result["lesions"], columns))
+    row = {
+        "case_id": case.case_id,
+        "activity_score": result["activity_score"],
+        "n_enhancing_lesions": len(result["lesions"]),
+        "predicted_active": bool(result["lesions"]),
+        "max_lesion_probability": max((r["probability"] for r in result["lesions"]), default=0.0),
+        **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
+    }
+    manifest.record(case.case_id, inputs, row, written)
+    return row

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gdfree.errors import ImageReadError, MissingModalityError
-from gdfree.io.images import NIFTI_SUFFIXES, image_suffix, read_volume
+from gdfree.io.images import NIFTI_SUFFIXES, image_suffix, read_mask, read_volume
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Case, Volume
 
 __all__ = [
@@ -236,7 +236,7 @@ def load_case(
         require_same_grid: raise GridMismatchError if images/masks are on different grids (set False for
             raw data that ``prepare`` will register).
 
-    Masks are read as bool (voxel value >= 0.5).
+    Masks are read as bool by :func:`~gdfree.io.images.read_mask` (0 outside, one positive value inside).
     """
     missing = files.missing(required)
     if missing:
@@ -247,8 +247,7 @@ def load_case(
     images = {role: read_volume(files.images[role]) for role in image_roles}
     mask_vols: dict[str, Volume] = {}
     for role in mask_roles:
-        vol = read_volume(files.masks[role])
-        mask_vols[role] = vol.with_data(np.asarray(vol.data) >= 0.5, vol.path)
+        mask_vols[role] = read_mask(files.masks[role])
     case = Case(
         files.subject,
         files.session,

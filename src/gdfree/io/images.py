@@ -25,6 +25,7 @@ __all__ = [
     "file_sha256",
     "from_sitk",
     "image_suffix",
+    "read_mask",
     "read_volume",
     "save_figure",
     "to_sitk",
@@ -35,6 +36,8 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SPACING_RANGE_MM = (0.01, 100.0)
+"""Voxel sizes outside this range are refused as a broken header (a scanner writes 0.1-10 mm)."""
 
 
 def image_suffix(path: Path | str) -> str:
@@ -50,7 +53,8 @@ def image_suffix(path: Path | str) -> str:
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same extension; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. The file gets the
+    permissions of any new file under the process umask (``mkstemp`` alone would make it private, 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +62,19 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_figure(fig: object, path: Path | str, dpi: int = 80) -> Path:
@@ -102,18 +113,62 @@ def read_volume(path: Path | str) -> Volume:
     the header asks for scaling (then float32). qform/sform codes are kept.
 
     Raises:
-        ImageReadError: the file is missing, unreadable, truncated, of an unknown format, not 3-D, or
-            holds a multi-component pixel type. The message names the file.
+        ImageReadError: the file is missing, unreadable, truncated, of an unknown format, not 3-D, holds a
+            multi-component or non-numeric pixel type, NaN or infinite voxels, or a voxel size outside
+            :data:`SPACING_RANGE_MM` or a singular affine. The message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     suffix = image_suffix(path)
     if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path)
-    if suffix in ITK_SUFFIXES:
-        return _read_itk(path)
-    raise ImageReadError(f"{path}: unknown image format; expected one of {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)}")
+        volume = _read_nifti(path)
+    elif suffix in ITK_SUFFIXES:
+        volume = _read_itk(path)
+    else:
+        known = ", ".join(NIFTI_SUFFIXES + ITK_SUFFIXES)
+        raise ImageReadError(f"{path}: unknown image format; expected one of {known}")
+    _check_voxels(volume.data, path)
+    low, high = SPACING_RANGE_MM
+    if not all(low <= s <= high for s in volume.spacing_mm):
+        raise ImageReadError(f"{path}: voxel size {tuple(round(s, 6) for s in volume.spacing_mm)} mm is outside "
+                             f"[{low}, {high}] mm; the header's affine/pixdim is broken")  # fmt: skip
+    return volume
+
+
+def _check_voxels(data: np.ndarray, path: Path) -> None:
+    if data.dtype == np.bool_:
+        return
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ImageReadError(f"{path}: voxel type {data.dtype} is not a real number (complex, RGB or structured "
+                             "data); expected one intensity per voxel")  # fmt: skip
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ImageReadError(f"{path}: {int(bad.sum())} voxels are NaN or infinite (first at voxel {first}); "
+                                 "fix or mask them before using this image")  # fmt: skip
+
+
+def read_mask(path: Path | str) -> Volume:
+    """Read a binary mask as bool: the one rule for what is inside a mask, everywhere in gdfree.
+
+    A mask holds 0 (outside) and one positive value (inside: 1, or 255 as some tools write); anything else
+    (negative values, two or more positive values such as a label map or a probability map) is refused.
+
+    Raises:
+        ImageReadError: as :func:`read_volume`, or the image is not a binary mask.
+    """
+    volume = read_volume(path)
+    data = np.asarray(volume.data)
+    if data.dtype == np.bool_:
+        return volume
+    values = np.unique(data)
+    if values.size > 2 or values.min() < 0 or (values.size == 2 and values[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise ImageReadError(f"{path}: not a binary mask (values {shown}); a mask holds 0 outside and one positive "
+                             "value inside (threshold or binarise it first)")  # fmt: skip
+    return volume.with_data(data > 0, volume.path)
 
 
 def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 import gdfree
 from gdfree.io.bids import MASK_ENTITIES, bids_name, derivative_path, image_entities
-from gdfree.io.images import file_sha256, read_volume, write_volume
+from gdfree.io.images import file_sha256, read_mask, read_volume, write_volume
 from gdfree.io.tables import write_json, write_tsv
 
 __all__ = ["import_dataset"]
@@ -27,11 +27,13 @@ def import_dataset(src: Path | str, dest: Path | str, fmt: str = "auto") -> list
 
     Raises:
         FileExistsError: ``dest`` exists and is not empty (nothing is overwritten).
+        OutputConflictError: ``dest`` overlaps ``src``.
         ValueError / FileNotFoundError: no dataset in that layout; ImageReadError: an unreadable file (named).
     """
     from gdfree.io.adapters import discover
+    from gdfree.io.runs import check_output_folder
 
-    src, dest = Path(src), Path(dest)
+    src, dest = Path(src), check_output_folder(dest, [src], what="DEST")
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: not empty; import writes into a new or empty folder")
     cases = discover(src, fmt)
@@ -52,9 +54,9 @@ def import_dataset(src: Path | str, dest: Path | str, fmt: str = "auto") -> list
         masks += [("lesion", Path(p), {"label": "lesion", "desc": f"rater{n}"}) for n, p in sorted(raters.items())
                   if Path(p) != lesion]  # fmt: skip
         for role, path, entities in masks:
-            volume = read_volume(path)
+            volume = read_mask(path)
             target = derivative_path(deriv, case.subject, case.session, "mask", **entities)
-            write_volume(volume.with_data((volume.data > 0).astype(np.uint8)), target)
+            write_volume(volume.with_data(volume.data.astype(np.uint8)), target)
             rows.append(_row(case.case_id, f"mask:{role}" + (f":{entities['desc']}" if "desc" in entities else ""),
                              path, target, dest))  # fmt: skip
     description = {"Name": f"{src.name} imported by gdfree", "BIDSVersion": "1.9.0", "DatasetType": "raw",

@@ -2,7 +2,10 @@
 
 ``model.json`` holds the class name and keyword arguments (the network is rebuilt from them), the head
 names, input modalities, normalisation, decision threshold, resolved training config and training-data
-fingerprints. Both files are written atomically.
+fingerprints, and the SHA-256 of the weights file. The weights file carries the architecture, heads and
+modalities in its own safetensors header, so the hash covers them: a ``model.json`` whose heads or inputs
+were reordered or edited no longer matches its weights and is refused on load. Both files are written
+atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from gdfree.models.unet import build_model
 __all__ = ["load_model", "save_model"]
 
 _REQUIRED = ("architecture", "heads", "modalities", "normalisation", "threshold")
+_BOUND = ("architecture", "heads", "modalities")
+"""model.json keys also written into the weights file's header and checked against it on load."""
 
 
 def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem: str = "model") -> Path:
@@ -38,18 +43,25 @@ def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{stem}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {f"gdfree_{k}": json.dumps(meta[k], sort_keys=True) for k in _BOUND}
     with atomic_path(weights) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata=header)
     return write_json(folder / f"{stem}.json", {**meta, "weights_sha256": file_sha256(weights)})
 
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> tuple[nn.Module, dict]:
-    """Rebuild the network of a run folder and load its weights onto ``device`` (eval mode).
+    """Rebuild the network of a run folder and load its verified weights onto ``device`` (eval mode).
+
+    The weights file must have the SHA-256 that ``model.json`` records, and the architecture, heads and
+    modalities in its header must equal those of ``model.json`` (files saved before the header existed
+    are checked by hash alone).
 
     Raises:
         FileNotFoundError: the folder or one of the two files is missing.
-        ValueError: the JSON is not a gdfree model description, or the weights do not fit the network.
+        ValueError: the JSON is not a gdfree model description, the weights' hash or header does not match
+            it, or the weights do not fit the network.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -59,15 +71,32 @@ def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str
             raise FileNotFoundError(f"{path}: not found (is {folder} a gdfree training run?)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    missing = [k for k in _REQUIRED if k not in meta]
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in (*_REQUIRED, "weights_sha256") if k not in meta]
     if missing:
         raise ValueError(f"{meta_path}: lacks {', '.join(missing)}; not a gdfree model description")
+    digest = file_sha256(weights)
+    if digest != meta["weights_sha256"]:
+        raise ValueError(f"{weights}: SHA-256 {digest} differs from the {meta['weights_sha256']} recorded in "
+                         f"{meta_path.name}; the weights were changed or corrupted after training")  # fmt: skip
     arch = meta["architecture"]
-    model = build_model(arch["class"], arch["kwargs"])
+    if not (isinstance(arch, dict) and isinstance(arch.get("class"), str) and isinstance(arch.get("kwargs"), dict)):
+        raise ValueError(f"{meta_path}: architecture must be {{'class': name, 'kwargs': {{...}}}}, got {arch!r}")
     try:
+        with safe_open(str(weights), framework="pt") as fh:
+            header = fh.metadata() or {}
+        for key in _BOUND:
+            stored = header.get(f"gdfree_{key}")
+            if stored is not None and json.loads(stored) != meta[key]:
+                raise ValueError(f"{meta_path}: {key} {meta[key]!r} differ from the {json.loads(stored)!r} the "
+                                 f"weights were saved with; model.json was edited after training")  # fmt: skip
+        model = build_model(arch["class"], arch["kwargs"])
         model.load_state_dict(load_file(str(weights), device=str(device)))
-    except (RuntimeError, OSError) as exc:
+    except ValueError:
+        raise
+    except Exception as exc:  # safetensors and torch raise several types for a bad file
         raise ValueError(f"{weights}: weights do not fit {arch['class']}{arch['kwargs']} ({exc})") from exc
     return model.to(device).eval(), meta

@@ -35,7 +35,7 @@ import numpy as np
 import gdfree
 from gdfree.evaluate.voxel import dice
 from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, derivative_path, image_entities
-from gdfree.io.images import from_sitk, read_volume, to_sitk, write_text, write_volume
+from gdfree.io.images import file_sha256, from_sitk, read_mask, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json
 from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, write_qc_png
 from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
@@ -195,8 +195,8 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     masks: dict[str, np.ndarray] = {}
     for role, path in case.masks.items():
         if role in MASK_ENTITIES:
-            src = read_volume(path)
-            moved = resample(to_sitk(src.with_data(src.data > 0)), grid, interpolation="nearest")
+            src = read_mask(path)
+            moved = resample(to_sitk(src), grid, interpolation="nearest")
             masks[role] = from_sitk(moved).data > 0
     info: dict[str, Any] = {}
     provided_brain = masks.get("brain")
@@ -246,6 +246,7 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     record = {
         "status": "done", "case": case.case_id, "config_digest": cfg.digest(), "config": dataclasses.asdict(cfg),
         "gdfree_version": gdfree.__version__, "sources": {r: str(p) for r, p in {**case.images, **case.masks}.items()},
+        "sources_sha256": _source_hashes(case),
         "reference": ref_role,
         "native_grid": {r: {"shape": list(v.shape), "affine": v.affine.tolist()} for r, v in volumes.items()},
         "output_grid": {"shape": list(shape), "affine": affine.tolist()},
@@ -297,15 +298,24 @@ def _record_path(out: Path, case: CaseFiles) -> Path:
     return derivative_path(out / "derivatives" / PIPELINE, case.subject, case.session, "prepare", ".json")
 
 
+def _source_hashes(case: CaseFiles) -> dict[str, str]:
+    return {r: file_sha256(p) for r, p in {**case.images, **case.masks}.items()}
+
+
 def _is_done(out: Path, case: CaseFiles, cfg: PrepareConfig) -> bool:
+    """Done before with the same config, from input files with the same content, and its outputs still there."""
     path = _record_path(out, case)
     if not path.is_file():
         return False
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return record.get("status") == "done" and record.get("config_digest") == cfg.digest()
+    if record.get("status") != "done" or record.get("config_digest") != cfg.digest():
+        return False
+    if not all((out / rel).is_file() for rel in record.get("outputs", {}).values()):
+        return False
+    return record.get("sources_sha256") == _source_hashes(case)
 
 
 def _run_one(args: tuple[CaseFiles, Path, PrepareConfig]) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -323,17 +333,28 @@ def prepare_dataset(
     *,
     jobs: int = 1,
     progress: Callable[[str, str], None] | None = None,
+    inputs: Sequence[Path | str] = (),
 ) -> dict[str, Any]:
-    """Prepare every case (``jobs`` processes), skipping those already done with the same config.
+    """Prepare every case (``jobs`` processes), skipping those already done with the same config from the
+    same input files (by content). ``out`` may not overlap ``inputs`` (the dataset folders) or the folder
+    of any case file: nothing is ever written under an input path.
 
     Returns:
-        {"done": [...], "skipped": [...], "failed": {case: error}}; failures do not stop the other cases.
+        {"done": [...], "skipped": [...], "failed": {case: error}}; failures do not stop the other cases and
+        are listed in ``out/failures.tsv``.
+
+    Raises:
+        OutputConflictError: ``out`` overlaps an input.
     """
     from concurrent.futures import ProcessPoolExecutor
 
+    from gdfree.io.runs import check_output_folder, remove_stale_temporaries, write_failures
+
     cfg = config or PrepareConfig()
-    out = Path(out)
+    sources = {p.parent for c in cases for p in (*c.images.values(), *c.masks.values())}
+    out = check_output_folder(out, [*inputs, *sorted(sources)])
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     description = {"Name": "gdfree prepare output", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
                    "GeneratedBy": [{"Name": PIPELINE, "Version": gdfree.__version__}]}  # fmt: skip
     write_json(out / "dataset_description.json", description)
@@ -363,4 +384,5 @@ def prepare_dataset(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for outcome in pool.map(_run_one, todo):
                 handle(*outcome)
+    write_failures(out, result["failed"])
     return result

@@ -30,7 +30,7 @@ from gdfree.data.sampling import PatchSampler
 from gdfree.evaluate.froc import froc_counts
 from gdfree.evaluate.lesions import DetectionRule, lesion_f1
 from gdfree.evaluate.patient import roc_auc
-from gdfree.infer.predict import predict_volume
+from gdfree.infer.forward import predict_volume
 from gdfree.io.bids import CaseFiles
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.checkpoint import load_model, save_model
@@ -130,7 +130,7 @@ def fit_temperatures(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """One temperature per head fitted on the cases' brain voxels (a seeded uniform sample of at most
     ``max_voxels``); a head whose labels are missing or hold one class only is left out, with a note."""
-    from gdfree.uncertainty.sampling import fit_temperature
+    from gdfree.uncertainty import fit_temperature
 
     model.eval()
     logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
@@ -155,16 +155,14 @@ def fit_temperatures(
 
 
 def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0) -> None:
-    """Fit the kept model's temperatures on the validation cases and store them in ``model.json`` with the
-    decision threshold mapped onto the calibrated scale (``calibrated_thresholds``: same masks, calibrated
-    probabilities); a head without usable labels keeps temperature 1 (``temperature_notes`` says why)."""
+    """Fit the kept model's temperatures on the validation cases and store them in ``model.json``; a head
+    without usable labels keeps temperature 1 (``temperature_notes`` says why). Each head's threshold
+    (``thresholds``) stays as chosen on the uncalibrated scale; :class:`gdfree.infer.model.TrainedModel`
+    maps it onto the calibrated one, so masks do not change."""
     model, meta = load_model(run_dir, device)
     temps, notes = fit_temperatures(model, cases, heads, device, seed)
-    t = float(meta["threshold"])
-    logit_t = math.log(t / (1 - t))
-    mapped = {h: 1 / (1 + math.exp(-logit_t / temps.get(h, 1.0))) for h in heads}
     write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads},
-                                        "calibrated_thresholds": mapped, "temperature_notes": notes})  # fmt: skip
+                                        "temperature_notes": notes})  # fmt: skip
 
 
 def _schedule(cfg: TrainConfig) -> Any:
@@ -321,6 +319,7 @@ def train(
                 val = validate(model, val_cases, cfg.heads, rule, device) if val_cases else {"score": 0.0}
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
                 meta = {**meta_base, "threshold": val.get("threshold", 0.5),
+                        "thresholds": {h: val[f"{h}_threshold"] for h in cfg.heads if f"{h}_threshold" in val},
                         "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val}  # fmt: skip
                 is_best = val["score"] >= best or not val_cases
                 if is_best:

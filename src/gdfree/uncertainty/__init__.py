@@ -1,10 +1,8 @@
-"""How sure a prediction is: sampled predictions (MC dropout, ensembles, test-time flips), voxel, lesion and
-patient uncertainty measures, and temperature scaling."""
+"""How sure a prediction is: voxel, lesion and patient uncertainty measures of sampled predictions, and
+temperature scaling. The samples themselves (MC dropout, ensembles, test-time flips) come from
+:mod:`gdfree.infer.sampling`."""
 
 from gdfree.uncertainty.measures import VOXEL_MEASURES, lesion_uncertainty, patient_uncertainty, voxel_uncertainty
-from gdfree.uncertainty.sampling import FLIPS, dropout_layers, fit_temperature, sample_predictions
+from gdfree.uncertainty.temperature import fit_temperature
 
-__all__ = [
-    "FLIPS", "VOXEL_MEASURES", "dropout_layers", "fit_temperature", "lesion_uncertainty", "patient_uncertainty",
-    "sample_predictions", "voxel_uncertainty",
-]  # fmt: skip
+__all__ = ["VOXEL_MEASURES", "fit_temperature", "lesion_uncertainty", "patient_uncertainty", "voxel_uncertainty"]

@@ -1,5 +1,6 @@
-"""Sampled predictions: MC dropout passes, ensemble members and test-time flips, alone or combined; and
-temperature scaling fitted on validation patients.
+"""Sampled predictions: MC dropout passes, ensemble members and test-time flips, alone or combined.
+
+Each ensemble member is applied with its own temperatures (fitted on its own validation patients).
 
 MC dropout puts only the dropout layers in training mode (normalisation layers stay in eval mode), so each
 pass samples channel-wise dropout masks of the decoder and nothing else changes. A model without active
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLIPS", "dropout_layers", "fit_temperature", "sample_predictions"]
+from gdfree.infer.forward import predict_volume
+
+__all__ = ["FLIPS", "dropout_layers", "sample_predictions"]
 
 FLIPS: tuple[tuple[int, ...], ...] = tuple(
     combo for r in range(4) for combo in itertools.combinations((0, 1, 2), r)
@@ -35,7 +38,7 @@ def sample_predictions(
     *,
     mc: int = 0,
     flips: bool = False,
-    temperature: float | Sequence[float] = 1.0,
+    temperatures: Sequence[float | Sequence[float]] | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32.
@@ -44,19 +47,21 @@ def sample_predictions(
         models: one model, or the members of an ensemble (each contributes its own samples).
         mc: MC dropout passes per model and flip (0: one deterministic pass).
         flips: also predict the 8 mirrorings of the image (flipped back before stacking).
-        temperature: divides the logits (per head or one value).
+        temperatures: one per model, dividing that model's logits (one value, or one per head); default 1.
         seed: seeds torch for the dropout masks, so a prediction is reproducible.
 
     Raises:
-        ValueError: no model; ``mc`` > 0 for a model without dropout or whose passes all came out identical.
+        ValueError: no model; not one temperature per model; ``mc`` > 0 for a model without dropout or whose
+            passes all came out identical.
     """
-    from gdfree.infer.predict import predict_volume  # here: predict imports this package
-
     if not models:
         raise ValueError("sample_predictions: no model given")
+    temps = [1.0] * len(models) if temperatures is None else list(temperatures)
+    if len(temps) != len(models):
+        raise ValueError(f"sample_predictions: {len(temps)} temperatures for {len(models)} models")
     torch.manual_seed(seed)
     samples = []
-    for k, model in enumerate(models):
+    for k, (model, temperature) in enumerate(zip(models, temps, strict=True)):
         model.eval()
         if mc > 0:
             layers = dropout_layers(model)
@@ -78,29 +83,3 @@ def sample_predictions(
             raise ValueError(f"model {k}: {mc} MC dropout passes are identical; its dropout does not act "
                              "(an export may have removed it)")  # fmt: skip
     return np.stack(samples)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """The temperature T minimising the binary cross-entropy of sigmoid(logits / T) against ``labels``
-    (Guo et al. 2017), found by a bounded 1-D search over log T.
-
-    Raises:
-        ValueError: empty input, shapes differ, or the labels hold a single class.
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if z.size == 0 or z.shape != y.shape:
-        raise ValueError(f"fit_temperature: expected matching non-empty logits and labels, got {z.shape}, {y.shape}")
-    if y.all() or not y.any():
-        raise ValueError("fit_temperature: the labels hold a single class; the temperature is not identifiable")
-    sign = np.where(y, 1.0, -1.0)
-
-    def nll(log_t: float) -> float:
-        # -log sigmoid(s z / T) = softplus(-s z / T), computed stably
-        return float(np.logaddexp(0.0, -sign * z / np.exp(log_t)).mean())
-
-    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                             options={"xatol": 1e-4})  # fmt: skip
-    return float(np.exp(result.x))

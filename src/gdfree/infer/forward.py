@@ -1,0 +1,62 @@
+"""The forward pass: sigmoid probabilities (or logits) of every head for one whole exam.
+
+The exam goes through the network in one call when it fits, else in overlapping tiles (MONAI's sliding
+window with Gaussian blending). Everything that samples predictions or applies a trained model's
+calibration builds on :func:`predict_volume`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["MAX_WHOLE_VOXELS", "predict_volume"]
+
+MAX_WHOLE_VOXELS = 10_000_000
+"""Above this many (padded) voxels, inference runs in overlapping tiles with Gaussian blending. A 1 mm MNI
+exam pads to 192x224x192 = 8.3 M voxels and runs whole: 2.3 GB peak RSS (measured with the demo model)."""
+
+
+def predict_volume(
+    model: nn.Module,
+    image: np.ndarray,
+    device: str | torch.device = "cpu",
+    *,
+    max_whole_voxels: int = MAX_WHOLE_VOXELS,
+    tile: int = 128,
+    overlap: float = 0.25,
+    temperature: float | Sequence[float] = 1.0,
+    logits_only: bool = False,
+) -> np.ndarray:
+    """Sigmoid probabilities of every head for one (C, X, Y, Z) image, shape (H, X, Y, Z) float32.
+
+    ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
+    validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
+
+    The image is zero-padded to a multiple of the network's divisor; if that fits ``max_whole_voxels`` it
+    goes through in one call, else MONAI's sliding window (``tile``^3, ``overlap``, Gaussian blending).
+    The model's mode is left as it is (eval for a deterministic prediction, train for an MC dropout sample).
+    """
+    divisor = int(getattr(model, "divisor", 1))
+    shape = image.shape[1:]
+    padded = [int(math.ceil(s / divisor) * divisor) for s in shape]
+    x = np.zeros((1, image.shape[0], *padded), np.float32)
+    x[(0, slice(None), *(slice(0, s) for s in shape))] = image
+    tensor = torch.from_numpy(x).to(device)
+    with torch.no_grad():
+        if math.prod(padded) <= max_whole_voxels:
+            logits = model(tensor)
+        else:
+            from monai.inferers import sliding_window_inference
+
+            roi = tuple(min(tile, p) for p in padded)
+            logits = sliding_window_inference(tensor, roi, 1, model, overlap=overlap, mode="gaussian")
+    out = logits[0].float()
+    if not logits_only:
+        temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
+        out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
+    return out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]

@@ -1,0 +1,219 @@
+"""A trained model as every consumer sees it: the network, verified on load, with its validated description.
+
+:class:`TrainedModel` is the one reader of ``model.json``: ``predict``, ``explain``, the demo and ensembles
+all take their heads, inputs, temperatures, thresholds and post-processing from it, so they cannot drift
+apart. Loading checks the weights' SHA-256 and header against ``model.json`` (see
+:mod:`gdfree.models.checkpoint`) and validates every field it uses; a bad value is a ``ValueError`` naming
+the file and the field.
+
+Per head, the decision threshold is the one chosen on the validation patients for that head (older models
+that recorded a single ``threshold`` use it for every head) and is applied on the calibrated scale: with
+temperature T, probability p = sigmoid(z / T) and threshold sigmoid(logit(t) / T) select the same voxels
+as the uncalibrated threshold t did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdfree.data.cases import NORMALISATION
+from gdfree.evaluate.lesions import DetectionRule, label_lesions
+from gdfree.infer.forward import predict_volume
+from gdfree.types import check_input_modalities
+
+__all__ = ["TrainedModel"]
+
+_HEADS = ("enhancing", "lesion")
+
+
+def _fraction(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{where}: expected a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _positive(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{where}: expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A trained network with everything needed to apply it as it was validated.
+
+    Attributes:
+        folder: the run folder it was loaded from.
+        network: the module, in eval mode, on the device it was loaded to.
+        heads: output channels in order; modalities: input channels in order (pre-contrast unless ``oracle``).
+        normalisation: name of the input normalisation (:data:`gdfree.data.cases.NORMALISATION`).
+        temperature: head -> temperature fitted on validation (1 when none was fitted).
+        thresholds: head -> decision threshold on the calibrated probability scale.
+        min_lesion_mm3: enhancing components of this volume or less are dropped from the enhancing mask.
+        rule: the detection rule lesions are formed with (its connectivity, minimum volume).
+        weights_sha256: hash of the weights file, checked on load.
+        training_fingerprints: SHA-256 of every input file the model trained or validated on.
+        control: trained on randomised labels (the attribution sanity-check control), not for prediction.
+        meta: the whole ``model.json``, for provenance.
+    """
+
+    folder: Path
+    network: nn.Module
+    heads: tuple[str, ...]
+    modalities: tuple[str, ...]
+    normalisation: str
+    oracle: bool
+    temperature: Mapping[str, float]
+    thresholds: Mapping[str, float]
+    min_lesion_mm3: float
+    rule: DetectionRule
+    weights_sha256: str
+    training_fingerprints: frozenset[str]
+    control: bool
+    meta: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> TrainedModel:
+        """Load and verify ``folder/<stem>.safetensors`` + ``<stem>.json``.
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            ValueError: tampered or corrupt weights, or a ``model.json`` field out of its schema (named).
+        """
+        from gdfree.models.checkpoint import load_model
+
+        folder = Path(folder)
+        network, meta = load_model(folder, device, stem)
+        return cls.from_meta(folder, network, meta, where=folder / f"{stem}.json")
+
+    @classmethod
+    def from_meta(cls, folder: Path, network: nn.Module, meta: Mapping[str, Any], where: Path | str) -> TrainedModel:
+        """Validate a model description against its schema and bind it to ``network``."""
+        heads = meta["heads"]
+        if (not isinstance(heads, list) or not heads or len(set(heads)) != len(heads)
+                or any(h not in _HEADS for h in heads)):  # fmt: skip
+            raise ValueError(f"{where}: heads: expected distinct names among {', '.join(_HEADS)}, got {heads!r}")
+        kwargs = meta["architecture"]["kwargs"]
+        if list(kwargs.get("heads", heads)) != heads:
+            raise ValueError(f"{where}: heads {heads} differ from the network's {kwargs.get('heads')}")
+        oracle = meta.get("oracle", False)
+        if not isinstance(oracle, bool):
+            raise ValueError(f"{where}: oracle: expected true or false, got {oracle!r}")
+        modalities = meta["modalities"]
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            raise ValueError(f"{where}: modalities: expected a list of modality names, got {modalities!r}")
+        try:
+            roles = check_input_modalities(modalities, oracle=oracle)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        if roles != tuple(modalities):
+            raise ValueError(f"{where}: modalities {modalities}: expected canonical names {list(roles)}")
+        if kwargs.get("in_channels", len(modalities)) != len(modalities):
+            raise ValueError(f"{where}: {len(modalities)} modalities for a network of {kwargs['in_channels']} inputs")
+        if meta["normalisation"] != NORMALISATION:
+            raise ValueError(f"{where}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
+        temps = meta.get("temperature", {})
+        if not isinstance(temps, dict) or set(temps) - set(heads):
+            raise ValueError(f"{where}: temperature: expected head -> value for heads {heads}, got {temps!r}")
+        temperature = {h: _positive(temps.get(h, 1.0), f"{where}: temperature.{h}") for h in heads}
+        default = _fraction(meta["threshold"], f"{where}: threshold")
+        chosen = meta.get("thresholds", {})
+        validation = meta.get("validation", {})
+        if not isinstance(chosen, dict) or not isinstance(validation, dict):
+            raise ValueError(f"{where}: thresholds and validation must be JSON objects")
+        thresholds = {}
+        for h in heads:
+            raw = _fraction(chosen.get(h, validation.get(f"{h}_threshold", default)), f"{where}: thresholds.{h}")
+            thresholds[h] = 1 / (1 + math.exp(-math.log(raw / (1 - raw)) / temperature[h]))
+        min_mm3 = meta.get("min_lesion_mm3", 0.0)
+        if isinstance(min_mm3, bool) or not isinstance(min_mm3, int | float) or not (
+            math.isfinite(min_mm3) and min_mm3 >= 0
+        ):
+            raise ValueError(f"{where}: min_lesion_mm3: expected a volume >= 0, got {min_mm3!r}")
+        try:
+            rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: rule: {exc}") from exc
+        prints = meta.get("training_fingerprints", [])
+        if not isinstance(prints, list) or not all(isinstance(p, str) for p in prints):
+            raise ValueError(f"{where}: training_fingerprints: expected a list of SHA-256 strings")
+        config = meta.get("config", {})
+        return cls(
+            folder=folder, network=network, heads=tuple(heads), modalities=roles, normalisation=NORMALISATION,
+            oracle=oracle, temperature=temperature, thresholds=thresholds, min_lesion_mm3=float(min_mm3),
+            rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
+            control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
+        )  # fmt: skip
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """Temperatures in head order."""
+        return tuple(self.temperature[h] for h in self.heads)
+
+    def probabilities(self, image: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+        """Calibrated probabilities of every head for one normalised (C, X, Y, Z) image, (H, X, Y, Z)."""
+        return predict_volume(self.network, image, device, temperature=self.temperatures)
+
+    def sample(
+        self,
+        image: np.ndarray,
+        device: str | torch.device = "cpu",
+        *,
+        members: Sequence[TrainedModel] = (),
+        mc: int = 0,
+        flips: bool = False,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Probability samples (S, H, X, Y, Z) of this model and ensemble ``members``, each with its own
+        temperatures (see :func:`gdfree.infer.sampling.sample_predictions`)."""
+        from gdfree.infer.sampling import sample_predictions
+
+        models = [self, *members]
+        for other in members:
+            self.check_member(other)
+        return sample_predictions([m.network for m in models], image, device, mc=mc, flips=flips,
+                                  temperatures=[m.temperatures for m in models], seed=seed)  # fmt: skip
+
+    def masks(self, probs: Mapping[str, np.ndarray], spacing_mm: Sequence[float]) -> dict[str, np.ndarray]:
+        """Each head's probability map (calibrated) thresholded at its own threshold; the enhancing mask then
+        loses its components of ``min_lesion_mm3`` or less (under the rule's connectivity)."""
+        masks = {h: np.asarray(p) >= self.thresholds[h] for h, p in probs.items()}
+        if self.min_lesion_mm3 > 0 and "enhancing" in masks:
+            labels, _ = label_lesions(masks["enhancing"], spacing_mm, self.rule.connectivity, self.min_lesion_mm3)
+            masks["enhancing"] = labels > 0
+        return masks
+
+    def lesion_rule(self) -> DetectionRule:
+        """The rule that forms the predicted enhancing lesions: the model's rule, with its minimum volume."""
+        from dataclasses import replace
+
+        return replace(self.rule, min_volume_mm3=max(self.rule.min_volume_mm3, self.min_lesion_mm3))
+
+    def check_member(self, other: TrainedModel) -> None:
+        """Refuse an ensemble member with other heads, inputs, normalisation or oracle status."""
+        for key in ("heads", "modalities", "normalisation", "oracle"):
+            if getattr(other, key) != getattr(self, key):
+                raise ValueError(f"ensemble member {other.folder}: {key} {getattr(other, key)} differ from "
+                                 f"{self.folder}'s {getattr(self, key)}")  # fmt: skip
+
+    def refuse_if_seen(self, case_id: str, fingerprints: Sequence[str], what: str = "predicting") -> None:
+        """Raise ValueError if any of a case's input-file fingerprints trained or validated this model."""
+        if self.training_fingerprints.intersection(fingerprints):
+            raise ValueError(
+                f"{case_id}: its input files are identical to a training/validation case of the model in "
+                f"{self.folder}; {what} it would not be a test (pass --allow-training-cases to do it anyway)"
+            )
+
+    def refuse_control(self) -> None:
+        """Raise ValueError for a label-randomised control run."""
+        if self.control:
+            raise ValueError(f"{self.folder}: trained with randomise_labels (the control of the attribution "
+                             "sanity checks), not a model to predict with")  # fmt: skip
