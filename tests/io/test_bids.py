@@ -115,5 +115,8 @@ def test_report_flags_a_4d_image(bids_tree: Path):
 
     nib.save(nib.Nifti1Image(np.zeros((6, 6, 6, 3), np.float32), np.diag([2.0, 2, 2, 1])),
              bids_tree / "sub-02" / "anat" / "sub-02_T2w.nii.gz")  # fmt: skip
+    quick = {r.case_id: r for r in describe_dataset(bids_tree, quick=True)}  # headers only
+    assert any("T2w: 4-D image of shape (6, 6, 6, 3)" in p for p in quick["sub-02"].problems)
     rows = {r.case_id: r for r in describe_dataset(bids_tree)}
-    assert any("T2w: 4-D image of shape (6, 6, 6, 3)" in p for p in rows["sub-02"].problems)
+    assert any("sub-02_T2w.nii.gz: expected a 3-D volume, got 4-D" in p for p in rows["sub-02"].problems)
+    assert rows["sub-02"].unusable and quick["sub-02"].unusable

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from gdfree.data.cases import ArrayCase
+from gdfree.evaluate.lesions import label_lesions
 
 __all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
 
@@ -115,7 +116,7 @@ class PatchSampler:
             return np.zeros((0, 3), np.int64)
         mask = np.zeros(self.cases[case].brain.shape, bool)
         mask.flat[flat] = True
-        labels, _ = ndimage.label(mask, np.ones((3, 3, 3), bool))
+        labels, _ = label_lesions(mask, self.cases[case].spacing_mm)  # the one lesion rule (6-connected)
         ids = labels.flat[flat]
         order = np.argsort(ids, kind="stable")
         self.index[case][category] = flat[order]

@@ -22,7 +22,10 @@ so the rule is a parameter (:class:`DetectionRule`) and every result records it.
     Any overlap of one voxel detects a reference lesion and makes a predicted component a true positive.
     F1 as for ``iou``.
 
-Connectivity (6, 18 or 26) and the minimum volume can be set for every rule. Volumes are in mm3
+**One connectivity rule everywhere:** a lesion is a 6-connected component (voxels sharing a face),
+:data:`LESION_CONNECTIVITY`, as anima counts them. Predicted lesions, lesion tables, derived enhancing
+labels, lesion sampling and every metric use it; a caller may choose 18 or 26 for a rule explicitly
+(``--connectivity``), and the result records it. Volumes are in mm3
 (voxel count x voxel volume); a component is kept when its voxel count is at least
 floor(min_volume_mm3 / voxel_mm3) + 1, i.e. strictly above the minimum, as anima counts.
 """
@@ -40,6 +43,7 @@ from scipy import ndimage
 from gdfree.evaluate._checks import as_mask, as_spacing, bounding_box, same_shape
 
 __all__ = [
+    "LESION_CONNECTIVITY",
     "RULES",
     "VOLUME_BINS",
     "DetectionRule",
@@ -49,6 +53,9 @@ __all__ = [
     "lesion_f1",
     "match_lesions",
 ]
+
+LESION_CONNECTIVITY = 6
+"""Lesions are 6-connected components (face neighbours), everywhere in gdfree unless a rule says otherwise."""
 
 RULES = ("msseg", "iou", "any")
 VOLUME_BINS: tuple[tuple[str, float, float], ...] = (
@@ -75,7 +82,7 @@ class DetectionRule:
     """
 
     name: str = "msseg"
-    connectivity: int = 6
+    connectivity: int = LESION_CONNECTIVITY
     min_volume_mm3: float = 3.0
     alpha: float = 0.10
     beta: float = 0.70
@@ -106,7 +113,10 @@ class DetectionRule:
 
 
 def label_lesions(
-    mask: np.ndarray, spacing_mm: Sequence[float], connectivity: int = 6, min_volume_mm3: float = 0.0
+    mask: np.ndarray,
+    spacing_mm: Sequence[float],
+    connectivity: int = LESION_CONNECTIVITY,
+    min_volume_mm3: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     """Label the connected components of ``mask``, dropping those of ``min_volume_mm3`` or less.
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import label_lesions
+from gdfree.evaluate.lesions import LESION_CONNECTIVITY, label_lesions
 from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
 
@@ -34,7 +34,8 @@ class EnhancingConfig:
         region: ``lesion`` (inside the lesion mask dilated by ``dilate_mm``) or ``brain``.
         dilate_mm: dilation of the lesion mask (enhancing rims can lie just outside a FLAIR lesion mask).
         min_volume_mm3: components of this volume or less are dropped.
-        connectivity: 6, 18 or 26 for the components.
+        connectivity: 6, 18 or 26 for the components (default: the lesion rule of
+            :data:`gdfree.evaluate.lesions.LESION_CONNECTIVITY`, so ``prepare`` and ``evaluate`` count alike).
         peak_fraction: within each component keep the voxels at or above this fraction of its peak
             subtraction (its 90th percentile; 0 keeps all): a voxel at least half filled by enhancing tissue
             gives at least half the signal of a full one, so 0.5 removes the partial-volume rim that a noise
@@ -45,7 +46,7 @@ class EnhancingConfig:
     region: str = "lesion"
     dilate_mm: float = 1.0
     min_volume_mm3: float = 10.0
-    connectivity: int = 26
+    connectivity: int = LESION_CONNECTIVITY
     peak_fraction: float = 0.5
 
     def __post_init__(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from gdfree.evaluate.lesions import LESION_CONNECTIVITY
+
 __all__ = ["VOXEL_MEASURES", "lesion_uncertainty", "patient_uncertainty", "voxel_uncertainty"]
 
 VOXEL_MEASURES = ("predictive_entropy", "expected_entropy", "mutual_information", "variance")
@@ -65,7 +67,7 @@ def lesion_uncertainty(
     threshold: float,
     *,
     voxel: dict[str, np.ndarray] | None = None,
-    connectivity: int = 6,
+    connectivity: int = LESION_CONNECTIVITY,
 ) -> list[dict[str, Any]]:
     """Per lesion of ``labels`` (1..n, the components of the mean prediction): mean and max of every voxel
     measure inside it and its structural uncertainty over the samples binarised at ``threshold``.
