@@ -43,7 +43,8 @@ def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{stem}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {f"gdfree_{k}": json.dumps(meta[k], sort_keys=True) for k in _BOUND}
+    # one key: safetensors writes its metadata map in no fixed order, and the file's hash must be stable
+    header = {"gdfree": json.dumps({k: meta[k] for k in _BOUND}, sort_keys=True)}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata=header)
     return write_json(folder / f"{stem}.json", {**meta, "weights_sha256": file_sha256(weights)})
@@ -87,12 +88,11 @@ def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str
         raise ValueError(f"{meta_path}: architecture must be {{'class': name, 'kwargs': {{...}}}}, got {arch!r}")
     try:
         with safe_open(str(weights), framework="pt") as fh:
-            header = fh.metadata() or {}
-        for key in _BOUND:
-            stored = header.get(f"gdfree_{key}")
-            if stored is not None and json.loads(stored) != meta[key]:
-                raise ValueError(f"{meta_path}: {key} {meta[key]!r} differ from the {json.loads(stored)!r} the "
-                                 f"weights were saved with; model.json was edited after training")  # fmt: skip
+            bound = json.loads((fh.metadata() or {}).get("gdfree", "{}"))
+        for key, stored in bound.items():
+            if stored != meta.get(key):
+                raise ValueError(f"{meta_path}: {key} {meta.get(key)!r} differ from the {stored!r} the weights were "
+                                 "saved with; model.json was edited after training")  # fmt: skip
         model = build_model(arch["class"], arch["kwargs"])
         model.load_state_dict(load_file(str(weights), device=str(device)))
     except ValueError:
