@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,7 +183,6 @@ def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:
 
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     try:
         img = nib.load(path)
@@ -196,17 +194,20 @@ def _read_nifti(path: Path) -> Volume:
             data = np.asarray(proxy.get_unscaled())  # type: ignore[attr-defined]
         else:
             data = np.asarray(proxy, dtype=np.float32)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        qcode, scode = int(img.header["qform_code"]), int(img.header["sform_code"])
     except ImageReadError:
         raise
-    except (OSError, EOFError, zlib.error, ValueError, ImageFileError, MemoryError) as exc:
+    except Exception as exc:  # nibabel raises a dozen types for a broken header or truncated data
         raise ImageReadError(
             f"{path}: cannot read NIfTI data ({type(exc).__name__}: {exc}); the file may be truncated, "
             "corrupt or not a NIfTI image"
         ) from exc
     data = _squeeze_to_3d(data, path)
-    qcode = int(img.header["qform_code"])
-    scode = int(img.header["sform_code"])
-    return Volume(data, np.asarray(img.affine, dtype=np.float64), path, qcode, scode)
+    try:
+        return Volume(data, affine, path, qcode, scode)
+    except ValueError as exc:
+        raise ImageReadError(str(exc)) from exc
 
 
 def _read_itk(path: Path) -> Volume:
@@ -221,7 +222,10 @@ def _read_itk(path: Path) -> Volume:
     if img.GetDimension() != 3:
         size = img.GetSize()
         raise ImageReadError(f"{path}: expected a 3-D volume, got {img.GetDimension()}-D data of size {size}")
-    volume = from_sitk(img, path)
+    try:
+        volume = from_sitk(img, path)
+    except ValueError as exc:  # a singular or non-finite direction/spacing
+        raise ImageReadError(str(exc)) from exc
     return Volume(volume.data, volume.affine, path, 1, 1)
 
 
