@@ -98,7 +98,8 @@ _json_values = st.recursive(
     max_leaves=6,
 )
 _KEYS = ["architecture", "heads", "modalities", "normalisation", "threshold", "thresholds", "temperature",
-         "min_lesion_mm3", "rule", "training_fingerprints", "oracle", "config", "validation", "weights_sha256"]  # fmt: skip
+         "min_lesion_mm3", "rule", "training_fingerprints", "oracle", "config", "validation",
+         "weights_sha256"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +175,10 @@ def test_evaluate_option_values_give_a_result_or_a_clear_error(
         args += ["--connectivity", str(connectivity)]
     if min_volume is not None:
         args += ["--min-volume", str(min_volume)]
-    result = runner.invoke(app_for_tests(), args)
+    from gdfree.cli import app
+
+    result = runner.invoke(app, args)
     assert isinstance(result.exception, SystemExit | type(None)), repr(result.exception)
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 2:
         assert "error:" in result.output
-
-
-def app_for_tests():
-    from gdfree.cli import app
-
-    return app
