@@ -85,6 +85,34 @@ def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], t
     assert after["step"] == 6 and after["log"][: len(before["log"])] == before["log"]
 
 
+def test_a_run_killed_before_its_first_checkpoint_restarts_and_a_damaged_one_says_how_to_go_on(
+    trained: tuple[Path, Path], tiny_cohort: Path, tmp_path: Path
+):
+    import shutil
+
+    root, run = trained
+    stuck = tmp_path / "stuck"
+    stuck.mkdir()
+    shutil.copy(run / "config.yaml", stuck / "config.yaml")  # what a kill before step val_every leaves
+    shutil.copy(run / "split.json", stuck / "split.json")
+    refused = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(stuck)])
+    assert refused.exit_code == 2 and "before its first checkpoint; pass --resume" in refused.output
+    restarted = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(stuck), "--resume"])
+    assert restarted.exit_code == 0, restarted.output
+    assert json.loads((stuck / "last_state.json").read_text())["step"] == 4
+    damaged = tmp_path / "damaged"
+    shutil.copytree(stuck, damaged)
+    optim = damaged / "last_optim.pt"
+    optim.write_bytes(optim.read_bytes()[:100])
+    result = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(damaged), "--resume",
+                                 "--max-steps", "6"])  # fmt: skip
+    assert result.exit_code == 2 and "cannot be resumed" in result.output and "--init" in result.output
+    weights = damaged / "last.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    result = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(damaged), "--resume"])
+    assert result.exit_code == 2 and "last.safetensors" in result.output
+
+
 def test_init_starts_from_a_trained_run_and_refuses_what_does_not_fit(trained: tuple[Path, Path], tiny_cohort: Path):
     from safetensors.torch import load_file
 

@@ -178,11 +178,13 @@ def _schedule(cfg: TrainConfig) -> Any:
 _RESUMABLE = ("max_steps", "time_budget_s", "workers")
 
 
-def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> bool:
+    """Check or create the run folder; returns whether to resume from its last checkpoint. A run killed
+    before its first checkpoint is restarted from step 0 by ``--resume`` (with the same config)."""
     if resume:
         saved = run_dir / "config.yaml"
-        if not (run_dir / "last_state.json").is_file():
-            raise FileNotFoundError(f"{run_dir}: no last checkpoint to resume from")
+        if not saved.is_file():
+            raise FileNotFoundError(f"{run_dir}: no run to resume (no config.yaml); train into it without --resume")
         before, now = config_to_dict(load_config(TrainConfig, saved)), config_to_dict(cfg)
         changed = sorted(k for k in now if now[k] != before.get(k) and k not in _RESUMABLE)
         if changed:
@@ -191,11 +193,15 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
                 f"change {' and '.join(_RESUMABLE)}"
             )
         save_config(cfg, saved)
-        return
+        return (run_dir / "last_state.json").is_file()
     if run_dir.exists() and any(run_dir.iterdir()):
+        if (run_dir / "config.yaml").is_file() and not (run_dir / "last_state.json").is_file():
+            raise FileExistsError(f"{run_dir}: holds a run that stopped before its first checkpoint; pass "
+                                  "--resume to restart it from step 0 with the same config, or choose a new folder")
         raise FileExistsError(f"{run_dir}: not empty; choose a new run folder or pass --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    return False
 
 
 def _load_init(
@@ -220,6 +226,31 @@ def _load_init(
     return {"run": str(Path(cfg.init).resolve()), "weights_sha256": meta["weights_sha256"]}
 
 
+def _resume(
+    run_dir: Path, model: torch.nn.Module, optimiser: Any, scheduler: Any, rng: np.random.Generator, device: str
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """Load the last checkpoint into the model, optimiser, schedule and generators; returns (step, best, log).
+
+    Raises:
+        ValueError: a checkpoint file is truncated or corrupt (named), with how to go on.
+    """
+    last, _ = load_model(run_dir, device, stem="last")
+    optim_path = run_dir / "last_optim.pt"
+    try:
+        state = json.loads((run_dir / "last_state.json").read_text())
+        extra = torch.load(optim_path, map_location=device, weights_only=True)
+        model.load_state_dict(last.state_dict())
+        optimiser.load_state_dict(extra["optimiser"])
+        scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        return state["step"], state["best_score"], state["log"]
+    except Exception as exc:  # json, pickle-free torch.load and state_dict errors all mean a damaged checkpoint
+        raise ValueError(f"{run_dir}: the last checkpoint (last_state.json, {optim_path.name}) cannot be resumed "
+                         f"({type(exc).__name__}: {exc}); train into a new folder, or --init {run_dir} to start "
+                         "from its last saved model") from exc
+
+
 def train(
     cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -232,7 +263,7 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     run_dir = Path(run_dir)
-    _prepare_run(cfg, run_dir, resume)
+    resume = _prepare_run(cfg, run_dir, resume)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     found = gather_cases(cfg)
@@ -282,15 +313,7 @@ def train(
     }  # fmt: skip
     step, best, log_rows = 0, -math.inf, []
     if resume:
-        state = json.loads((run_dir / "last_state.json").read_text())
-        last, _ = load_model(run_dir, device, stem="last")
-        model.load_state_dict(last.state_dict())
-        extra = torch.load(run_dir / "last_optim.pt", map_location=device, weights_only=True)
-        optimiser.load_state_dict(extra["optimiser"])
-        scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
-        step, best, log_rows = state["step"], state["best_score"], state["log"]
+        step, best, log_rows = _resume(run_dir, model, optimiser, scheduler, rng, device)
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng, workers=cfg.workers,
