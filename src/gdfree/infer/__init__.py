@@ -1,5 +1,8 @@
-"""Inference: whole-volume or tiled prediction, lesion tables, BIDS-derivative outputs."""
+"""Inference: the verified trained model, whole-volume or tiled prediction, sampled predictions (MC dropout,
+flips, ensembles), lesion tables and BIDS-derivative outputs."""
 
-from gdfree.infer.predict import lesion_rows, predict_dataset, predict_volume
+from gdfree.infer.forward import predict_volume
+from gdfree.infer.model import TrainedModel
+from gdfree.infer.predict import lesion_rows, predict_dataset
 
-__all__ = ["lesion_rows", "predict_dataset", "predict_volume"]
+__all__ = ["TrainedModel", "lesion_rows", "predict_dataset", "predict_volume"]
