@@ -261,3 +261,45 @@ def test_one_lesion_connectivity_everywhere():
     corners = np.zeros((4, 4, 4), bool)
     corners[1, 1, 1] = corners[2, 2, 2] = True  # touching at a corner only: two lesions
     assert label_lesions(corners, (1.0, 1.0, 1.0))[1] == 2
+
+
+def test_an_empty_acquisition_fails_that_case_alone(cohort: Path, run: Path, tmp_path: Path):
+    path = cohort / "sub-003" / "anat" / "sub-003_T2w.nii.gz"
+    vol = read_volume(path)
+    write_volume(vol.with_data(np.zeros(vol.shape, np.float32)), path)
+    out = tmp_path / "pred"
+    result = _predict(run, cohort, out)
+    assert result.exit_code == 1, result.output
+    failures = (out / "failures.tsv").read_text().splitlines()
+    assert len(failures) == 2 and failures[1].startswith("sub-003\t")
+    assert "sub-003_T2w.nii.gz: constant (0) over the whole brain" in failures[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["prepare", "{ds}", "--out", "{tmp}/p", "--jobs", "0"], "--jobs: expected 1 or more"),
+        (["explain", "--model", "{run}", "--case", "{ds}/sub-001", "--out", "{tmp}/e", "--crop", "0"],
+         "--crop: expected 8 or more"),
+        (["explain", "--model", "{run}", "--case", "{ds}/sub-001", "--out", "{tmp}/e", "--steps", "0"],
+         "--steps: expected 1 or more"),
+        (["demo", "--out", "{tmp}/d", "--steps", "0"], "max_steps"),
+        (["demo", "--out", "{tmp}/d", "--subjects", "0"], "--subjects"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_any_work(
+    command: list[str], message: str, cohort: Path, run: Path, tmp_path: Path
+):
+    args = [a.format(ds=cohort, run=run, tmp=tmp_path) for a in command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert not any((tmp_path / name).exists() for name in ("p", "e", "d"))
+
+
+def test_explain_maps_a_crop_smaller_than_the_occlusion_reach(cohort: Path, run: Path, tmp_path: Path):
+    result = runner.invoke(app, ["explain", "--model", str(run), "--case", str(cohort / "sub-001"), "--out",
+                                 str(tmp_path / "e"), "--lesions", "lesion-mask", "--methods", "occlusion",
+                                 "--occlusions", "mean", "--crop", "8", "--no-sanity", "--no-permutation"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "e").rglob("*Occlusion*.nii.gz"))

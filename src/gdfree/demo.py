@@ -46,6 +46,9 @@ def run_demo(
     from gdfree.evaluate.files import write_evaluation
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
 
+    cfg = demo_config(Path(out) / "cohort", steps, seed)  # checks the options before minutes of synthesis
+    if subjects < 1 or jobs < 1:
+        raise ValueError(f"--subjects and --jobs: expected 1 or more, got {subjects} and {jobs}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "cohort").is_dir() or not set(p.name for p in out.iterdir()) <= {
@@ -60,7 +63,6 @@ def run_demo(
         console.print(f"gdfree demo: synthesising {subjects} subjects at 2 mm into {out / 'cohort'} ...")
     write_cohort(out / "cohort", PhantomConfig(resolution_mm=2), subjects, seed, jobs=jobs, overwrite=True)
     timings["synthesis_s"] = time.perf_counter() - start
-    cfg = demo_config(out / "cohort", steps, seed)
     summary, results, evaluation, affines, more = train_and_evaluate(cfg, out, out / "cohort", console)
     timings.update(more)
     evaluation["demo"] = {"timings_s": timings, "train": summary, "subjects": subjects, "seed": seed}

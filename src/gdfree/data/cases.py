@@ -90,7 +90,8 @@ def load_array_case(
         oracle: allow the post-Gd T1w as an input (the upper-bound reference only).
 
     Raises:
-        InputRoleError, MissingModalityError (naming the case), GridMismatchError, ValueError (empty brain).
+        InputRoleError, MissingModalityError (naming the case), GridMismatchError, ValueError (empty brain,
+            or an input constant over the brain).
     """
     modalities = check_input_modalities(modalities, oracle=oracle)
     allowed = set(heads if label_sets is None else label_sets)
@@ -105,6 +106,11 @@ def load_array_case(
         brain = np.all(image != 0, axis=0)
     if not brain.any():
         raise ValueError(f"{files.case_id}: the brain mask is empty ({files.masks.get('brain', 'derived')})")
+    for c, m in enumerate(modalities):
+        inside = image[c][brain]
+        if inside.min() == inside.max():
+            raise ValueError(f"{files.images[m]}: constant ({inside.min():g}) over the whole brain; an empty or "
+                             "failed acquisition, nothing to predict from")  # fmt: skip
     labels = {h: (np.asarray(case.masks[h].data, bool) if h in case.masks else None) for h in heads}
     return ArrayCase(
         case_id=files.case_id,

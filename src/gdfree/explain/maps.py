@@ -104,13 +104,14 @@ def lesion_maps(
     if "occlusion" in methods:
         feature = np.full(x.shape[1:], -1, np.int64)
         side = x.shape[2:]
+        reach = min(occlusion_reach, *side)  # a crop smaller than the reach is occluded whole
         centre = [int(np.mean(np.nonzero(local)[a])) for a in range(3)]
-        lo = [max(0, min(c - occlusion_reach // 2, s - occlusion_reach)) for c, s in zip(centre, side, strict=True)]
-        grid = [np.arange(occlusion_reach) // block for _ in range(3)]
-        nb = int(np.ceil(occlusion_reach / block))
+        lo = [max(0, min(c - reach // 2, s - reach)) for c, s in zip(centre, side, strict=True)]
+        grid = [np.arange(reach) // block for _ in range(3)]
+        nb = int(np.ceil(reach / block))
         ids = (grid[0][:, None, None] * nb + grid[1][None, :, None]) * nb + grid[2][None, None, :]
         for c in range(x.shape[1]):
-            sl = (c, *(slice(a, a + occlusion_reach) for a in lo))
+            sl = (c, *(slice(a, a + reach) for a in lo))
             feature[sl] = ids + c * nb**3
         rest = feature < 0
         feature[rest] = x.shape[1] * nb**3  # everything outside the reach: one feature, never reported

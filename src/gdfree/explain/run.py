@@ -100,6 +100,9 @@ def explain_dataset(
     from gdfree.io.tables import write_json, write_tsv
     from gdfree.types import Volume
 
+    for name, value, low in (("crop", crop, 8), ("steps", steps, 1), ("max_mapped", max_mapped, 0)):
+        if value < low:
+            raise ValueError(f"--{name.replace('_', '-')}: expected {low} or more, got {value}")
     start = time.perf_counter()
     controls = [label_randomised] if label_randomised else []
     out = check_output_folder(out, [dataset_root(input_path), run_dir, *controls])

@@ -350,6 +350,8 @@ def prepare_dataset(
 
     from gdfree.io.runs import check_output_folder, remove_stale_temporaries, write_failures
 
+    if jobs < 1:
+        raise ValueError(f"--jobs: expected 1 or more processes, got {jobs}")
     cfg = config or PrepareConfig()
     sources = {p.parent for c in cases for p in (*c.images.values(), *c.masks.values())}
     out = check_output_folder(out, [*inputs, *sorted(sources)])
