@@ -303,3 +303,17 @@ def test_explain_maps_a_crop_smaller_than_the_occlusion_reach(cohort: Path, run:
                                  "--occlusions", "mean", "--crop", "8", "--no-sanity", "--no-permutation"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "e").rglob("*Occlusion*.nii.gz"))
+
+
+def test_an_explanation_folder_belongs_to_one_explanation(cohort: Path, run: Path, tmp_path: Path):
+    base = ["explain", "--model", str(run), "--case", str(cohort / "sub-001"), "--out", str(tmp_path / "e"),
+            "--lesions", "lesion-mask", "--methods", "occlusion", "--occlusions", "mean", "--no-sanity",
+            "--no-permutation"]  # fmt: skip
+    assert runner.invoke(app, [*base, "--crop", "8"]).exit_code == 0
+    maps = sorted(p.name for p in (tmp_path / "e").rglob("*_attribution.nii.gz"))
+    again = runner.invoke(app, [*base, "--crop", "16"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert runner.invoke(app, [*base, "--crop", "8"]).exit_code == 0  # same options: recomputed in place
+    assert sorted(p.name for p in (tmp_path / "e").rglob("*_attribution.nii.gz")) == maps
+    replaced = runner.invoke(app, [*base, "--crop", "16", "--all-lesions", "--max-mapped", "1", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output

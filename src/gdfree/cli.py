@@ -412,6 +412,9 @@ def explain(
         int, typer.Option(help="Seed of noise occlusion, permutations, randomised weights, bootstrap.")
     ] = 0,
     allow_training_cases: Annotated[bool, typer.Option(help="Explain cases the model was trained on.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an explanation made with another model or other options in OUT.")
+    ] = False,
 ) -> None:
     """Why the model predicts enhancement: modality importance (occlusion, permutation, integrated gradients)
     with patient-bootstrap CIs, signed attribution maps per lesion (integrated gradients, occlusion,
@@ -426,7 +429,8 @@ def explain(
                                  source=lesions,
                                  methods=split, occlusions=modes, permutation=permutation, crop=crop, steps=steps,
                                  layer=layer, sanity=sanity, label_randomised=label_randomised, seed=seed,
-                                 device=check_device(device), allow_training_cases=allow_training_cases)  # fmt: skip
+                                 device=check_device(device), allow_training_cases=allow_training_cases,
+                                 overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     from rich.table import Table

@@ -71,6 +71,7 @@ def explain_dataset(
     device: str = "cpu",
     allow_training_cases: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Explain the ``enhancing`` head of the model in ``run_dir`` on the cases of ``input_path``.
 
@@ -79,13 +80,15 @@ def explain_dataset(
     maps (``methods``), IG importance, profiles and sanity checks are computed for the mapped lesions:
     ``lesion`` (an id of ``lesions.tsv`` for one case), every lesion with ``all_lesions`` (at most
     ``max_mapped`` per lesion group and case, the most probable first, when > 0), else the most probable
-    lesion of each case. ``permutation`` adds permutation importance when there are >= 2 cases on
-    one grid. ``label_randomised``: a run trained with ``randomise_labels: true`` for the
-    label-randomisation check.
+    lesion of each case. ``permutation`` adds permutation importance when there are >= 2 cases on one grid.
+    ``label_randomised``: a run trained with ``randomise_labels: true`` for the label-randomisation check.
+    ``out`` belongs to one explanation (``gdfree_run.json``): another model or other options are refused
+    unless ``overwrite``, which deletes the older explanation's files first. A case that cannot be read is
+    listed in ``out/failures.tsv`` and the others are explained.
 
     Returns:
         {"summary": importance summary rows, "separation": rows, "sanity": rows, "profiles": rows,
-        "lesions": rows, "timings": seconds}
+        "lesions": rows, "timings": seconds, "failures": case -> reason}
 
     Raises:
         ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
@@ -96,7 +99,7 @@ def explain_dataset(
     from gdfree.infer.predict import dataset_root, select_cases
     from gdfree.io.bids import derivative_path
     from gdfree.io.images import write_volume
-    from gdfree.io.runs import check_output_folder, write_failures
+    from gdfree.io.runs import RunManifest, check_output_folder, write_failures
     from gdfree.io.tables import write_json, write_tsv
     from gdfree.types import Volume
 
@@ -110,6 +113,13 @@ def explain_dataset(
     model, heads, modalities = trained.network, list(trained.heads), list(trained.modalities)
     if "enhancing" not in heads:
         raise ValueError(f"{run_dir}: the model has no enhancing head to explain")
+    identity = {"command": "explain", "model": trained.weights_sha256, "input": str(Path(input_path).resolve()),
+                "cases": sorted(case_ids) if case_ids is not None else None, "lesion": lesion,
+                "all_lesions": all_lesions, "max_mapped": max_mapped, "source": source, "methods": list(methods),
+                "occlusions": list(occlusions), "permutation": permutation, "crop": crop, "steps": steps,
+                "layer": layer, "sanity": sanity, "seed": seed,
+                "label_randomised": str(label_randomised) if label_randomised else None}  # fmt: skip
+    manifest = RunManifest.open(out, identity, replace=overwrite)
     head = heads.index("enhancing")
     temperature, threshold = trained.temperature["enhancing"], trained.thresholds["enhancing"]
     # the lesions `predict` writes: none of the model's min_lesion_mm3 or less
@@ -242,5 +252,7 @@ def explain_dataset(
         "gradcam_layer": layer or "fuse[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
         "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
     })  # fmt: skip
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.name != "gdfree_run.json"]
+    manifest.record("explain", sorted(f for c in cases for f in c.fingerprints), {"cases": len(cases)}, outputs)
     return {"summary": summary, "separation": separation, "sanity": sanity_rows, "profiles": profiles,
             "lesions": lesion_rows, "timings": timings, "failures": failures}  # fmt: skip

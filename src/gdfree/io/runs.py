@@ -176,8 +176,10 @@ def _old_outputs(folder: Path, old: Mapping[str, Any] | None) -> list[Path]:
         found = [p for p in listed if p.is_file()]
     else:
         found = sorted(p for p in folder.glob("sub-*/**/sub-*") if p.is_file() and _is_gdfree_output(p.name))
-    return found + [folder / n for n in ("predictions.tsv", FAILURES, MANIFEST) if (folder / n).is_file()]
+    names = ("predictions.tsv", "explain.json", "importance.tsv", FAILURES, MANIFEST)
+    return found + [folder / n for n in names if (folder / n).is_file()]
 
 
 def _is_gdfree_output(name: str) -> bool:
-    return name.endswith(("_probseg.nii.gz", "_mask.nii.gz", "_uncertainty.nii.gz", "_lesions.tsv"))
+    return name.endswith(("_probseg.nii.gz", "_mask.nii.gz", "_uncertainty.nii.gz", "_lesions.tsv",
+                          "_attribution.nii.gz", "_attribution.png"))
