@@ -48,6 +48,24 @@ def _group(lesion: Any, source: str) -> str:
     return "predicted active" if lesion.predicted_active else "predicted inactive"
 
 
+def _lesions_to_map(
+    case_id: str, found: Sequence[Any], source: str, lesion: int | None, all_lesions: bool, max_mapped: int
+) -> list[Any]:
+    """The lesions of one case that get maps: ``lesion`` alone, every lesion (at most ``max_mapped`` per group,
+    the most probable first, when > 0), or the most probable one."""
+    if lesion is not None:
+        if lesion not in {f.lesion_id for f in found}:
+            raise ValueError(f"{case_id}: no lesion {lesion}; it has {len(found)} ({source})")
+        return [f for f in found if f.lesion_id == lesion]
+    by_probability = sorted(found, key=lambda f: -f.probability)
+    if not all_lesions:
+        return by_probability[:1]
+    if max_mapped == 0:
+        return list(found)
+    groups = dict.fromkeys(_group(f, source) for f in found)
+    return [f for g in groups for f in [f for f in by_probability if _group(f, source) == g][:max_mapped]]
+
+
 def explain_dataset(
     run_dir: Path | str,
     input_path: Path | str,
@@ -157,21 +175,7 @@ def explain_dataset(
         rows += occlusion_importance(model, case, labels, len(found), modalities, head=head, modes=occlusions,
                                      raw_zero=case.raw_zero, seed=seed, device=device)  # fmt: skip
         timings["occlusion_s"] += time.perf_counter() - t0
-        if not methods:
-            mapped = []
-        elif lesion is not None:
-            if lesion not in {f.lesion_id for f in found}:
-                raise ValueError(f"{case.case_id}: no lesion {lesion}; it has {len(found)} ({source})")
-            mapped = [f for f in found if f.lesion_id == lesion]
-        elif all_lesions and max_mapped > 0:
-            mapped = []
-            for group in dict.fromkeys(_group(f, source) for f in found):
-                members = [f for f in found if _group(f, source) == group]
-                mapped += sorted(members, key=lambda f: -f.probability)[:max_mapped]
-        elif all_lesions:
-            mapped = list(found)
-        else:
-            mapped = sorted(found, key=lambda f: -f.probability)[:1]
+        mapped = _lesions_to_map(case.case_id, found, source, lesion, all_lesions, max_mapped) if methods else []
         ref = Volume(case.brain, case.affine)
         for item in mapped:
             region = labels == item.lesion_id
