@@ -109,7 +109,8 @@ def evaluate_run(
     the 8 mirrorings, test-time augmentation) and evaluate them against ``cohort`` (enhancing lesions,
     msseg rule; patient score: the maximum probability, called active from the model's threshold chosen
     on validation). ``heldout``: a dataset of further patients the run never saw (every case predicted, into
-    ``out/predictions-heldout``), scored with the test patients as one test set.
+    ``out/predictions-heldout``), scored with the test patients as one test set. Both prediction folders are
+    replaced on every call (they belong to this evaluation), so ``prediction_s`` always times a prediction.
 
     Returns:
         (per-case results, evaluation summary, affines, timings in seconds).
@@ -130,6 +131,7 @@ def evaluate_run(
     results, affines = [], {}
     for reference, predictions, ids in parts:
         t0 = time.perf_counter()
+        shutil.rmtree(predictions, ignore_errors=True)  # its own folder: predicted afresh, so timed afresh
         predict_dataset(out / "run", reference, predictions, device=device, case_ids=ids, flips=flips)
         prediction_s += time.perf_counter() - t0
         part, evaluation, part_affines = evaluate_dataset(
