@@ -11,12 +11,11 @@ count; a resumed run draws new batches from its resume step.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 
-from gdfree.data.augment import augment, build_augmentation
+from gdfree.data.augment import AugmentConfig, augment
 from gdfree.data.sampling import PatchSampler
 
 __all__ = ["Batch", "batch_stream", "make_batch"]
@@ -26,14 +25,15 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def make_batch(
-    sampler: PatchSampler, transform: Any, strength: float, batch_size: int, rng: np.random.Generator
+    sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, rng: np.random.Generator
 ) -> Batch:
-    """``batch_size`` patches drawn with ``rng``, each augmented by ``transform`` when ``strength`` > 0."""
+    """``batch_size`` patches drawn with ``rng``, each augmented (parameters also drawn with ``rng``) when
+    ``strength`` > 0."""
     images, targets, present = [], [], []
     for _ in range(batch_size):
         image, target, has = sampler.crop(sampler.sample_params(rng))
         if strength > 0:
-            image, target = augment(transform, image, target)
+            image, target, _ = augment(augmentation, strength, image, target, rng)
         images.append(image)
         targets.append(target)
         present.append(has)
@@ -43,9 +43,12 @@ def make_batch(
 class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
     """An endless stream of batches; each DataLoader worker draws its own, seeded by its id."""
 
-    def __init__(self, sampler: PatchSampler, strength: float, batch_size: int, seed: int, start_step: int) -> None:
+    def __init__(
+        self, sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, seed: int,
+        start_step: int,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.sampler, self.strength, self.batch_size = sampler, strength, batch_size
+        self.sampler, self.augmentation, self.strength, self.batch_size = sampler, augmentation, strength, batch_size
         self.seed, self.start_step = seed, start_step
 
     def __iter__(self) -> Iterator[Batch]:
@@ -54,9 +57,8 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
         torch.manual_seed(int(np.random.SeedSequence([self.seed, self.start_step, worker]).generate_state(1)[0]))
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, worker])
-        transform = build_augmentation(self.strength)
         while True:
-            yield make_batch(self.sampler, transform, self.strength, self.batch_size, rng)
+            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng)
 
 
 def batch_stream(
@@ -65,6 +67,7 @@ def batch_stream(
     strength: float,
     batch_size: int,
     rng: np.random.Generator,
+    augmentation: AugmentConfig | None = None,
     workers: int = 0,
     seed: int = 0,
     start_step: int = 0,
@@ -72,13 +75,15 @@ def batch_stream(
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless training batches as CPU tensors (see :data:`Batch`): from ``rng`` in this process
     (``workers`` 0), else from ``workers`` DataLoader processes seeded by ``seed``, ``start_step`` and their id
-    (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU)."""
+    (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU). ``augmentation``: which
+    transforms and ranges (default :class:`AugmentConfig`), scaled by ``strength``."""
+    augmentation = augmentation or AugmentConfig()
     if workers <= 0:
-        transform = build_augmentation(strength)
         while True:
-            yield tuple(torch.from_numpy(a) for a in make_batch(sampler, transform, strength, batch_size, rng))
+            yield tuple(torch.from_numpy(a) for a in make_batch(sampler, augmentation, strength, batch_size, rng))
     loader = torch.utils.data.DataLoader(
-        _WorkerBatches(sampler, strength, batch_size, seed, start_step), batch_size=None, num_workers=workers,
+        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step), batch_size=None,
+        num_workers=workers,
         prefetch_factor=4, pin_memory=pin_memory,
     )  # fmt: skip
     yield from loader

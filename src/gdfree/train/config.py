@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gdfree.data.augment import AugmentConfig
 from gdfree.data.sampling import SamplingRatios
 from gdfree.train.losses import LOSSES
 from gdfree.types import check_input_modalities
@@ -69,7 +70,9 @@ class TrainConfig:
         channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
         loss: ``dice_ce`` or ``dice_focal``.
         patch_size, batch_size, sampling: patches and their category shares.
-        augment: TorchIO augmentation strength (0 = none).
+        augment: augmentation strength, scaling every range of ``augmentation`` (0 = none).
+        augmentation: which TorchIO transforms fire how often, and their ranges (:class:`AugmentConfig`);
+            parameters are drawn from the training generator and replayable.
         workers: DataLoader processes that draw and augment batches while the network steps (0: in the
             training process, exactly resumable; see :mod:`gdfree.data.loader`).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
@@ -83,7 +86,7 @@ class TrainConfig:
         randomise_labels: the label-randomisation control of attribution sanity checks (Adebayo et al.
             2018): every training and validation case gets the enhancing label of another case (a seeded
             derangement; the cases must share one grid). Never a product model.
-        seed: seeds numpy (sampling) and torch (weights, dropout, TorchIO).
+        seed: seeds numpy (sampling, augmentation) and torch (weights, dropout).
         init: a trained run folder whose ``model.*`` weights start this run instead of random ones
             (fine-tuning, e.g. a model trained on the synthetic cohort, then on real exams). Its network,
             heads, input modalities and ``oracle`` must equal this config's, and none of this run's test
@@ -106,6 +109,7 @@ class TrainConfig:
     batch_size: int = 4
     sampling: SamplingRatios = field(default_factory=SamplingRatios)
     augment: float = 1.0
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0
     lr: float = 2e-3
     weight_decay: float = 1e-4

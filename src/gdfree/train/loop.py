@@ -316,7 +316,8 @@ def train(
         step, best, log_rows = _resume(run_dir, model, optimiser, scheduler, rng, device)
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
-    batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng, workers=cfg.workers,
+    batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
+                           augmentation=cfg.augmentation, workers=cfg.workers,
                            seed=cfg.seed, start_step=step, pin_memory=str(device).startswith("cuda"))  # fmt: skip
     start = time.perf_counter()
     val: dict[str, Any] = {}
