@@ -33,6 +33,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _exit_on_failures(console: Any, failures: dict[str, str], what: str) -> None:
+    """Print each failed case and its reason, then exit 1; nothing when no case failed."""
+    if not failures:
+        return
+    for case_id, reason in failures.items():
+        console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{len(failures)} cases {what}.", highlight=False, markup=False)
+    raise typer.Exit(code=1)
+
+
 def _split(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -123,7 +133,8 @@ def info(
     quick: Annotated[bool, typer.Option(help="Read the headers only (no check of the voxels).")] = False,
 ) -> None:
     """List the cases of a dataset: modalities, labels, grids and the problems found (exit 1 if a case is
-    unusable: an unreadable or invalid file, a missing modality, grids that differ)."""
+    unusable: an unreadable or invalid file, a missing modality; images on different grids are reported
+    but usable, as prepare registers them)."""
     from gdfree.io.report import describe_dataset, print_report
 
     try:
@@ -199,12 +210,8 @@ def evaluate(
         raise _fail(str(exc)) from exc
     print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")
     console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
-    if summary["failures"]:
-        for case_id, reason in summary["failures"].items():
-            console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"{len(summary['failures'])} cases could not be scored (listed in {out}/failures.tsv); "
-                      "the table above leaves them out.")  # fmt: skip
-        raise typer.Exit(code=1)
+    _exit_on_failures(console, summary["failures"], f"could not be scored (listed in {out}/failures.tsv); the "
+                      "table above leaves them out")  # fmt: skip
 
 
 @app.command()
@@ -367,11 +374,8 @@ def predict(
     console = _console()
     console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} with predicted enhancing "
                   "lesions.")  # fmt: skip
-    if failed:
-        for r in failed:
-            console.print(f"failed: {r['case_id']}: {r['reason']}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"{len(failed)} cases failed (listed in {out}/failures.tsv); rerun to retry them.")
-        raise typer.Exit(code=1)
+    _exit_on_failures(console, {r["case_id"]: r["reason"] for r in failed},
+                      f"failed (listed in {out}/failures.tsv); rerun to retry them")  # fmt: skip
 
 
 @app.command()
@@ -451,11 +455,7 @@ def explain(
         passed = sum(c["passed"] for c in checks)
         console.print(f"Randomisation checks passed: {passed}/{len(checks)} (rank correlation < 0.3).")
     console.print(f"Everything is in {out} ({result['timings']['total_s']:.0f} s).")
-    if result["failures"]:
-        for case_id, reason in result["failures"].items():
-            console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"{len(result['failures'])} cases could not be explained (listed in {out}/failures.tsv).")
-        raise typer.Exit(code=1)
+    _exit_on_failures(console, result["failures"], f"could not be explained (listed in {out}/failures.tsv)")
 
 
 @app.command()

@@ -28,7 +28,7 @@ import numpy as np
 
 import gdfree
 from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
-from gdfree.errors import GdfreeError, MissingModalityError
+from gdfree.errors import GdfreeError
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
 from gdfree.infer.forward import predict_volume
 from gdfree.infer.model import TrainedModel
@@ -211,7 +211,7 @@ def predict_dataset(
     for files in cases:
         missing = files.missing(model.modalities)
         if missing:
-            failures[files.case_id] = str(MissingModalityError(f"missing {', '.join(missing)} needed by the model"))
+            failures[files.case_id] = f"missing {', '.join(missing)} needed by the model"
             continue
         fingerprints[files.case_id] = file_fingerprints([files.images[m] for m in model.modalities])
         if not allow_training_cases:

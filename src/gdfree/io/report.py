@@ -33,7 +33,7 @@ class CaseReport:
     spacing_mm: tuple[float, ...] | None
     problems: list[str] = field(default_factory=list)
     unusable: bool = False
-    """A file cannot be used, a required modality is missing, or the grids differ."""
+    """A file cannot be used or a required modality is missing (other grids are a problem, not unusable)."""
 
 
 def describe_case(files: CaseFiles, required: tuple[str, ...], quick: bool = False) -> CaseReport:
