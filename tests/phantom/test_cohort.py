@@ -178,3 +178,66 @@ def test_probability_tables_are_checked():
         PhantomConfig(location_probs={"cortex": 1.0})
     with pytest.raises(ValueError, match="pattern_probs"):
         PhantomConfig(pattern_probs={"nodular": -1.0})
+
+
+def _tissue_medians(images, anat, masks, params) -> dict[str, dict[str, float]]:
+    """Median of pure-tissue voxels and of chronic, non-black-hole lesion cores, relative to WM, per role."""
+    m = anat.maps
+    lesion_near = ndimage.binary_dilation(masks["lesion"], iterations=2)
+    pure = {"WM": m.wm > 0.95, "GM": m.gm > 0.95, "CSF": m.csf > 0.95}
+    pure = {k: v & ~lesion_near & ndimage.binary_erosion(m.brain > 0.5, iterations=2) for k, v in pure.items()}
+    core = np.zeros(m.shape, bool)
+    for les in params.lesions:
+        if not (les.active or les.black_hole):
+            r = render_lesion(les, anat.maps.affine, m.shape, halo_radius_mm=2.5, halo_width_mm=1.2, supersample=2)
+            core[r.slices] |= r.lesion >= 0.99
+    out = {}
+    for role, img in images.items():
+        wm = float(np.median(img[pure["WM"]]))
+        out[role] = {k: float(np.median(img[v])) / wm for k, v in pure.items() if k != "WM"}
+        out[role]["lesion"] = float(np.median(img[core])) / wm
+    return out
+
+
+def test_domain_randomised_subjects_keep_the_tissue_ordering_they_promise():
+    from gdfree.phantom.randomise import DomainRandomisation, check_ordering
+
+    # ordering is a local property: measured over the whole brain, bias field and blur would mix it up, so they
+    # are off here (noise and texture stay); that they are drawn and applied is checked below
+    dr = DomainRandomisation(enabled=True, bias_strength=(0, 0), in_plane_mm=(0, 0), slice_mm=(0, 0))
+    cfg = PhantomConfig(resolution_mm=2, lesions_min=16, domain_randomisation=dr)
+    default = PhantomConfig(resolution_mm=2, lesions_min=16)
+    seen = []
+    for seed in range(3):
+        params, anat = sample_subject(np.random.default_rng([seed, 0]), cfg, "001", [seed, 0])
+        plain, _ = sample_subject(np.random.default_rng([seed, 0]), default, "001", [seed, 0])
+        assert params.deform == plain.deform and [les.centre_mm for les in params.lesions] == [
+            les.centre_mm for les in plain.lesions]  # fmt: skip  # same anatomy and lesions, other appearance
+        images, masks, _ = render_subject(params, cfg, anat)
+        measured = _tissue_medians(images, anat, masks, params)
+        for role in ("T1w", "T2w", "FLAIR", "PD"):
+            assert not check_ordering(role, params.domain["contrasts"][role], dr.margin)
+            assert not check_ordering(role, measured[role]), (seed, role, measured[role], params.domain)
+        seen.append(params.domain["contrasts"]["FLAIR"]["lesion"])
+    assert len(set(seen)) == 3  # each subject its own draw
+    full = dataclasses.replace(cfg, domain_randomisation=DomainRandomisation(enabled=True))
+    again, anat = sample_subject(np.random.default_rng([0, 0]), full, "001", [0, 0])
+    assert again.domain == sample_subject(np.random.default_rng([0, 0]), full, "001", [0, 0])[0].domain
+    assert max(max(f) for f in again.domain["fwhm_mm"].values()) > 2.0 and again.domain["bias_strength"] > 0
+    blurred = render_subject(again, full, anat)[0]["FLAIR"]
+    sharp = render_subject(dataclasses.replace(again, domain={**again.domain, "fwhm_mm": {
+        r: [0.0] * 3 for r in again.domain["fwhm_mm"]}}), full, anat)[0]["FLAIR"]  # fmt: skip
+    inside = anat.maps.brain > 0.99
+    assert np.abs(np.diff(blurred, axis=0))[inside[1:]].mean() < np.abs(np.diff(sharp, axis=0))[inside[1:]].mean()
+
+
+def test_domain_randomisation_ranges_that_cannot_keep_the_ordering_are_refused():
+    from gdfree.phantom.randomise import DomainRandomisation, sample_domain
+
+    bad = DomainRandomisation(enabled=True, ranges={"FLAIR": {"GM": (1.5, 1.6), "CSF": (0.2, 0.3), "lesion": (1.1, 1.2)}})
+    with pytest.raises(ValueError, match="FLAIR.*never kept the ordering"):
+        sample_domain(np.random.default_rng(0), bad, ("FLAIR",))
+    with pytest.raises(ValueError, match="domain_randomisation.noise"):
+        DomainRandomisation(noise=(0.1, 0.01))
+    with pytest.raises(ValueError, match="missing an entry for T2w"):
+        PhantomConfig(domain_randomisation=DomainRandomisation(enabled=True, ranges={"T1w": {"GM": (0.5, 0.9)}}))

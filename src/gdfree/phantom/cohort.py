@@ -36,6 +36,7 @@ from gdfree.config import save_config
 from gdfree.io.images import write_text, write_volume
 from gdfree.phantom.anatomy import DeformParams, SubjectAnatomy, deform, sample_deform, template_maps
 from gdfree.phantom.lesions import LOCATIONS, PATTERNS, LesionParams, render_lesion, sample_lesions
+from gdfree.phantom.randomise import DomainRandomisation, apply_blur, sample_domain
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Volume, canonical_modality
 
 __all__ = ["PhantomConfig", "SubjectParams", "render_subject", "sample_subject", "subject_label", "write_cohort"]
@@ -89,6 +90,7 @@ class PhantomConfig:
     texture_strength: float = 0.03
     vessel_gain: float = 1.0
     supersample: int = 0  # 0: automatic (about 0.5 mm sub-samples, at least 2 per axis)
+    domain_randomisation: DomainRandomisation = field(default_factory=DomainRandomisation)
 
     def __post_init__(self) -> None:
         if self.resolution_mm not in (1, 2, 4):
@@ -119,6 +121,8 @@ class PhantomConfig:
         for m in (*mods, POST_CONTRAST):
             if m not in self.contrasts or m not in self.noise:
                 raise ValueError(f"contrasts/noise: missing an entry for {m}")
+            if self.domain_randomisation.enabled and m not in self.domain_randomisation.ranges:
+                raise ValueError(f"domain_randomisation.ranges: missing an entry for {m}")
         object.__setattr__(self, "modalities", mods)
         object.__setattr__(self, "signature_modalities", sig)
 
@@ -141,6 +145,7 @@ class SubjectParams:
     vessel_seed: int
     n_active_drawn: int
     lesions: list[LesionParams]
+    domain: dict[str, Any] | None = None  # domain-randomised appearance (:func:`sample_domain`), else None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -180,7 +185,14 @@ def sample_subject(
         halo_radius_mm=cfg.halo_radius_mm, halo_width_mm=cfg.halo_width_mm,
         black_hole_prob=cfg.black_hole_prob, pattern_probs=cfg.pattern_probs, modalities=roles,
     )  # fmt: skip
-    params = SubjectParams(subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions)
+    domain = None
+    if cfg.domain_randomisation.enabled:  # drawn last: anatomy and lesions equal the default cohort's
+        domain = sample_domain(rng, cfg.domain_randomisation, roles)
+        factor = domain["bias_strength"] / cfg.bias_strength if cfg.bias_strength > 0 else 0.0
+        bias = {m: np.round(np.asarray(c) * factor, 4).tolist() for m, c in bias.items()}
+    params = SubjectParams(
+        subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions, domain
+    )
     return params, anat
 
 
@@ -246,10 +258,14 @@ def render_subject(
     roles = (*cfg.modalities, POST_CONTRAST)
     s = cfg.signature_strength
     texture = _smooth_noise(np.random.default_rng(params.texture_seed), shape, 3.0 / m.spacing_mm)
+    domain = params.domain
+    contrasts = domain["contrasts"] if domain else cfg.contrasts
+    noise_sd = domain["noise"] if domain else cfg.noise
+    texture_strength = domain["texture"] if domain else cfg.texture_strength
     rel = {}
     for role in roles:
-        c = cfg.contrasts[role]
-        rel[role] = (m.wm + c["GM"] * m.gm + c["CSF"] * m.csf) * (1 + cfg.texture_strength * texture)
+        c = contrasts[role]
+        rel[role] = (m.wm + c["GM"] * m.gm + c["CSF"] * m.csf) * (1 + texture_strength * texture)
     lesion_frac = np.zeros(shape, np.float32)
     enh_frac = np.zeros(shape, np.float32)
     for lesion in params.lesions:
@@ -266,9 +282,10 @@ def render_subject(
         sig = s if lesion.active else 0.0
         lesion_texture = _smooth_noise(np.random.default_rng(lesion.texture_seed), r.lesion.shape, 1.0 / m.spacing_mm)
         for role in roles:
-            contrast = cfg.contrasts[role]["lesion"]
+            contrast = contrasts[role]["lesion"]
             if lesion.black_hole and role in ("T1w", POST_CONTRAST):
-                contrast = cfg.black_hole_T1
+                # randomised: half-way between CSF and the lesion, as the defaults (0.10, 0.35, 0.60)
+                contrast = (contrast + contrasts[role]["CSF"]) / 2 if domain else cfg.black_hole_T1
             if "T1w" in cfg.signature_modalities and role in ("T1w", POST_CONTRAST):
                 contrast += (1.0 - contrast) * min(1.0, cfg.iso_shift * sig)
             level = np.float32(contrast * lesion.contrast_jitter[role])
@@ -287,10 +304,12 @@ def render_subject(
     for role in roles:
         level = WM_LEVEL * params.gain[role]
         clean = rel[role] * level * _bias_field(params.bias[role], shape)
-        sd = np.float32(cfg.noise[role] * level)
+        sd = np.float32(noise_sd[role] * level)
         n1 = noise_rng.standard_normal(shape, dtype=np.float32)
         n2 = noise_rng.standard_normal(shape, dtype=np.float32)
         noisy = np.sqrt((clean + sd * n1) ** 2 + (sd * n2) ** 2)
+        if domain:
+            noisy = apply_blur(noisy, domain["fwhm_mm"][role], m.spacing_mm)
         noisy[outside] = 0.0
         images[role] = noisy.astype(np.float32)
     masks = {"lesion": lesion_frac >= 0.5, "enhancing": enh_frac >= 0.5, "brain": m.brain >= 0.5}
