@@ -10,13 +10,15 @@ count; a resumed run draws new batches from its resume step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from gdfree.data.augment import AugmentConfig, augment
-from gdfree.data.sampling import PatchSampler
+from gdfree.data.lesion_sim import LesionSimConfig, simulate
+from gdfree.data.sampling import PatchParams, PatchSampler
 
 __all__ = ["Batch", "batch_stream", "make_batch"]
 
@@ -24,14 +26,39 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """images (B, C, P, P, P) float32, targets (B, H, P, P, P) float32, present (B, H) bool."""
 
 
+def _simulate_lesion(
+    sampler: PatchSampler, params: PatchParams, image: np.ndarray, target: np.ndarray, has: np.ndarray,
+    cfg: LesionSimConfig, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One lesion operation on a training patch (:func:`gdfree.data.lesion_sim.simulate`); the CarveMix donor is
+    another patch drawn by the sampler (usually around a lesion)."""
+    if rng.random() >= cfg.probability:
+        return image, target
+    labels = {h: (target[i] > 0.5 if has[i] else None) for i, h in enumerate(sampler.heads)}
+    donor_params = sampler.sample_params(rng)
+    donor_image, donor_target, donor_has = sampler.crop(donor_params)
+    donor_labels = {h: (donor_target[i] > 0.5 if donor_has[i] else None) for i, h in enumerate(sampler.heads)}
+    spacing = sampler.cases[params.case].spacing_mm
+    image, labels, _ = simulate(
+        dataclasses.replace(cfg, probability=1.0), rng, image, labels, sampler.crop_brain(params), spacing,
+        model=sampler.lesion_model(params.case), donor=(donor_image, donor_labels),
+    )  # fmt: skip
+    target = np.stack([labels[h].astype(np.float32) if has[i] else target[i] for i, h in enumerate(sampler.heads)])
+    return image, target
+
+
 def make_batch(
-    sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, rng: np.random.Generator
-) -> Batch:
-    """``batch_size`` patches drawn with ``rng``, each augmented (parameters also drawn with ``rng``) when
-    ``strength`` > 0."""
+    sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, rng: np.random.Generator,
+    lesion_sim: LesionSimConfig | None = None,
+) -> Batch:  # fmt: skip
+    """``batch_size`` patches drawn with ``rng``; each gets a simulated lesion change with ``lesion_sim``'s
+    probability, then is augmented (parameters also drawn with ``rng``) when ``strength`` > 0."""
     images, targets, present = [], [], []
     for _ in range(batch_size):
-        image, target, has = sampler.crop(sampler.sample_params(rng))
+        params = sampler.sample_params(rng)
+        image, target, has = sampler.crop(params)
+        if lesion_sim is not None and lesion_sim.probability > 0:
+            image, target = _simulate_lesion(sampler, params, image, target, has, lesion_sim, rng)
         if strength > 0:
             image, target, _ = augment(augmentation, strength, image, target, rng)
         images.append(image)
@@ -45,11 +72,11 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
 
     def __init__(
         self, sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, seed: int,
-        start_step: int,
+        start_step: int, lesion_sim: LesionSimConfig | None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.sampler, self.augmentation, self.strength, self.batch_size = sampler, augmentation, strength, batch_size
-        self.seed, self.start_step = seed, start_step
+        self.seed, self.start_step, self.lesion_sim = seed, start_step, lesion_sim
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
@@ -58,7 +85,7 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, worker])
         while True:
-            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng)
+            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim)
 
 
 def batch_stream(
@@ -72,17 +99,20 @@ def batch_stream(
     seed: int = 0,
     start_step: int = 0,
     pin_memory: bool = False,
+    lesion_sim: LesionSimConfig | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless training batches as CPU tensors (see :data:`Batch`): from ``rng`` in this process
     (``workers`` 0), else from ``workers`` DataLoader processes seeded by ``seed``, ``start_step`` and their id
     (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU). ``augmentation``: which
-    transforms and ranges (default :class:`AugmentConfig`), scaled by ``strength``."""
+    transforms and ranges (default :class:`AugmentConfig`), scaled by ``strength``; ``lesion_sim``: simulated
+    lesion changes before augmentation (off when None)."""
     augmentation = augmentation or AugmentConfig()
     if workers <= 0:
         while True:
-            yield tuple(torch.from_numpy(a) for a in make_batch(sampler, augmentation, strength, batch_size, rng))
+            batch = make_batch(sampler, augmentation, strength, batch_size, rng, lesion_sim)
+            yield tuple(torch.from_numpy(a) for a in batch)
     loader = torch.utils.data.DataLoader(
-        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step), batch_size=None,
+        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step, lesion_sim), batch_size=None,
         num_workers=workers,
         prefetch_factor=4, pin_memory=pin_memory,
     )  # fmt: skip

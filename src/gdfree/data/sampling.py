@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from gdfree.data.cases import ArrayCase
+from gdfree.data.lesion_sim import LesionModel, fit_lesion_model
 from gdfree.evaluate.lesions import label_lesions
 
 __all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
@@ -83,6 +84,7 @@ class PatchSampler:
         self.heads = tuple(heads)
         self.patch = int(patch_size)
         self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
+        self._lesion_models: dict[int, LesionModel | None] = {}
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}
@@ -140,18 +142,41 @@ class PatchSampler:
         corner = centre + jitter - self.patch // 2
         return PatchParams(case, category, tuple(int(c) for c in corner))  # type: ignore[arg-type]
 
+    def _windows(self, params: PatchParams) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Source (case) and destination (patch) slices of the patch at ``params``."""
+        src, dst = [], []
+        for c, n in zip(params.corner, self.cases[params.case].brain.shape, strict=True):
+            lo, hi = max(c, 0), min(c + self.patch, n)
+            src.append(slice(lo, max(hi, lo)))
+            dst.append(slice(lo - c, lo - c + max(hi - lo, 0)))
+        return tuple(src), tuple(dst)
+
+    def crop_brain(self, params: PatchParams) -> np.ndarray:
+        """The brain mask of the patch at ``params`` (False outside the volume)."""
+        src, dst = self._windows(params)
+        brain = np.zeros((self.patch,) * 3, bool)
+        brain[dst] = self.cases[params.case].brain[src]
+        return brain
+
+    def lesion_model(self, case: int) -> LesionModel | None:
+        """The lesion contrasts of training case ``case`` (:func:`gdfree.data.lesion_sim.fit_lesion_model`),
+        fitted once; None when the case has no lesion label or no lesion."""
+        if case not in self._lesion_models:
+            c = self.cases[case]
+            lesion = c.labels.get("lesion")
+            model = None
+            if lesion is not None and lesion.any():
+                model = fit_lesion_model(c.image, lesion, c.brain, c.spacing_mm, c.labels.get("enhancing"))
+            self._lesion_models[case] = model
+        return self._lesion_models[case]
+
     def crop(self, params: PatchParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The patch at ``params``: image (C, P, P, P), target (H, P, P, P) float32, present (H,) bool.
 
         Regions outside the volume are zero-padded (image 0 = the normalised background).
         """
         case = self.cases[params.case]
-        shape = case.brain.shape
-        src, dst = [], []
-        for c, n in zip(params.corner, shape, strict=True):
-            lo, hi = max(c, 0), min(c + self.patch, n)
-            src.append(slice(lo, max(hi, lo)))
-            dst.append(slice(lo - c, lo - c + max(hi - lo, 0)))
+        src, dst = self._windows(params)
         image = np.zeros((case.image.shape[0], *(self.patch,) * 3), np.float32)
         image[(slice(None), *dst)] = case.image[(slice(None), *src)]
         target = np.zeros((len(self.heads), *(self.patch,) * 3), np.float32)

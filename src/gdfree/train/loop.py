@@ -317,7 +317,7 @@ def train(
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
-                           augmentation=cfg.augmentation, workers=cfg.workers,
+                           augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
                            seed=cfg.seed, start_step=step, pin_memory=str(device).startswith("cuda"))  # fmt: skip
     start = time.perf_counter()
     val: dict[str, Any] = {}
