@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gdfree.data.augment import AugmentConfig, augment
+from gdfree.data.generative import Synthesiser
 from gdfree.data.lesion_sim import LesionSimConfig, simulate
 from gdfree.data.sampling import PatchParams, PatchSampler
 
@@ -49,14 +50,17 @@ def _simulate_lesion(
 
 def make_batch(
     sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, rng: np.random.Generator,
-    lesion_sim: LesionSimConfig | None = None,
+    lesion_sim: LesionSimConfig | None = None, synthesiser: Synthesiser | None = None,
 ) -> Batch:  # fmt: skip
-    """``batch_size`` patches drawn with ``rng``; each gets a simulated lesion change with ``lesion_sim``'s
-    probability, then is augmented (parameters also drawn with ``rng``) when ``strength`` > 0."""
+    """``batch_size`` patches drawn with ``rng``; each may be replaced by a generated one (``synthesiser``), then
+    gets a simulated lesion change with ``lesion_sim``'s probability, then is augmented (parameters also
+    drawn with ``rng``) when ``strength`` > 0."""
     images, targets, present = [], [], []
     for _ in range(batch_size):
         params = sampler.sample_params(rng)
         image, target, has = sampler.crop(params)
+        if synthesiser is not None:
+            image, target = synthesiser.maybe_replace(sampler, params, image, target, has, rng)
         if lesion_sim is not None and lesion_sim.probability > 0:
             image, target = _simulate_lesion(sampler, params, image, target, has, lesion_sim, rng)
         if strength > 0:
@@ -72,11 +76,11 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
 
     def __init__(
         self, sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, seed: int,
-        start_step: int, lesion_sim: LesionSimConfig | None,
+        start_step: int, lesion_sim: LesionSimConfig | None, synthesiser: Synthesiser | None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.sampler, self.augmentation, self.strength, self.batch_size = sampler, augmentation, strength, batch_size
-        self.seed, self.start_step, self.lesion_sim = seed, start_step, lesion_sim
+        self.seed, self.start_step, self.lesion_sim, self.synthesiser = seed, start_step, lesion_sim, synthesiser
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
@@ -85,7 +89,8 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, worker])
         while True:
-            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim)
+            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim,
+                             self.synthesiser)
 
 
 def batch_stream(
@@ -100,19 +105,21 @@ def batch_stream(
     start_step: int = 0,
     pin_memory: bool = False,
     lesion_sim: LesionSimConfig | None = None,
+    synthesiser: Synthesiser | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless training batches as CPU tensors (see :data:`Batch`): from ``rng`` in this process
     (``workers`` 0), else from ``workers`` DataLoader processes seeded by ``seed``, ``start_step`` and their id
     (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU). ``augmentation``: which
     transforms and ranges (default :class:`AugmentConfig`), scaled by ``strength``; ``lesion_sim``: simulated
-    lesion changes before augmentation (off when None)."""
+    lesion changes before augmentation (off when None); ``synthesiser``: generated patches (off when None)."""
     augmentation = augmentation or AugmentConfig()
     if workers <= 0:
         while True:
-            batch = make_batch(sampler, augmentation, strength, batch_size, rng, lesion_sim)
+            batch = make_batch(sampler, augmentation, strength, batch_size, rng, lesion_sim, synthesiser)
             yield tuple(torch.from_numpy(a) for a in batch)
     loader = torch.utils.data.DataLoader(
-        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step, lesion_sim), batch_size=None,
+        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step, lesion_sim, synthesiser),
+        batch_size=None,
         num_workers=workers,
         prefetch_factor=4, pin_memory=pin_memory,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gdfree.data.augment import AugmentConfig
+from gdfree.data.generative import GenerativeConfig
 from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.sampling import SamplingRatios
 from gdfree.train.losses import LOSSES
@@ -76,6 +77,8 @@ class TrainConfig:
             parameters are drawn from the training generator and replayable.
         lesion_sim: lesion simulation in training patches (CarveMix, parametric insertion, removal by
             inpainting; :class:`gdfree.data.lesion_sim.LesionSimConfig`), before augmentation. Off by default.
+        generative: a cVAE or cGAN trained on the training patients before the network, whose patches
+            replace a share of training patches (:class:`gdfree.data.generative.GenerativeConfig`). Off by default.
         workers: DataLoader processes that draw and augment batches while the network steps (0: in the
             training process, exactly resumable; see :mod:`gdfree.data.loader`).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
@@ -114,6 +117,7 @@ class TrainConfig:
     augment: float = 1.0
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     lesion_sim: LesionSimConfig = field(default_factory=LesionSimConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     workers: int = 0
     lr: float = 2e-3
     weight_decay: float = 1e-4

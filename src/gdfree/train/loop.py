@@ -165,6 +165,26 @@ def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], dev
                                         "temperature_notes": notes})  # fmt: skip
 
 
+def _synthesiser(
+    cfg: TrainConfig, run_dir: Path, train_cases: list[ArrayCase], val_cases: list[ArrayCase], console: Any
+) -> Any:
+    """The generator of ``cfg.generative`` trained on the training cases (None when off); its losses and its
+    quality on the validation patients go to ``generator_log.tsv`` and ``generator_quality.json``. A resumed
+    run trains it again (the same seed gives the same generator)."""
+    if cfg.generative.kind == "none":
+        return None
+    from gdfree.data.generative import fit_synthesiser
+
+    if console is not None:
+        console.print(f"training the {cfg.generative.kind} generator ({cfg.generative.steps} steps) ...")
+    synthesiser, losses, report = fit_synthesiser(cfg.generative, train_cases, val_cases, cfg.modalities, cfg.heads,
+                                                  cfg.seed)  # fmt: skip
+    write_tsv(run_dir / "generator_log.tsv", [{"step": i + 1, **row} for i, row in enumerate(losses)])
+    if report is not None:
+        write_json(run_dir / "generator_quality.json", report)
+    return synthesiser
+
+
 def _schedule(cfg: TrainConfig) -> Any:
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -316,8 +336,10 @@ def train(
         step, best, log_rows = _resume(run_dir, model, optimiser, scheduler, rng, device)
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
+    synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
                            augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
+                           synthesiser=synthesiser,
                            seed=cfg.seed, start_step=step, pin_memory=str(device).startswith("cuda"))  # fmt: skip
     start = time.perf_counter()
     val: dict[str, Any] = {}
