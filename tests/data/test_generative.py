@@ -121,5 +121,5 @@ def test_training_with_generator_lesion_simulation_and_augmentation(tiny_cohort:
     quality = json.loads((tmp_path / "run" / "generator_quality.json").read_text())
     assert quality["patches"]["heldout"] == 32
     assert (tmp_path / "run" / "generator_log.tsv").read_text().count("\n") == 6
-    with pytest.raises(ValueError, match="generative.kind"):
+    with pytest.raises(ValueError, match=r"generative\.kind"):
         GenerativeConfig(kind="diffusion")
