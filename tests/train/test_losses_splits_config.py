@@ -46,6 +46,14 @@ def test_patient_splits():
     assert explicit["test"] == ["p03", "p07"] and "p03" not in explicit["train"]
     with pytest.raises(ValueError, match="not in the training data"):
         split_patients(patients, SplitConfig(test_subjects=("p99",)))
+    named = split_patients(patients, SplitConfig(test_subjects=("p00",), val_subjects=("p01", "p02"),
+                                                 train_subjects=("p05", "p03", "p04")))  # fmt: skip
+    assert named["val"] == ["p01", "p02"] and named["train"] == ["p03", "p04", "p05"]
+    assert named["unused"] == patients[6:] and named["test"] == ["p00"]
+    with pytest.raises(ValueError, match="two of"):
+        split_patients(patients, SplitConfig(val_subjects=("p01",), train_subjects=("p01", "p02")))
+    with pytest.raises(ValueError, match=r"split\.train_subjects: not in"):
+        split_patients(patients, SplitConfig(train_subjects=("p99",)))
 
 
 def test_config_refuses_post_contrast_inputs_outside_oracle():

@@ -44,13 +44,17 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class SplitConfig:
     """Patient-level split. Held-out test patients first (``test_subjects`` or ``test_fraction``), then
-    either a validation fraction or, with ``n_folds`` > 1, fold ``fold`` of k folds as validation."""
+    named validation patients (``val_subjects``), a validation fraction or, with ``n_folds`` > 1, fold
+    ``fold`` of k folds; ``train_subjects`` restricts training to those patients (the others are unused).
+    Subjects are named ``<dataset path>:<subject>`` as in ``split.json``."""
 
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     n_folds: int = 0
     fold: int = 0
     test_subjects: tuple[str, ...] = ()
+    val_subjects: tuple[str, ...] = ()
+    train_subjects: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -290,7 +290,7 @@ def train(
     key = {id(c): f"{cfg.datasets[d].path}:{c.subject}" for d, c in found}
     parts = split_patients(sorted(set(key.values())), cfg.split)
     part_of = {p: name for name, ps in parts.items() for p in ps}
-    by_part: dict[str, list[tuple[int, CaseFiles]]] = {"train": [], "val": [], "test": []}
+    by_part: dict[str, list[tuple[int, CaseFiles]]] = {name: [] for name in parts}
     for d, c in found:
         by_part[part_of[key[id(c)]]].append((d, c))
     write_json(run_dir / "split.json", {
