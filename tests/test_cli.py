@@ -52,3 +52,15 @@ def test_synth_rejects_a_post_contrast_signature_carrier(tmp_path: Path):
 def test_info_on_a_folder_without_a_dataset(tmp_path: Path):
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 2 and "no known dataset layout" in result.output
+
+
+def test_synth_randomise_records_each_subjects_draw(tmp_path: Path):
+    import json
+
+    out = tmp_path / "dr"
+    result = runner.invoke(app, ["synth", "--out", str(out), "--subjects", "2", "--resolution", "4", "--randomise"])
+    assert result.exit_code == 0, result.output
+    sides = [json.loads((out / f"derivatives/phantom/sub-00{i}/anat/sub-00{i}_phantom.json").read_text())
+             for i in (1, 2)]  # fmt: skip
+    assert all(s["domain"] is not None for s in sides) and sides[0]["domain"] != sides[1]["domain"]
+    assert "enabled: true" in (out / "derivatives/phantom/phantom_config.yaml").read_text()

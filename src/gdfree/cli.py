@@ -59,6 +59,11 @@ def synth(
     signature_modalities: Annotated[
         str | None, typer.Option(help="Comma-separated carriers of the signature, e.g. FLAIR,T1w.")
     ] = None,
+    randomise: Annotated[
+        bool | None,
+        typer.Option("--randomise/--no-randomise",
+                     help="Domain randomisation: per-subject contrasts, noise, bias and resolution (SynthSeg-style)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML phantom config; options above override it.")] = None,
     jobs: Annotated[int, typer.Option(help="Subjects synthesised in parallel.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing synthetic dataset in OUT.")] = False,
@@ -79,6 +84,8 @@ def synth(
             overrides["signature_strength"] = signature_strength
         if signature_modalities is not None:
             overrides["signature_modalities"] = _split(signature_modalities)
+        if randomise is not None:
+            overrides["domain_randomisation"] = dataclasses.replace(cfg.domain_randomisation, enabled=randomise)
         cfg = dataclasses.replace(cfg, **overrides)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
