@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 ARMS = ("none", "torchio", "lesion_sim", "generative")
 POOL, VAL, TEST_FIRST = 20, 2, 100
@@ -98,26 +99,29 @@ def _test_cases(test: Path) -> list[Any]:
 
 
 def score_model(run: Path, cases: list[Any]) -> dict[str, Any]:
-    """Per test patient: lesion counts at the model's threshold, patient score, and per reference lesion its
-    maximum enhancing probability and activity."""
-    from gdfree.evaluate.cohort import EvaluationConfig, evaluate_case
-    from gdfree.evaluate.lesions import label_lesions
+    """Per test patient: enhancing-lesion counts of the model's masks (its threshold and minimum volume, its
+    rule), patient score (maximum enhancing probability in the brain), and per reference lesion its maximum
+    enhancing probability and activity."""
+    from gdfree.evaluate.lesions import label_lesions, match_lesions
     from gdfree.infer.model import TrainedModel
 
     model = TrainedModel.load(run)
     head = model.heads.index("enhancing")
-    config = EvaluationConfig(threshold=model.thresholds["enhancing"], n_boot=1)
+    rule = model.lesion_rule()
     patients, lesions = [], []
     for i, case in enumerate(cases):
-        prob = model.probabilities(case.image)[head]
+        probs = model.probabilities(case.image)
+        prob = probs[head]
         enh, les = case.labels["enhancing"], case.labels["lesion"]
-        result = evaluate_case(enh, case.spacing_mm, case_id=case.case_id, prob=prob, brain=case.brain, config=config)
-        patients.append({"case_id": case.case_id, "counts": list(result.match.counts), "score": result.score,
-                         "active": bool(result.active)})  # fmt: skip
-        labels, n = label_lesions(les | enh, case.spacing_mm)
-        for j in range(1, n + 1):
-            inside = labels == j
-            lesions.append({"patient": i, "score": float(prob[inside].max()), "active": bool(enh[inside].any())})
+        pred = model.masks({"enhancing": prob}, case.spacing_mm)["enhancing"]
+        match = match_lesions(pred, enh, case.spacing_mm, rule)
+        patients.append({"case_id": case.case_id, "counts": [int(c) for c in match.counts],
+                         "score": float(prob[case.brain].max()), "active": bool(enh.any())})  # fmt: skip
+        labels, _ = label_lesions(les | enh, case.spacing_mm)
+        for j, sl in enumerate(ndimage.find_objects(labels), start=1):
+            inside = labels[sl] == j
+            lesions.append({"patient": i, "score": float(prob[sl][inside].max()),
+                            "active": bool(enh[sl][inside].any())})  # fmt: skip
     return {"patients": patients, "lesions": lesions, "threshold": model.thresholds["enhancing"]}
 
 
