@@ -28,6 +28,7 @@ FLAIR for each model and case.
 
     python benchmarks/augmentation.py small-data --out /tmp/aug [--sizes 4,8,16] [--seeds 0,1,2] [--jobs 2]
     python benchmarks/augmentation.py sim-to-real --out /tmp/s2r [--steps 1500]
+    python benchmarks/augmentation.py figures --out docs/img --prepared /tmp/s2r/real2mm
 
 Runs whose ``result.json`` exists are not redone, so either command continues after an interruption.
 """
@@ -336,6 +337,91 @@ def sim_to_real(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+# ---------------------------------------------------------------------------------------------------------
+# figures on the real shared cases
+
+
+def figures(args: argparse.Namespace) -> None:
+    """Insertion and removal on real patient07, and a cGAN trained on patient07 rendering patient19's label
+    maps, written to ``--out`` (lesion_sim_real.png, generative_real.png, generative_real.json)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gdfree.data.cases import load_array_case
+    from gdfree.data.generative import case_label_map, collect_patches, generate, quality_report, train_generator
+    from gdfree.data.lesion_sim import fit_lesion_model, insert_lesion, remove_lesion, sample_insertion, sample_removal
+    from gdfree.io.adapters import discover
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = {c.subject: load_array_case(c, ("T1w", "T2w", "FLAIR"), ("lesion",)) for c in discover(Path(args.prepared))}
+    case = cases["patient07"]
+    rng = np.random.default_rng(0)
+    model = fit_lesion_model(case.image, case.labels["lesion"], case.brain, case.spacing_mm)
+    image, labels = case.image, {"lesion": case.labels["lesion"]}
+    placement = case.brain & ~ndimage.binary_dilation(labels["lesion"], iterations=3)
+    placement &= ndimage.binary_erosion(case.brain, iterations=6)
+    changes: list[tuple[str, np.ndarray]] = []
+    inserted = np.zeros(case.brain.shape, bool)
+    for _ in range(3):
+        params = sample_insertion(model, placement & ~inserted, case.spacing_mm, rng)
+        image, labels, mask = insert_lesion(params, image, labels, case.spacing_mm, model.spread)
+        inserted |= mask
+        changes.append((f"inserted ({'active' if params['active'] else 'chronic'} contrast)", mask))
+    for _ in range(2):
+        params = sample_removal(labels["lesion"] & ~inserted, case.spacing_mm, rng)
+        before = labels["lesion"]
+        image, labels, filled = remove_lesion(params, image, {"lesion": before & ~inserted}, case.brain,
+                                              case.spacing_mm)  # fmt: skip
+        labels["lesion"] |= inserted
+        changes.append(("removed", filled))
+    half = 16
+    fig, axes = plt.subplots(len(changes), 4, figsize=(11, 2.9 * len(changes)), squeeze=False)
+    for r, (what, mask) in enumerate(changes):
+        centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+        z = int(centre[2] + np.argmax([mask[:, :, k].sum() for k in range(centre[2] - 2, centre[2] + 3)]) - 2)
+        sl = tuple(slice(max(c - half, 0), c + half) for c in centre[:2])
+        for c, (title, img) in enumerate((("FLAIR before", case.image[2]), ("FLAIR after", image[2]),
+                                          ("T1w after", image[0]), ("T2w after", image[1]))):  # fmt: skip
+            ax = axes[r, c]
+            ax.imshow(img[sl[0], sl[1], z].T, cmap="gray", origin="lower", vmin=-2.5, vmax=4)
+            if c:
+                ax.contour(mask[sl[0], sl[1], z].T, levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.set_title(f"{what}: {title} (z={z})", fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "lesion_sim_real.png", dpi=80)
+    plt.close(fig)
+    if args.only_lesions:
+        return
+
+    maps = {k: case_label_map(c.image, c.brain, c.labels, 0) for k, c in cases.items()}
+    train = collect_patches([cases["patient07"]], [maps["patient07"]], ("lesion",), 32, 96, rng)
+    heldout = collect_patches([cases["patient19"]], [maps["patient19"]], ("lesion",), 32, 32, rng)
+    report = {}
+    fig, axes = plt.subplots(4, 6, figsize=(15, 10))
+    for k, kind in enumerate(("cvae", "cgan")):
+        generator, losses = train_generator(kind, train, steps=args.steps, seed=0)
+        report[kind] = {"losses_first_last": [losses[0], losses[-1]], **quality_report(generator, train, heldout)}
+        fake = generate(generator, heldout.label_maps[:3], seed=1)
+        for i in range(3):
+            for j, (name, img) in enumerate((("real", heldout.images[i]), (kind, fake[i]))):
+                for m, mod in ((0, "T1w"), (2, "FLAIR")):
+                    ax = axes[2 * k + (m // 2), 2 * i + j]
+                    ax.imshow(img[m][:, :, 16].T, cmap="gray", origin="lower", vmin=-2.5, vmax=3)
+                    ax.contour((heldout.label_maps[i][:, :, 16] >= 4).T, levels=[0.5], colors="red", linewidths=0.6)
+                    ax.set_title(f"patient19 patch {i}: {name} {mod}", fontsize=7)
+                    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "generative_real.png", dpi=80)
+    plt.close(fig)
+    (out / "generative_real.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: {q: v[q] for q in ("discriminator_accuracy", "mean_gap_sd", "nearest_rmse")}
+                      for k, v in report.items()}, indent=1))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,8 +437,13 @@ def main() -> None:
     sr.add_argument("--subjects", type=int, default=40)
     sr.add_argument("--steps", type=int, default=1500)
     sr.add_argument("--real", default=str(REAL))
+    fg = sub.add_parser("figures")
+    fg.add_argument("--out", required=True)
+    fg.add_argument("--prepared", required=True, help="patient07 and patient19 after gdfree prepare --spacing 2")
+    fg.add_argument("--steps", type=int, default=300)
+    fg.add_argument("--only-lesions", action="store_true", help="lesion_sim_real.png only")
     args = parser.parse_args()
-    small_data(args) if args.command == "small-data" else sim_to_real(args)
+    {"small-data": small_data, "sim-to-real": sim_to_real, "figures": figures}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -159,3 +159,18 @@ def test_simulate_draws_one_replayable_operation_per_patch():
     assert off[2] is None and off[0] is image
     with pytest.raises(ValueError, match="lesion_sim"):
         LesionSimConfig(probability=2.0)
+
+
+def test_new_lesions_go_only_where_placement_allows():
+    image, labels, brain = _case_with_lesions()
+    model = fit_lesion_model(image, labels["lesion"], brain, SPACING, labels["enhancing"])
+    allowed = np.zeros_like(brain)
+    allowed[20:38, 20:38, 2:20] = True
+    cfg = LesionSimConfig(probability=1.0, carvemix=1.0, insert=1.0, remove=0.0)
+    for seed in range(8):
+        out, new, record = simulate(cfg, np.random.default_rng(seed), image, labels, brain, SPACING, model=model,
+                                    donor=(image, labels), placement=allowed)  # fmt: skip
+        if record is None:
+            continue
+        changed = np.any(out != image, axis=0)
+        assert changed.any() and not changed[~allowed].any(), record["op"]

@@ -355,7 +355,8 @@ def remove_lesion(
     iterations: int = 200,
 ) -> tuple[np.ndarray, dict[str, np.ndarray | None], np.ndarray]:
     """Inpaint lesion ``lesion_id`` and a one-voxel rim (its partial volume) from the brain tissue around it:
-    a harmonic fill (Jacobi iterations with the surroundings fixed) plus noise of the surroundings' SD.
+    a harmonic fill (Jacobi iterations with the surroundings fixed) plus noise of the surroundings' spread
+    (1.4826 x their median absolute deviation: a sulcus beside the lesion does not inflate it).
     Every label is cleared in the filled region. Returns (image, labels, filled region).
 
     The surroundings are whatever tissue lies there (white matter for most lesions; grey matter or CSF
@@ -382,7 +383,8 @@ def remove_lesion(
             num = ndimage.uniform_filter(np.where(weights, work, 0.0), 3, mode="constant")
             den = ndimage.uniform_filter(weights.astype(np.float64), 3, mode="constant")
             work = np.where(hole, num / np.maximum(den, 1e-9), patch)
-        sd = float(patch[around].std()) if around.sum() > 1 else 0.0
+        values = patch[around]
+        sd = 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size > 1 else 0.0  # robust
         work[hole] += sd * rng.standard_normal(int(hole.sum()))
         out[(c, *box)] = work.astype(np.float32)
     filled = np.zeros(brain.shape, bool)
@@ -430,20 +432,22 @@ def simulate(
     *,
     model: LesionModel | None = None,
     donor: tuple[np.ndarray, Mapping[str, np.ndarray | None]] | None = None,
+    placement: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray | None], dict[str, Any] | None]:
     """With probability ``cfg.probability``, one lesion operation on a (C, X, Y, Z) patch; returns (image,
     labels, record) with record = ``{"op": ..., "params": ...}`` (None when nothing was done).
 
     ``model``: the patch's case's :class:`LesionModel` (insertion; None leaves insertion out); ``donor``: image
-    and labels of a patch of another case (CarveMix). Operations that cannot be done here are left out; a
-    draw that finds no place for its lesion does nothing.
+    and labels of a patch of another case (CarveMix); ``placement``: where new lesions may go (e.g. white
+    matter; default the brain), always away from existing lesions. Operations that cannot be done here are
+    left out; a draw that finds no place for its lesion does nothing.
     """
     labels = dict(labels)
     if cfg.probability <= 0 or rng.random() >= cfg.probability:
         return image, labels, None
     lesion = labels.get("lesion")
     has_lesion = lesion is not None and bool(np.asarray(lesion).any())
-    placement = brain.copy()
+    placement = (brain if placement is None else placement & brain).copy()
     if lesion is not None:
         placement &= ~ndimage.binary_dilation(np.asarray(lesion, bool), iterations=2)
     options = []

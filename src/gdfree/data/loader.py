@@ -32,7 +32,8 @@ def _simulate_lesion(
     cfg: LesionSimConfig, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One lesion operation on a training patch (:func:`gdfree.data.lesion_sim.simulate`); the CarveMix donor is
-    another patch drawn by the sampler (usually around a lesion)."""
+    another patch drawn by the sampler (usually around a lesion); new lesions go into white matter when the
+    sampler knows the T1w channel, else anywhere in the brain."""
     if rng.random() >= cfg.probability:
         return image, target
     labels = {h: (target[i] > 0.5 if has[i] else None) for i, h in enumerate(sampler.heads)}
@@ -43,6 +44,7 @@ def _simulate_lesion(
     image, labels, _ = simulate(
         dataclasses.replace(cfg, probability=1.0), rng, image, labels, sampler.crop_brain(params), spacing,
         model=sampler.lesion_model(params.case), donor=(donor_image, donor_labels),
+        placement=sampler.crop_white_matter(params),
     )  # fmt: skip
     target = np.stack([labels[h].astype(np.float32) if has[i] else target[i] for i, h in enumerate(sampler.heads)])
     return image, target

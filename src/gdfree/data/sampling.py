@@ -85,6 +85,8 @@ class PatchSampler:
         self.patch = int(patch_size)
         self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
         self._lesion_models: dict[int, LesionModel | None] = {}
+        self._white_matter: dict[int, np.ndarray] = {}
+        self.t1_channel: int | None = None  # set to place simulated lesions in white matter
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}
@@ -157,6 +159,22 @@ class PatchSampler:
         brain = np.zeros((self.patch,) * 3, bool)
         brain[dst] = self.cases[params.case].brain[src]
         return brain
+
+    def crop_white_matter(self, params: PatchParams) -> np.ndarray | None:
+        """White matter of the patch at ``params`` (the WM class of
+        :func:`gdfree.data.generative.case_label_map`, computed once per case from channel ``t1_channel``);
+        None when :attr:`t1_channel` is None."""
+        if self.t1_channel is None:
+            return None
+        if params.case not in self._white_matter:
+            from gdfree.data.generative import case_label_map
+
+            c = self.cases[params.case]
+            self._white_matter[params.case] = case_label_map(c.image, c.brain, c.labels, self.t1_channel) == 3
+        src, dst = self._windows(params)
+        wm = np.zeros((self.patch,) * 3, bool)
+        wm[dst] = self._white_matter[params.case][src]
+        return wm
 
     def lesion_model(self, case: int) -> LesionModel | None:
         """The lesion contrasts of training case ``case`` (:func:`gdfree.data.lesion_sim.fit_lesion_model`),
