@@ -361,8 +361,8 @@ def figures(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     model = fit_lesion_model(case.image, case.labels["lesion"], case.brain, case.spacing_mm)
     image, labels = case.image, {"lesion": case.labels["lesion"]}
-    placement = case.brain & ~ndimage.binary_dilation(labels["lesion"], iterations=3)
-    placement &= ndimage.binary_erosion(case.brain, iterations=6)
+    white_matter = case_label_map(case.image, case.brain, case.labels, 0) == 3  # as training places them
+    placement = white_matter & ~ndimage.binary_dilation(labels["lesion"], iterations=3)
     changes: list[tuple[str, np.ndarray]] = []
     inserted = np.zeros(case.brain.shape, bool)
     for _ in range(3):
