@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from gdfree.data.cases import load_array_case
 from gdfree.data.generative import (
@@ -72,6 +73,16 @@ class _Copier(torch.nn.Module):
 
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.images[: y.shape[0]] * (1 - y[:, :1])
+
+
+def test_the_discriminator_check_tells_apart_what_differs(patches):
+    from gdfree.data.generative import _discriminator_accuracy
+
+    real = patches.images[:32]
+    brain = (patches.label_maps[32:] > 0)[:, None]
+    blurred = np.stack([np.stack([ndimage.gaussian_filter(ch, 1.5) for ch in p]) for p in patches.images[32:]]) * brain
+    assert _discriminator_accuracy(real, blurred.astype(np.float32), seed=0) >= 0.8
+    assert _discriminator_accuracy(real[:16], patches.images[32:48], seed=0) <= 0.75  # real vs real
 
 
 def test_quality_report_flags_a_copying_generator(patches):

@@ -168,7 +168,7 @@ def test_new_lesions_go_only_where_placement_allows():
     allowed[20:38, 20:38, 2:20] = True
     cfg = LesionSimConfig(probability=1.0, carvemix=1.0, insert=1.0, remove=0.0)
     for seed in range(8):
-        out, new, record = simulate(cfg, np.random.default_rng(seed), image, labels, brain, SPACING, model=model,
+        out, _, record = simulate(cfg, np.random.default_rng(seed), image, labels, brain, SPACING, model=model,
                                     donor=(image, labels), placement=allowed)  # fmt: skip
         if record is None:
             continue

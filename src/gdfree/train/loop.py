@@ -32,6 +32,7 @@ from gdfree.evaluate.lesions import DetectionRule, lesion_f1
 from gdfree.evaluate.patient import roc_auc
 from gdfree.infer.forward import predict_volume
 from gdfree.io.bids import CaseFiles
+from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
@@ -169,8 +170,9 @@ def _synthesiser(
     cfg: TrainConfig, run_dir: Path, train_cases: list[ArrayCase], val_cases: list[ArrayCase], console: Any
 ) -> Any:
     """The generator of ``cfg.generative`` trained on the training cases (None when off); its losses and its
-    quality on the validation patients go to ``generator_log.tsv`` and ``generator_quality.json``. A resumed
-    run trains it again (the same seed gives the same generator)."""
+    quality on the validation patients go to ``generator_log.tsv`` and ``generator_quality.json``, its weights
+    to ``generator.safetensors`` (rebuild with :func:`gdfree.data.generative.build_generator`). A resumed run
+    trains it again (the same seed gives the same generator)."""
     if cfg.generative.kind == "none":
         return None
     from gdfree.data.generative import fit_synthesiser
@@ -179,7 +181,12 @@ def _synthesiser(
         console.print(f"training the {cfg.generative.kind} generator ({cfg.generative.steps} steps) ...")
     synthesiser, losses, report = fit_synthesiser(cfg.generative, train_cases, val_cases, cfg.modalities, cfg.heads,
                                                   cfg.seed)  # fmt: skip
+    from safetensors.torch import save_file
+
     write_tsv(run_dir / "generator_log.tsv", [{"step": i + 1, **row} for i, row in enumerate(losses)])
+    with atomic_path(run_dir / "generator.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in synthesiser.model.state_dict().items()}, str(tmp),
+                  metadata={"kind": cfg.generative.kind, "channels": str(len(cfg.modalities))})  # fmt: skip
     if report is not None:
         write_json(run_dir / "generator_quality.json", report)
     return synthesiser
