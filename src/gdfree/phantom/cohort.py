@@ -36,7 +36,7 @@ from gdfree.config import save_config
 from gdfree.io.images import write_text, write_volume
 from gdfree.phantom.anatomy import DeformParams, SubjectAnatomy, deform, sample_deform, template_maps
 from gdfree.phantom.lesions import LOCATIONS, PATTERNS, LesionParams, render_lesion, sample_lesions
-from gdfree.phantom.randomise import DomainRandomisation, apply_blur, sample_domain
+from gdfree.phantom.randomise import DomainRandomisation, apply_blur, confluent_fraction, sample_domain
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Volume, canonical_modality
 
 __all__ = ["PhantomConfig", "SubjectParams", "render_subject", "sample_subject", "subject_label", "write_cohort"]
@@ -268,6 +268,11 @@ def render_subject(
         rel[role] = (m.wm + c["GM"] * m.gm + c["CSF"] * m.csf) * (1 + texture_strength * texture)
     lesion_frac = np.zeros(shape, np.float32)
     enh_frac = np.zeros(shape, np.float32)
+    if domain and domain.get("confluent"):  # under the discrete lesions, which are painted over it
+        band = confluent_fraction(anat, domain["confluent"]["depth_mm"], domain["confluent"]["seed"])
+        lesion_frac = np.maximum(lesion_frac, band)
+        for role in roles:
+            rel[role] = rel[role] * (1 - band) + band * np.float32(contrasts[role]["lesion"])
     for lesion in params.lesions:
         r = render_lesion(
             lesion, affine, shape, halo_radius_mm=cfg.halo_radius_mm, halo_width_mm=cfg.halo_width_mm,

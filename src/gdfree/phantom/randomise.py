@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ORDERINGS", "DomainRandomisation", "apply_blur", "check_ordering", "sample_domain"]
+__all__ = ["ORDERINGS", "DomainRandomisation", "apply_blur", "check_ordering", "confluent_fraction", "sample_domain"]
 
 ORDERINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "T1w": (("CSF", "GM"), ("GM", "WM"), ("CSF", "lesion"), ("lesion", "WM")),
@@ -53,6 +53,10 @@ class DomainRandomisation:
         texture: (low, high) of the smooth tissue texture amplitude.
         in_plane_mm: (low, high) of the acquired in-plane resolution (FWHM of the blur, mm).
         slice_mm: (low, high) of the slice thickness (FWHM along one random axis, mm).
+        confluent_probability: share of subjects that also get a confluent periventricular lesion (a band of
+            white matter along the lateral ventricles of irregular depth: the large lesions of advanced MS
+            that discrete lesions never form; chronic, labelled lesion). 0 by default.
+        confluent_depth_mm: (low, high) of the band's mean depth from the ventricle wall.
     """
 
     enabled: bool = False
@@ -65,9 +69,15 @@ class DomainRandomisation:
     texture: tuple[float, float] = (0.0, 0.08)
     in_plane_mm: tuple[float, float] = (1.0, 2.5)
     slice_mm: tuple[float, float] = (1.0, 6.0)
+    confluent_probability: float = 0.0
+    confluent_depth_mm: tuple[float, float] = (2.0, 10.0)
 
     def __post_init__(self) -> None:
-        for name in ("noise", "bias_strength", "texture", "in_plane_mm", "slice_mm"):
+        if not 0 <= self.confluent_probability <= 1:
+            raise ValueError(
+                f"domain_randomisation.confluent_probability: expected [0, 1], got {self.confluent_probability}"
+            )
+        for name in ("noise", "bias_strength", "texture", "in_plane_mm", "slice_mm", "confluent_depth_mm"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"domain_randomisation.{name}: expected 0 <= low <= high, got {lo}, {hi}")
@@ -120,13 +130,36 @@ def sample_domain(rng: np.random.Generator, cfg: DomainRandomisation, roles: tup
         axes = [in_plane] * 3
         axes[int(rng.integers(3))] = max(in_plane, float(rng.uniform(*cfg.slice_mm)))
         fwhm[m] = [round(a, 3) for a in axes]
-    return {
+    out = {
         "contrasts": contrasts,
         "noise": noise,
         "bias_strength": round(float(rng.uniform(*cfg.bias_strength)), 4),
         "texture": round(float(rng.uniform(*cfg.texture)), 4),
         "fwhm_mm": fwhm,
+        "confluent": None,
     }
+    if cfg.confluent_probability > 0 and rng.random() < cfg.confluent_probability:
+        out["confluent"] = {"depth_mm": round(float(rng.uniform(*cfg.confluent_depth_mm)), 3),
+                            "seed": int(rng.integers(2**31))}  # fmt: skip
+    return out
+
+
+def confluent_fraction(anat: Any, depth_mm: float, seed: int) -> np.ndarray:
+    """Fraction map (float32 in [0, 1]) of a confluent periventricular lesion: white matter within an
+    irregular depth (``depth_mm`` x (1 + 0.6 x smooth noise), at least 1 mm) of the lateral ventricles."""
+    m = anat.maps
+    t = anat.template_mm
+    sp = m.spacing_mm
+    central = (np.abs(t[0]) < 28) & (t[1] > -50) & (t[1] < 25) & (t[2] > -2) & (t[2] < 32)
+    vent = (m.csf > 0.5) & central
+    if not vent.any():
+        return np.zeros(m.shape, np.float32)
+    distance = ndimage.distance_transform_edt(~vent, sampling=sp)
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(m.shape), 6.0 / sp)
+    noise /= max(float(noise.std()), 1e-6)
+    depth = np.maximum(depth_mm * (1 + 0.6 * noise), 1.0)
+    inside = np.clip((depth - distance) / sp + 0.5, 0.0, 1.0) * (distance > 0)
+    return (inside * np.clip(m.wm / 0.5, 0.0, 1.0) * (t[2] > -2)).astype(np.float32)
 
 
 def apply_blur(image: np.ndarray, fwhm_mm: list[float], spacing_mm: float) -> np.ndarray:
