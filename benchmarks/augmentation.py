@@ -21,7 +21,8 @@ and the difference to ``none`` at the same size with its paired CI.
 
 ``sim-to-real``: the all-lesion head trained on phantoms alone, 40 subjects of the default phantom vs 40
 of the domain-randomised one (same seed: same anatomy and lesions, other appearance; same config and
-steps), then ``gdfree prepare --no-register --spacing 2`` and prediction on the real shared cases
+steps) vs 40 domain-randomised ones of which about half also have a confluent periventricular lesion
+(``drc``), then ``gdfree prepare --no-register --spacing 2`` and prediction on the real shared cases
 patient07 and patient19 (open_ms_data, MNI space), scored against their consensus lesion masks (resampled
 to 2 mm, nearest neighbour): Dice, lesion F1 (msseg rule), false-positive lesions. Writes overlays on
 FLAIR for each model and case.
@@ -296,8 +297,12 @@ def sim_to_real(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    phantoms = {"default": PhantomConfig(resolution_mm=2),
-                "dr": PhantomConfig(resolution_mm=2, domain_randomisation=DomainRandomisation(enabled=True))}
+    phantoms = {
+        "default": PhantomConfig(resolution_mm=2),
+        "dr": PhantomConfig(resolution_mm=2, domain_randomisation=DomainRandomisation(enabled=True)),
+        "drc": PhantomConfig(resolution_mm=2, domain_randomisation=DomainRandomisation(enabled=True,
+                                                                                      confluent_probability=0.5)),
+    }  # fmt: skip
     for name, cfg in phantoms.items():
         cohort = out / f"cohort-{name}"
         if not (cohort / "participants.tsv").is_file():

@@ -242,3 +242,21 @@ def test_domain_randomisation_ranges_that_cannot_keep_the_ordering_are_refused()
         DomainRandomisation(noise=(0.1, 0.01))
     with pytest.raises(ValueError, match="missing an entry for T2w"):
         PhantomConfig(domain_randomisation=DomainRandomisation(enabled=True, ranges={"T1w": {"GM": (0.5, 0.9)}}))
+
+
+def test_a_confluent_band_is_labelled_lesion_along_the_ventricles_and_bright_on_flair():
+    from gdfree.phantom.randomise import DomainRandomisation
+
+    plain = PhantomConfig(resolution_mm=2, domain_randomisation=DomainRandomisation(enabled=True))
+    band = dataclasses.replace(plain, domain_randomisation=DomainRandomisation(enabled=True, confluent_probability=1.0))
+    params, anat = sample_subject(np.random.default_rng([1, 0]), band, "001", [1, 0])
+    without, _ = sample_subject(np.random.default_rng([1, 0]), plain, "001", [1, 0])
+    assert params.domain["confluent"] is not None and without.domain["confluent"] is None
+    images, masks, _ = render_subject(params, band, anat)
+    base_masks = render_subject(without, plain, anat)[1]
+    new = masks["lesion"] & ~base_masks["lesion"]
+    assert new.sum() * 8 > 3000 and not (masks["enhancing"] ^ base_masks["enhancing"]).any()  # chronic only
+    vent = anat.maps.csf > 0.5
+    assert ndimage.binary_dilation(vent, iterations=6)[new].mean() > 0.95  # along the ventricles
+    wm = (anat.maps.wm > 0.95) & ~ndimage.binary_dilation(masks["lesion"], iterations=2)
+    assert np.median(images["FLAIR"][new]) > 1.1 * np.median(images["FLAIR"][wm])
