@@ -20,7 +20,10 @@ from scipy import ndimage
 
 from gdfree.phantom.anatomy import SubjectAnatomy
 
-__all__ = ["LesionLibrary", "LesionParams", "RenderedLesion", "lesion_library", "render_lesion", "sample_lesions"]
+__all__ = [
+    "LesionLibrary", "LesionParams", "RenderedLesion", "lateral_ventricles", "lesion_library", "render_lesion",
+    "sample_lesions",
+]  # fmt: skip
 
 LOCATIONS = ("periventricular", "juxtacortical", "deep", "infratentorial")
 PATTERNS = ("nodular", "ring", "open_ring")
@@ -118,12 +121,18 @@ class _Sites:
     gm_near: np.ndarray
 
 
+def lateral_ventricles(anat: SubjectAnatomy) -> np.ndarray:
+    """CSF-dominant voxels in the box of the lateral ventricles (MNI x within 28 mm, y -50..25, z -2..32)."""
+    t = anat.template_mm
+    central = (np.abs(t[0]) < 28) & (t[1] > -50) & (t[1] < 25) & (t[2] > -2) & (t[2] < 32)
+    return (anat.maps.csf > 0.5) & central
+
+
 def _sites(anat: SubjectAnatomy) -> _Sites:
     m = anat.maps
     sp = m.spacing_mm
     t = anat.template_mm
-    central = (np.abs(t[0]) < 28) & (t[1] > -50) & (t[1] < 25) & (t[2] > -2) & (t[2] < 32)
-    vent = (m.csf > 0.5) & central
+    vent = lateral_ventricles(anat)
     if not vent.any():
         vent = m.csf > 0.5
     gm_dom = m.gm > np.maximum(m.wm, m.csf)

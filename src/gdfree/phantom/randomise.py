@@ -147,11 +147,12 @@ def sample_domain(rng: np.random.Generator, cfg: DomainRandomisation, roles: tup
 def confluent_fraction(anat: Any, depth_mm: float, seed: int) -> np.ndarray:
     """Fraction map (float32 in [0, 1]) of a confluent periventricular lesion: white matter within an
     irregular depth (``depth_mm`` x (1 + 0.6 x smooth noise), at least 1 mm) of the lateral ventricles."""
+    from gdfree.phantom.lesions import lateral_ventricles
+
     m = anat.maps
     t = anat.template_mm
     sp = m.spacing_mm
-    central = (np.abs(t[0]) < 28) & (t[1] > -50) & (t[1] < 25) & (t[2] > -2) & (t[2] < 32)
-    vent = (m.csf > 0.5) & central
+    vent = lateral_ventricles(anat)
     if not vent.any():
         return np.zeros(m.shape, np.float32)
     distance = ndimage.distance_transform_edt(~vent, sampling=sp)
