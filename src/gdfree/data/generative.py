@@ -389,7 +389,7 @@ def collect_patches(
 
 def crop_label_map(sampler: Any, params: Any, label_map: np.ndarray) -> np.ndarray:
     """The label map of the patch at ``params`` (background outside the volume)."""
-    src, dst = sampler._windows(params)
+    src, dst = sampler.windows(params)
     out = np.zeros((sampler.patch,) * 3, np.uint8)
     out[dst] = label_map[src]
     return out

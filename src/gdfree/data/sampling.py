@@ -144,7 +144,7 @@ class PatchSampler:
         corner = centre + jitter - self.patch // 2
         return PatchParams(case, category, tuple(int(c) for c in corner))  # type: ignore[arg-type]
 
-    def _windows(self, params: PatchParams) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    def windows(self, params: PatchParams) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Source (case) and destination (patch) slices of the patch at ``params``."""
         src, dst = [], []
         for c, n in zip(params.corner, self.cases[params.case].brain.shape, strict=True):
@@ -155,7 +155,7 @@ class PatchSampler:
 
     def crop_brain(self, params: PatchParams) -> np.ndarray:
         """The brain mask of the patch at ``params`` (False outside the volume)."""
-        src, dst = self._windows(params)
+        src, dst = self.windows(params)
         brain = np.zeros((self.patch,) * 3, bool)
         brain[dst] = self.cases[params.case].brain[src]
         return brain
@@ -171,7 +171,7 @@ class PatchSampler:
 
             c = self.cases[params.case]
             self._white_matter[params.case] = case_label_map(c.image, c.brain, c.labels, self.t1_channel) == 3
-        src, dst = self._windows(params)
+        src, dst = self.windows(params)
         wm = np.zeros((self.patch,) * 3, bool)
         wm[dst] = self._white_matter[params.case][src]
         return wm
@@ -194,7 +194,7 @@ class PatchSampler:
         Regions outside the volume are zero-padded (image 0 = the normalised background).
         """
         case = self.cases[params.case]
-        src, dst = self._windows(params)
+        src, dst = self.windows(params)
         image = np.zeros((case.image.shape[0], *(self.patch,) * 3), np.float32)
         image[(slice(None), *dst)] = case.image[(slice(None), *src)]
         target = np.zeros((len(self.heads), *(self.patch,) * 3), np.float32)
