@@ -258,7 +258,7 @@ def add_lesions(
 ) -> np.ndarray:  # fmt: skip
     """Draw up to ``count`` library lesions (real shapes, random flips and axis order) wholly inside the white
     matter of a label map (value 3), each labelled lesion (4) or, with ``active_probability``, active (5)."""
-    from gdfree.data.lesion_sim import _fits, _library_shape
+    from gdfree.data.lesion_sim import fits_inside, library_shape
     from gdfree.phantom.lesions import lesion_library
 
     out = label_map.copy()
@@ -269,13 +269,13 @@ def add_lesions(
         if not candidates.size:
             break
         flips, order = [bool(f) for f in rng.random(3) < 0.5], [int(a) for a in rng.permutation(3)]
-        shape = _library_shape(int(rng.integers(n_shapes)), spacing_mm, flips, order)
+        shape = library_shape(int(rng.integers(n_shapes)), spacing_mm, flips, order)
         points = np.argwhere(shape)
         if not points.size:  # a lesion smaller than half a voxel at this spacing
             continue
         offset = candidates[rng.integers(len(candidates))] - np.round(points.mean(axis=0)).astype(int)
         value = 5 if rng.random() < active_probability else 4
-        if _fits(points + offset, wm):
+        if fits_inside(points + offset, wm):
             out[tuple((points + offset).T)] = value
     return out
 

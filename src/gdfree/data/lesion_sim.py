@@ -37,8 +37,8 @@ from scipy import ndimage
 from gdfree.evaluate.lesions import label_lesions
 
 __all__ = [
-    "LesionModel", "LesionSimConfig", "carved_region", "carvemix", "fit_lesion_model", "insert_lesion",
-    "remove_lesion", "sample_carvemix", "sample_insertion", "sample_removal", "simulate",
+    "LesionModel", "LesionSimConfig", "carved_region", "carvemix", "fit_lesion_model", "fits_inside", "insert_lesion",
+    "library_shape", "remove_lesion", "sample_carvemix", "sample_insertion", "sample_removal", "simulate",
 ]  # fmt: skip
 
 
@@ -82,12 +82,13 @@ def sample_carvemix(
     candidates = np.argwhere(target_brain)
     for _ in range(tries):
         offset = candidates[rng.integers(len(candidates))] - centre
-        if _fits(points + offset, target_brain):
+        if fits_inside(points + offset, target_brain):
             return {"lesion_id": lesion_id, "margin_mm": margin, "offset_vox": [int(o) for o in offset]}
     raise ValueError(f"sample_carvemix: no place in the target brain holds lesion {lesion_id} after {tries} tries")
 
 
-def _fits(points: np.ndarray, brain: np.ndarray) -> bool:
+def fits_inside(points: np.ndarray, brain: np.ndarray) -> bool:
+    """Whether every (N, 3) voxel index lies inside the grid and inside ``brain``."""
     inside = np.all((points >= 0) & (points < np.array(brain.shape)), axis=1)
     return bool(inside.all() and brain[tuple(points.T)].all())
 
@@ -121,7 +122,7 @@ def carvemix(
                                    spacing_mm)  # fmt: skip
     src = np.argwhere(region)
     dst = src + np.asarray(params["offset_vox"], int)
-    if not _fits(dst, target_brain):
+    if not fits_inside(dst, target_brain):
         raise ValueError("carvemix: the carved region does not lie inside the target brain at this offset")
     src_idx, dst_idx = tuple(src.T), tuple(dst.T)
     image = target_image.copy()
@@ -214,7 +215,7 @@ def fit_lesion_model(
     return LesionModel(stack(rows[False]), stack(rows[True]), spread.astype(np.float32))
 
 
-def _library_shape(
+def library_shape(
     index: int, spacing_mm: Sequence[float], flips: Sequence[bool], transpose: Sequence[int]
 ) -> np.ndarray:
     """A library lesion (1 mm) resampled to ``spacing_mm`` by its fraction of each voxel, flipped/transposed."""
@@ -265,13 +266,13 @@ def sample_insertion(
         index = int(rng.integers(n_shapes))
         flips = [bool(f) for f in rng.random(3) < 0.5]
         transpose = [int(t) for t in rng.permutation(3)]
-        shape = _library_shape(index, spacing_mm, flips, transpose)
+        shape = library_shape(index, spacing_mm, flips, transpose)
         points = np.argwhere(shape)
         if not points.size or (max_voxels is not None and len(points) > max_voxels):
             continue
         centre = candidates[rng.integers(len(candidates))]
         offset = centre - np.round(points.mean(axis=0)).astype(int)
-        if _fits(points + offset, placement):
+        if fits_inside(points + offset, placement):
             return {
                 "library_index": index, "flips": flips, "transpose": transpose,
                 "offset_vox": [int(o) for o in offset], "contrast": [round(float(c), 4) for c in contrast],
@@ -294,7 +295,7 @@ def insert_lesion(
     smooth texture of ``spread`` (the case's within-lesion SD; none when None). ``lesion`` is set inside the
     mask, ``enhancing`` too when the lesion is active; a label that is None stays None.
     """
-    shape = _library_shape(int(params["library_index"]), spacing_mm, params["flips"], params["transpose"])
+    shape = library_shape(int(params["library_index"]), spacing_mm, params["flips"], params["transpose"])
     points = np.argwhere(shape) + np.asarray(params["offset_vox"], int)
     grid = image.shape[1:]
     if not np.all((points >= 0) & (points < np.array(grid))):
