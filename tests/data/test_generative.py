@@ -134,3 +134,14 @@ def test_training_with_generator_lesion_simulation_and_augmentation(tiny_cohort:
     assert (tmp_path / "run" / "generator_log.tsv").read_text().count("\n") == 6
     with pytest.raises(ValueError, match=r"generative\.kind"):
         GenerativeConfig(kind="diffusion")
+
+
+def test_lesion_simulation_state_is_prepared_once_for_every_case(cases):
+    maps = [case_label_map(c.image, c.brain, c.labels, 0) for c in cases]
+    sampler = PatchSampler(cases, ("enhancing", "lesion"), 16, SamplingRatios())
+    sampler.prepare_lesion_simulation(0)
+    assert sorted(sampler._white_matter) == sorted(sampler._lesion_models) == list(range(len(cases)))
+    assert all(np.array_equal(sampler._white_matter[i], m == 3) for i, m in enumerate(maps))
+    given = PatchSampler(cases, ("enhancing", "lesion"), 16, SamplingRatios())
+    given.prepare_lesion_simulation(0, [np.full_like(m, 3) for m in maps])  # the generator's maps are used
+    assert all(given._white_matter[i].all() for i in range(len(cases)))

@@ -86,7 +86,7 @@ class PatchSampler:
         self.index: list[dict[str, np.ndarray]] = [self._centres(c) for c in self.cases]
         self._lesion_models: dict[int, LesionModel | None] = {}
         self._white_matter: dict[int, np.ndarray] = {}
-        self.t1_channel: int | None = None  # set to place simulated lesions in white matter
+        self.t1_channel: int | None = None  # set (prepare_lesion_simulation) to place new lesions in white matter
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}
@@ -160,21 +160,37 @@ class PatchSampler:
         brain[dst] = self.cases[params.case].brain[src]
         return brain
 
+    def prepare_lesion_simulation(self, t1_channel: int | None, label_maps: Sequence[np.ndarray] | None = None) -> None:
+        """Fit every case's lesion model and white matter now, in this process, rather than lazily in each
+        DataLoader worker (each would redo them). ``label_maps``: the cases' tissue label maps if already
+        computed (the generator's), else the white matter comes from channel ``t1_channel`` (None: none)."""
+        self.t1_channel = t1_channel
+        for i in range(len(self.cases)):
+            self.lesion_model(i)
+            if label_maps is not None:
+                self._white_matter[i] = np.asarray(label_maps[i]) == 3
+            elif t1_channel is not None:
+                self._case_white_matter(i)
+
     def crop_white_matter(self, params: PatchParams) -> np.ndarray | None:
         """White matter of the patch at ``params`` (the WM class of
         :func:`gdfree.data.generative.case_label_map`, computed once per case from channel ``t1_channel``);
         None when :attr:`t1_channel` is None."""
         if self.t1_channel is None:
             return None
-        if params.case not in self._white_matter:
-            from gdfree.data.generative import case_label_map
-
-            c = self.cases[params.case]
-            self._white_matter[params.case] = case_label_map(c.image, c.brain, c.labels, self.t1_channel) == 3
         src, dst = self.windows(params)
         wm = np.zeros((self.patch,) * 3, bool)
-        wm[dst] = self._white_matter[params.case][src]
+        wm[dst] = self._case_white_matter(params.case)[src]
         return wm
+
+    def _case_white_matter(self, case: int) -> np.ndarray:
+        if case not in self._white_matter:
+            from gdfree.data.generative import case_label_map
+
+            c = self.cases[case]
+            assert self.t1_channel is not None
+            self._white_matter[case] = case_label_map(c.image, c.brain, c.labels, self.t1_channel) == 3
+        return self._white_matter[case]
 
     def lesion_model(self, case: int) -> LesionModel | None:
         """The lesion contrasts of training case ``case`` (:func:`gdfree.data.lesion_sim.fit_lesion_model`),

@@ -343,9 +343,10 @@ def train(
         step, best, log_rows = _resume(run_dir, model, optimiser, scheduler, rng, device)
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
-    if "T1w" in cfg.modalities:  # simulated lesions go into white matter
-        sampler.t1_channel = list(cfg.modalities).index("T1w")
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
+    if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
+        t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
+        sampler.prepare_lesion_simulation(t1, synthesiser.label_maps if synthesiser is not None else None)
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
                            augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
                            synthesiser=synthesiser,
