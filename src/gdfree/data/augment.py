@@ -11,6 +11,7 @@ transforms touch the image only. Ranges are TorchIO's defaults scaled by ``stren
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,9 +156,13 @@ def _transform(p: dict[str, Any]) -> Any:
     raise ValueError(f"augmentation parameters: unknown transform {name!r}")
 
 
-def apply(params: list[dict[str, Any]], image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def apply(
+    params: list[dict[str, Any]], image: np.ndarray, target: np.ndarray, continuous: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply logged parameters to one (C, P, P, P) image patch and its (H, P, P, P) binary targets.
 
+    Target channels listed in ``continuous`` are images (the ``t1gd`` head's post-Gd T1w): they follow the
+    spatial transforms with linear interpolation and no intensity transform, and are not binarised.
     Deterministic: the same parameters give the same output. ``[]`` returns the inputs unchanged.
     """
     if not params:
@@ -165,10 +170,11 @@ def apply(params: list[dict[str, Any]], image: np.ndarray, target: np.ndarray) -
     import torch
     import torchio as tio
 
-    subject = tio.Subject(
-        image=tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image))),
-        target=tio.LabelMap(tensor=torch.from_numpy(np.ascontiguousarray(target))),
-    )
+    images = {"image": tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(image))),
+              "target": tio.LabelMap(tensor=torch.from_numpy(np.ascontiguousarray(target)))}  # fmt: skip
+    if continuous:
+        images["reference"] = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(target[list(continuous)])))
+    subject = tio.Subject(**images)
     for p in params:
         if p["name"] == "anisotropy":  # thick slices along one axis, back on the patch grid (image only)
             spacing = [1.0, 1.0, 1.0]
@@ -179,13 +185,17 @@ def apply(params: list[dict[str, Any]], image: np.ndarray, target: np.ndarray) -
             subject = _transform(p)(subject)
     out_image = subject["image"].data.numpy().astype(np.float32)
     out_target = (subject["target"].data.numpy() > 0.5).astype(np.float32)
+    if continuous:
+        out_target[list(continuous)] = subject["reference"].data.numpy()
     return out_image, out_target
 
 
 def augment(
-    cfg: AugmentConfig, strength: float, image: np.ndarray, target: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Sample parameters with ``rng`` and apply them; returns the image, targets and the parameters."""
+    cfg: AugmentConfig, strength: float, image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+    continuous: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """Sample parameters with ``rng`` and apply them; returns the image, targets and the parameters
+    (``continuous``: see :func:`apply`)."""
     params = sample_params(cfg, strength, rng)
-    out_image, out_target = apply(params, image, target)
+    out_image, out_target = apply(params, image, target, continuous)
     return out_image, out_target, params

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gdfree.data.translation import TRANSLATION_HEAD, translation_target
 from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
-from gdfree.types import check_input_modalities
+from gdfree.types import POST_CONTRAST, check_input_modalities
 
 __all__ = ["NORMALISATION", "ArrayCase", "file_fingerprints", "load_array_case", "normalise"]
 
@@ -34,6 +35,11 @@ class ArrayCase:
         brain: (X, Y, Z) bool.
         affine: 4x4 voxel -> RAS mm. fingerprints: SHA-256 of each input file.
         raw_zero: per channel, the normalised value that raw intensity 0 would have (an empty acquisition).
+        raw_stats: per channel, the raw brain mean and standard deviation it was z-scored with (to write
+            an image predicted in normalised units back in the input's intensity scale).
+
+    The ``t1gd`` label, when asked for, is a float32 image, not a mask: the post-Gd T1w in the T1w channel's
+    normalised units (:func:`gdfree.train.translation.translation_target`).
     """
 
     case_id: str
@@ -46,6 +52,7 @@ class ArrayCase:
     dataset: int = 0
     fingerprints: tuple[str, ...] = field(default_factory=tuple)
     raw_zero: tuple[float, ...] = ()
+    raw_stats: tuple[tuple[float, float], ...] = ()
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -86,7 +93,8 @@ def load_array_case(
         modalities: input roles, in channel order; a post-contrast role raises InputRoleError unless
             ``oracle``.
         heads: label roles wanted; a head the case lacks, or that is not in ``label_sets`` (the labels the
-            config says this dataset provides), is None.
+            config says this dataset provides), is None. ``t1gd`` reads the post-Gd T1w as the translation
+            target (needs ``T1w`` among ``modalities``).
         oracle: allow the post-Gd T1w as an input (the upper-bound reference only).
 
     Raises:
@@ -97,7 +105,11 @@ def load_array_case(
     allowed = set(heads if label_sets is None else label_sets)
     wanted_masks = [h for h in heads if h in allowed and h in files.masks]
     masks = [*wanted_masks, *(["brain"] if "brain" in files.masks else [])]
-    case = load_case(files, modalities=modalities, masks=masks, required=modalities)
+    translate = TRANSLATION_HEAD in heads and TRANSLATION_HEAD in allowed and POST_CONTRAST in files.images
+    if translate and "T1w" not in modalities:
+        raise ValueError(f"{files.case_id}: the {TRANSLATION_HEAD} head needs T1w among the inputs")
+    extra = [POST_CONTRAST] if translate and POST_CONTRAST not in modalities else []
+    case = load_case(files, modalities=[*modalities, *extra], masks=masks, required=modalities)
     first = case.images[modalities[0]]
     image = np.stack([np.asarray(case.images[m].data, np.float32) for m in modalities])
     if "brain" in case.masks:
@@ -112,6 +124,11 @@ def load_array_case(
             raise ValueError(f"{files.images[m]}: constant ({inside.min():g}) over the whole brain; an empty or "
                              "failed acquisition, nothing to predict from")  # fmt: skip
     labels = {h: (np.asarray(case.masks[h].data, bool) if h in case.masks else None) for h in heads}
+    if TRANSLATION_HEAD in heads:
+        labels[TRANSLATION_HEAD] = None
+        if translate:
+            t1 = image[list(modalities).index("T1w")]
+            labels[TRANSLATION_HEAD] = translation_target(t1, np.asarray(case.images[POST_CONTRAST].data), brain)
     return ArrayCase(
         case_id=files.case_id,
         subject=files.subject,
@@ -123,6 +140,7 @@ def load_array_case(
         dataset=dataset,
         fingerprints=file_fingerprints([files.images[m] for m in modalities]),
         raw_zero=tuple(_raw_zero(image[c][brain]) for c in range(image.shape[0])),
+        raw_stats=tuple((float(image[c][brain].mean()), float(image[c][brain].std())) for c in range(len(image))),
     )
 
 

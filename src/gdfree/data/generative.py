@@ -38,7 +38,8 @@ from torch import nn
 __all__ = [
     "GENERATORS", "LABELS", "ConditionalGAN", "ConditionalVAE", "GenerativeConfig", "LabelledPatches",
     "Synthesiser", "add_lesions", "build_generator", "case_label_map", "collect_patches", "crop_label_map",
-    "fit_synthesiser", "generate", "one_hot", "quality_report", "train_generator",
+    "fit_synthesiser", "generate", "lsgan_discriminator_loss", "lsgan_generator_loss", "one_hot",
+    "patch_discriminator", "quality_report", "train_generator",
 ]  # fmt: skip
 
 LABELS = ("background", "CSF", "GM", "WM", "lesion", "active")
@@ -161,9 +162,7 @@ class ConditionalGAN(nn.Module):
         self.channels = channels
         self.generator = UNet(3, n + self.noise_channels, channels, (width, 2 * width, 4 * width), (2, 2),
                               num_res_units=1, norm="instance")  # fmt: skip
-        self.discriminator = nn.Sequential(
-            _conv(channels + n, width, 2), _conv(width, 2 * width, 2), _conv(2 * width, 1, act=False)
-        )
+        self.discriminator = patch_discriminator(channels + n, width)
 
     def generate(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         noise = torch.randn((y.shape[0], self.noise_channels, *y.shape[2:]), generator=generator)
@@ -172,6 +171,21 @@ class ConditionalGAN(nn.Module):
     @torch.no_grad()
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.generate(y, generator)
+
+
+def patch_discriminator(in_channels: int, width: int = 16) -> nn.Module:
+    """A 3-D PatchGAN (pix2pix): two strided convolutions, then one logit per patch of the input."""
+    return nn.Sequential(_conv(in_channels, width, 2), _conv(width, 2 * width, 2), _conv(2 * width, 1, act=False))
+
+
+def lsgan_discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN loss of the discriminator: real inputs to 1, ``fake`` (detached here) to 0."""
+    return 0.5 * (((disc(real) - 1) ** 2).mean() + (disc(fake.detach()) ** 2).mean())
+
+
+def lsgan_generator_loss(disc: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN loss of the generator: its ``fake`` inputs to 1."""
+    return ((disc(fake) - 1) ** 2).mean()
 
 
 def build_generator(kind: str, channels: int) -> nn.Module:
@@ -227,13 +241,11 @@ def train_generator(
             rows.append({"recon": rec.item(), "kl": kl.item()})
         else:
             fake = model.generate(y) * brain
-            d_real = model.discriminator(torch.cat([x, y], 1))
-            d_fake = model.discriminator(torch.cat([fake.detach(), y], 1))
-            d_loss = 0.5 * (((d_real - 1) ** 2).mean() + (d_fake**2).mean())
+            d_loss = lsgan_discriminator_loss(model.discriminator, torch.cat([x, y], 1), torch.cat([fake, y], 1))
             opt_d.zero_grad()
             d_loss.backward()
             opt_d.step()
-            g_adv = ((model.discriminator(torch.cat([fake, y], 1)) - 1) ** 2).mean()
+            g_adv = lsgan_generator_loss(model.discriminator, torch.cat([fake, y], 1))
             g_l1 = (torch.abs(fake - x) * brain).sum() / brain.sum().clamp(min=1) / x.shape[1]
             g_loss = g_adv + l1 * g_l1
             opt_g.zero_grad()

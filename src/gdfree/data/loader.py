@@ -20,6 +20,7 @@ from gdfree.data.augment import AugmentConfig, augment
 from gdfree.data.generative import Synthesiser
 from gdfree.data.lesion_sim import LesionSimConfig, simulate
 from gdfree.data.sampling import PatchParams, PatchSampler
+from gdfree.data.translation import TRANSLATION_HEAD
 
 __all__ = ["Batch", "batch_stream", "make_batch"]
 
@@ -58,6 +59,7 @@ def make_batch(
     gets a simulated lesion change with ``lesion_sim``'s probability, then is augmented (parameters also
     drawn with ``rng``) when ``strength`` > 0."""
     images, targets, present = [], [], []
+    continuous = [h for h, name in enumerate(sampler.heads) if name == TRANSLATION_HEAD]
     for _ in range(batch_size):
         params = sampler.sample_params(rng)
         image, target, has = sampler.crop(params)
@@ -66,7 +68,7 @@ def make_batch(
         if lesion_sim is not None and lesion_sim.probability > 0:
             image, target = _simulate_lesion(sampler, params, image, target, has, lesion_sim, rng)
         if strength > 0:
-            image, target, _ = augment(augmentation, strength, image, target, rng)
+            image, target, _ = augment(augmentation, strength, image, target, rng, continuous)
         images.append(image)
         targets.append(target)
         present.append(has)

@@ -148,7 +148,8 @@ def evaluate_case(
         prob: probability map (FROC, calibration, ``max_prob`` score).
         brain: brain mask; calibration, retention and ``max_prob`` are restricted to it.
         uncertainty: voxel uncertainty (retention curve, R-AUC).
-        synth, target_image: synthetic and acquired post-Gd T1w (translation metrics in ``brain``).
+        synth, target_image: synthetic and acquired post-Gd T1w on one intensity scale (translation metrics
+            in ``brain``, ``synth_*``, and inside the reference mask, ``synth_ref_*``).
 
     Raises:
         ValueError: neither ``pred`` nor ``prob``, or arrays on different grids.
@@ -185,6 +186,9 @@ def evaluate_case(
         row["retention_auc"] = retention_auc(retention_curve(pred[sel], ref[sel], unc[sel]))
     if synth is not None and target_image is not None:
         row.update({f"synth_{k}": v for k, v in translation_metrics(synth, target_image, region).items()})
+        span = float(np.ptp(target_image[region])) if region is not None and region.any() else None
+        inside = translation_metrics(synth, target_image, ref, data_range=span or None)  # brain range: comparable
+        row.update({f"synth_ref_{k}": v for k, v in inside.items()})
 
     if cfg.patient_score == "max_prob":
         score = math.nan if prob is None else float((prob[region] if region is not None else prob).max(initial=0.0))
@@ -206,7 +210,7 @@ def evaluate_case(
 _SUMMARY_METRICS = (
     "dice", "ndsc", "sensitivity", "precision", "avd_percent", "volume_difference_mm3", "hd95_mm", "assd_mm",
     "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_fp", "ece", "retention_auc",
-    "synth_mae", "synth_psnr_db", "synth_ssim",
+    "synth_mae", "synth_psnr_db", "synth_ssim", "synth_ref_mae", "synth_ref_psnr_db", "synth_ref_ssim",
 )  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Predictions are BIDS derivatives as ``gdfree predict`` writes them (any folder d
     sub-X[_ses-Y]_desc-<target>_probseg.nii.gz    voxel probabilities in [0, 1]
     sub-X[_ses-Y]_desc-<target>_mask.nii.gz       binary prediction (else probseg >= threshold)
     sub-X[_ses-Y]_desc-<uncertainty>_*.nii.gz     optional voxel uncertainty (retention curves)
-    sub-X[_ses-Y]_desc-synthT1gd_T1w.nii.gz       optional synthetic post-Gd T1w (translation metrics)
+    sub-X[_ses-Y]_desc-synthT1gd_T1w.nii.gz       optional synthetic post-Gd T1w (translation metrics, in the
+                                                  T1w's normalised units when the reference has T1w and brain)
 
 The reference is any dataset :func:`gdfree.io.adapters.discover` reads; its ``<target>`` mask is the
 truth, its brain mask (if any) restricts calibration, retention and translation metrics.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import gdfree
+from gdfree.data.translation import translation_target
 from gdfree.errors import GdfreeError, GridMismatchError, MissingModalityError
 from gdfree.evaluate.cohort import CaseResult, EvaluationConfig, evaluate_case, summarize
 from gdfree.io.bids import CaseFiles, parse_entities
@@ -228,6 +230,11 @@ def _evaluate_pair(
     if pred.synth and POST_CONTRAST in ref.images:
         synth = _on_grid(pred.synth, truth).data
         target_image = _on_grid(ref.images[POST_CONTRAST], truth).data
+        if "T1w" in ref.images and brain is not None:  # both in the T1w's normalised units (as trained)
+            t1 = np.asarray(_on_grid(ref.images["T1w"], truth).data, np.float64)
+            inside = t1[np.asarray(brain, bool)]
+            synth = np.where(brain, (synth - inside.mean()) / (inside.std() or 1.0), 0.0)
+            target_image = translation_target(t1, np.asarray(target_image), np.asarray(brain, bool))
     try:
         result = evaluate_case(
             np.asarray(truth.data), truth.spacing_mm, case_id=ref.case_id, pred=mask, prob=prob,

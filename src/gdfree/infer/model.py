@@ -10,6 +10,10 @@ Per head, the decision threshold is the one chosen on the validation patients fo
 that recorded a single ``threshold`` use it for every head) and is applied on the calibrated scale: with
 temperature T, probability p = sigmoid(z / T) and threshold sigmoid(logit(t) / T) select the same voxels
 as the uncalibrated threshold t did.
+
+A model with a ``t1gd`` (translation) output synthesises the post-Gd T1w; :attr:`TrainedModel.heads` lists its
+probability heads, where ``enhancing`` is read from the synthetic image with the calibration fitted on
+validation (``translation`` in ``model.json``) when the network has no enhancing head of its own.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import torch
 from torch import nn
 
 from gdfree.data.cases import NORMALISATION
+from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
 from gdfree.infer.forward import predict_volume
 from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
 
-_HEADS = ("enhancing", "lesion")
+_HEADS = ("enhancing", "lesion", TRANSLATION_HEAD)
 
 
 def _fraction(value: Any, where: str) -> float:
@@ -53,7 +58,11 @@ class TrainedModel:
     Attributes:
         folder: the run folder it was loaded from.
         network: the module, in eval mode, on the device it was loaded to.
-        heads: output channels in order; modalities: input channels in order (pre-contrast unless ``oracle``).
+        heads: probability heads in order (:meth:`probabilities`); modalities: input channels in order
+            (pre-contrast unless ``oracle``).
+        network_heads: the network's output channels (``t1gd``: the synthetic post-Gd T1w, T1w z units).
+        translation: ``calibration`` (a, b) and ``t1_channel`` of an enhancing head read from the synthetic
+            image, or None.
         normalisation: name of the input normalisation (:data:`gdfree.data.cases.NORMALISATION`).
         temperature: head -> temperature fitted on validation (1 when none was fitted).
         thresholds: head -> decision threshold on the calibrated probability scale.
@@ -79,6 +88,13 @@ class TrainedModel:
     training_fingerprints: frozenset[str]
     control: bool
     meta: Mapping[str, Any]
+    network_heads: tuple[str, ...] = ()
+    translation: Mapping[str, Any] | None = None
+
+    @property
+    def synthesises(self) -> bool:
+        """Whether the network synthesises the post-Gd T1w (a ``t1gd`` output)."""
+        return TRANSLATION_HEAD in self.network_heads
 
     @classmethod
     def load(cls, folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> TrainedModel:
@@ -120,6 +136,23 @@ class TrainedModel:
             raise ValueError(f"{where}: {len(modalities)} modalities for a network of {kwargs['in_channels']} inputs")
         if meta["normalisation"] != NORMALISATION:
             raise ValueError(f"{where}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
+        network_heads = tuple(heads)
+        translation = meta.get("translation")
+        if TRANSLATION_HEAD in heads:
+            if "T1w" not in modalities:
+                raise ValueError(f"{where}: a {TRANSLATION_HEAD} head needs T1w among the modalities {modalities}")
+            heads = [h for h in heads if h != TRANSLATION_HEAD]
+            if "enhancing" not in heads:
+                calib = translation.get("calibration") if isinstance(translation, dict) else None
+                if (not isinstance(calib, list) or len(calib) != 2
+                        or not all(isinstance(v, int | float) and math.isfinite(v) for v in calib)):  # fmt: skip
+                    raise ValueError(f"{where}: translation.calibration: expected [a, b] fitted on validation, "
+                                     f"got {translation!r}")  # fmt: skip
+                if translation.get("t1_channel") != modalities.index("T1w"):
+                    raise ValueError(f"{where}: translation.t1_channel: expected {modalities.index('T1w')} (T1w)")
+                heads = ["enhancing", *heads]
+        elif translation is not None:
+            raise ValueError(f"{where}: translation given for a network without a {TRANSLATION_HEAD} head")
         temps = meta.get("temperature", {})
         if not isinstance(temps, dict) or set(temps) - set(heads):
             raise ValueError(f"{where}: temperature: expected head -> value for heads {heads}, got {temps!r}")
@@ -151,6 +184,7 @@ class TrainedModel:
             oracle=oracle, temperature=temperature, thresholds=thresholds, min_lesion_mm3=float(min_mm3),
             rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
+            network_heads=network_heads, translation=translation if "enhancing" not in network_heads else None,
         )  # fmt: skip
 
     @property
@@ -158,9 +192,33 @@ class TrainedModel:
         """Temperatures in head order."""
         return tuple(self.temperature[h] for h in self.heads)
 
-    def probabilities(self, image: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    def probabilities(
+        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None
+    ) -> np.ndarray:
         """Calibrated probabilities of every head for one normalised (C, X, Y, Z) image, (H, X, Y, Z)."""
-        return predict_volume(self.network, image, device, temperature=self.temperatures)
+        return self.predict(image, device, brain)[0]
+
+    def predict(
+        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (H, X, Y, Z) of :attr:`heads`, synthetic post-Gd T1w (X, Y, Z) in T1w z units or None)
+        for one normalised (C, X, Y, Z) image; ``brain`` (default: voxels non-zero in some channel) bounds the
+        NAWM statistics of an enhancing head read from the synthetic image."""
+        if not self.synthesises:
+            return predict_volume(self.network, image, device, temperature=self.temperatures), None
+        logits = predict_volume(self.network, image, device, logits_only=True)
+        synth = logits[self.network_heads.index(TRANSLATION_HEAD)]
+        maps = []
+        for h in self.heads:
+            if h in self.network_heads:
+                z = logits[self.network_heads.index(h)] / self.temperature[h]
+                maps.append((1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32))
+            else:  # enhancing, read from the synthetic image
+                assert self.translation is not None
+                region = np.any(image != 0, axis=0) if brain is None else brain
+                t1 = image[int(self.translation["t1_channel"])]
+                maps.append(enhancement_probability(enhancement_z(t1, synth, region), self.translation["calibration"]))
+        return np.stack(maps), synth
 
     def sample(
         self,
@@ -176,6 +234,9 @@ class TrainedModel:
         temperatures (see :func:`gdfree.infer.sampling.sample_predictions`)."""
         from gdfree.infer.sampling import sample_predictions
 
+        if self.synthesises:
+            raise ValueError(f"{self.folder}: MC dropout, flips and ensembles are not implemented for a model with a "
+                             f"{TRANSLATION_HEAD} output; predict without them")  # fmt: skip
         models = [self, *members]
         for other in members:
             self.check_member(other)

@@ -5,8 +5,9 @@ Per case, on the input grid (same affine and shape as the inputs), under ``OUT/s
 >= the model's threshold chosen on validation; the enhancing mask then drops its components of the model's
 ``min_lesion_mm3`` or less, chosen on validation with the threshold), and ``_lesions.tsv`` (one row a
 predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean probability).
-``OUT/predictions.tsv`` has one row a case with its activity score; ``OUT/dataset_description.json``
-names the model and its hash.
+A model with a ``t1gd`` output also writes ``desc-synthT1gd_T1w.nii.gz``, the synthetic post-Gd T1w in the
+input T1w's intensity scale. ``OUT/predictions.tsv`` has one row a case with its activity score;
+``OUT/dataset_description.json`` names the model and its hash.
 
 A cohort goes on past a case that fails (unreadable file, NaN voxels, missing modality): the reason goes
 to ``OUT/failures.tsv`` and the other cases are predicted. ``OUT/gdfree_run.json`` (see
@@ -87,7 +88,8 @@ def predict_case(
     flips: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Probabilities, masks, lesion rows and the activity score of one loaded case.
+    """Probabilities, masks, lesion rows and the activity score of one loaded case (and ``synth``, the
+    synthetic post-Gd T1w in T1w z units, from a model with a ``t1gd`` output).
 
     With ``mc`` > 0, ``flips`` or ensemble ``members`` (models with the same heads and inputs, each applied
     with its own temperatures), the probability is the mean of the samples and the result also holds
@@ -101,11 +103,12 @@ def predict_case(
 
     heads = list(model.heads)
     sampled = mc > 0 or flips or bool(members)
+    synth = None
     if sampled:
         stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed)
         prob = stack.mean(axis=0)
     else:
-        prob = model.probabilities(case.image, device)
+        prob, synth = model.predict(case.image, device, case.brain)
     if not np.isfinite(prob).all():
         raise GdfreeError(f"{case.case_id}: the network's output holds NaN or infinite values; no prediction made")
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
@@ -114,6 +117,10 @@ def predict_case(
     rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule) if "enhancing" in probs else []
     score = float(probs["enhancing"].max()) if "enhancing" in probs else math.nan
     result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
+    if synth is not None:
+        if not np.isfinite(synth).all():
+            raise GdfreeError(f"{case.case_id}: the synthetic post-Gd T1w holds NaN or infinite values")
+        result["synth"] = np.where(case.brain, synth, 0.0).astype(np.float32)
     if sampled:
         uncertainty = {}
         for i, h in enumerate(heads):
@@ -292,6 +299,11 @@ def _predict_one(
                        derivative_path(out, case.subject, case.session, "probseg", desc=head)))  # fmt: skip
         written.append(write_volume(ref.with_data(result["mask"][head].astype(np.uint8)),
                        derivative_path(out, case.subject, case.session, "mask", desc=head)))  # fmt: skip
+    if "synth" in result and case.raw_stats:  # back in the input T1w's intensity scale
+        mean, std = case.raw_stats[list(model.modalities).index("T1w")]
+        raw = np.where(case.brain, result["synth"] * std + mean, 0.0).astype(np.float32)
+        written.append(write_volume(ref.with_data(raw), derivative_path(out, case.subject, case.session, "T1w",
+                                                                        desc="synthT1gd")))  # fmt: skip
     columns = ["lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "probability",
                "mean_probability"]  # fmt: skip
     if "uncertainty" in result:

@@ -19,11 +19,12 @@ from gdfree.data.generative import GenerativeConfig
 from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.sampling import SamplingRatios
 from gdfree.train.losses import LOSSES
+from gdfree.train.translation import TranslationConfig
 from gdfree.types import check_input_modalities
 
 __all__ = ["HEADS", "DatasetSpec", "SplitConfig", "TrainConfig"]
 
-HEADS = ("enhancing", "lesion")
+HEADS = ("enhancing", "lesion", "t1gd")
 KEEP = ("last", "best")
 
 
@@ -72,7 +73,10 @@ class TrainConfig:
         datasets: training datasets with their label sets.
         modalities: input roles in channel order; ``T1gd`` only with ``oracle: true``.
         oracle: the upper-bound reference that also sees the post-Gd T1w. Never a product model.
-        heads, head_weights: output heads and their loss weights.
+        heads, head_weights: output heads and their loss weights. ``t1gd`` is the translation head: it
+            synthesises the post-Gd T1w (needs ``T1w`` among the inputs); alone it is the stand-alone
+            generator, with the segmentation heads the multitask model (:mod:`gdfree.data.translation`).
+        translation: the ``t1gd`` head's loss (:class:`gdfree.train.translation.TranslationConfig`).
         channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
         loss: ``dice_ce`` or ``dice_focal``.
         patch_size, batch_size, sampling: patches and their category shares.
@@ -107,7 +111,7 @@ class TrainConfig:
     datasets: tuple[DatasetSpec, ...] = ()
     modalities: tuple[str, ...] = ("T1w", "T2w", "FLAIR")
     oracle: bool = False
-    heads: tuple[str, ...] = HEADS
+    heads: tuple[str, ...] = ("enhancing", "lesion")
     head_weights: tuple[float, ...] = (1.0, 0.3)
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2, 2)
@@ -122,6 +126,7 @@ class TrainConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     lesion_sim: LesionSimConfig = field(default_factory=LesionSimConfig)
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
     workers: int = 0
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -141,6 +146,12 @@ class TrainConfig:
             raise ValueError("oracle: true is only for a model that also receives T1gd; add it to modalities")
         if len(self.head_weights) != len(self.heads) or any(h not in HEADS for h in self.heads):
             raise ValueError(f"heads/head_weights: expected matching lists of {', '.join(HEADS)}")
+        if "t1gd" in self.heads:
+            if "T1w" not in self.modalities:
+                raise ValueError("heads: the t1gd head synthesises the post-Gd T1w from the T1w; add T1w to modalities")
+            if self.lesion_sim.probability > 0 or self.generative.kind != "none" or self.randomise_labels:
+                raise ValueError("heads: the t1gd head cannot be trained with lesion_sim, generative or "
+                                 "randomise_labels (they change labels without changing its target image)")
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
         divisor = 1

@@ -21,12 +21,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 import gdfree
 from gdfree.config import config_to_dict, load_config, save_config
 from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
 from gdfree.data.loader import batch_stream
 from gdfree.data.sampling import PatchSampler
+from gdfree.data.translation import (
+    DEFAULT_CALIBRATION,
+    TRANSLATION_HEAD,
+    enhancement_probability,
+    enhancement_z,
+    fit_enhancement_calibration,
+)
 from gdfree.evaluate.froc import froc_counts
 from gdfree.evaluate.lesions import DetectionRule, lesion_f1
 from gdfree.evaluate.patient import roc_auc
@@ -36,9 +44,10 @@ from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
-from gdfree.train.config import TrainConfig
+from gdfree.train.config import HEADS, TrainConfig
 from gdfree.train.losses import multitask_loss
 from gdfree.train.splits import derangement, split_patients
+from gdfree.train.translation import Adversary
 
 __all__ = ["MIN_LESION_MM3", "THRESHOLDS", "gather_cases", "randomise_labels", "train", "validate"]
 
@@ -82,16 +91,42 @@ def gather_cases(cfg: TrainConfig) -> list[tuple[int, CaseFiles]]:
 
 
 def validate(
-    model: torch.nn.Module, cases: list[ArrayCase], heads: tuple[str, ...], rule: DetectionRule, device: str
-) -> dict[str, Any]:
+    model: torch.nn.Module, cases: list[ArrayCase], heads: tuple[str, ...], rule: DetectionRule, device: str,
+    t1_channel: int | None = None, seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
     """Full-volume prediction of the validation cases: per head the pooled lesion F1 at each threshold and
     minimum predicted lesion volume (:data:`MIN_LESION_MM3`), the best pair (ties: the smallest volume,
-    then the lowest threshold), and (for ``enhancing``) the patient AUC of the maximum probability."""
+    then the lowest threshold), and (for ``enhancing``) the patient AUC of the maximum probability.
+
+    A ``t1gd`` head adds ``t1gd_mae`` (brain MAE of the synthetic post-Gd T1w, T1w z units); without an
+    ``enhancing`` head the enhancing probability is read from its image (:mod:`gdfree.data.translation`,
+    from channel ``t1_channel``) with a calibration fitted on these cases (``translation_calibration``)."""
     model.eval()
-    probs = [predict_volume(model, c.image, device) for c in cases]
+    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
+    probs = [{h: expit(z[i]) for i, h in enumerate(heads) if h != TRANSLATION_HEAD} for z in logits]
     out: dict[str, Any] = {}
-    for h, head in enumerate(heads):
-        labelled = [(c, p[h]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
+    scored = [h for h in heads if h != TRANSLATION_HEAD]
+    if TRANSLATION_HEAD in heads:
+        t = heads.index(TRANSLATION_HEAD)
+        errors = [float(np.abs(z[t] - c.labels[TRANSLATION_HEAD])[c.brain].mean())
+                  for c, z in zip(cases, logits, strict=True) if c.labels.get(TRANSLATION_HEAD) is not None]
+        out["t1gd_mae"] = float(np.mean(errors)) if errors else math.nan
+        if "enhancing" not in heads and t1_channel is not None:
+            zs = [enhancement_z(c.image[t1_channel], z[t], c.brain) for c, z in zip(cases, logits, strict=True)]
+            pairs = [(z, c) for z, c in zip(zs, cases, strict=True) if c.labels.get("enhancing") is not None]
+            try:
+                calibration = fit_enhancement_calibration(
+                    [z for z, _ in pairs], [c.labels["enhancing"] for _, c in pairs], [c.brain for _, c in pairs],
+                    np.random.default_rng(seed))
+            except ValueError as exc:
+                calibration = DEFAULT_CALIBRATION
+                out["translation_calibration_note"] = f"{exc}; the default {DEFAULT_CALIBRATION} is used"
+            out["translation_calibration"] = list(calibration)
+            for p, z in zip(probs, zs, strict=True):
+                p["enhancing"] = enhancement_probability(z, calibration)
+            scored.insert(0, "enhancing")
+    for head in scored:
+        labelled = [(c, p[head]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
         if not labelled:
             continue
         in_brain = [np.where(c.brain, p, 0.0) for c, p in labelled]
@@ -113,7 +148,7 @@ def validate(
             active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
             scores = [float(p[c.brain].max()) for c, p in labelled]
             out["enhancing_auc"] = roc_auc(active, scores)
-    key = "enhancing" if "enhancing_f1" in out else heads[-1]
+    key = "enhancing" if "enhancing_f1" in out else scored[-1] if scored else "none"
     auc = out.get("enhancing_auc", math.nan)
     out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
     out["threshold"] = out.get(f"{key}_threshold", 0.5)
@@ -138,6 +173,8 @@ def fit_temperatures(
     rng = np.random.default_rng(seed)
     temps, notes = {}, {}
     for h, head in enumerate(heads):
+        if head == TRANSLATION_HEAD:
+            continue
         pairs = [(z[h][c.brain], c.labels[head][c.brain]) for c, z in zip(cases, logits, strict=True)
                  if c.labels.get(head) is not None]  # fmt: skip
         if not pairs:
@@ -162,7 +199,8 @@ def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], dev
     maps it onto the calibrated one, so masks do not change."""
     model, meta = load_model(run_dir, device)
     temps, notes = fit_temperatures(model, cases, heads, device, seed)
-    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads},
+    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads
+                                                                if h != TRANSLATION_HEAD},
                                         "temperature_notes": notes})  # fmt: skip
 
 
@@ -310,7 +348,11 @@ def train(
                                label_sets=cfg.datasets[d].labels)  # fmt: skip
 
     train_cases = [load(d, c) for d, c in by_part["train"]]
-    val_cases = [load(d, c) for d, c in by_part["val"]]
+    # a translation model's enhancing probability is calibrated on the validation cases' enhancing labels
+    derived = TRANSLATION_HEAD in cfg.heads and "enhancing" not in cfg.heads
+    val_heads = (*cfg.heads, "enhancing") if derived else cfg.heads
+    val_cases = [load_array_case(c, cfg.modalities, val_heads, oracle=cfg.oracle, dataset=d,
+                                 label_sets=cfg.datasets[d].labels) for d, c in by_part["val"]]  # fmt: skip
     if cfg.randomise_labels:
         randomise_labels([*train_cases, *val_cases], "enhancing", cfg.seed)
     seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
@@ -347,6 +389,12 @@ def train(
     if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
         t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
         sampler.prepare_lesion_simulation(t1, synthesiser.label_maps if synthesiser is not None else None)
+    t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
+    adversary = (Adversary(len(cfg.modalities), cfg.translation, device)
+                 if TRANSLATION_HEAD in cfg.heads and cfg.translation.adversarial_weight > 0 else None)  # fmt: skip
+    if adversary is not None and resume and (run_dir / "last_optim.pt").is_file():
+        adversary.load_state_dict(torch.load(run_dir / "last_optim.pt", map_location=device, weights_only=True)
+                                  ["discriminator"])  # fmt: skip
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
                            augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
                            synthesiser=synthesiser,
@@ -359,7 +407,17 @@ def train(
         while step < cfg.max_steps:
             model.train()
             x, y, mask = (t.to(device, non_blocking=True) for t in next(batches))
-            loss, parts_loss = multitask_loss(model(x), y, mask, cfg.heads, cfg.head_weights, cfg.loss)
+            out = model(x)
+            loss, parts_loss = multitask_loss(out, y, mask, cfg.heads, cfg.head_weights, cfg.loss, inputs=x,
+                                              t1_channel=t1, translation=cfg.translation)  # fmt: skip
+            if adversary is not None:
+                h = cfg.heads.index(TRANSLATION_HEAD)
+                rows = mask[:, h]
+                if bool(rows.any()):
+                    g_adv, parts_loss["discriminator"] = adversary.step(x[rows], out[rows, h : h + 1],
+                                                                        y[rows, h : h + 1])  # fmt: skip
+                    parts_loss["t1gd_adversarial"] = float(g_adv.detach())
+                    loss = loss + g_adv
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -372,10 +430,13 @@ def train(
                 log_rows.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                  **{f"loss_{k}": v for k, v in parts_loss.items()}})  # fmt: skip
             if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
-                val = validate(model, val_cases, cfg.heads, rule, device) if val_cases else {"score": 0.0}
+                val = (validate(model, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
+                       else {"score": 0.0})  # fmt: skip
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
                 meta = {**meta_base, "threshold": val.get("threshold", 0.5),
-                        "thresholds": {h: val[f"{h}_threshold"] for h in cfg.heads if f"{h}_threshold" in val},
+                        "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
+                        **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
+                           if "translation_calibration" in val else {}),
                         "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val}  # fmt: skip
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
@@ -387,7 +448,8 @@ def train(
                 save_model(run_dir, model, meta, stem="last")
                 with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
                     torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                                "torch_rng": torch.get_rng_state()}, fh)  # fmt: skip
+                                "torch_rng": torch.get_rng_state(),
+                                **({"discriminator": adversary.state_dict()} if adversary else {})}, fh)  # fmt: skip
                 (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
                 write_json(run_dir / "last_state.json", {"step": step, "best_score": best, "log": log_rows,
                                                    "numpy_rng": rng.bit_generator.state})  # fmt: skip
