@@ -345,6 +345,39 @@ def train_command(
 
 
 @app.command()
+def activity(
+    data: Annotated[list[Path], typer.Option(help="Dataset with lesion and enhancing masks (repeat the option).")],
+    out: Annotated[Path, typer.Option(help="Folder for activity.json + activity_model.txt.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Trained run whose probability maps add features (not trained on DATA).")
+    ] = None,
+    modalities: Annotated[str, typer.Option(help="Comma-separated inputs, in the model's order.")] = "T1w,T2w,FLAIR",
+    val_fraction: Annotated[float, typer.Option(help="Patients that calibrate and set the threshold.")] = 0.2,
+    test_fraction: Annotated[float, typer.Option(help="Patients left out (listed in activity.json).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the booster.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Fit the lesion-level activity classifier (gradient boosting on each lesion's intensity, texture and shape
+    features) on training patients, calibrated on validation patients; use it with predict --activity."""
+    from gdfree.activity import ActivityConfig, fit_activity_dataset
+    from gdfree.errors import GdfreeError
+    from gdfree.io.runs import check_output_folder
+    from gdfree.train.config import SplitConfig
+
+    try:
+        check_output_folder(out, [*data, *([model] if model else [])])
+        clf = fit_activity_dataset(data, out, modalities=_split(modalities) or (), cfg=ActivityConfig(seed=seed),
+                                   split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+                                   network=model, device=check_device(device))  # fmt: skip
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    val = clf.meta["validation"]
+    _console().print(f"Activity classifier in {out}: validation lesion AUC {val['lesion_auc'] or float('nan'):.3f}, "
+                     f"F1 {val['lesion_f1']:.3f} at p_active >= {clf.threshold:.2f} ({val['n_lesions']} lesions, "
+                     f"{val['n_active']} active, {val['n_patients']} patients)")  # fmt: skip
+
+
+@app.command()
 def predict(
     model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
     input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X or sub-X/ses-Y folder in it.")],
@@ -363,6 +396,9 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the outputs of another model or other options found in OUT.")
     ] = False,
+    activity: Annotated[
+        Path | None, typer.Option(help="Activity classifier folder (gdfree activity): p_active of every lesion.")
+    ] = None,
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -373,7 +409,8 @@ def predict(
     try:
         device = check_device(device)
         rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
-                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite)  # fmt: skip
+                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
+                               activity=activity)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in rows if r.get("status") == "failed"]

@@ -180,6 +180,7 @@ def predict_dataset(
     flips: bool = False,
     seed: int = 0,
     overwrite: bool = False,
+    activity: Path | str | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
@@ -190,6 +191,11 @@ def predict_dataset(
     and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
     and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
     activity score are written too.
+
+    ``activity`` (a folder of :class:`gdfree.activity.ActivityClassifier`) scores every visible lesion: those of
+    the case's reference lesion mask when the dataset has one, else those of the lesion head's mask. Each gets
+    ``p_active`` in ``desc-all_lesions.tsv`` (ids in ``desc-all_dseg.nii.gz``); an enhancing lesion of
+    ``_lesions.tsv`` gets the highest ``p_active`` of the visible lesions it overlaps.
 
     Raises:
         ValueError: a case's input files are identical to those of a training or validation case of the
@@ -202,6 +208,15 @@ def predict_dataset(
     out = check_output_folder(out, [dataset_root(input_path), run_dir, *ensemble])
     model = TrainedModel.load(run_dir, device)
     model.refuse_control()
+    scorer = None
+    if activity is not None:
+        from gdfree.activity import ActivityClassifier
+
+        scorer = ActivityClassifier.load(activity)
+        scorer.check_network(model if scorer.network_sha256 else None)
+        if tuple(scorer.modalities) != tuple(model.modalities):
+            raise ValueError(f"{activity}: the activity classifier's inputs {list(scorer.modalities)} differ from "
+                             f"the model's {list(model.modalities)}")  # fmt: skip
     members = []
     for other in ensemble:
         member = TrainedModel.load(other, device)
@@ -224,7 +239,10 @@ def predict_dataset(
         if not allow_training_cases:
             for m in (model, *members):
                 m.refuse_if_seen(files.case_id, fingerprints[files.case_id])
+            if scorer is not None:
+                scorer.refuse_if_seen(files.case_id, fingerprints[files.case_id])
     identity = {"command": "predict", "models": [m.weights_sha256 for m in (model, *members)],
+                **({"activity": scorer.meta["model_sha256"]} if scorer is not None else {}),
                 "mc": mc, "flips": flips, "seed": seed if mc else None}  # fmt: skip
     manifest = RunManifest.open(out, identity, replace=overwrite)
     rows = []
@@ -235,7 +253,7 @@ def predict_dataset(
             if row is None:
                 try:
                     row = _predict_one(model, members, files, out, device, mc=mc, flips=flips, seed=seed,
-                                       manifest=manifest, inputs=inputs)  # fmt: skip
+                                       manifest=manifest, inputs=inputs, scorer=scorer)  # fmt: skip
                 except (GdfreeError, ValueError, OSError, RuntimeError, MemoryError) as exc:
                     failures[files.case_id] = str(exc)
                     manifest.forget(files.case_id)
@@ -281,9 +299,10 @@ def _predict_one(
     seed: int,
     manifest: RunManifest,
     inputs: Sequence[str],
+    scorer: Any = None,
 ) -> dict[str, Any]:
     """Predict one case, write its files, record it in the manifest; returns its predictions.tsv row."""
-    case = load_array_case(files, model.modalities, (), oracle=model.oracle)
+    case = load_array_case(files, model.modalities, ("lesion",) if scorer is not None else (), oracle=model.oracle)
     if tuple(case.fingerprints) != tuple(inputs):
         raise GdfreeError(f"{files.case_id}: its input files changed while predicting")
     result = predict_case(model, case, device, members=members, mc=mc, flips=flips, seed=seed)
@@ -308,6 +327,15 @@ def _predict_one(
                "mean_probability"]  # fmt: skip
     if "uncertainty" in result:
         columns += [f"{m}_{k}" for m in VOXEL_MEASURES for k in ("mean", "max")] + ["lsu"]
+    extra: dict[str, Any] = {}
+    if scorer is not None:
+        extra = _score_lesions(scorer, case, result, files, model.lesion_rule())
+        all_rows = extra.pop("rows")
+        written.append(write_volume(ref.with_data(extra.pop("ids").astype(np.uint16)),
+                                    derivative_path(out, case.subject, case.session, "dseg", desc="all")))  # fmt: skip
+        written.append(write_tsv(derivative_path(out, case.subject, case.session, "lesions", ".tsv", desc="all"),
+                                 all_rows, list(_ALL_LESION_COLUMNS)))  # fmt: skip
+        columns.append("p_active")
     lesion_path = derivative_path(out, case.subject, case.session, "lesions", ".tsv")
     written.append(write_tsv(lesion_path, result["lesions"], columns))
     row = {
@@ -317,6 +345,43 @@ def _predict_one(
         "predicted_active": bool(result["lesions"]),
         "max_lesion_probability": max((r["probability"] for r in result["lesions"]), default=0.0),
         **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
+        **extra,
     }
     manifest.record(case.case_id, inputs, row, written)
     return row
+
+
+_ALL_LESION_COLUMNS = ("lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "source",
+                       "p_active", "predicted_active")  # fmt: skip
+
+
+def _score_lesions(
+    scorer: Any, case: ArrayCase, result: dict[str, Any], files: CaseFiles, rule: DetectionRule
+) -> dict[str, Any]:
+    """``p_active`` of every visible lesion (reference mask, else the lesion head's); adds it to the enhancing
+    lesion rows of ``result`` (formed under ``rule``) and returns the all-lesion rows, the id map and the
+    case's summary columns."""
+    from gdfree.activity.features import label_case_lesions, lesion_features
+
+    if case.labels.get("lesion") is not None:
+        lesion, source = case.labels["lesion"], "reference"
+    elif "lesion" in result["mask"]:
+        lesion, source = result["mask"]["lesion"], "predicted"
+    else:
+        raise GdfreeError(f"{files.case_id}: no lesion mask to score (the dataset has none and the model has no "
+                          "lesion head)")  # fmt: skip
+    probs = {h: result["prob"][h] for h in scorer.network_heads}
+    min_mm3 = float(scorer.meta["config"]["min_volume_mm3"])
+    ids, n = label_case_lesions(lesion, case.spacing_mm, min_mm3)
+    p = scorer.p_active(lesion_features(case.image, ids, n, case.spacing_mm, probs or None))
+    # lesion_rows labels the same components (the one lesion rule, same minimum volume) in the same order
+    rows = lesion_rows(np.zeros(ids.shape, np.float32), ids > 0, case.affine, DetectionRule("msseg", 6, min_mm3))
+    all_rows = [{k: r[k] for k in _ALL_LESION_COLUMNS[:5]} | {"source": source, "p_active": float(q),
+                "predicted_active": bool(q >= scorer.threshold)} for r, q in zip(rows, p, strict=True)]  # fmt: skip
+    lookup = np.concatenate([[0.0], p])
+    enh_labels, _ = label_lesions(result["mask"].get("enhancing", np.zeros_like(lesion)), case.spacing_mm,
+                                  rule.connectivity, rule.min_volume_mm3)  # fmt: skip
+    for i, row in enumerate(result["lesions"], start=1):
+        row["p_active"] = float(lookup[ids[enh_labels == i]].max(initial=0.0))
+    return {"rows": all_rows, "ids": ids, "n_lesions": n,
+            "n_active_lesions": int((p >= scorer.threshold).sum()), "max_p_active": float(p.max(initial=0.0))}
