@@ -33,8 +33,9 @@ def _case(subject: str, rng: np.random.Generator, n_lesions: int = 6) -> ArrayCa
             image[(1, *box)] += 2.0
         else:
             image[(1, *box)] += 1.0
-    return ArrayCase(f"sub-{subject}", subject, None, image, {"lesion": lesion, "enhancing": enhancing},
-                     np.ones(SHAPE, bool), np.diag([2.0, 2.0, 2.0, 1.0]), fingerprints=(f"print-{subject}",))  # fmt: skip
+    labels = {"lesion": lesion, "enhancing": enhancing}
+    return ArrayCase(f"sub-{subject}", subject, None, image, labels, np.ones(SHAPE, bool),
+                     np.diag([2.0, 2.0, 2.0, 1.0]), fingerprints=(f"print-{subject}",))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
