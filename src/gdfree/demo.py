@@ -107,10 +107,11 @@ def evaluate_run(
 ) -> tuple[Any, ...]:
     """Predict the test patients of the run in ``out/run`` into ``out/predictions`` (``flips``: mean of
     the 8 mirrorings, test-time augmentation) and evaluate them against ``cohort`` (enhancing lesions,
-    msseg rule; patient score: the maximum probability, called active from the model's threshold chosen
-    on validation). ``heldout``: a dataset of further patients the run never saw (every case predicted, into
-    ``out/predictions-heldout``), scored with the test patients as one test set. Both prediction folders are
-    replaced on every call (they belong to this evaluation), so ``prediction_s`` always times a prediction.
+    msseg rule; patient score: the maximum probability, called active from the patient threshold chosen on
+    validation patients, or the voxel threshold for a model without one). ``heldout``: a dataset of further
+    patients the run never saw (every case predicted, into ``out/predictions-heldout``), scored with the test
+    patients as one test set. Both prediction folders are replaced on every call (they belong to this
+    evaluation), so ``prediction_s`` always times a prediction.
 
     Returns:
         (per-case results, evaluation summary, affines, timings in seconds).
@@ -123,7 +124,8 @@ def evaluate_run(
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
     from gdfree.infer.model import TrainedModel
 
-    config = EvaluationConfig(threshold=TrainedModel.load(out / "run", device).thresholds["enhancing"])
+    model = TrainedModel.load(out / "run", device)
+    config = EvaluationConfig(threshold=model.thresholds["enhancing"], patient_threshold=model.patient_threshold)
     prediction_s = 0.0
     parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
     if heldout is not None:

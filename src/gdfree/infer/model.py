@@ -67,6 +67,8 @@ class TrainedModel:
         temperature: head -> temperature fitted on validation (1 when none was fitted).
         thresholds: head -> decision threshold on the calibrated probability scale.
         min_lesion_mm3: enhancing components of this volume or less are dropped from the enhancing mask.
+        patient_threshold: an exam is called active when its maximum (calibrated) enhancing probability is
+            >= this, chosen for patients on validation (highest Youden J); None for older models.
         rule: the detection rule lesions are formed with (its connectivity, minimum volume).
         weights_sha256: hash of the weights file, checked on load.
         training_fingerprints: SHA-256 of every input file the model trained or validated on.
@@ -90,6 +92,7 @@ class TrainedModel:
     meta: Mapping[str, Any]
     network_heads: tuple[str, ...] = ()
     translation: Mapping[str, Any] | None = None
+    patient_threshold: float | None = None
 
     @property
     def synthesises(self) -> bool:
@@ -175,6 +178,11 @@ class TrainedModel:
             rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: rule: {exc}") from exc
+        patient = meta.get("patient_threshold")
+        if patient is not None:
+            patient = _fraction(patient, f"{where}: patient_threshold")
+            t = temperature.get("enhancing", 1.0)
+            patient = 1 / (1 + math.exp(-math.log(patient / (1 - patient)) / t))
         prints = meta.get("training_fingerprints", [])
         if not isinstance(prints, list) or not all(isinstance(p, str) for p in prints):
             raise ValueError(f"{where}: training_fingerprints: expected a list of SHA-256 strings")
@@ -185,6 +193,7 @@ class TrainedModel:
             rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
             network_heads=network_heads, translation=translation if "enhancing" not in network_heads else None,
+            patient_threshold=patient,
         )  # fmt: skip
 
     @property

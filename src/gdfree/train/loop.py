@@ -148,12 +148,30 @@ def validate(
             active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
             scores = [float(p[c.brain].max()) for c, p in labelled]
             out["enhancing_auc"] = roc_auc(active, scores)
+            out["patient_threshold"] = patient_threshold(active, scores)
     key = "enhancing" if "enhancing_f1" in out else scored[-1] if scored else "none"
     auc = out.get("enhancing_auc", math.nan)
     out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
     out["threshold"] = out.get(f"{key}_threshold", 0.5)
     out["min_lesion_mm3"] = out.get("enhancing_min_lesion_mm3", 0.0)
     return out
+
+
+def patient_threshold(active: Sequence[int], scores: Sequence[float]) -> float | None:
+    """The patient score threshold (an exam is active when its maximum enhancing probability is >= it) with
+    the highest Youden J (sensitivity + specificity - 1) on validation patients; ties go to the highest
+    threshold (fewer false alarms). None when the patients are all active or all inactive."""
+    y = np.asarray(active, bool)
+    s = np.asarray(scores, float)
+    if y.all() or not y.any():
+        return None
+    best, chosen = -np.inf, None
+    for t in np.unique(s):
+        call = s >= t
+        j = call[y].mean() + (~call[~y]).mean() - 1
+        if j >= best:
+            best, chosen = j, float(t)
+    return chosen
 
 
 def fit_temperatures(
@@ -437,7 +455,9 @@ def train(
                         "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
                         **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
                            if "translation_calibration" in val else {}),
-                        "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val}  # fmt: skip
+                        "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
+                        **({"patient_threshold": val["patient_threshold"]}
+                           if val.get("patient_threshold") else {})}  # fmt: skip
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
                     best = val["score"]
