@@ -89,3 +89,16 @@ def test_translation_model_trains_and_writes_its_image_on_the_input_grid(tiny_co
     data = np.asarray(synth.dataobj)
     raw = np.asarray(t1.dataobj)
     assert np.isfinite(data).all() and abs(np.median(data[raw > 0]) / np.median(raw[raw > 0]) - 1) < 0.5
+
+
+def test_separable_ssim_equals_monai():
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    from gdfree.train.translation import _ssim
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 16, 16, 16, generator=gen)
+    y = x + 0.5 * torch.randn(x.shape, generator=gen)
+    ref, _ = compute_ssim_and_cs(x, y, spatial_dims=3, kernel_size=(7,) * 3, kernel_sigma=(1.5,) * 3,
+                                 data_range=torch.tensor(20.0), kernel_type="gaussian")  # fmt: skip
+    assert float(_ssim(x, y, 20.0)) == pytest.approx(float(ref.mean()), abs=1e-5)

@@ -55,11 +55,29 @@ def translation_loss(
     return loss
 
 
-def _ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int = 7) -> torch.Tensor:
-    from monai.metrics.regression import compute_ssim_and_cs
+def _ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004: Gaussian window, K1 0.01, K2 0.03) of (B, 1, X, Y, Z) images, valid region.
 
-    ssim, _ = compute_ssim_and_cs(x, y, spatial_dims=3, kernel_size=(window,) * 3, kernel_sigma=(1.5,) * 3,
-                                  data_range=torch.tensor(data_range), kernel_type="gaussian")  # fmt: skip
+    The same statistic as ``monai.metrics.regression.compute_ssim_and_cs`` with a Gaussian kernel, filtered
+    separably (three 1-D passes instead of one 7^3 convolution: 16 times fewer multiplications, which made
+    MONAI's version the most expensive part of a CPU training step)."""
+    import torch.nn.functional as F
+
+    half = window // 2
+    g = torch.exp(-((torch.arange(window, dtype=x.dtype, device=x.device) - half) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+
+    def blur(v: torch.Tensor) -> torch.Tensor:
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = window
+            v = F.conv3d(v, g.view(shape))
+        return v
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return ssim.mean()
 
 
