@@ -58,21 +58,19 @@ MODELS = ("segmentation-1", "translation-1", "multitask-1", "oracle-1", "lesion-
           "chance-lesions-1", "segmentation-0", "translation-0", "lesion-0")  # fmt: skip
 
 
-def _cohorts(args: argparse.Namespace, strength: float) -> tuple[Path, Path, Path]:
-    """cohort-<s>, its held-out patients and the activity classifier's own cohort, synthesised if absent."""
+def _cohort(args: argparse.Namespace, strength: float, part: str = "") -> Path:
+    """``cohort-<s>`` (part ""), its ``-heldout`` patients or the activity classifier's own ``-activity``
+    cohort, synthesised if absent."""
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
 
-    cfg = PhantomConfig(resolution_mm=2, signature_strength=strength)
-    paths = []
-    parts = (("", args.subjects, args.seed, 0), ("-heldout", args.heldout, args.seed, args.subjects),
-             ("-activity", args.activity_subjects, args.seed + 1, 0))
-    for suffix, n, seed, first in parts:
-        path = args.out / f"cohort-{strength:g}{suffix}"
-        table = path / "participants.tsv"
-        if not table.is_file() or len(table.read_text().strip().splitlines()) - 1 != n:
-            write_cohort(path, cfg, n, seed, jobs=args.jobs, overwrite=True, first=first)
-        paths.append(path)
-    return paths[0], paths[1], paths[2]
+    n, seed, first = {"": (args.subjects, args.seed, 0), "-heldout": (args.heldout, args.seed, args.subjects),
+                      "-activity": (args.activity_subjects, args.seed + 1, 0)}[part]  # fmt: skip
+    path = args.out / f"cohort-{strength:g}{part}"
+    table = path / "participants.tsv"
+    if not table.is_file() or len(table.read_text().strip().splitlines()) - 1 != n:
+        cfg = PhantomConfig(resolution_mm=2, signature_strength=strength)
+        write_cohort(path, cfg, n, seed, jobs=args.jobs, overwrite=True, first=first)
+    return path
 
 
 def _read(path: Path) -> np.ndarray:
@@ -168,7 +166,7 @@ def _network(args: argparse.Namespace, name: str, strength: float, work: Path) -
     from gdfree.train import train
 
     heads, weights, oracle = NETWORKS[name.split("-")[0]]
-    cohort, heldout, _ = _cohorts(args, strength)
+    cohort = _cohort(args, strength)
     cfg = demo_config(cohort, args.steps, args.seed)
     cfg = dataclasses.replace(cfg, heads=heads, head_weights=weights, workers=args.workers,
                               split=dataclasses.replace(cfg.split, test_fraction=args.test_fraction))  # fmt: skip
@@ -180,6 +178,7 @@ def _network(args: argparse.Namespace, name: str, strength: float, work: Path) -
         t0 = time.perf_counter()
         train(cfg, work / "run", device=args.device)
         train_s = time.perf_counter() - t0
+    heldout = _cohort(args, strength, "-heldout")
     results, evaluation, _, timings = evaluate_run(work, cohort, device=args.device, heldout=heldout)
     extra: dict[str, Any] = {"steps": args.steps, "train_s": train_s}
     if "t1gd" in heads:
@@ -210,7 +209,7 @@ def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: 
     from gdfree.io.adapters import discover
     from gdfree.train.config import SplitConfig
 
-    cohort, heldout, activity_cohort = _cohorts(args, strength)
+    cohort, heldout, activity_cohort = (_cohort(args, strength, p) for p in ("", "-heldout", "-activity"))
     network = args.out / f"segmentation-{strength:g}" / "run" if "+net" in name else None
     if network is not None and not (network / "model.json").is_file():
         raise SystemExit(f"{name}: train segmentation-{strength:g} first")
@@ -252,7 +251,7 @@ def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: 
 def _chance(args: argparse.Namespace, name: str, strength: float, work: Path) -> dict[str, Any]:
     """Every lesion of the segmentation model's lesion head called active (probability 1)."""
     seg = args.out / f"segmentation-{strength:g}"
-    cohort, heldout, _ = _cohorts(args, strength)
+    cohort, heldout = _cohort(args, strength), _cohort(args, strength, "-heldout")
     cases = []
     for ref_dir, pred_dir, case in _test_sets(seg, cohort, heldout):
         mask = _read(pred_dir / case / "anat" / f"{case}_desc-lesion_mask.nii.gz") > 0
@@ -300,9 +299,9 @@ def collect(args: argparse.Namespace) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, r in rows.items():
         s = r["synth"]
-        synth = "" if not math.isfinite(s["synth_psnr_db"]) else (
-            f"{s['synth_psnr_db']:.1f} / {s['synth_ssim']:.3f} / {s['synth_mae']:.3f}; "
-            f"{s['synth_ref_psnr_db']:.1f} / {s['synth_ref_ssim']:.3f} / {s['synth_ref_mae']:.3f}")  # fmt: skip
+        synth = "" if s["synth_psnr_db"] is None else (
+            f"{_fmt(s['synth_psnr_db'])} / {_fmt(s['synth_ssim'])} / {_fmt(s['synth_mae'])}; "
+            f"{_fmt(s['synth_ref_psnr_db'])} / {_fmt(s['synth_ref_ssim'])} / {_fmt(s['synth_ref_mae'])}")  # fmt: skip
         ratio = "" if name.startswith(("oracle", "chance")) else _ratio(rows, name, "oracle-1", "chance-lesions-1")
         lines.append(f"| {name} | {_fmt(r['lesion_f1'])} {_ci(r['lesion_f1_ci'])} | {_fmt(r['sensitivity_at_1fp'])} "
                      f"| {r['fp_per_scan']:.2f} | {_fmt(r['patient_auc'])} {_ci(r['patient_auc_ci'])} | "
@@ -312,7 +311,7 @@ def collect(args: argparse.Namespace) -> str:
     for n, r in rows.items():
         if "synthesis_check" in r:
             c = r["synthesis_check"]
-            checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions {c['active_minus_chronic']:.3f} "
+            checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions {_fmt(c['active_minus_chronic'])} "
                           f"{_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)")  # fmt: skip
     first = next(iter(rows.values()), {})
     same = len({tuple(r["test_cases"]) for r in rows.values()}) == 1
