@@ -311,8 +311,8 @@ def collect(args: argparse.Namespace) -> str:
     for n, r in rows.items():
         if "synthesis_check" in r:
             c = r["synthesis_check"]
-            checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions {_fmt(c['active_minus_chronic'])} "
-                          f"{_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)")  # fmt: skip
+            checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions "
+                          f"{_fmt(c['active_minus_chronic'])} {_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)")
     first = next(iter(rows.values()), {})
     same = len({tuple(r["test_cases"]) for r in rows.values()}) == 1
     footer = (f"\n{first.get('test_patients', 0)} test patients ({first.get('active_test_patients')} active), the "
