@@ -103,6 +103,7 @@ class CaseResult:
     reliability: ReliabilityTable | None
     active: bool
     score: float
+    activity: Any = None
 
     def lesion_rows(self, affine: np.ndarray | None = None) -> list[dict[str, Any]]:
         """One row per reference and per predicted lesion: volume, bin, centroid (voxels and, given the

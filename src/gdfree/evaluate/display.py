@@ -65,6 +65,12 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "calibration" in summary:
         c = summary["calibration"]
         rows.append(("ECE", _num(c["ece"], 4), f"{c['n_bins']} bins, voxels pooled (in the brain mask if given)"))
+    for part, label in (("reference_lesions", "reference"), ("scored_lesions", "scored")):
+        a = summary.get("lesion_activity", {}).get(part)
+        if a and a["n_lesions"]:
+            rows.append((f"Lesion activity AUC / F1 ({label} lesions)",
+                         f"{_ci(a['auc'], a['auc_ci'])} / {_ci(a['f1'], a['f1_ci'])}",
+                         f"{a['n_active']}/{a['n_lesions']} active, {a['n_patients']} patients"))  # fmt: skip
     mean("retention_auc", "nDSC R-AUC", "mean over cases (lower is better)")
     mean("synth_ssim", "Synthetic T1gd SSIM")
     mean("synth_psnr_db", "Synthetic T1gd PSNR (dB)")

@@ -7,6 +7,9 @@ Predictions are BIDS derivatives as ``gdfree predict`` writes them (any folder d
     sub-X[_ses-Y]_desc-<uncertainty>_*.nii.gz     optional voxel uncertainty (retention curves)
     sub-X[_ses-Y]_desc-synthT1gd_T1w.nii.gz       optional synthetic post-Gd T1w (translation metrics, in the
                                                   T1w's normalised units when the reference has T1w and brain)
+    sub-X[_ses-Y]_desc-all_dseg.nii.gz + _desc-all_lesions.tsv
+                                                  optional ids and p_active of every visible lesion (lesion-level
+                                                  activity metrics when the reference has lesion + enhancing masks)
 
 The reference is any dataset :func:`gdfree.io.adapters.discover` reads; its ``<target>`` mask is the
 truth, its brain mask (if any) restricts calibration, retention and translation metrics.
@@ -15,6 +18,7 @@ truth, its brain mask (if any) restricts calibration, retention and translation 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +53,7 @@ class PredictionFiles:
     mask: Path | None = None
     uncertainty: Path | None = None
     synth: Path | None = None
+    lesion_ids: Path | None = None
 
     @property
     def case_id(self) -> str:
@@ -82,6 +87,8 @@ def discover_predictions(
             role = "uncertainty"
         elif desc == "synthT1gd" and suffix == "T1w":
             role = "synth"
+        elif desc == "all" and suffix == "dseg":
+            role = "lesion_ids"
         if role is None:
             continue
         key = (ent["sub"], ent.get("ses"))
@@ -175,6 +182,15 @@ def evaluate_dataset(
     if not results:
         raise ValueError(f"{pred_dir}: no case could be scored; " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     summary = summarize(results, cfg)
+    scored = [r.activity for r in results if r.activity is not None]
+    if scored:  # lesion-level activity; the lesions called active are those with p_active >= the smallest called
+        from gdfree.evaluate.activity import lesion_activity_summary
+
+        threshold = min((p for _, _, called in scored for p in called), default=math.inf)
+        summary["lesion_activity"] = {
+            part: lesion_activity_summary([a[i] for a in scored], threshold, cfg.n_boot, cfg.seed)
+            for i, part in enumerate(("reference_lesions", "scored_lesions"))
+        }
     summary["failures"] = failures
     summary["provenance"] = {
         "gdfree_version": gdfree.__version__,
@@ -242,7 +258,32 @@ def _evaluate_pair(
         )  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"{ref.case_id} ({pred.probseg or pred.mask}): {exc}") from exc
+    if pred.lesion_ids is not None and "lesion" in ref.masks and "enhancing" in ref.masks:
+        result.activity = _lesion_activity(pred, ref, truth)
     return result, truth.affine
+
+
+def _lesion_activity(pred: PredictionFiles, ref: CaseFiles, truth: Volume) -> tuple[Any, Any, list[float]]:
+    """(reference lesions, scored lesions, p_active of the lesions called active) of one case, from its
+    ``desc-all_dseg`` ids and ``desc-all_lesions.tsv`` scores."""
+    import csv
+
+    from gdfree.evaluate.activity import lesion_activity_case
+
+    assert pred.lesion_ids is not None
+    table = pred.lesion_ids.with_name(pred.lesion_ids.name.replace("_dseg", "_lesions").split(".nii")[0] + ".tsv")
+    try:
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        scores = {int(r["lesion_id"]): float(r["p_active"]) for r in rows}
+        called = [float(r["p_active"]) for r in rows if r["predicted_active"].lower() == "true"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{table}: not a readable lesion table with lesion_id, p_active and predicted_active "
+                         f"({exc})") from exc
+    ids = np.asarray(_on_grid(pred.lesion_ids, truth).data).astype(np.int64)
+    lesion = _on_grid(ref.masks["lesion"], truth, mask=True).data
+    refs, own = lesion_activity_case(ref.case_id, lesion, truth.data, ids, scores, truth.spacing_mm)
+    return refs, own, called
 
 
 def write_evaluation(
