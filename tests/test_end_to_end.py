@@ -374,3 +374,17 @@ def test_evaluate_run_adds_held_out_patients_to_the_test_set(trained: tuple[Path
     write_cohort(clash, PhantomConfig(resolution_mm=4), 1, seed=7, first=int(test_ids[0].removeprefix("sub-")) - 1)
     with pytest.raises(ValueError, match="named like test cases"):
         evaluate_run(again, tiny_cohort, heldout=clash)
+
+
+def test_demo_headline_fits_80_columns_and_uses_the_patient_threshold(trained: tuple[Path, Path], tiny_cohort: Path):
+    from gdfree.demo import evaluate_run
+    from gdfree.evaluate.display import compact_headline
+    from gdfree.infer.model import TrainedModel
+
+    root, run = trained
+    _, evaluation, _, _ = evaluate_run(root, tiny_cohort)
+    lines = compact_headline(evaluation)
+    assert len(lines) >= 4 and all(len(line) <= 78 for line in lines)  # printed with a 2-space indent
+    model = TrainedModel.load(run)
+    want = model.patient_threshold if model.patient_threshold is not None else model.thresholds["enhancing"]
+    assert evaluation["patient"]["threshold"] == pytest.approx(want)

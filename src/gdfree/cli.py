@@ -509,14 +509,21 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the cohort, split, weights and sampling.")] = 0,
     jobs: Annotated[int, typer.Option(help="Subjects synthesised in parallel.")] = 2,
     steps: Annotated[int, typer.Option(help="Training steps (about 10 minutes on 2 CPU cores at 600).")] = 600,
+    pretrained: Annotated[
+        bool, typer.Option(help="Score the model shipped in the package on fresh phantom patients (no training).")
+    ] = False,
 ) -> None:
-    """The main job on the embedded default: synthesise, train, predict held-out patients, evaluate."""
-    from gdfree.demo import run_demo
+    """The main job on the embedded default: synthesise, train, predict held-out patients, evaluate (or, with
+    --pretrained, score the shipped phantom-trained model on fresh synthetic patients)."""
+    from gdfree.demo import run_demo, run_pretrained_demo
     from gdfree.errors import GdfreeError
 
     try:
-        run_demo(out, subjects=subjects, seed=seed, jobs=jobs, steps=steps, console=_console())
-    except (FileExistsError, ValueError, GdfreeError) as exc:
+        if pretrained:
+            run_pretrained_demo(out, subjects=subjects, seed=seed, jobs=jobs, console=_console())
+        else:
+            run_demo(out, subjects=subjects, seed=seed, jobs=jobs, steps=steps, console=_console())
+    except (FileExistsError, FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
 
 

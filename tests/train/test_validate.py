@@ -47,3 +47,12 @@ def test_validation_drops_one_voxel_false_positives_only_when_that_helps():
     val = validate(_Fixed(prob), [clean], ("enhancing",), rule, "cpu")
     assert val["min_lesion_mm3"] == 0.0 and val["enhancing_f1"] == 1.0  # a tie goes to the smallest volume
     assert val["threshold"] == 0.1  # and to the lowest threshold
+
+
+def test_patient_threshold_maximises_youden_j_and_breaks_ties_high():
+    from gdfree.train.loop import patient_threshold
+
+    # 0.6 and 0.9 both give J = 0.5 (sensitivity 1 / specificity 0.5, and 0.5 / 1): the higher wins
+    assert patient_threshold([1, 1, 0, 0], [0.9, 0.6, 0.7, 0.2]) == 0.9
+    assert patient_threshold([1, 0, 0], [0.8, 0.3, 0.5]) == 0.8
+    assert patient_threshold([1, 1], [0.8, 0.3]) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["headline", "print_summary"]
+__all__ = ["compact_headline", "headline", "print_summary"]
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -75,6 +75,31 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     mean("synth_ssim", "Synthetic T1gd SSIM")
     mean("synth_psnr_db", "Synthetic T1gd PSNR (dB)")
     return rows
+
+
+def compact_headline(summary: dict[str, Any], width: int = 78) -> list[str]:
+    """The few numbers that answer "does it work", one per line, each at most ``width`` characters (78: an
+    80-column terminal with the demo's indent)."""
+    pooled = summary["pooled_lesions"]
+    rule = summary["config"]["rule"]
+    lines = [f"Enhancing-lesion F1     {_ci(pooled['lesion_f1'], pooled.get('lesion_f1_ci'))}  "
+             f"({rule['name']} rule, {pooled['n_ref_lesions']} lesions)",
+             f"Lesion sens. / precision {_num(pooled['lesion_sensitivity'])} / {_num(pooled['lesion_precision'])}, "
+             f"{_num(pooled['fp_per_scan'], 2)} false positives / scan"]  # fmt: skip
+    if "froc" in summary:
+        lines.append(f"Sensitivity @ 1 FP/scan {_num(summary['froc']['sensitivity_at_fp'].get('1.0'))}")
+    if "patient" in summary:
+        p = summary["patient"]
+        lines.append(f"Patient AUC             {_ci(p['auc'], p['auc_ci'])}  ({p['n_active']} active, "
+                     f"{p['n_inactive']} not)")  # fmt: skip
+        lines.append(f"Patient sens. / spec.   {_num(p['sensitivity'])} / {_num(p['specificity'])}  "
+                     f"(max probability >= {p['threshold']:.3g})")  # fmt: skip
+    a = summary.get("lesion_activity", {}).get("reference_lesions")
+    if a and a["n_lesions"]:
+        lines.append(f"Lesion activity AUC     {_ci(a['auc'], a['auc_ci'])}  ({a['n_active']}/{a['n_lesions']} "
+                     "visible lesions active)")  # fmt: skip
+        lines.append(f"Lesion activity F1      {_ci(a['f1'], a['f1_ci'])}")
+    return [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
 
 
 def print_summary(summary: dict[str, Any], console: Any, title: str = "Evaluation") -> None:
