@@ -84,7 +84,7 @@ def main() -> None:
                   (real_diff, "real post - pre T1w (SDs),\nderived enhancing (black)", "RdBu_r", (-3, 3)),
                   (synth, "synthetic post-Gd T1w", "gray", None),
                   (synth_diff, "synthetic - pre T1w (SDs)", "RdBu_r", (-3, 3)),
-                  (prob, "segmentation: enhancing probability,\nderived enhancing (cyan)", "magma", (0, 1))]  # fmt: skip
+                  (prob, "enhancing probability,\nderived enhancing (cyan)", "magma", (0, 1))]  # fmt: skip
         for ax, (img, title, cmap, lim) in zip(row, panels, strict=True):
             vmin, vmax = lim if lim else np.percentile(img[brain], [1, 99.5])
             ax.imshow(img[:, :, z].T, cmap=cmap, origin="lower", vmin=vmin, vmax=vmax)
