@@ -131,6 +131,9 @@ def explain_dataset(
     model, heads, modalities = trained.network, list(trained.heads), list(trained.modalities)
     if "enhancing" not in heads:
         raise ValueError(f"{run_dir}: the model has no enhancing head to explain")
+    if "enhancing" not in trained.network_heads:
+        raise ValueError(f"{run_dir}: a translation model reads enhancement from its synthetic post-Gd T1w; "
+                         "attributions of that are not implemented (explain a model with an enhancing head)")
     identity = {"command": "explain", "model": trained.weights_sha256, "input": str(Path(input_path).resolve()),
                 "cases": sorted(case_ids) if case_ids is not None else None, "lesion": lesion,
                 "all_lesions": all_lesions, "max_mapped": max_mapped, "source": source, "methods": list(methods),
@@ -138,7 +141,7 @@ def explain_dataset(
                 "layer": layer, "sanity": sanity, "seed": seed,
                 "label_randomised": str(label_randomised) if label_randomised else None}  # fmt: skip
     manifest = RunManifest.open(out, identity, replace=overwrite)
-    head = heads.index("enhancing")
+    head = list(trained.network_heads).index("enhancing")
     temperature, threshold = trained.temperature["enhancing"], trained.thresholds["enhancing"]
     # the lesions `predict` writes: none of the model's min_lesion_mm3 or less
     rule = trained.lesion_rule() if source == "predicted" else trained.rule
