@@ -98,6 +98,22 @@ def _test_sets(work: Path, cohort: Path, heldout: Path) -> list[tuple[Path, Path
     return out
 
 
+def _test_ids(args: argparse.Namespace, cohort: Path) -> set[str]:
+    """The test patients of ``cohort`` under the networks' split (the demo's, with ``--test-fraction``),
+    checked against a trained network's split.json where one exists."""
+    from gdfree.io.adapters import discover
+    from gdfree.train.splits import split_patients
+
+    split = dataclasses.replace(demo_config(cohort, args.steps, args.seed).split, test_fraction=args.test_fraction)
+    keys = sorted({f"{cohort}:{c.subject}" for c in discover(cohort)})
+    test = {f"sub-{k.rsplit(':', 1)[1]}" for k in split_patients(keys, split)["test"]}
+    for name in NETWORKS:
+        saved = args.out / f"{name}-{cohort.name.removeprefix('cohort-')}" / "run" / "split.json"
+        if saved.is_file() and {c.split(":")[-1] for c in json.loads(saved.read_text())["test_cases"]} != test:
+            raise SystemExit(f"{saved}: its test patients differ from the split computed here")
+    return test
+
+
 def _network_lesion_scores(work: Path, cohort: Path, heldout: Path) -> list[LesionActivity]:
     """Each reference lesion scored by the network's highest enhancing probability inside it."""
     from scipy import ndimage
@@ -218,10 +234,7 @@ def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: 
                              seed=args.seed), cfg=ActivityConfig(seed=args.seed), network=network)  # fmt: skip
     clf = ActivityClassifier.load(work / "classifier")
     model = TrainedModel.load(network) if network is not None else None
-    split_file = args.out / f"segmentation-{strength:g}" / "run" / "split.json"
-    if not split_file.is_file():
-        raise SystemExit(f"{name}: needs {split_file} (train segmentation-{strength:g}) for the same test patients")
-    test_ids = {c.split(":")[-1] for c in json.loads(split_file.read_text())["test_cases"]}
+    test_ids = _test_ids(args, cohort)
     cases, scored = [], []
     t0 = time.perf_counter()
     for ref_dir in (cohort, heldout):
