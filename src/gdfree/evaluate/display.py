@@ -84,7 +84,7 @@ def compact_headline(summary: dict[str, Any], width: int = 78) -> list[str]:
     rule = summary["config"]["rule"]
     lines = [f"Enhancing-lesion F1     {_ci(pooled['lesion_f1'], pooled.get('lesion_f1_ci'))}  "
              f"({rule['name']} rule, {pooled['n_ref_lesions']} lesions)",
-             f"Lesion sens. / precision {_num(pooled['lesion_sensitivity'])} / {_num(pooled['lesion_precision'])}, "
+             f"Lesion sens. / prec.    {_num(pooled['lesion_sensitivity'])} / {_num(pooled['lesion_precision'])}, "
              f"{_num(pooled['fp_per_scan'], 2)} false positives / scan"]  # fmt: skip
     if "froc" in summary:
         lines.append(f"Sensitivity @ 1 FP/scan {_num(summary['froc']['sensitivity_at_fp'].get('1.0'))}")
