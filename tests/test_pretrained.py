@@ -15,7 +15,7 @@ def test_shipped_model_is_small_and_loads_verified():
     model = TrainedModel.load(PRETRAINED / "network")
     assert model.modalities == ("T1w", "T2w", "FLAIR") and not model.oracle and model.patient_threshold is not None
     clf = ActivityClassifier.load(PRETRAINED / "activity")
-    assert clf.modalities == model.modalities and clf.network_sha256 == ""
+    assert clf.modalities == model.modalities and clf.network_sha256 == model.weights_sha256
     assert "phantoms only" in (PRETRAINED / "MODEL_CARD.md").read_text()
 
 
