@@ -102,3 +102,17 @@ def test_separable_ssim_equals_monai():
     ref, _ = compute_ssim_and_cs(x, y, spatial_dims=3, kernel_size=(7,) * 3, kernel_sigma=(1.5,) * 3,
                                  data_range=torch.tensor(20.0), kernel_type="gaussian")  # fmt: skip
     assert float(_ssim(x, y, 20.0)) == pytest.approx(float(ref.mean()), abs=1e-5)
+
+
+def test_calibration_refuses_an_inverted_enhancement_map():
+    from gdfree.data.translation import fit_enhancement_calibration
+
+    rng = np.random.default_rng(0)
+    brain = _brain()
+    label = np.zeros(brain.shape, bool)
+    label[8:11, 8:11, 8:11] = True
+    z = rng.normal(0, 1, brain.shape) + 4.0 * label
+    a, _ = fit_enhancement_calibration([z], [label], [brain], rng)
+    assert a > 0
+    with pytest.raises(ValueError, match="slope"):
+        fit_enhancement_calibration([-z], [label], [brain], rng)

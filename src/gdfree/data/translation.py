@@ -87,7 +87,7 @@ def fit_enhancement_calibration(
     validation cases (a seeded uniform sample of at most ``max_voxels``).
 
     Raises:
-        ValueError: no case, or labels of one class only (nothing to calibrate against).
+        ValueError: no case, labels of one class only (nothing to calibrate against), or a slope <= 0.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -101,4 +101,8 @@ def fit_enhancement_calibration(
         keep = rng.choice(z.size, max_voxels, replace=False)
         z, y = z[keep], y[keep]
     fit = LogisticRegression(C=1e4).fit(z[:, None].astype(np.float64), y)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not a > 0:  # read that way, less enhancement would mean "enhancing": a wrong answer that looks right
+        raise ValueError(f"fit_enhancement_calibration: slope {a:.3g} <= 0, the synthetic image is not more "
+                         "enhanced where the validation lesions enhance")  # fmt: skip
+    return a, b
