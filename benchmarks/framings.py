@@ -276,6 +276,27 @@ def _chance(args: argparse.Namespace, name: str, strength: float, work: Path) ->
     return _row(name, results, evaluation, lesion_level, 0.0, {})
 
 
+def _size_alone(args: argparse.Namespace, strength: float) -> dict[str, Any]:
+    """Lesion-level AUC of lesion volume alone on the test patients' reference lesions: what a lesion's size
+    tells about its activity label without any image (active = holds an enhancing-label voxel)."""
+    from scipy import ndimage
+
+    cohort, heldout = _cohort(args, strength), _cohort(args, strength, "-heldout")
+    test = _test_ids(args, cohort)
+    items = []
+    for ref_dir in (cohort, heldout):
+        for case in sorted(p.name for p in ref_dir.glob("sub-*") if p.is_dir()):
+            if ref_dir == cohort and case not in test:
+                continue
+            lesion, enh, _, spacing = _ref_masks(ref_dir, case)
+            labels, n = label_lesions(lesion, spacing)
+            ids = np.arange(1, n + 1)
+            active = np.asarray(ndimage.maximum(enh, labels, ids), float).reshape(n) > 0
+            volume = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float)
+            items.append(LesionActivity(case, active, volume))
+    return lesion_activity_summary(items, math.inf, N_BOOT)
+
+
 def _ratio(rows: dict[str, dict[str, Any]], model: str, oracle: str, chance: str) -> str:
     """F1 ratio to the oracle and chance-corrected ratio, with paired patient-bootstrap CIs."""
     if any(k not in rows for k in (model, oracle, chance)):
@@ -326,12 +347,19 @@ def collect(args: argparse.Namespace) -> str:
             c = r["synthesis_check"]
             checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions "
                           f"{_fmt(c['active_minus_chronic'])} {_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)")
+    for strength in (1.0, 0.0):
+        path = args.out / f"size-alone-{strength:g}.json"
+        if not path.is_file():
+            write_json(path, _size_alone(args, strength))
+        size = json.loads(path.read_text())
+        checks.append(f"- strength {strength:g}: lesion volume alone ranks the test lesions at lesion-level AUC "
+                      f"{_fmt(size['auc'])} {_ci(size['auc_ci'])} (no image)")  # fmt: skip
     first = next(iter(rows.values()), {})
     same = len({tuple(r["test_cases"]) for r in rows.values()}) == 1
     footer = (f"\n{first.get('test_patients', 0)} test patients ({first.get('active_test_patients')} active), the "
               f"same for every model: {same}. Enhancing lesions, msseg rule; {N_BOOT} patient-bootstrap resamples, "
               f"seed 0. Options: {json.dumps(_key(args))}.")
-    table = "\n".join(lines) + "\n" + footer + ("\n\nSynthesis leakage check:\n" + "\n".join(checks) if checks else "")
+    table = "\n".join(lines) + "\n" + footer + "\n\nLeakage and chance checks:\n" + "\n".join(checks)
     (args.out / "framings.md").write_text(table + "\n")
     write_json(args.out / "framings.json", {"rows": rows, "args": _key(args)})
     return table
