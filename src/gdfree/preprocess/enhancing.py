@@ -1,17 +1,38 @@
-"""Enhancing-lesion labels derived from registered pre- and post-Gd T1w, with a QC picture.
+"""Enhancing-lesion labels derived from registered pre- and post-Gd T1w, each component judged, with QC pictures.
 
 Both images are divided by their normal-appearing white-matter (NAWM) mode, the pre-contrast image is
 subtracted from the post-contrast one, and a voxel enhances when the subtraction exceeds its NAWM median by
-``k`` robust spreads (1.4826 x MAD over NAWM) and a fraction of its component's peak. Candidates are kept
-inside the (dilated) lesion mask, or
-inside the brain when no lesion mask exists or ``region: brain`` is asked for (then vessels, dura and
-choroid plexus enhance too); components of ``min_volume_mm3`` or less are dropped.
+``k`` robust spreads (1.4826 x MAD over NAWM) and a fraction of its component's peak. Candidates are searched
+inside the (dilated) lesion mask, or inside the brain when no lesion mask exists or ``region: brain`` is asked
+for (then vessels, dura and choroid plexus enhance too); components of ``min_volume_mm3`` or less are dropped.
+
+Veins, the choroid plexus and misregistration also enhance inside or next to lesions, so each candidate is then
+judged (``reject: true``) by rules a radiologist applies when looking at it:
+
+- **continues outside**: most of the connected structure it belongs to (voxels above its own cut, within
+  15 mm) lies outside the lesion region (a vessel entering a lesion keeps going outside it);
+- **tubular**: median Frangi vesselness (scikit-image, bright ridges of the subtraction at 0.7-1.5 mm) on its
+  core (the voxels deepest inside it; a round nodule's rim is locally tube-like) above ``max_vesselness``;
+- **elongated**: the square root of the ratio of the two largest principal moments of its voxels (mm) above
+  ``max_elongation`` (components of at least ``shape_min_voxels``);
+- **edge**: less than ``min_lesion_overlap`` of its voxels inside the undilated lesion mask (a vessel along the
+  lesion's border);
+- **CSF-like**: its median FLAIR below ``min_flair`` x NAWM (ventricle, choroid plexus; without FLAIR: its
+  pre-Gd T1w below ``min_t1`` x NAWM);
+- **misregistration**: a shell of 2 mm around it holds more than ``max_negative_lobe`` x its volume of voxels that
+  darken by ``k`` spreads (the paired bright/dark lobes of a shift); the best local shift of post against pre
+  (+-1 voxel, normalised cross-correlation in a box around it) is reported too.
+
+Each component gets a verdict, the rule that decided it and a confidence: the distance of its nearest rule
+value from that rule's threshold, in units of the threshold, squashed to 0-1 (0.5 = on a boundary). It is a
+margin, not a calibrated probability. A rater's decisions (:func:`apply_review`) override the rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +43,16 @@ from gdfree.evaluate.lesions import LESION_CONNECTIVITY, label_lesions
 from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
 
-__all__ = ["EnhancingConfig", "derive_enhancing", "write_qc_png"]
+__all__ = [
+    "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "apply_review", "derive_enhancing",
+    "write_components_png", "write_qc_png",
+]  # fmt: skip
+
+COMPONENT_COLUMNS = (
+    "component", "verdict", "reason", "confidence", "volume_mm3", "x_mm", "y_mm", "z_mm", "i", "j", "k",
+    "outside_fraction", "vesselness", "elongation", "lesion_overlap", "flair", "t1", "negative_lobe",
+    "local_shift_vox", "local_ncc", "peak",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +70,9 @@ class EnhancingConfig:
             subtraction (its 90th percentile; 0 keeps all): a voxel at least half filled by enhancing tissue
             gives at least half the signal of a full one, so 0.5 removes the partial-volume rim that a noise
             threshold keeps.
+        reject: judge each component by the rules of the module docstring (False keeps every candidate).
+        max_outside_fraction, max_vesselness, max_elongation, shape_min_voxels, min_lesion_overlap, min_flair,
+        min_t1, max_negative_lobe: the rules' thresholds.
     """
 
     k: float = 3.0
@@ -48,12 +81,43 @@ class EnhancingConfig:
     min_volume_mm3: float = 10.0
     connectivity: int = LESION_CONNECTIVITY
     peak_fraction: float = 0.5
+    reject: bool = True
+    max_outside_fraction: float = 0.5
+    max_vesselness: float = 0.35
+    max_elongation: float = 3.0
+    shape_min_voxels: int = 6
+    min_lesion_overlap: float = 0.5
+    min_flair: float = 1.0
+    min_t1: float = 0.5
+    max_negative_lobe: float = 0.6
 
     def __post_init__(self) -> None:
         if self.region not in ("lesion", "brain"):
             raise ValueError(f"region: expected lesion or brain, got {self.region!r}")
         if self.k <= 0 or self.dilate_mm < 0 or self.min_volume_mm3 < 0:
             raise ValueError("k must be > 0, dilate_mm and min_volume_mm3 >= 0")
+        if min(self.max_outside_fraction, self.max_vesselness, self.max_elongation, self.min_lesion_overlap,
+               self.min_flair, self.min_t1, self.max_negative_lobe) <= 0:  # fmt: skip
+            raise ValueError("the rejection thresholds must be > 0")
+
+
+@dataclass(eq=False)
+class EnhancingResult:
+    """What :func:`derive_enhancing` found.
+
+    Attributes:
+        mask: bool, the kept components.
+        diff: float32 subtraction post - pre in NAWM-mode units (0 outside the brain).
+        candidates: int32 labels 1..n of every candidate component (kept or rejected), numbered as ``components``.
+        components: one row per candidate (:data:`COMPONENT_COLUMNS`), the verdict ``kept`` or ``rejected``.
+        info: threshold, spread, region, counts, volumes, config (JSON-ready).
+    """
+
+    mask: np.ndarray
+    diff: np.ndarray
+    candidates: np.ndarray
+    components: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def derive_enhancing(
@@ -63,23 +127,28 @@ def derive_enhancing(
     spacing_mm: Sequence[float],
     lesion: np.ndarray | None = None,
     config: EnhancingConfig | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Enhancing mask from pre/post-Gd T1w on one grid.
+    *,
+    flair: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+) -> EnhancingResult:
+    """Enhancing components from pre/post-Gd T1w on one grid, each judged (see the module docstring).
 
-    Returns:
-        (bool mask, float32 subtraction in NAWM-mode units, info: threshold, spread, region, component count
-        and volumes, config).
+    ``flair`` (same grid) sharpens the CSF rule; ``affine`` gives the components' centroids in mm (else voxel
+    index x spacing).
 
     Raises:
         ValueError: shapes differ or the brain mask is empty.
     """
     cfg = config or EnhancingConfig()
-    if not (pre.shape == post.shape == brain.shape) or (lesion is not None and lesion.shape != pre.shape):
+    others = [a for a in (lesion, flair) if a is not None]
+    if not (pre.shape == post.shape == brain.shape) or any(a.shape != pre.shape for a in others):
         raise ValueError(f"derive_enhancing: images and masks must share a grid, got {pre.shape}, {post.shape}, "
-                         f"{brain.shape}{'' if lesion is None else ', ' + str(lesion.shape)}")  # fmt: skip
+                         f"{brain.shape}{''.join(', ' + str(a.shape) for a in others)}")  # fmt: skip
     brain = brain.astype(bool)
+    lesion = None if lesion is None else lesion.astype(bool)
     pre_n, pre_info = normalise_intensity(pre, brain, "nawm", lesion)
     post_n, post_info = normalise_intensity(post, brain, "nawm", lesion)
+    flair_n = None if flair is None else normalise_intensity(flair, brain, "nawm", lesion)[0]
     diff = np.where(brain, post_n - pre_n, 0.0).astype(np.float32)
     nawm = nawm_mask(brain, lesion)
     values = diff[nawm] if nawm.sum() > 100 else diff[brain]
@@ -89,7 +158,7 @@ def derive_enhancing(
     region_name = cfg.region if (cfg.region == "brain" or (lesion is not None and lesion.any())) else "brain"
     if region_name == "lesion":
         assert lesion is not None
-        distance = ndimage.distance_transform_edt(~lesion.astype(bool), sampling=spacing_mm)
+        distance = ndimage.distance_transform_edt(~lesion, sampling=spacing_mm)
         region = (distance <= cfg.dilate_mm) & brain
     else:
         region = brain
@@ -101,31 +170,221 @@ def derive_enhancing(
         cut = np.concatenate([[np.inf], np.maximum(np.asarray(peaks) * cfg.peak_fraction, threshold)])
         labels, n = label_lesions((labels > 0) & (diff >= cut[labels]), spacing_mm, cfg.connectivity,
                                   cfg.min_volume_mm3)  # fmt: skip
-    mask = labels > 0
+    ctx = _Context(diff, pre_n, flair_n, brain, lesion if region_name == "lesion" else None, region,
+                   (diff < centre - cfg.k * spread) & brain, spread, threshold,
+                   tuple(float(s) for s in spacing_mm), affine, post_n)  # fmt: skip
+    components = [_judge(ctx, labels, c, cfg) for c in range(1, n + 1)]
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = [row["verdict"] == "kept" for row in components]
+    mask = keep[labels]
     voxel_mm3 = float(np.prod(spacing_mm))
     volumes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_mm3
     info = {
         "threshold": threshold, "nawm_median": centre, "nawm_spread": spread, "region": region_name,
-        "n_components": int(n), "volumes_mm3": [round(float(v), 2) for v in volumes],
+        "n_candidates": int(n), "n_components": int(keep.sum()), "n_rejected": int(n - keep.sum()),
+        "volumes_mm3": [round(float(v), 2) for v, k in zip(volumes, keep[1:], strict=True) if k],
         "pre_nawm_mode": pre_info["nawm_mode"], "post_nawm_mode": post_info["nawm_mode"],
-        "config": asdict(cfg),
+        "flair": flair is not None, "config": asdict(cfg),
     }  # fmt: skip
     if cfg.region == "lesion" and region_name == "brain":
         info["note"] = "no lesion mask: candidates were searched in the whole brain (vessels and dura enhance too)"
-    return mask, diff, info
+    return EnhancingResult(mask, diff, labels.astype(np.int32), components, info)
+
+
+@dataclass(frozen=True, eq=False)
+class _Context:
+    diff: np.ndarray
+    pre: np.ndarray
+    flair: np.ndarray | None
+    brain: np.ndarray
+    lesion: np.ndarray | None
+    region: np.ndarray
+    dark: np.ndarray  # darkening by k spreads
+    spread: float
+    threshold: float
+    spacing: tuple[float, float, float]
+    affine: np.ndarray | None
+    post: np.ndarray
+
+
+def _box(where: np.ndarray, shape: Sequence[int], pad: Sequence[int]) -> tuple[slice, ...]:
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    return tuple(slice(max(0, int(a) - p), min(int(n), int(b) + p)) for a, b, p, n in zip(lo, hi, pad, shape,
+                                                                                      strict=True))  # fmt: skip
+
+
+def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> dict[str, Any]:
+    """One candidate's rule values, verdict, deciding rule and confidence."""
+    from skimage.filters import frangi
+
+    spacing = np.asarray(ctx.spacing)
+    pad = np.ceil(6.0 / spacing).astype(int)
+    where = np.argwhere(labels == c)
+    box = _box(where, labels.shape, pad)
+    comp = labels[box] == c
+    n_vox = int(comp.sum())
+    centroid = where.mean(axis=0)
+    mm = (ctx.affine @ np.append(centroid, 1.0))[:3] if ctx.affine is not None else centroid * spacing
+    peak = float(np.percentile(ctx.diff[box][comp], 90))
+    # continues outside: the supra-threshold structure it belongs to, within 15 mm, at its own level (half its
+    # peak, as the candidate was cut), so that noise does not chain it to the rest of the brain
+    near = _box(where, labels.shape, np.ceil(15.0 / spacing).astype(int))
+    level = max(ctx.threshold, cfg.peak_fraction * peak)
+    pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], ndimage.generate_binary_structure(3, 3))
+    inside = labels[near] == c
+    ids = np.unique(pieces[inside])
+    whole = np.isin(pieces, ids[ids > 0]) | inside
+    outside = float((whole & ~ctx.region[near]).sum() / whole.sum())
+    # tubular: Frangi vesselness of the bright subtraction, in spread units, fixed structure scale
+    sub = np.clip(ctx.diff[box] / ctx.spread, 0, None).astype(np.float64)
+    sigmas = sorted({max(0.5, s / float(spacing.mean())) for s in (0.7, 1.0, 1.5)})
+    vessel = frangi(sub, sigmas=sigmas, black_ridges=False, gamma=0.5 * cfg.k)
+    # read on its core (the voxels deepest inside it): the rim of a round nodule is locally tube-like
+    depth = ndimage.distance_transform_edt(comp, sampling=spacing)
+    core = comp & (depth >= depth.max() - 0.5 * float(spacing.min()))
+    vesselness = float(np.median(vessel[core]))
+    # elongation: principal moments of the voxel coordinates in mm
+    if n_vox >= cfg.shape_min_voxels:
+        coords = where * spacing
+        eig = np.sort(np.linalg.eigvalsh(np.cov(coords.T) + np.eye(3) * (spacing**2).mean() / 12))[::-1]
+        elongation = float(math.sqrt(eig[0] / max(eig[1], 1e-9)))
+    else:
+        elongation = float("nan")
+    overlap = float(ctx.lesion[box][comp].mean()) if ctx.lesion is not None else float("nan")
+    flair = float(np.median(ctx.flair[box][comp])) if ctx.flair is not None else float("nan")
+    t1 = float(np.median(ctx.pre[box][comp]))
+    shell = ndimage.binary_dilation(comp, ndimage.generate_binary_structure(3, 1),
+                                    iterations=max(1, round(2.0 / float(spacing.mean())))) & ~comp  # fmt: skip
+    negative = float((ctx.dark[box] & shell).sum() / n_vox)
+    shift, ncc = _local_shift(ctx.pre[box], ctx.post[box], ctx.brain[box] & ~ndimage.binary_dilation(comp))
+    # each rule: (name, value, threshold, +1 if the value must stay below, -1 if above, reason)
+    rules = [
+        ("continues outside", outside, cfg.max_outside_fraction, 1,
+         f"{outside:.0%} of its enhancing structure lies outside the lesion region (a vessel keeps going)"),
+        ("tubular", vesselness, cfg.max_vesselness, 1, f"median Frangi vesselness {vesselness:.2f}"),
+        ("elongated", elongation, cfg.max_elongation, 1, f"elongation {elongation:.1f}"),
+        ("edge", overlap, cfg.min_lesion_overlap, -1, f"{overlap:.0%} of it inside the lesion mask (its border)"),
+        ("CSF-like", flair if ctx.flair is not None else t1, cfg.min_flair if ctx.flair is not None else cfg.min_t1,
+         -1, (f"FLAIR {flair:.2f}" if ctx.flair is not None else f"pre-Gd T1w {t1:.2f}")
+         + " x NAWM (ventricle / choroid plexus)"),
+        ("misregistration", negative, cfg.max_negative_lobe, 1,
+         f"{negative:.1f} x its volume darkens around it (shift {shift} voxel)"),
+    ]  # fmt: skip
+    margins = [(sign * (thr - value) / thr, name, why) for name, value, thr, sign, why in rules
+               if not math.isnan(value)]  # fmt: skip
+    worst = min(margins) if margins else (1.0, "", "")
+    rejected = cfg.reject and worst[0] < 0
+    confidence = 1.0 / (1.0 + math.exp(-4.0 * worst[0]))
+    if rejected:
+        confidence = 1.0 - confidence
+        reason = f"{worst[1]}: {worst[2]}"
+    else:
+        reason = f"kept; nearest rule {worst[1]}: {worst[2]}" if worst[1] else "kept"
+    ijk = np.round(centroid).astype(int)
+    return {
+        "component": c, "verdict": "rejected" if rejected else "kept", "reason": reason,
+        "confidence": round(confidence, 3), "volume_mm3": round(n_vox * float(np.prod(spacing)), 2),
+        "x_mm": round(float(mm[0]), 2), "y_mm": round(float(mm[1]), 2), "z_mm": round(float(mm[2]), 2),
+        "i": int(ijk[0]), "j": int(ijk[1]), "k": int(ijk[2]),
+        "outside_fraction": round(outside, 3), "vesselness": round(vesselness, 3),
+        "elongation": None if math.isnan(elongation) else round(elongation, 2),
+        "lesion_overlap": None if math.isnan(overlap) else round(overlap, 3),
+        "flair": None if math.isnan(flair) else round(flair, 3), "t1": round(t1, 3),
+        "negative_lobe": round(negative, 3), "local_shift_vox": shift, "local_ncc": round(ncc, 4),
+        "peak": round(peak / ctx.spread, 2),
+    }  # fmt: skip
+
+
+def _local_shift(pre: np.ndarray, post: np.ndarray, where: np.ndarray) -> tuple[str, float]:
+    """The integer shift (+-1 voxel per axis) of ``post`` that best matches ``pre`` over ``where`` (normalised
+    cross-correlation), as "dx,dy,dz", and the correlation at no shift."""
+    core = tuple(slice(1, n - 1) for n in pre.shape)
+    a = pre[core][where[core]]
+    if a.size < 20 or a.std() == 0:
+        return "0,0,0", float("nan")
+    a = (a - a.mean()) / a.std()
+    best, best_ncc, zero = (0, 0, 0), -2.0, float("nan")
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                moved = np.roll(post, (dx, dy, dz), axis=(0, 1, 2))[core][where[core]]
+                sd = moved.std()
+                ncc = float((a * (moved - moved.mean())).mean() / sd) if sd > 0 else -1.0
+                if (dx, dy, dz) == (0, 0, 0):
+                    zero = ncc
+                if ncc > best_ncc + 1e-6:
+                    best, best_ncc = (dx, dy, dz), ncc
+    if best_ncc - zero < 0.01:  # not clearly better: no shift
+        best = (0, 0, 0)
+    return ",".join(str(v) for v in best), zero
+
+
+def apply_review(
+    result: EnhancingResult, review: Sequence[Mapping[str, Any]], spacing_mm: Sequence[float], tolerance_mm: float = 3.0
+) -> dict[str, Any]:
+    """Apply a rater's decisions (rows with ``x_mm, y_mm, z_mm`` and ``decision`` accept/reject, optional
+    ``rater``/``note``) to ``result`` in place: each row goes to the candidate whose centroid is nearest, within
+    ``tolerance_mm`` (component numbers change when the derivation's knobs do, positions do not).
+
+    Returns:
+        {"applied": n, "unmatched": [rows that matched no candidate], "accepted": n, "rejected": n}.
+
+    Raises:
+        ValueError: a row without a position or with a decision other than accept/reject (named by its row).
+    """
+    del spacing_mm  # centroids are in mm already
+    centres = np.asarray([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in result.components], float).reshape(-1, 3)
+    applied, unmatched, counts = 0, [], {"accept": 0, "reject": 0}
+    for number, row in enumerate(review, start=1):
+        decision = str(row.get("decision", "")).strip().lower()
+        if decision in ("", "none", "nan"):
+            continue
+        if decision not in ("accept", "reject"):
+            raise ValueError(f"review row {number}: decision must be accept or reject, got {row.get('decision')!r}")
+        try:
+            where = np.asarray([float(row[a]) for a in ("x_mm", "y_mm", "z_mm")])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"review row {number}: needs numeric x_mm, y_mm, z_mm") from None
+        distance = np.sqrt(((centres - where) ** 2).sum(axis=1)) if len(centres) else np.asarray([])
+        if not distance.size or distance.min() > tolerance_mm:
+            unmatched.append({**row, "row": number})
+            continue
+        comp = result.components[int(distance.argmin())]
+        comp["verdict"] = "kept" if decision == "accept" else "rejected"
+        who = str(row.get("rater") or "a rater")
+        note = str(row.get("note") or "").strip()
+        comp["reason"] = f"reviewed: {decision}ed by {who}" + (f" ({note})" if note else "")
+        comp["confidence"] = 1.0
+        applied += 1
+        counts[decision] += 1
+    keep = np.zeros(len(result.components) + 1, bool)
+    keep[1:] = [r["verdict"] == "kept" for r in result.components]
+    result.mask = keep[result.candidates]
+    result.info["n_components"] = int(keep.sum())
+    result.info["n_rejected"] = len(result.components) - int(keep.sum())
+    return {"applied": applied, "unmatched": unmatched, "accepted": counts["accept"], "rejected": counts["reject"]}
 
 
 def write_qc_png(
-    path: Path | str, pre: np.ndarray, post: np.ndarray, diff: np.ndarray, mask: np.ndarray, title: str = ""
+    path: Path | str,
+    pre: np.ndarray,
+    post: np.ndarray,
+    diff: np.ndarray,
+    mask: np.ndarray,
+    title: str = "",
+    rejected: np.ndarray | None = None,
 ) -> Path:
-    """A QC picture: up to four axial slices (those with the most enhancing voxels, else evenly spaced through
-    the brain), columns pre-Gd T1w, post-Gd T1w, subtraction, post-Gd with the mask outlined in red."""
+    """A QC picture: up to four axial slices (those with the most enhancing voxels, kept or ``rejected``, else
+    evenly spaced through the brain), columns pre-Gd T1w, post-Gd T1w, subtraction, post-Gd with the mask
+    outlined in red and rejected components in blue. Zoomed views of each component:
+    :func:`write_components_png`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_slice = mask.sum(axis=(0, 1))
+    shown = mask if rejected is None else mask | rejected
+    per_slice = shown.sum(axis=(0, 1))
     if per_slice.any():
         slices = sorted(np.argsort(per_slice)[::-1][: min(4, int((per_slice > 0).sum()))].tolist())
     else:
@@ -152,6 +411,82 @@ def write_qc_png(
             ax.axis("off")
         if mask[:, :, z].any():
             row[3].contour(np.rot90(mask[:, :, z].astype(float)), levels=[0.5], colors="red", linewidths=0.8)
+        if rejected is not None and rejected[:, :, z].any():
+            row[3].contour(np.rot90(rejected[:, :, z].astype(float)), levels=[0.5], colors="deepskyblue",
+                           linewidths=0.8)  # fmt: skip
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def write_components_png(
+    path: Path | str,
+    result: EnhancingResult,
+    pre: np.ndarray,
+    post: np.ndarray,
+    *,
+    flair: np.ndarray | None = None,
+    lesion: np.ndarray | None = None,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    title: str = "",
+    half_width_mm: float = 14.0,
+    per_page: int = 24,
+) -> list[Path]:
+    """One row per candidate component, zoomed on its centroid (axial, +-``half_width_mm``): pre-Gd T1w, post-Gd
+    T1w, subtraction and FLAIR (with the lesion mask in yellow), the component outlined in green when kept and
+    red when rejected, its verdict, rule and confidence above. More than ``per_page`` rows go to further pages
+    ``<stem>-p2.png``...; returns the paths written (none without candidates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.components
+    if not rows:
+        return []
+    path = Path(path)
+    spacing = np.asarray(spacing_mm, float)
+    half = np.maximum(np.round(half_width_mm / spacing[:2]).astype(int), 4)
+    columns = [("pre-Gd T1w", pre), ("post-Gd T1w", post), ("post - pre", result.diff)]
+    if flair is not None:
+        columns.append(("FLAIR", flair))
+    brain_vals = {name: image[image != 0] for name, image in columns}
+    windows = {name: np.percentile(v, [1, 99.5]) if v.size else (0.0, 1.0) for name, v in brain_vals.items()}
+    lim = float(np.percentile(np.abs(brain_vals["post - pre"]), 99.5)) if brain_vals["post - pre"].size else 1.0
+    written = []
+    for page, first in enumerate(range(0, len(rows), per_page), start=1):
+        chunk = rows[first : first + per_page]
+        fig, axes = plt.subplots(len(chunk), len(columns), figsize=(2.1 * len(columns), 2.35 * len(chunk)),
+                                 squeeze=False)  # fmt: skip
+        for ax_row, comp in zip(axes, chunk, strict=True):
+            i, j, k = comp["i"], comp["j"], comp["k"]
+            window = (slice(max(0, i - half[0]), i + half[0] + 1), slice(max(0, j - half[1]), j + half[1] + 1), k)
+            outline = result.candidates[window] == comp["component"]
+            colour = "lime" if comp["verdict"] == "kept" else "red"
+            for ax, (name, image) in zip(ax_row, columns, strict=True):
+                kw = ({"cmap": "RdBu_r", "vmin": -lim, "vmax": lim} if name == "post - pre" else
+                      {"cmap": "gray", "vmin": float(windows[name][0]), "vmax": float(windows[name][1])})  # fmt: skip
+                ax.imshow(np.rot90(image[window]), **kw)
+                if outline.any():
+                    ax.contour(np.rot90(outline.astype(float)), levels=[0.5], colors=colour, linewidths=0.9)
+                if name == "FLAIR" and lesion is not None and lesion[window].any():
+                    ax.contour(np.rot90(lesion[window].astype(float)), levels=[0.5], colors="yellow",
+                               linewidths=0.6)  # fmt: skip
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if ax is ax_row[0]:
+                    ax.set_ylabel(f"#{comp['component']} z={k}", fontsize=7)
+            ax_row[0].set_title(
+                f"#{comp['component']} {comp['verdict'].upper()} ({comp['confidence']:.2f}), "
+                f"{comp['volume_mm3']:.0f} mm3: {comp['reason']}"[:130],
+                fontsize=7, loc="left", color="darkgreen" if comp["verdict"] == "kept" else "darkred",
+            )  # fmt: skip
+        pages = -(-len(rows) // per_page)
+        where = f"page {page}/{pages}; " if pages > 1 else ""
+        fig.suptitle(f"{title} ({where}columns: {', '.join(n for n, _ in columns)})", fontsize=8)
+        # fixed margins, not tight_layout: a long verdict line must run across the row, not shrink the panels
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.01, top=1 - 0.75 / fig.get_figheight(), hspace=0.28,
+                            wspace=0.04)  # fmt: skip
+        target = path if page == 1 else path.with_name(path.name.replace(".png", f"-p{page}.png"))
+        written.append(save_figure(fig, target, dpi=90))
+    return written

@@ -68,7 +68,11 @@ def nawm_mask(brain: np.ndarray, lesion: np.ndarray | None = None, dilate: int =
 
 
 def _mode(values: np.ndarray) -> float:
-    """Mode of a smoothed 256-bin histogram between the 1st and 99th percentiles."""
+    """Mode of a smoothed 256-bin histogram between the 1st and 99th percentiles of the values above 5% of the
+    99th percentile (background zeros inside a generous brain mask of a skull-stripped image are not tissue)."""
+    top = float(np.percentile(values, 99))
+    if top > 0 and (values > 0.05 * top).sum() > 100:
+        values = values[values > 0.05 * top]
     lo, hi = np.percentile(values, [1, 99])
     if hi <= lo:
         return float(lo)
