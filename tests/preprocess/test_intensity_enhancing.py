@@ -96,14 +96,21 @@ def _enhancing_case() -> tuple[np.ndarray, ...]:
 
 def test_enhancing_label_finds_the_enhancing_lesion_only(tmp_path: Path):
     pre, post, brain, lesion, truth, vessel = _enhancing_case()
-    mask, diff, info = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), lesion)
-    assert np.array_equal(mask, truth) and info["n_components"] == 1 and info["region"] == "lesion"
-    assert info["volumes_mm3"] == [216.0]
-    in_brain, _, info_b = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), None)
-    assert (in_brain & truth).sum() == 216 and (in_brain & vessel).any() and "note" in info_b
-    small, _, _ = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), lesion, EnhancingConfig(min_volume_mm3=216))
-    assert not small.any()  # strictly larger than the minimum volume
-    png = write_qc_png(tmp_path / "qc.png", pre, post, diff, mask, title="test")
+    result = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), lesion)
+    info = result.info
+    assert np.array_equal(result.mask, truth) and info["n_components"] == 1 and info["region"] == "lesion"
+    assert info["volumes_mm3"] == [216.0] and result.components[0]["verdict"] == "kept"
+    everything = EnhancingConfig(reject=False)
+    in_brain = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), None, everything)
+    assert (in_brain.mask & truth).sum() == 216 and (in_brain.mask & vessel).any() and "note" in in_brain.info
+    judged = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), None)  # the line vessel is a candidate, rejected
+    assert (judged.mask & truth).sum() == 216 and not (judged.mask & vessel).any()
+    line = next(c for c in judged.components if c["verdict"] == "rejected")
+    assert line["reason"].startswith(("elongated", "tubular")) and (judged.candidates[vessel] > 0).any()
+    small = derive_enhancing(pre, post, brain, (1.0, 1.0, 1.0), lesion, EnhancingConfig(min_volume_mm3=216))
+    assert not small.mask.any()  # strictly larger than the minimum volume
+    png = write_qc_png(tmp_path / "qc.png", pre, post, result.diff, result.mask, title="test",
+                       rejected=(judged.candidates > 0) & ~judged.mask)  # fmt: skip
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="share a grid"):
         derive_enhancing(pre, post[:-1], brain, (1.0, 1.0, 1.0))

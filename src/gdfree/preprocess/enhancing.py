@@ -9,12 +9,14 @@ for (then vessels, dura and choroid plexus enhance too); components of ``min_vol
 Veins, the choroid plexus and misregistration also enhance inside or next to lesions, so each candidate is then
 judged (``reject: true``) by rules a radiologist applies when looking at it:
 
-- **continues outside**: most of the connected structure it belongs to (voxels above its own cut, within
-  15 mm) lies outside the lesion region (a vessel entering a lesion keeps going outside it);
+- **continues outside**: most of the face-connected structure it belongs to (voxels above
+  ``continuation_level`` x its peak, within 15 mm) lies well outside the lesion region (more than 2 mm or 1.5
+  voxels past it, beyond an enhancing edge's partial-volume spill): a vessel entering a lesion keeps going;
 - **tubular**: median Frangi vesselness (scikit-image, bright ridges of the subtraction at 0.7-1.5 mm) on its
   core (the voxels deepest inside it; a round nodule's rim is locally tube-like) above ``max_vesselness``;
 - **elongated**: the square root of the ratio of the two largest principal moments of its voxels (mm) above
-  ``max_elongation`` (components of at least ``shape_min_voxels``);
+  ``max_elongation`` (components of at least ``shape_min_voxels``); these two shape rules decide only on grids of
+  ``shape_max_spacing_mm`` or finer (derive labels on the acquired ~1 mm grid);
 - **edge**: less than ``min_lesion_overlap`` of its voxels inside the undilated lesion mask (a vessel along the
   lesion's border);
 - **CSF-like**: its median FLAIR below ``min_flair`` x NAWM (ventricle, choroid plexus; without FLAIR: its
@@ -44,7 +46,7 @@ from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
 
 __all__ = [
-    "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "apply_review", "derive_enhancing",
+    "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "apply_review", "derive_enhancing", "read_review",
     "write_components_png", "write_qc_png",
 ]  # fmt: skip
 
@@ -71,8 +73,10 @@ class EnhancingConfig:
             gives at least half the signal of a full one, so 0.5 removes the partial-volume rim that a noise
             threshold keeps.
         reject: judge each component by the rules of the module docstring (False keeps every candidate).
-        max_outside_fraction, max_vesselness, max_elongation, shape_min_voxels, min_lesion_overlap, min_flair,
-        min_t1, max_negative_lobe: the rules' thresholds.
+        max_outside_fraction, continuation_level, max_vesselness, max_elongation, shape_min_voxels,
+        min_lesion_overlap, min_flair, min_t1, max_negative_lobe: the rules' thresholds.
+        shape_max_spacing_mm: the tubular and elongated rules decide only on grids this fine (a vein is 1-2 mm
+            wide: on 2 mm voxels every small component is a few voxels of any shape); coarser, they are reported.
     """
 
     k: float = 3.0
@@ -83,9 +87,11 @@ class EnhancingConfig:
     peak_fraction: float = 0.5
     reject: bool = True
     max_outside_fraction: float = 0.5
+    continuation_level: float = 0.75
     max_vesselness: float = 0.35
     max_elongation: float = 3.0
     shape_min_voxels: int = 6
+    shape_max_spacing_mm: float = 1.5
     min_lesion_overlap: float = 0.5
     min_flair: float = 1.0
     min_t1: float = 0.5
@@ -160,8 +166,10 @@ def derive_enhancing(
         assert lesion is not None
         distance = ndimage.distance_transform_edt(~lesion, sampling=spacing_mm)
         region = (distance <= cfg.dilate_mm) & brain
+        # "outside" for the continuation rule: past the partial-volume spill of an enhancing lesion's edge
+        far = distance > cfg.dilate_mm + max(2.0, 1.5 * max(spacing_mm))
     else:
-        region = brain
+        region, far = brain, np.zeros_like(brain)
     labels, n = label_lesions((diff > threshold) & region, spacing_mm, cfg.connectivity, cfg.min_volume_mm3)
     if cfg.peak_fraction > 0 and n:
         # the 90th percentile, not the maximum: a vessel crossing the lesion must not raise the cut
@@ -170,7 +178,7 @@ def derive_enhancing(
         cut = np.concatenate([[np.inf], np.maximum(np.asarray(peaks) * cfg.peak_fraction, threshold)])
         labels, n = label_lesions((labels > 0) & (diff >= cut[labels]), spacing_mm, cfg.connectivity,
                                   cfg.min_volume_mm3)  # fmt: skip
-    ctx = _Context(diff, pre_n, flair_n, brain, lesion if region_name == "lesion" else None, region,
+    ctx = _Context(diff, pre_n, flair_n, brain, lesion if region_name == "lesion" else None, far,
                    (diff < centre - cfg.k * spread) & brain, spread, threshold,
                    tuple(float(s) for s in spacing_mm), affine, post_n)  # fmt: skip
     components = [_judge(ctx, labels, c, cfg) for c in range(1, n + 1)]
@@ -198,7 +206,7 @@ class _Context:
     flair: np.ndarray | None
     brain: np.ndarray
     lesion: np.ndarray | None
-    region: np.ndarray
+    far: np.ndarray  # well outside the search region
     dark: np.ndarray  # darkening by k spreads
     spread: float
     threshold: float
@@ -226,15 +234,15 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     centroid = where.mean(axis=0)
     mm = (ctx.affine @ np.append(centroid, 1.0))[:3] if ctx.affine is not None else centroid * spacing
     peak = float(np.percentile(ctx.diff[box][comp], 90))
-    # continues outside: the supra-threshold structure it belongs to, within 15 mm, at its own level (half its
-    # peak, as the candidate was cut), so that noise does not chain it to the rest of the brain
+    # continues outside: the structure it belongs to, within 15 mm, at 3/4 of its own peak and face-connected, so
+    # that noise and a brighter neighbour's partial-volume rim (choroid plexus) do not chain it to the brain
     near = _box(where, labels.shape, np.ceil(15.0 / spacing).astype(int))
-    level = max(ctx.threshold, cfg.peak_fraction * peak)
-    pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], ndimage.generate_binary_structure(3, 3))
+    level = max(ctx.threshold, cfg.continuation_level * peak)
+    pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], ndimage.generate_binary_structure(3, 1))
     inside = labels[near] == c
     ids = np.unique(pieces[inside])
     whole = np.isin(pieces, ids[ids > 0]) | inside
-    outside = float((whole & ~ctx.region[near]).sum() / whole.sum())
+    outside = float((whole & ctx.far[near]).sum() / whole.sum())
     # tubular: Frangi vesselness of the bright subtraction, in spread units, fixed structure scale
     sub = np.clip(ctx.diff[box] / ctx.spread, 0, None).astype(np.float64)
     sigmas = sorted({max(0.5, s / float(spacing.mean())) for s in (0.7, 1.0, 1.5)})
@@ -270,8 +278,9 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
         ("misregistration", negative, cfg.max_negative_lobe, 1,
          f"{negative:.1f} x its volume darkens around it (shift {shift} voxel)"),
     ]  # fmt: skip
+    coarse = float(spacing.max()) > cfg.shape_max_spacing_mm
     margins = [(sign * (thr - value) / thr, name, why) for name, value, thr, sign, why in rules
-               if not math.isnan(value)]  # fmt: skip
+               if not math.isnan(value) and not (coarse and name in ("tubular", "elongated"))]  # fmt: skip
     worst = min(margins) if margins else (1.0, "", "")
     rejected = cfg.reject and worst[0] < 0
     confidence = 1.0 / (1.0 + math.exp(-4.0 * worst[0]))
@@ -319,8 +328,30 @@ def _local_shift(pre: np.ndarray, post: np.ndarray, where: np.ndarray) -> tuple[
     return ",".join(str(v) for v in best), zero
 
 
+def read_review(path: Path | str) -> list[dict[str, str]]:
+    """The rows of a reviewed-components TSV (a copy of ``*_desc-enhancing_components.tsv`` with ``decision``
+    filled in by a rater: accept, reject or empty).
+
+    Raises:
+        ValueError: not a tab-separated table with x_mm, y_mm, z_mm and decision columns (the file is named).
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+            columns = set(rows[0]) if rows else set()
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: cannot read the review table ({exc})") from None
+    missing = {"x_mm", "y_mm", "z_mm", "decision"} - columns
+    if rows and missing:
+        raise ValueError(f"{path}: the review table lacks the column(s) {', '.join(sorted(missing))}")
+    return rows
+
+
 def apply_review(
-    result: EnhancingResult, review: Sequence[Mapping[str, Any]], spacing_mm: Sequence[float], tolerance_mm: float = 3.0
+    result: EnhancingResult, review: Sequence[Mapping[str, Any]], tolerance_mm: float = 3.0
 ) -> dict[str, Any]:
     """Apply a rater's decisions (rows with ``x_mm, y_mm, z_mm`` and ``decision`` accept/reject, optional
     ``rater``/``note``) to ``result`` in place: each row goes to the candidate whose centroid is nearest, within
@@ -332,7 +363,6 @@ def apply_review(
     Raises:
         ValueError: a row without a position or with a decision other than accept/reject (named by its row).
     """
-    del spacing_mm  # centroids are in mm already
     centres = np.asarray([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in result.components], float).reshape(-1, 3)
     applied, unmatched, counts = 0, [], {"accept": 0, "reject": 0}
     for number, row in enumerate(review, start=1):

@@ -14,6 +14,11 @@ Output (readable by :func:`gdfree.io.adapters.discover` as a BIDS dataset)::
         *_desc-brain_mask, *_label-lesion_mask, *_label-enhancing_mask (provided or derived)
         *_from-<mod>_mode-image_to-<ref>_xfm.txt   ITK transforms, reference points -> native <mod> points
         *_desc-enhancing_qc.png, *_prepare.json (steps, timings, grids to invert), *_prepare.log
+        derived enhancing labels also: *_desc-enhancing_components.tsv (every candidate: verdict, rule, confidence,
+        rule values), *_label-enhancing_desc-candidates_dseg (their numbers), *_desc-components_qc.png (zoomed)
+        *_desc-enhancing_review.tsv   written by a rater, never by prepare: a copy of the components table with
+            ``decision`` accept/reject; prepare applies it (matching components by position) and a changed review
+            redoes the case
 
 A case whose ``_prepare.json`` says ``done`` with the same config is skipped; outputs are written atomically
 and the JSON last, so an interrupted case is simply redone.
@@ -36,8 +41,16 @@ import gdfree
 from gdfree.evaluate.voxel import dice
 from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, derivative_path, image_entities
 from gdfree.io.images import file_sha256, from_sitk, read_mask, read_volume, to_sitk, write_text, write_volume
-from gdfree.io.tables import json_ready, write_json
-from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, write_qc_png
+from gdfree.io.tables import json_ready, write_json, write_tsv
+from gdfree.preprocess.enhancing import (
+    COMPONENT_COLUMNS,
+    EnhancingConfig,
+    apply_review,
+    derive_enhancing,
+    read_review,
+    write_components_png,
+    write_qc_png,
+)  # fmt: skip
 from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
 from gdfree.preprocess.registration import RegistrationConfig, register, resample, write_transform
 from gdfree.types import POST_CONTRAST, Volume
@@ -219,16 +232,37 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
 
     spacing = Volume(np.zeros(shape), affine).spacing_mm
     if cfg.derive_enhancing and "enhancing" not in masks and {"T1w", POST_CONTRAST} <= set(roles):
-        mask, diff, enh = derive_enhancing(resampled["T1w"], resampled[POST_CONTRAST], brain, spacing,
-                                           masks.get("lesion"), cfg.enhancing)  # fmt: skip
-        masks["enhancing"] = mask
-        info["enhancing"] = enh
+        lesion = masks.get("lesion")
+        result = derive_enhancing(resampled["T1w"], resampled[POST_CONTRAST], brain, spacing, lesion, cfg.enhancing,
+                                  flair=resampled.get("FLAIR"), affine=affine)  # fmt: skip
+        review_path = derivative_path(deriv, case.subject, case.session, "review", ".tsv", desc="enhancing")
+        if review_path.is_file():
+            result.info["review"] = {"file": str(review_path.relative_to(out)), "sha256": file_sha256(review_path),
+                                     **apply_review(result, read_review(review_path))}  # fmt: skip
+        masks["enhancing"] = result.mask
+        enh = info["enhancing"] = result.info
+        rejected = (result.candidates > 0) & ~result.mask
         qc = derivative_path(deriv, case.subject, case.session, "qc", ".png", desc="enhancing")
-        write_qc_png(qc, resampled["T1w"], resampled[POST_CONTRAST], diff, mask,
-                     title=f"{case.case_id}: {enh['n_components']} enhancing components (k {cfg.enhancing.k}, "
-                           f"region {enh['region']})")  # fmt: skip
+        write_qc_png(qc, resampled["T1w"], resampled[POST_CONTRAST], result.diff, result.mask,
+                     title=f"{case.case_id}: {enh['n_components']} enhancing components kept (red), "
+                           f"{enh['n_rejected']} rejected (blue) (k {cfg.enhancing.k}, region {enh['region']})",
+                     rejected=rejected)  # fmt: skip
         written["qc_enhancing"] = str(qc.relative_to(out))
-        log.step("enhancing", f"{enh['n_components']} components, threshold {enh['threshold']:.3f}")
+        table = derivative_path(deriv, case.subject, case.session, "components", ".tsv", desc="enhancing")
+        write_tsv(table, [{**row, "decision": "", "rater": "", "note": ""} for row in result.components],
+                  columns=[*COMPONENT_COLUMNS, "decision", "rater", "note"])  # fmt: skip
+        written["enhancing_components"] = str(table.relative_to(out))
+        candidates = derivative_path(deriv, case.subject, case.session, "dseg", label="enhancing", desc="candidates")
+        write_volume(Volume(result.candidates.astype(np.int16), affine), candidates)
+        written["enhancing_candidates"] = str(candidates.relative_to(out))
+        pictures = write_components_png(
+            derivative_path(deriv, case.subject, case.session, "qc", ".png", desc="components"), result,
+            resampled["T1w"], resampled[POST_CONTRAST], flair=resampled.get("FLAIR"), lesion=lesion,
+            spacing_mm=spacing, title=f"{case.case_id}: every enhancing candidate (green kept, red rejected)",
+        )  # fmt: skip
+        written.update({f"qc_components_{n}": str(q.relative_to(out)) for n, q in enumerate(pictures, start=1)})
+        log.step("enhancing", f"{enh['n_candidates']} candidates, {enh['n_components']} kept, threshold "
+                              f"{enh['threshold']:.3f}" + (" (reviewed)" if "review" in enh else ""))  # fmt: skip
 
     norm_info = {}
     for r in roles:
@@ -314,6 +348,11 @@ def _is_done(out: Path, case: CaseFiles, cfg: PrepareConfig) -> bool:
     if record.get("status") != "done" or record.get("config_digest") != cfg.digest():
         return False
     if not all((out / rel).is_file() for rel in record.get("outputs", {}).values()):
+        return False
+    review = derivative_path(out / "derivatives" / PIPELINE, case.subject, case.session, "review", ".tsv",
+                             desc="enhancing")  # fmt: skip
+    reviewed = record.get("enhancing", {}).get("review", {}).get("sha256")
+    if (file_sha256(review) if review.is_file() else None) != reviewed:  # a rater's new decisions: redo
         return False
     return record.get("sources_sha256") == _source_hashes(case)
 
