@@ -12,7 +12,7 @@ import pytest
 
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import file_sha256, read_volume, write_volume
-from gdfree.preprocess.enhancing import derive_enhancing, read_review, write_components_png
+from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, read_review, write_components_png
 from gdfree.preprocess.prepare import PIPELINE, PrepareConfig, prepare_dataset
 from gdfree.types import Volume
 
@@ -48,7 +48,7 @@ def _scene(seed: int = 0) -> dict[str, np.ndarray]:
             "csf": csf}  # fmt: skip
 
 
-def _verdict_of(result, where: np.ndarray) -> dict:  # noqa: ANN001
+def _verdict_of(result, where: np.ndarray) -> dict:
     numbers = np.unique(result.candidates[where])
     numbers = numbers[numbers > 0]
     assert numbers.size == 1, f"expected one candidate there, got {numbers}"
@@ -69,8 +69,8 @@ def test_a_vein_through_a_lesion_is_rejected_and_a_nodule_kept(seed: int, tmp_pa
     csf = _verdict_of(result, s["csf"])
     assert csf["verdict"] == "rejected" and csf["reason"].startswith(("CSF-like", "edge"))
     assert result.mask[s["nodule"]].mean() > 0.8 and not (result.mask & (s["through"] | s["along"] | s["csf"])).any()
-    without = derive_enhancing(s["pre"], s["post"], s["brain"], (1.0, 1.0, 1.0), s["lesion"], flair=s["flair"],
-                               config=__import__("gdfree").preprocess.enhancing.EnhancingConfig(reject=False))  # fmt: skip
+    without = derive_enhancing(s["pre"], s["post"], s["brain"], (1.0, 1.0, 1.0), s["lesion"],
+                               EnhancingConfig(reject=False), flair=s["flair"])  # fmt: skip
     assert without.mask[s["through"] & s["lesion"]].any()  # the rules, not the threshold, removed the vein
     pages = write_components_png(tmp_path / "c.png", result, s["pre"], s["post"], flair=s["flair"],
                                  lesion=s["lesion"], per_page=2)  # fmt: skip
@@ -87,8 +87,8 @@ def _bids_case(root: Path, s: dict[str, np.ndarray]) -> CaseFiles:
         write_volume(Volume(s[key], affine), path)
     masks = {}
     for role, key, name in (("brain", "brain", "desc-brain"), ("lesion", "lesion", "label-lesion")):
-        masks[role] = write_volume(Volume(s[key].astype(np.uint8), affine),
-                                   root / "derivatives" / "raters" / "sub-01" / "anat" / f"sub-01_{name}_mask.nii.gz")  # fmt: skip
+        target = root / "derivatives" / "raters" / "sub-01" / "anat" / f"sub-01_{name}_mask.nii.gz"
+        masks[role] = write_volume(Volume(s[key].astype(np.uint8), affine), target)
     return CaseFiles("01", None, {r: p for r, (_, p) in files.items()}, masks)
 
 

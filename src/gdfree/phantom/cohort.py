@@ -39,7 +39,10 @@ from gdfree.phantom.lesions import LOCATIONS, PATTERNS, LesionParams, render_les
 from gdfree.phantom.randomise import DomainRandomisation, apply_blur, confluent_fraction, sample_domain
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Volume, canonical_modality
 
-__all__ = ["PhantomConfig", "SubjectParams", "render_subject", "sample_subject", "subject_label", "write_cohort"]
+__all__ = [
+    "CONFOUNDER_KINDS", "PhantomConfig", "SubjectParams", "lesion_confounders", "render_subject", "sample_subject",
+    "subject_label", "write_cohort",
+]  # fmt: skip
 
 _CONTRASTS: dict[str, dict[str, float]] = {
     "T1w": {"GM": 0.69, "CSF": 0.10, "lesion": 0.60},
@@ -89,6 +92,8 @@ class PhantomConfig:
     bias_strength: float = 0.15
     texture_strength: float = 0.03
     vessel_gain: float = 1.0
+    lesion_confounders: float = 0.0  # per lesion: probability of an enhancing vein through or along it (and, when
+    # periventricular, of enhancing ventricle wall / choroid plexus against it); see :func:`lesion_confounders`
     supersample: int = 0  # 0: automatic (about 0.5 mm sub-samples, at least 2 per axis)
     domain_randomisation: DomainRandomisation = field(default_factory=DomainRandomisation)
 
@@ -243,6 +248,65 @@ def _vessels(anat: SubjectAnatomy, seed: int) -> np.ndarray:
     return weight
 
 
+CONFOUNDER_KINDS = {1: "vein through a lesion", 2: "vein along a lesion", 3: "ventricle wall / choroid plexus"}
+
+
+def lesion_confounders(
+    anat: SubjectAnatomy, lesions: list[LesionParams], seed: int, probability: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Enhancement that is not a lesion's, placed where a lesion-restricted label derivation would take it in.
+
+    Each lesion, with ``probability``: a vein (0.7 mm radius, running 8-15 mm past the lesion on both sides)
+    through it near its centre, or along it, tangent to its border (half each); a periventricular lesion, with
+    the same probability again, gets the ventricle CSF within 3 mm of it enhancing (ventricle wall, choroid
+    plexus). Deterministic in ``seed``.
+
+    Returns:
+        (post-Gd enhancement weights in [0, 1], uint8 kind map: keys of :data:`CONFOUNDER_KINDS`, 0 none).
+    """
+    m = anat.maps
+    sp = m.spacing_mm
+    rng = np.random.default_rng([seed, 19])
+    weight = np.zeros(m.shape, np.float32)
+    kind = np.zeros(m.shape, np.uint8)
+    inv = np.linalg.inv(m.affine)
+    grid = None
+    brain = m.brain >= 0.5
+    for lesion in lesions:
+        draws = rng.random(4)
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        normal = np.cross(direction, rng.normal(size=3))
+        normal /= np.linalg.norm(normal)
+        radius = float(lesion.bounding_radius_mm)
+        centre_vox = (inv @ np.append(lesion.centre_mm, 1.0))[:3]
+        if draws[0] < probability:
+            along = draws[1] < 0.5
+            half_length = radius + 8.0 + 7.0 * draws[2]
+            offset = (radius * 0.75 + 0.7) if along else 0.2 * radius * draws[3]
+            box_half = int(np.ceil((half_length + 2.0) / sp))
+            lo = np.maximum(np.round(centre_vox).astype(int) - box_half, 0)
+            hi = np.minimum(np.round(centre_vox).astype(int) + box_half + 1, m.shape)
+            if np.all(hi > lo):
+                sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+                idx = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"))
+                pts = (m.affine[:3, :3] @ idx.reshape(3, -1)).T + m.affine[:3, 3]
+                rel = pts - (np.asarray(lesion.centre_mm) + offset * normal)
+                t = np.clip(rel @ direction, -half_length, half_length)
+                dist = np.linalg.norm(rel - t[:, None] * direction, axis=1).reshape(idx.shape[1:])
+                tube = np.clip((0.7 + sp / 2 - dist) / sp, 0.0, 1.0).astype(np.float32) * brain[sl]
+                weight[sl] = np.maximum(weight[sl], 0.8 * tube)
+                kind[sl][tube >= 0.5] = 2 if along else 1
+        if lesion.location == "periventricular" and draws[3] < probability:
+            if grid is None:
+                grid = np.stack(np.meshgrid(*(np.arange(n) for n in m.shape), indexing="ij")).astype(np.float32)
+            near = np.sqrt((((grid - centre_vox[:, None, None, None]) * sp) ** 2).sum(axis=0)) <= radius + 3.0
+            wall = near & (m.csf > 0.5) & brain
+            weight[wall] = np.maximum(weight[wall], 1.0)
+            kind[wall & (kind == 0)] = 3
+    return weight, kind
+
+
 def render_subject(
     params: SubjectParams, cfg: PhantomConfig, anat: SubjectAnatomy | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
@@ -302,7 +366,11 @@ def render_subject(
                 img[sl] *= 1 + cfg.halo_gain * sig * r.halo
         if lesion.active:
             rel[POST_CONTRAST][sl] *= 1 + lesion.enhance_gain * r.enhancing
-    rel[POST_CONTRAST] *= 1 + cfg.vessel_gain * _vessels(anat, params.vessel_seed)
+    vessels = _vessels(anat, params.vessel_seed)
+    if cfg.lesion_confounders > 0:
+        vessels = np.maximum(vessels, lesion_confounders(anat, params.lesions, params.vessel_seed,
+                                                         cfg.lesion_confounders)[0])  # fmt: skip
+    rel[POST_CONTRAST] *= 1 + cfg.vessel_gain * vessels
     noise_rng = np.random.default_rng(params.noise_seed)
     outside = m.brain < 0.01
     images = {}
