@@ -283,6 +283,26 @@ def prepare(
         raise typer.Exit(code=1)
 
 
+@app.command(name="to-native")
+def to_native_command(
+    predictions: Annotated[Path, typer.Argument(help="A gdfree predict output folder.")],
+    prepared: Annotated[Path, typer.Option(help="The gdfree prepare output the predictions were made on.")],
+    out: Annotated[Path, typer.Option(help="New folder for the maps on the acquired grids.")],
+    role: Annotated[str | None, typer.Option(help="Acquired image whose grid to use (default: the reference).")] = None,
+) -> None:
+    """Map predicted probabilities, masks and label maps back onto each exam's acquired grid (space-orig)."""
+    from gdfree.errors import GdfreeError
+    from gdfree.preprocess.prepare import outputs_to_native
+
+    try:
+        rows = outputs_to_native(predictions, prepared, out, role)
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    failed = [r for r in rows if r["error"]]
+    _console().print(f"mapped {len(rows) - len(failed)} files onto their acquired grids into {out} (native.tsv)")
+    _exit_on_failures(_console(), {r["source"]: r["error"] for r in failed}, "could not be mapped")
+
+
 @app.command(name="import")
 def import_command(
     src: Annotated[Path, typer.Argument(help="Dataset folder in a known layout (see --format).")],

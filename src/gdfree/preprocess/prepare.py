@@ -56,7 +56,8 @@ from gdfree.preprocess.registration import RegistrationConfig, register, resampl
 from gdfree.types import POST_CONTRAST, Volume
 
 __all__ = [
-    "PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "prepare_case", "prepare_dataset", "to_native",
+    "PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "outputs_to_native", "prepare_case",
+    "prepare_dataset", "to_native",
 ]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
@@ -318,6 +319,60 @@ def to_native(volume: Volume, record_path: Path | str, role: str, interpolation:
     moved = from_sitk(resample(to_sitk(volume, np.float32), target, transform, interpolation=interpolation,
                                inverse=True))  # fmt: skip
     return moved.with_data(moved.data.astype(volume.data.dtype, copy=False))
+
+
+def outputs_to_native(
+    predictions: Path | str, prepared: Path | str, out: Path | str, role: str | None = None
+) -> list[dict[str, Any]]:
+    """Map every NIfTI of a ``predict`` output folder back onto the grid each exam was acquired on.
+
+    For each ``predictions/sub-X/[ses-Y/]anat/*.nii.gz``, the case's ``_prepare.json`` in ``prepared`` gives the
+    output grid and the transform of ``role`` (default: the prepare reference, usually the acquired FLAIR);
+    probabilities, uncertainties and images are resampled linearly, masks and label maps (``_mask``, ``_dseg``)
+    nearest-neighbour. Written as ``out/sub-X/.../<name with space-orig>`` plus ``out/native.tsv`` (one row per
+    file: source, destination, role, interpolation). ``out`` may not overlap either input.
+
+    Returns:
+        the rows of native.tsv (a case without a prepare record, or with no image of ``role``, gets a row with
+        its ``error`` and the others go on).
+
+    Raises:
+        OutputConflictError: ``out`` overlaps an input. FileNotFoundError: no predicted NIfTI found.
+    """
+    from gdfree.io.bids import parse_entities
+    from gdfree.io.images import image_suffix
+    from gdfree.io.runs import check_output_folder
+
+    predictions, prepared = Path(predictions), Path(prepared)
+    out = check_output_folder(out, [predictions, prepared])
+    files = sorted(p for p in predictions.rglob("sub-*") if p.is_file() and image_suffix(p) in (".nii.gz", ".nii"))
+    if not files:
+        raise FileNotFoundError(f"{predictions}: no sub-*.nii.gz files (a gdfree predict output folder)")
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        ent = parse_entities(path.name)
+        if ent is None or "sub" not in ent:
+            continue
+        record = derivative_path(prepared / "derivatives" / PIPELINE, ent["sub"], ent.get("ses"), "prepare", ".json")
+        row: dict[str, Any] = {"source": str(path), "destination": "", "role": "", "interpolation": "", "error": ""}
+        rows.append(row)
+        if not record.is_file():
+            row["error"] = f"no prepare record {record}"
+            continue
+        target_role = role or json.loads(record.read_text())["reference"]
+        interpolation = "nearest" if ent["suffix"] in ("mask", "dseg") else "linear"
+        try:
+            native = to_native(read_volume(path), record, target_role, interpolation=interpolation)
+        except ValueError as exc:
+            row["error"] = str(exc)
+            continue
+        names = {k: v for k, v in ent.items() if k not in ("suffix", "extension")}
+        names["space"] = "orig"
+        target = out / path.parent.relative_to(predictions) / bids_name(names, ent["suffix"], ent["extension"])
+        write_volume(native, target)
+        row.update(destination=str(target.relative_to(out)), role=target_role, interpolation=interpolation)
+    write_tsv(out / "native.tsv", rows)
+    return rows
 
 
 def _output_root(record_path: Path) -> Path:
