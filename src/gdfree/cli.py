@@ -305,20 +305,45 @@ def to_native_command(
 
 @app.command(name="import")
 def import_command(
-    src: Annotated[Path, typer.Argument(help="Dataset folder in a known layout (see --format).")],
+    src: Annotated[Path, typer.Argument(help="Dataset folder in a known layout (see --format), or DICOM files.")],
     dest: Annotated[Path, typer.Argument(help="New (or empty) folder for the BIDS dataset.")],
-    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP + " dicom: DICOM series via dcm2niix.")] = "auto",
+    rules: Annotated[
+        Path | None, typer.Option(help="DICOM series -> role rule file (YAML; default: gdfree dicom-rules).")
+    ] = None,
 ) -> None:
-    """Convert a challenge dataset (or any layout gdfree reads) to BIDS, with masks as derivatives."""
+    """Convert a challenge dataset (or any layout gdfree reads, or DICOM) to BIDS, with masks as derivatives."""
     from gdfree.errors import GdfreeError
+    from gdfree.io.dicom import import_dicom, is_dicom_folder
     from gdfree.io.importer import import_dataset
 
     try:
+        if fmt == "dicom" or (fmt == "auto" and Path(src).is_dir() and is_dicom_folder(src)):
+            rows = import_dicom(src, dest, rules)
+            done = [r for r in rows if r["role"]]
+            console = _console()
+            for r in rows:
+                console.print(f"series {r['series']} {r['description']!r}: "
+                              f"{r['role'] + ' -> ' + r['destination'] if r['role'] else 'not imported'} ({r['why']})",
+                              highlight=False, markup=False)  # fmt: skip
+            exams = {(r["subject"], r["session"]) for r in done}
+            console.print(f"imported {len(done)} of {len(rows)} series, {len(exams)} exams, into {dest} (import.tsv)")
+            return
+        if rules is not None:
+            raise ValueError("--rules applies to DICOM input only")
         rows = import_dataset(src, dest, fmt)
     except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     cases = {r["case"] for r in rows}
     _console().print(f"imported {len(rows)} files of {len(cases)} cases into {dest} (sources listed in import.tsv)")
+
+
+@app.command(name="dicom-rules")
+def dicom_rules_command() -> None:
+    """Print the default DICOM series -> role rules (copy, edit, pass to gdfree import --rules)."""
+    from gdfree.io.dicom import DEFAULT_RULES
+
+    typer.echo(DEFAULT_RULES.read_text(encoding="utf-8"), nl=False)
 
 
 @app.command(name="train")
