@@ -231,7 +231,9 @@ def prepare(
     spacing: Annotated[float | None, typer.Option(help="Isotropic output spacing in mm (default: kept).")] = None,
     n4: Annotated[bool, typer.Option(help="N4 bias-field correction.")] = True,
     register: Annotated[bool, typer.Option(help="Register every modality (off: images are already aligned).")] = True,
-    brain_mask: Annotated[str, typer.Option(help="auto (provided, else atlas), provided or atlas.")] = "auto",
+    brain_mask: Annotated[
+        str, typer.Option(help="auto (provided, else deepbet on the T1w, else atlas), provided, learned or atlas.")
+    ] = "auto",
     normalise: Annotated[str, typer.Option(help="none, zscore or nawm.")] = "none",
     enhancing_k: Annotated[float, typer.Option(help="Enhancing threshold in NAWM spreads of post - pre.")] = 3.0,
     enhancing_region: Annotated[str, typer.Option(help="lesion (dilated lesion mask) or brain.")] = "lesion",

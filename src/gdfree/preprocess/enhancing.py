@@ -13,7 +13,8 @@ judged (``reject: true``) by rules a radiologist applies when looking at it:
   ``continuation_level`` x its peak, within 15 mm) lies well outside the lesion region (more than 2 mm or 1.5
   voxels past it, beyond an enhancing edge's partial-volume spill): a vessel entering a lesion keeps going;
 - **tubular**: median Frangi vesselness (scikit-image, bright ridges of the subtraction at 0.7-1.5 mm) on its
-  core (the voxels deepest inside it; a round nodule's rim is locally tube-like) above ``max_vesselness``;
+  core (the voxels deepest inside it; a round nodule's rim is locally tube-like) above ``max_vesselness``, for
+  a component at least ``tube_min_elongation`` long (a ring-enhancing lesion is a curved tube but not long);
 - **elongated**: the square root of the ratio of the two largest principal moments of its voxels (mm) above
   ``max_elongation`` (components of at least ``shape_min_voxels``); these two shape rules decide only on grids of
   ``shape_max_spacing_mm`` or finer (derive labels on the acquired ~1 mm grid);
@@ -73,8 +74,8 @@ class EnhancingConfig:
             gives at least half the signal of a full one, so 0.5 removes the partial-volume rim that a noise
             threshold keeps.
         reject: judge each component by the rules of the module docstring (False keeps every candidate).
-        max_outside_fraction, continuation_level, max_vesselness, max_elongation, shape_min_voxels,
-        min_lesion_overlap, min_flair, min_t1, max_negative_lobe: the rules' thresholds.
+        max_outside_fraction, continuation_level, max_vesselness, tube_min_elongation, max_elongation,
+        shape_min_voxels, min_lesion_overlap, min_flair, min_t1, max_negative_lobe: the rules' thresholds.
         shape_max_spacing_mm: the tubular and elongated rules decide only on grids this fine (a vein is 1-2 mm
             wide: on 2 mm voxels every small component is a few voxels of any shape); coarser, they are reported.
     """
@@ -91,6 +92,7 @@ class EnhancingConfig:
     max_vesselness: float = 0.35
     max_elongation: float = 3.0
     shape_min_voxels: int = 6
+    tube_min_elongation: float = 1.8
     shape_max_spacing_mm: float = 1.5
     min_lesion_overlap: float = 0.5
     min_flair: float = 1.0
@@ -269,7 +271,8 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     rules = [
         ("continues outside", outside, cfg.max_outside_fraction, 1,
          f"{outside:.0%} of its enhancing structure lies outside the lesion region (a vessel keeps going)"),
-        ("tubular", vesselness, cfg.max_vesselness, 1, f"median Frangi vesselness {vesselness:.2f}"),
+        ("tubular", vesselness if elongation >= cfg.tube_min_elongation else float("nan"), cfg.max_vesselness, 1,
+         f"median Frangi vesselness {vesselness:.2f}, elongation {elongation:.1f}"),
         ("elongated", elongation, cfg.max_elongation, 1, f"elongation {elongation:.1f}"),
         ("edge", overlap, cfg.min_lesion_overlap, -1, f"{overlap:.0%} of it inside the lesion mask (its border)"),
         ("CSF-like", flair if ctx.flair is not None else t1, cfg.min_flair if ctx.flair is not None else cfg.min_t1,

@@ -3,9 +3,9 @@
 Per case: read every image; N4 bias correction; rigid + affine registration of each modality onto the
 reference (FLAIR by default) and of the post-Gd T1w onto the pre-Gd T1w (composed onto the reference);
 one resampling of every image onto the output grid (the reference reoriented to RAS, optionally at another
-isotropic spacing); provided masks resampled nearest-neighbour; a brain mask (provided, else the nilearn
-MNI152 brain registered onto the case; Dice against a provided one is reported); optional normalisation;
-and, with pre- and post-Gd T1w, a derived enhancing label with its QC picture.
+isotropic spacing); provided masks resampled nearest-neighbour; a brain mask (provided, else deepbet's on the
+T1w, else the nilearn MNI152 brain registered onto the case; Dice against a provided one is reported);
+optional normalisation; and, with pre- and post-Gd T1w, a derived enhancing label with its QC pictures.
 
 Output (readable by :func:`gdfree.io.adapters.discover` as a BIDS dataset)::
 
@@ -42,6 +42,7 @@ from gdfree.evaluate.voxel import dice
 from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, derivative_path, image_entities
 from gdfree.io.images import file_sha256, from_sitk, read_mask, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json, write_tsv
+from gdfree.preprocess.brain import BrainExtractionUnavailable, learned_brain_mask
 from gdfree.preprocess.enhancing import (
     COMPONENT_COLUMNS,
     EnhancingConfig,
@@ -61,6 +62,7 @@ __all__ = [
 ]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
+BRAIN_MASKS = ("auto", "provided", "learned", "atlas")
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class PrepareConfig:
         n4, n4_shrink: N4 bias correction and its shrink factor.
         register: False trusts that the images are already aligned (resampled with identity).
         registration: the registration knobs.
-        brain_mask: ``auto`` (provided, else atlas), ``provided`` (error if missing) or ``atlas``.
-        check_brain_mask: with a provided mask, also compute the atlas one and report their Dice.
+        brain_mask: ``auto`` (provided, else learned from the T1w by deepbet, else the atlas), ``provided`` (error
+            if missing), ``learned`` (error if deepbet fails) or ``atlas``.
+        check_brain_mask: with a provided mask, also compute the learned and atlas ones and report their Dice.
         normalise: ``none`` (training z-scores by itself), ``zscore`` or ``nawm``.
         derive_enhancing: derive the enhancing label from T1w/T1gd when the case has no provided one.
         enhancing: the derivation knobs.
@@ -216,19 +219,38 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     provided_brain = masks.get("brain")
     if cfg.brain_mask == "provided" and provided_brain is None:
         raise ValueError(f"{case.case_id}: brain_mask 'provided' but the case has no brain mask")
-    if cfg.brain_mask == "atlas" or provided_brain is None or cfg.check_brain_mask:
+    learned = None
+    if cfg.brain_mask in ("learned", "auto") and (provided_brain is None or cfg.check_brain_mask):
+        if "T1w" in resampled:
+            try:
+                learned = learned_brain_mask(Volume(resampled["T1w"], affine))
+            except (BrainExtractionUnavailable, ValueError) as exc:
+                info["brain_mask_learned_error"] = str(exc)
+        else:
+            info["brain_mask_learned_error"] = "deepbet needs a T1w; the case has none"
+        if provided_brain is not None and learned is not None:
+            info["brain_mask_dice_learned_vs_provided"] = round(dice(learned, provided_brain), 4)
+    atlas = None
+    needs_atlas = cfg.brain_mask == "atlas" or (provided_brain is None and learned is None)
+    if needs_atlas or (provided_brain is not None and cfg.check_brain_mask):
         atlas_img, _ = atlas_brain_mask(to_sitk(Volume(resampled[ref_role], affine)))
         atlas = from_sitk(atlas_img).data > 0
         if provided_brain is not None:
             info["brain_mask_dice_atlas_vs_provided"] = round(dice(atlas, provided_brain), 4)
-        if cfg.brain_mask == "atlas" or provided_brain is None:
-            masks["brain"] = atlas
-        info["brain_mask_source"] = "atlas" if masks["brain"] is atlas else "provided"
-        check = info.get("brain_mask_dice_atlas_vs_provided")
-        suffix = "" if check is None else f", atlas vs provided Dice {check}"
-        log.step("brain_mask", info["brain_mask_source"] + suffix)
+    if cfg.brain_mask == "atlas":
+        masks["brain"], source = atlas, "atlas"
+    elif provided_brain is not None and cfg.brain_mask != "learned":
+        source = "provided"
+    elif learned is not None:
+        masks["brain"], source = learned, "learned (deepbet)"
+    elif cfg.brain_mask == "learned":
+        raise ValueError(f"{case.case_id}: brain_mask 'learned' failed: {info['brain_mask_learned_error']}")
     else:
-        info["brain_mask_source"] = "provided"
+        masks["brain"], source = atlas, "atlas"
+    info["brain_mask_source"] = source
+    checks = [f"{k.split('_')[3]} vs provided Dice {v}" for k, v in info.items() if k.endswith("_vs_provided")]
+    fallback = f" (learned failed: {info['brain_mask_learned_error']})" if "brain_mask_learned_error" in info else ""
+    log.step("brain_mask", source + "".join(", " + c for c in checks) + fallback)
     brain = masks["brain"]
 
     spacing = Volume(np.zeros(shape), affine).spacing_mm
