@@ -53,7 +53,7 @@ def score_subject(cfg, seed: int, index: int) -> dict:
             label = (CONFOUNDER_KINDS[int(found[0])] if found.size else
                      "other phantom vessel" if other_vessels[where].any() else "noise / nothing")  # fmt: skip
             false_on[label] = false_on.get(label, 0) + 1
-        rejected_true = [c["reason"].split(":")[0] for c in result.components
+        rejected_true = [c["reason"] for c in result.components
                          if c["verdict"] == "rejected" and is_true[c["component"]]]  # fmt: skip
         row[name] = {"kept": len(kept), "true_kept": sum(is_true[c["component"]] for c in kept),
                      "detected": int((detected > 0).sum()), "false_on": false_on,
@@ -98,7 +98,7 @@ def main() -> None:
                 false_on[k] = false_on.get(k, 0) + v
         rejected: dict[str, int] = {}
         for r in rows:
-            for k in r[name]["true_rejected_by"]:
+            for k in (reason.split(":")[0] for reason in r[name]["true_rejected_by"]):
                 rejected[k] = rejected.get(k, 0) + 1
         summary[name] = {
             "kept": int(kept.sum()), "true_kept": int(true_kept.sum()), "true_lesions": int(n_true.sum()),

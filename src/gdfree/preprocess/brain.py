@@ -46,8 +46,12 @@ def _extractor() -> Any:
         if file_sha256(path) != expected:
             raise BrainExtractionUnavailable(f"{path}: not the pinned deepbet 1.0.2 network (SHA-256 differs); "
                                              "refusing to load it")  # fmt: skip
-    return BrainExtraction(no_gpu=True, model_path=str(folder / "model.pt"),
-                           bbox_model_path=str(folder / "bbox_model.pt"))  # fmt: skip
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.load; deepbet 1.0.2 ships TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return BrainExtraction(no_gpu=True, model_path=str(folder / "model.pt"),
+                               bbox_model_path=str(folder / "bbox_model.pt"))  # fmt: skip
 
 
 def learned_brain_mask(volume: Volume) -> np.ndarray:
@@ -64,7 +68,11 @@ def learned_brain_mask(volume: Volume) -> np.ndarray:
     if not np.isfinite(data).all() or float(data.max() - data.min()) <= 0:
         raise ValueError(f"{volume.path or 'image'}: constant or non-finite image; no brain to extract")
     extractor = _extractor()
-    _, mask, _ = extractor.run(nib.Nifti1Image(data, volume.affine))
+    try:
+        _, mask, _ = extractor.run(nib.Nifti1Image(data, volume.affine))
+    except (AssertionError, RuntimeError, ValueError, IndexError) as exc:  # deepbet asserts on an empty box
+        reason = str(exc) or exc.__class__.__name__
+        raise ValueError(f"{volume.path or 'image'}: deepbet found no brain ({reason})") from None
     out = np.asarray(mask.dataobj) > 0
     if out.shape != volume.shape:
         raise ValueError(f"deepbet returned a {out.shape} mask for a {volume.shape} image")

@@ -90,9 +90,9 @@ class EnhancingConfig:
     max_outside_fraction: float = 0.5
     continuation_level: float = 0.75
     max_vesselness: float = 0.35
-    max_elongation: float = 3.0
+    max_elongation: float = 4.5
     shape_min_voxels: int = 6
-    tube_min_elongation: float = 1.8
+    tube_min_elongation: float = 3.0
     shape_max_spacing_mm: float = 1.5
     min_lesion_overlap: float = 0.5
     min_flair: float = 1.0
