@@ -130,4 +130,4 @@ def test_reviewed_decisions_survive_a_rerun(tmp_path: Path):
     assert (read_volume(mask_path).data > 0)[s["through"] & s["lesion"]].any()
     review.write_text("x_mm\ty_mm\tz_mm\tdecision\n1\t2\t3\tmaybe\n")
     failed = prepare_dataset([case], out, cfg)["failed"]
-    assert "decision must be accept or reject" in failed["sub-01"]
+    assert "decision must be accept or reject" in failed["sub-01"] and str(review) in failed["sub-01"]

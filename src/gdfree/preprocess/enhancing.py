@@ -336,7 +336,7 @@ def read_review(path: Path | str) -> list[dict[str, str]]:
     filled in by a rater: accept, reject or empty).
 
     Raises:
-        ValueError: not a tab-separated table with x_mm, y_mm, z_mm and decision columns (the file is named).
+        ValueError: not a tab-separated table with x_mm, y_mm, z_mm and decision columns.
     """
     import csv
 
@@ -346,10 +346,10 @@ def read_review(path: Path | str) -> list[dict[str, str]]:
             rows = list(csv.DictReader(fh, delimiter="\t"))
             columns = set(rows[0]) if rows else set()
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: cannot read the review table ({exc})") from None
+        raise ValueError(f"cannot read the review table ({exc})") from None
     missing = {"x_mm", "y_mm", "z_mm", "decision"} - columns
     if rows and missing:
-        raise ValueError(f"{path}: the review table lacks the column(s) {', '.join(sorted(missing))}")
+        raise ValueError(f"the review table lacks the column(s) {', '.join(sorted(missing))}")
     return rows
 
 

@@ -260,8 +260,12 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
                                   flair=resampled.get("FLAIR"), affine=affine)  # fmt: skip
         review_path = derivative_path(deriv, case.subject, case.session, "review", ".tsv", desc="enhancing")
         if review_path.is_file():
+            try:
+                applied = apply_review(result, read_review(review_path))
+            except ValueError as exc:
+                raise ValueError(f"{review_path}: {exc}") from None
             result.info["review"] = {"file": str(review_path.relative_to(out)), "sha256": file_sha256(review_path),
-                                     **apply_review(result, read_review(review_path))}  # fmt: skip
+                                     **applied}  # fmt: skip
         masks["enhancing"] = result.mask
         enh = info["enhancing"] = result.info
         rejected = (result.candidates > 0) & ~result.mask
