@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,16 +165,80 @@ class _Log:
 def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None = None) -> dict[str, Any]:
     """Prepare one case into the dataset folder ``out``; returns its ``_prepare.json`` content.
 
+    Steps: :func:`_align` (read, N4, register, resample), the provided masks onto the grid,
+    :func:`_brain_mask`, :func:`_enhancing_labels`, then the images, masks and the record are written.
+
     Raises:
         MissingModalityError / ValueError: no reference modality, a provided brain mask required but missing.
         ImageReadError: an unreadable image (named).
     """
-    import SimpleITK as sitk
-
     cfg = config or PrepareConfig()
     out = Path(out)
     deriv = out / "derivatives" / PIPELINE
     log = _Log()
+    aligned = _align(case, cfg, log)
+    affine, grid = aligned["affine"], aligned["grid"]
+    written: dict[str, str] = {}
+    for r, transform in aligned["transforms"].items():
+        if r != aligned["reference"]:
+            path = _xfm_path(deriv, case, r, aligned["reference"])
+            write_transform(transform, path)
+            written[f"xfm_{r}"] = str(path.relative_to(out))
+    resampled = aligned["resampled"]
+    masks = {role: from_sitk(resample(to_sitk(read_mask(path)), grid, interpolation="nearest")).data > 0
+             for role, path in case.masks.items() if role in MASK_ENTITIES}  # fmt: skip
+    masks["brain"], info, message = _brain_mask(case.case_id, cfg, resampled, affine, aligned["reference"],
+                                                masks.get("brain"))  # fmt: skip
+    log.step("brain_mask", message)
+    brain = masks["brain"]
+    if cfg.derive_enhancing and "enhancing" not in masks and {"T1w", POST_CONTRAST} <= set(resampled):
+        masks["enhancing"], info["enhancing"], files = _enhancing_labels(case, cfg, out, resampled, brain,
+                                                                         masks.get("lesion"), affine)  # fmt: skip
+        written.update(files)
+        enh = info["enhancing"]
+        log.step("enhancing", f"{enh['n_candidates']} candidates, {enh['n_components']} kept, threshold "
+                              f"{enh['threshold']:.3f}" + (" (reviewed)" if "review" in enh else ""))  # fmt: skip
+    norm_info = {}
+    for r in resampled:
+        data, norm_info[r] = normalise_intensity(resampled[r], brain, cfg.normalise, masks.get("lesion"))
+        entities, suffix = image_entities(r)
+        name = bids_name({"sub": case.subject, **({"ses": case.session} if case.session else {}), **entities}, suffix)
+        folder = out / f"sub-{case.subject}" / (f"ses-{case.session}" if case.session else "") / "anat"
+        written[r] = str(write_volume(Volume(data, affine), folder / name).relative_to(out))
+    for role, mask in masks.items():
+        path = derivative_path(deriv, case.subject, case.session, "mask", **MASK_ENTITIES[role])
+        written[f"mask_{role}"] = str(write_volume(Volume(mask.astype(np.uint8), affine), path).relative_to(out))
+    log.step("write", f"{len(written)} files")
+    record = {
+        "status": "done", "case": case.case_id, "config_digest": cfg.digest(), "config": dataclasses.asdict(cfg),
+        "gdfree_version": gdfree.__version__, "sources": {r: str(p) for r, p in {**case.images, **case.masks}.items()},
+        "sources_sha256": _source_hashes(case),
+        "reference": aligned["reference"],
+        "native_grid": {r: {"shape": list(v.shape), "affine": v.affine.tolist()}
+                        for r, v in aligned["volumes"].items()},
+        "output_grid": {"shape": list(aligned["shape"]), "affine": affine.tolist()},
+        "outputs": written, "normalisation": norm_info, "timings_s": log.timings, **info,
+    }  # fmt: skip
+    stem = derivative_path(deriv, case.subject, case.session, "prepare", ".json")
+    write_text(stem.with_suffix(".log"), "\n".join(log.lines) + "\n")
+    write_json(stem, record)
+    return record
+
+
+def _xfm_path(deriv: Path, case: CaseFiles, role: str, reference: str) -> Path:
+    ent = {"from": role if role != POST_CONTRAST else "T1gd", "to": reference, "mode": "image"}
+    return derivative_path(deriv, case.subject, case.session, "xfm", ".txt", **ent)
+
+
+def _align(case: CaseFiles, cfg: PrepareConfig, log: _Log) -> dict[str, Any]:
+    """Read, N4, register every image (post-Gd through the pre-Gd T1w) and resample it onto the output grid.
+
+    Returns:
+        {"reference", "volumes" (native), "transforms" (reference -> native points), "shape", "affine", "grid"
+        (SimpleITK), "resampled" (role -> float32 array on the grid)}.
+    """
+    import SimpleITK as sitk
+
     roles = list(case.images)
     ref_role = cfg.reference if cfg.reference in case.images else next(
         (r for r in ("FLAIR", "T1w", "T2w", "PD") if r in case.images), None)  # fmt: skip
@@ -199,28 +265,27 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
         log.step("register", f"onto {ref_role}: {', '.join(r for r in roles if r != ref_role)}")
     else:
         transforms.update({r: sitk.Transform() for r in roles})
-    written: dict[str, str] = {}
-    for r in roles:
-        if r != ref_role:
-            ent = {"from": r if r != POST_CONTRAST else "T1gd", "to": ref_role, "mode": "image"}
-            path = derivative_path(deriv, case.subject, case.session, "xfm", ".txt", **ent)
-            write_transform(transforms[r], path)
-            written[f"xfm_{r}"] = str(path.relative_to(out))
     resampled = {r: from_sitk(resample(images[r], grid, transforms[r])).data for r in roles}
     log.step("resample", f"onto {shape} at {tuple(round(s, 2) for s in Volume(np.zeros(shape), affine).spacing_mm)} mm")
+    return {"reference": ref_role, "volumes": volumes, "transforms": transforms, "shape": shape, "affine": affine,
+            "grid": grid, "resampled": resampled}  # fmt: skip
 
-    masks: dict[str, np.ndarray] = {}
-    for role, path in case.masks.items():
-        if role in MASK_ENTITIES:
-            src = read_mask(path)
-            moved = resample(to_sitk(src), grid, interpolation="nearest")
-            masks[role] = from_sitk(moved).data > 0
+
+def _brain_mask(
+    case_id: str,
+    cfg: PrepareConfig,
+    resampled: dict[str, np.ndarray],
+    affine: np.ndarray,
+    reference: str,
+    provided: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, Any], str]:
+    """(brain mask, record entries, log line) by ``cfg.brain_mask``: provided, else deepbet on the T1w, else the
+    atlas; with a provided mask and ``check_brain_mask``, the other two's Dice against it."""
+    if cfg.brain_mask == "provided" and provided is None:
+        raise ValueError(f"{case_id}: brain_mask 'provided' but the case has no brain mask")
     info: dict[str, Any] = {}
-    provided_brain = masks.get("brain")
-    if cfg.brain_mask == "provided" and provided_brain is None:
-        raise ValueError(f"{case.case_id}: brain_mask 'provided' but the case has no brain mask")
     learned = None
-    if cfg.brain_mask in ("learned", "auto") and (provided_brain is None or cfg.check_brain_mask):
+    if cfg.brain_mask in ("learned", "auto") and (provided is None or cfg.check_brain_mask):
         if "T1w" in resampled:
             try:
                 learned = learned_brain_mask(Volume(resampled["T1w"], affine))
@@ -228,95 +293,73 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
                 info["brain_mask_learned_error"] = str(exc)
         else:
             info["brain_mask_learned_error"] = "deepbet needs a T1w; the case has none"
-        if provided_brain is not None and learned is not None:
-            info["brain_mask_dice_learned_vs_provided"] = round(dice(learned, provided_brain), 4)
+        if provided is not None and learned is not None:
+            info["brain_mask_dice_learned_vs_provided"] = round(dice(learned, provided), 4)
     atlas = None
-    needs_atlas = cfg.brain_mask == "atlas" or (provided_brain is None and learned is None)
-    if needs_atlas or (provided_brain is not None and cfg.check_brain_mask):
-        atlas_img, _ = atlas_brain_mask(to_sitk(Volume(resampled[ref_role], affine)))
-        atlas = from_sitk(atlas_img).data > 0
-        if provided_brain is not None:
-            info["brain_mask_dice_atlas_vs_provided"] = round(dice(atlas, provided_brain), 4)
-    if cfg.brain_mask == "atlas":
-        masks["brain"], source = atlas, "atlas"
-    elif provided_brain is not None and cfg.brain_mask != "learned":
-        source = "provided"
+    if cfg.brain_mask == "atlas" or (provided is None and learned is None) or (
+            provided is not None and cfg.check_brain_mask):  # fmt: skip
+        atlas = from_sitk(atlas_brain_mask(to_sitk(Volume(resampled[reference], affine)))[0]).data > 0
+        if provided is not None:
+            info["brain_mask_dice_atlas_vs_provided"] = round(dice(atlas, provided), 4)
+    if cfg.brain_mask == "atlas" or (provided is None and learned is None and cfg.brain_mask != "learned"):
+        mask, source = atlas, "atlas"
+    elif provided is not None and cfg.brain_mask != "learned":
+        mask, source = provided, "provided"
     elif learned is not None:
-        masks["brain"], source = learned, "learned (deepbet)"
-    elif cfg.brain_mask == "learned":
-        raise ValueError(f"{case.case_id}: brain_mask 'learned' failed: {info['brain_mask_learned_error']}")
+        mask, source = learned, "learned (deepbet)"
     else:
-        masks["brain"], source = atlas, "atlas"
+        raise ValueError(f"{case_id}: brain_mask 'learned' failed: {info['brain_mask_learned_error']}")
+    assert mask is not None
     info["brain_mask_source"] = source
     checks = [f"{k.split('_')[3]} vs provided Dice {v}" for k, v in info.items() if k.endswith("_vs_provided")]
     fallback = f" (learned failed: {info['brain_mask_learned_error']})" if "brain_mask_learned_error" in info else ""
-    log.step("brain_mask", source + "".join(", " + c for c in checks) + fallback)
-    brain = masks["brain"]
+    return mask, info, source + "".join(", " + c for c in checks) + fallback
 
-    spacing = Volume(np.zeros(shape), affine).spacing_mm
-    if cfg.derive_enhancing and "enhancing" not in masks and {"T1w", POST_CONTRAST} <= set(roles):
-        lesion = masks.get("lesion")
-        result = derive_enhancing(resampled["T1w"], resampled[POST_CONTRAST], brain, spacing, lesion, cfg.enhancing,
-                                  flair=resampled.get("FLAIR"), affine=affine)  # fmt: skip
-        review_path = derivative_path(deriv, case.subject, case.session, "review", ".tsv", desc="enhancing")
-        if review_path.is_file():
-            try:
-                applied = apply_review(result, read_review(review_path))
-            except ValueError as exc:
-                raise ValueError(f"{review_path}: {exc}") from None
-            result.info["review"] = {"file": str(review_path.relative_to(out)), "sha256": file_sha256(review_path),
-                                     **applied}  # fmt: skip
-        masks["enhancing"] = result.mask
-        enh = info["enhancing"] = result.info
-        rejected = (result.candidates > 0) & ~result.mask
-        qc = derivative_path(deriv, case.subject, case.session, "qc", ".png", desc="enhancing")
-        write_qc_png(qc, resampled["T1w"], resampled[POST_CONTRAST], result.diff, result.mask,
-                     title=f"{case.case_id}: {enh['n_components']} enhancing components kept (red), "
-                           f"{enh['n_rejected']} rejected (blue) (k {cfg.enhancing.k}, region {enh['region']})",
-                     rejected=rejected)  # fmt: skip
-        written["qc_enhancing"] = str(qc.relative_to(out))
-        table = derivative_path(deriv, case.subject, case.session, "components", ".tsv", desc="enhancing")
-        write_tsv(table, [{**row, "decision": "", "rater": "", "note": ""} for row in result.components],
-                  columns=[*COMPONENT_COLUMNS, "decision", "rater", "note"])  # fmt: skip
-        written["enhancing_components"] = str(table.relative_to(out))
-        candidates = derivative_path(deriv, case.subject, case.session, "dseg", label="enhancing", desc="candidates")
-        write_volume(Volume(result.candidates.astype(np.int16), affine), candidates)
-        written["enhancing_candidates"] = str(candidates.relative_to(out))
-        pictures = write_components_png(
-            derivative_path(deriv, case.subject, case.session, "qc", ".png", desc="components"), result,
-            resampled["T1w"], resampled[POST_CONTRAST], flair=resampled.get("FLAIR"), lesion=lesion,
-            spacing_mm=spacing, title=f"{case.case_id}: every enhancing candidate (green kept, red rejected)",
-        )  # fmt: skip
-        written.update({f"qc_components_{n}": str(q.relative_to(out)) for n, q in enumerate(pictures, start=1)})
-        log.step("enhancing", f"{enh['n_candidates']} candidates, {enh['n_components']} kept, threshold "
-                              f"{enh['threshold']:.3f}" + (" (reviewed)" if "review" in enh else ""))  # fmt: skip
 
-    norm_info = {}
-    for r in roles:
-        data, norm_info[r] = normalise_intensity(resampled[r], brain, cfg.normalise, masks.get("lesion"))
-        entities, suffix = image_entities(r)
-        name = bids_name({"sub": case.subject, **({"ses": case.session} if case.session else {}), **entities}, suffix)
-        folder = out / f"sub-{case.subject}" / (f"ses-{case.session}" if case.session else "") / "anat"
-        path = write_volume(Volume(data, affine), folder / name)
-        written[r] = str(path.relative_to(out))
-    for role, mask in masks.items():
-        path = derivative_path(deriv, case.subject, case.session, "mask", **MASK_ENTITIES[role])
-        write_volume(Volume(mask.astype(np.uint8), affine), path)
-        written[f"mask_{role}"] = str(path.relative_to(out))
-    log.step("write", f"{len(written)} files")
-    record = {
-        "status": "done", "case": case.case_id, "config_digest": cfg.digest(), "config": dataclasses.asdict(cfg),
-        "gdfree_version": gdfree.__version__, "sources": {r: str(p) for r, p in {**case.images, **case.masks}.items()},
-        "sources_sha256": _source_hashes(case),
-        "reference": ref_role,
-        "native_grid": {r: {"shape": list(v.shape), "affine": v.affine.tolist()} for r, v in volumes.items()},
-        "output_grid": {"shape": list(shape), "affine": affine.tolist()},
-        "outputs": written, "normalisation": norm_info, "timings_s": log.timings, **info,
-    }  # fmt: skip
-    stem = derivative_path(deriv, case.subject, case.session, "prepare", ".json")
-    write_text(stem.with_suffix(".log"), "\n".join(log.lines) + "\n")
-    write_json(stem, record)
-    return record
+def _enhancing_labels(
+    case: CaseFiles,
+    cfg: PrepareConfig,
+    out: Path,
+    resampled: dict[str, np.ndarray],
+    brain: np.ndarray,
+    lesion: np.ndarray | None,
+    affine: np.ndarray,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, str]]:
+    """Derive the enhancing label, apply a rater's review if there is one, write the components table, the
+    candidate labels and the QC pictures; returns (mask, derivation info, written files)."""
+    deriv = out / "derivatives" / PIPELINE
+    where = {"subject": case.subject, "session": case.session}
+    spacing = Volume(np.zeros((1, 1, 1)), affine).spacing_mm
+    pre, post = resampled["T1w"], resampled[POST_CONTRAST]
+    result = derive_enhancing(pre, post, brain, spacing, lesion, cfg.enhancing, flair=resampled.get("FLAIR"),
+                              affine=affine)  # fmt: skip
+    review_path = derivative_path(deriv, **where, suffix="review", extension=".tsv", desc="enhancing")
+    if review_path.is_file():
+        try:
+            applied = apply_review(result, read_review(review_path))
+        except ValueError as exc:
+            raise ValueError(f"{review_path}: {exc}") from None
+        result.info["review"] = {"file": str(review_path.relative_to(out)), "sha256": file_sha256(review_path),
+                                 **applied}  # fmt: skip
+    enh = result.info
+    qc = derivative_path(deriv, **where, suffix="qc", extension=".png", desc="enhancing")
+    write_qc_png(qc, pre, post, result.diff, result.mask,
+                 title=f"{case.case_id}: {enh['n_components']} enhancing components kept (red), "
+                       f"{enh['n_rejected']} rejected (blue) (k {cfg.enhancing.k}, region {enh['region']})",
+                 rejected=(result.candidates > 0) & ~result.mask)  # fmt: skip
+    table = derivative_path(deriv, **where, suffix="components", extension=".tsv", desc="enhancing")
+    write_tsv(table, [{**row, "decision": "", "rater": "", "note": ""} for row in result.components],
+              columns=[*COMPONENT_COLUMNS, "decision", "rater", "note"])  # fmt: skip
+    candidates = derivative_path(deriv, **where, suffix="dseg", label="enhancing", desc="candidates")
+    write_volume(Volume(result.candidates.astype(np.int16), affine), candidates)
+    pictures = write_components_png(
+        derivative_path(deriv, **where, suffix="qc", extension=".png", desc="components"), result, pre, post,
+        flair=resampled.get("FLAIR"), lesion=lesion, spacing_mm=spacing,
+        title=f"{case.case_id}: every enhancing candidate (green kept, red rejected)",
+    )  # fmt: skip
+    files = {"qc_enhancing": qc, "enhancing_components": table, "enhancing_candidates": candidates}
+    files.update({f"qc_components_{n}": q for n, q in enumerate(pictures, start=1)})
+    return result.mask, enh, {k: str(v.relative_to(out)) for k, v in files.items()}
 
 
 def to_native(volume: Volume, record_path: Path | str, role: str, interpolation: str = "nearest") -> Volume:
@@ -438,6 +481,15 @@ def _is_done(out: Path, case: CaseFiles, cfg: PrepareConfig) -> bool:
     return record.get("sources_sha256") == _source_hashes(case)
 
 
+def _limit_threads(threads: int) -> None:
+    """Worker start-up: share the cores between the ``--jobs`` processes (ITK and torch threads)."""
+    import SimpleITK as sitk
+    import torch
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    torch.set_num_threads(threads)
+
+
 def _run_one(args: tuple[CaseFiles, Path, PrepareConfig]) -> tuple[str, dict[str, Any] | None, str | None]:
     case, out, cfg = args
     try:
@@ -503,7 +555,11 @@ def prepare_dataset(
         for item in todo:
             handle(*_run_one(item))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawn, not fork: a forked child inherits the parent's torch/OpenMP thread pools and can hang in deepbet
+        context = multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_limit_threads,
+                                 initargs=(threads,)) as pool:  # fmt: skip
             for outcome in pool.map(_run_one, todo):
                 handle(*outcome)
     write_failures(out, result["failed"])
