@@ -17,8 +17,8 @@ Output (readable by :func:`gdfree.io.adapters.discover` as a BIDS dataset)::
         derived enhancing labels also: *_desc-enhancing_components.tsv (every candidate: verdict, rule, confidence,
         rule values), *_label-enhancing_desc-candidates_dseg (their numbers), *_desc-components_qc.png (zoomed)
         *_desc-enhancing_review.tsv   written by a rater, never by prepare: a copy of the components table with
-            ``decision`` accept/reject; prepare applies it (matching components by position) and a changed review
-            redoes the case
+            ``decision`` accept/reject; prepare applies it (matching components by position); a changed review is
+            applied again on the next run without redoing the case
 
 A case whose ``_prepare.json`` says ``done`` with the same config is skipped; outputs are written atomically
 and the JSON last, so an interrupted case is simply redone.
@@ -48,6 +48,7 @@ from gdfree.preprocess.brain import BrainExtractionUnavailable, learned_brain_ma
 from gdfree.preprocess.enhancing import (
     COMPONENT_COLUMNS,
     EnhancingConfig,
+    EnhancingResult,
     apply_review,
     derive_enhancing,
     read_review,
@@ -325,15 +326,34 @@ def _enhancing_labels(
     lesion: np.ndarray | None,
     affine: np.ndarray,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, str]]:
-    """Derive the enhancing label, apply a rater's review if there is one, write the components table, the
+    """Derive the enhancing label, apply a rater's review if there is one and write the components table, the
     candidate labels and the QC pictures; returns (mask, derivation info, written files)."""
+    spacing = Volume(np.zeros((1, 1, 1)), affine).spacing_mm
+    result = derive_enhancing(resampled["T1w"], resampled[POST_CONTRAST], brain, spacing, lesion, cfg.enhancing,
+                              flair=resampled.get("FLAIR"), affine=affine)  # fmt: skip
+    files = _write_enhancing(case, cfg, out, result, resampled, lesion, affine, _review_path(out, case))
+    return result.mask, result.info, files
+
+
+def _write_enhancing(
+    case: CaseFiles,
+    cfg: PrepareConfig,
+    out: Path,
+    result: EnhancingResult,
+    images: dict[str, np.ndarray],
+    lesion: np.ndarray | None,
+    affine: np.ndarray,
+    review_path: Path,
+) -> dict[str, str]:
+    """Apply the review at ``review_path`` (if any) to ``result`` and write the table (the rules' own verdicts
+    kept in ``rule_*`` columns), the candidate labels and the QC pictures; returns the files written."""
     deriv = out / "derivatives" / PIPELINE
     where = {"subject": case.subject, "session": case.session}
     spacing = Volume(np.zeros((1, 1, 1)), affine).spacing_mm
-    pre, post = resampled["T1w"], resampled[POST_CONTRAST]
-    result = derive_enhancing(pre, post, brain, spacing, lesion, cfg.enhancing, flair=resampled.get("FLAIR"),
-                              affine=affine)  # fmt: skip
-    review_path = derivative_path(deriv, **where, suffix="review", extension=".tsv", desc="enhancing")
+    for row in result.components:
+        row.setdefault("rule_verdict", row["verdict"])
+        row.setdefault("rule_reason", row["reason"])
+        row.setdefault("rule_confidence", row["confidence"])
     if review_path.is_file():
         try:
             applied = apply_review(result, read_review(review_path))
@@ -342,6 +362,7 @@ def _enhancing_labels(
         result.info["review"] = {"file": str(review_path.relative_to(out)), "sha256": file_sha256(review_path),
                                  **applied}  # fmt: skip
     enh = result.info
+    pre, post = images["T1w"], images[POST_CONTRAST]
     qc = derivative_path(deriv, **where, suffix="qc", extension=".png", desc="enhancing")
     write_qc_png(qc, pre, post, result.diff, result.mask,
                  title=f"{case.case_id}: {enh['n_components']} enhancing components kept (red), "
@@ -349,17 +370,18 @@ def _enhancing_labels(
                  rejected=(result.candidates > 0) & ~result.mask)  # fmt: skip
     table = derivative_path(deriv, **where, suffix="components", extension=".tsv", desc="enhancing")
     write_tsv(table, [{**row, "decision": "", "rater": "", "note": ""} for row in result.components],
-              columns=[*COMPONENT_COLUMNS, "decision", "rater", "note"])  # fmt: skip
+              columns=[*COMPONENT_COLUMNS, "rule_verdict", "rule_reason", "rule_confidence", "decision", "rater",
+                       "note"])  # fmt: skip
     candidates = derivative_path(deriv, **where, suffix="dseg", label="enhancing", desc="candidates")
     write_volume(Volume(result.candidates.astype(np.int16), affine), candidates)
     pictures = write_components_png(
         derivative_path(deriv, **where, suffix="qc", extension=".png", desc="components"), result, pre, post,
-        flair=resampled.get("FLAIR"), lesion=lesion, spacing_mm=spacing,
+        flair=images.get("FLAIR"), lesion=lesion, spacing_mm=spacing,
         title=f"{case.case_id}: every enhancing candidate (green kept, red rejected)",
     )  # fmt: skip
     files = {"qc_enhancing": qc, "enhancing_components": table, "enhancing_candidates": candidates}
     files.update({f"qc_components_{n}": q for n, q in enumerate(pictures, start=1)})
-    return result.mask, enh, {k: str(v.relative_to(out)) for k, v in files.items()}
+    return {k: str(v.relative_to(out)) for k, v in files.items()}
 
 
 def to_native(volume: Volume, record_path: Path | str, role: str, interpolation: str = "nearest") -> Volume:
@@ -460,25 +482,82 @@ def _source_hashes(case: CaseFiles) -> dict[str, str]:
     return {r: file_sha256(p) for r, p in {**case.images, **case.masks}.items()}
 
 
-def _is_done(out: Path, case: CaseFiles, cfg: PrepareConfig) -> bool:
-    """Done before with the same config, from input files with the same content, and its outputs still there."""
+def _state(out: Path, case: CaseFiles, cfg: PrepareConfig) -> str:
+    """``done`` (same config, same input files by content, outputs still there, same review), ``review`` (all
+    that but the rater's review changed: only the decisions need applying again) or ``todo``."""
     path = _record_path(out, case)
     if not path.is_file():
-        return False
+        return "todo"
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+        return "todo"
     if record.get("status") != "done" or record.get("config_digest") != cfg.digest():
-        return False
+        return "todo"
     if not all((out / rel).is_file() for rel in record.get("outputs", {}).values()):
-        return False
-    review = derivative_path(out / "derivatives" / PIPELINE, case.subject, case.session, "review", ".tsv",
-                             desc="enhancing")  # fmt: skip
+        return "todo"
+    if record.get("sources_sha256") != _source_hashes(case):
+        return "todo"
+    review = _review_path(out, case)
     reviewed = record.get("enhancing", {}).get("review", {}).get("sha256")
-    if (file_sha256(review) if review.is_file() else None) != reviewed:  # a rater's new decisions: redo
-        return False
-    return record.get("sources_sha256") == _source_hashes(case)
+    if (file_sha256(review) if review.is_file() else None) != reviewed:
+        return "review" if "enhancing_candidates" in record["outputs"] else "todo"
+    return "done"
+
+
+def _review_path(out: Path, case: CaseFiles) -> Path:
+    return derivative_path(out / "derivatives" / PIPELINE, case.subject, case.session, "review", ".tsv",
+                           desc="enhancing")  # fmt: skip
+
+
+def reapply_review(out: Path | str, case: CaseFiles, config: PrepareConfig | None = None) -> dict[str, Any]:
+    """Apply a changed rater's review to a prepared case without redoing it: the rules' verdicts come back from
+    the components table (``rule_*`` columns), the candidates from their label map, the subtraction from the
+    written T1w images (``normalise: none``; otherwise the case is prepared again); the enhancing mask,
+    the table, the QC pictures and ``_prepare.json`` are rewritten. Returns the new record."""
+    import csv
+
+    cfg = config or PrepareConfig()
+    out = Path(out)
+    record_path = _record_path(out, case)
+    record = json.loads(record_path.read_text())
+    if cfg.normalise != "none":
+        return prepare_case(case, out, cfg)
+    outputs = record["outputs"]
+    candidates = read_volume(out / outputs["enhancing_candidates"])
+    with (out / outputs["enhancing_components"]).open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    components = []
+    text = ("verdict", "reason", "local_shift_vox", "rule_verdict", "rule_reason", "decision", "rater", "note")
+    for row in rows:
+        restored: dict[str, Any] = {k: v if k in text else _number(v) for k, v in row.items()}
+        restored.update(verdict=row["rule_verdict"], reason=row["rule_reason"],
+                        confidence=float(row["rule_confidence"]))  # fmt: skip
+        components.append({k: v for k, v in restored.items() if k not in ("decision", "rater", "note")})
+    keep = np.zeros(len(components) + 1, bool)
+    keep[1:] = [c["verdict"] == "kept" for c in components]
+    labels = candidates.data.astype(np.int32)
+    images = {r: read_volume(out / outputs[r]).data for r in ("T1w", POST_CONTRAST, "FLAIR") if r in outputs}
+    brain = read_volume(out / outputs["mask_brain"]).data > 0
+    enh = {k: v for k, v in record["enhancing"].items() if k != "review"}
+    diff = np.where(brain, images[POST_CONTRAST] / enh["post_nawm_mode"] - images["T1w"] / enh["pre_nawm_mode"],
+                    0.0).astype(np.float32)  # fmt: skip
+    result = EnhancingResult(keep[labels], diff, labels, components, enh)
+    lesion = read_volume(out / outputs["mask_lesion"]).data > 0 if "mask_lesion" in outputs else None
+    files = _write_enhancing(case, cfg, out, result, images, lesion, candidates.affine, _review_path(out, case))
+    write_volume(Volume(result.mask.astype(np.uint8), candidates.affine), out / outputs["mask_enhancing"])
+    record["enhancing"] = result.info
+    record["outputs"].update(files)
+    write_json(record_path, record)
+    return record
+
+
+def _number(cell: str) -> int | float | None:
+    """A numeric TSV cell as written by :func:`gdfree.io.tables.write_tsv` (``n/a``: None)."""
+    if cell in ("", "n/a"):
+        return None
+    value = float(cell)
+    return int(value) if value.is_integer() and "." not in cell and "e" not in cell.lower() else value
 
 
 def _limit_threads(threads: int) -> None:
@@ -508,12 +587,13 @@ def prepare_dataset(
     inputs: Sequence[Path | str] = (),
 ) -> dict[str, Any]:
     """Prepare every case (``jobs`` processes), skipping those already done with the same config from the
-    same input files (by content). ``out`` may not overlap ``inputs`` (the dataset folders) or the folder
-    of any case file: nothing is ever written under an input path.
+    same input files (by content), and only re-applying a rater's changed review to those reviewed since
+    (:func:`reapply_review`). ``out`` may not overlap ``inputs`` (the dataset folders) or the folder of any
+    case file: nothing is ever written under an input path.
 
     Returns:
-        {"done": [...], "skipped": [...], "failed": {case: error}}; failures do not stop the other cases and
-        are listed in ``out/failures.tsv``.
+        {"done": [...], "skipped": [...], "reviewed": [...], "failed": {case: error}}; failures do not stop
+        the other cases and are listed in ``out/failures.tsv``.
 
     Raises:
         OutputConflictError: ``out`` overlaps an input.
@@ -533,10 +613,21 @@ def prepare_dataset(
                    "GeneratedBy": [{"Name": PIPELINE, "Version": gdfree.__version__}]}  # fmt: skip
     write_json(out / "dataset_description.json", description)
     write_json(out / "derivatives" / PIPELINE / "dataset_description.json", description)
-    result: dict[str, Any] = {"done": [], "skipped": [], "failed": {}}
+    result: dict[str, Any] = {"done": [], "skipped": [], "reviewed": [], "failed": {}}
     todo = []
     for case in cases:
-        if _is_done(out, case, cfg):
+        state = _state(out, case, cfg)
+        if state == "review":
+            try:
+                reapply_review(out, case, cfg)
+                result["reviewed"].append(case.case_id)
+                if progress:
+                    progress(case.case_id, "review applied")
+            except Exception as exc:  # reported per case; the other cases go on
+                result["failed"][case.case_id] = f"{exc.__class__.__name__}: {exc}"
+                if progress:
+                    progress(case.case_id, f"failed: {exc}")
+        elif state == "done":
             result["skipped"].append(case.case_id)
             if progress:
                 progress(case.case_id, "skipped (done)")
