@@ -447,6 +447,7 @@ def predict(
     activity: Annotated[
         Path | None, typer.Option(help="Activity classifier folder (gdfree activity): p_active of every lesion.")
     ] = None,
+    engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; not with --mc).")] = "torch",
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -458,7 +459,7 @@ def predict(
         device = check_device(device)
         rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
                                ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
-                               activity=activity)  # fmt: skip
+                               activity=activity, engine=engine)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in rows if r.get("status") == "failed"]

@@ -33,6 +33,7 @@ from gdfree.errors import GdfreeError
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
 from gdfree.infer.forward import predict_volume
 from gdfree.infer.model import TrainedModel
+from gdfree.infer.onnx import ENGINES
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import write_volume
 from gdfree.io.runs import RunManifest, check_output_folder, write_failures
@@ -181,6 +182,7 @@ def predict_dataset(
     seed: int = 0,
     overwrite: bool = False,
     activity: Path | str | None = None,
+    engine: str = "torch",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
@@ -191,6 +193,9 @@ def predict_dataset(
     and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
     and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
     activity score are written too.
+
+    ``engine`` ``onnx`` runs the networks through ONNX Runtime (:class:`gdfree.infer.onnx.OnnxNetwork`; CPU,
+    deterministic passes and flips, not MC dropout).
 
     ``activity`` (a folder of :class:`gdfree.activity.ActivityClassifier`) scores every visible lesion: those of
     the case's reference lesion mask when the dataset has one, else those of the lesion head's mask. Each gets
@@ -205,8 +210,12 @@ def predict_dataset(
     """
     if mc < 0:
         raise ValueError(f"mc: expected 0 or more MC dropout passes, got {mc}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "onnx" and (mc or str(device) != "cpu"):
+        raise ValueError("engine onnx: CPU only and without --mc (ONNX Runtime removes dropout); use --engine torch")
     out = check_output_folder(out, [dataset_root(input_path), run_dir, *ensemble])
-    model = TrainedModel.load(run_dir, device)
+    model = _with_engine(TrainedModel.load(run_dir, device), engine)
     model.refuse_control()
     scorer = None
     if activity is not None:
@@ -219,7 +228,7 @@ def predict_dataset(
                              f"the model's {list(model.modalities)}")  # fmt: skip
     members = []
     for other in ensemble:
-        member = TrainedModel.load(other, device)
+        member = _with_engine(TrainedModel.load(other, device), engine)
         member.refuse_control()
         model.check_member(member)
         members.append(member)
@@ -243,7 +252,8 @@ def predict_dataset(
                 scorer.refuse_if_seen(files.case_id, fingerprints[files.case_id])
     identity = {"command": "predict", "models": [m.weights_sha256 for m in (model, *members)],
                 **({"activity": scorer.meta["model_sha256"]} if scorer is not None else {}),
-                "mc": mc, "flips": flips, "seed": seed if mc else None}  # fmt: skip
+                "mc": mc, "flips": flips, "seed": seed if mc else None,
+                **({"engine": engine} if engine != "torch" else {})}  # fmt: skip
     manifest = RunManifest.open(out, identity, replace=overwrite)
     rows = []
     for i, files in enumerate(cases):
@@ -281,6 +291,17 @@ def predict_dataset(
         "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
     return rows
+
+
+def _with_engine(model: TrainedModel, engine: str) -> TrainedModel:
+    """The model with its network on ``engine`` (``torch``: unchanged)."""
+    if engine == "torch":
+        return model
+    from dataclasses import replace
+
+    from gdfree.infer.onnx import OnnxNetwork
+
+    return replace(model, network=OnnxNetwork(model.network, len(model.modalities)))  # type: ignore[arg-type]
 
 
 _PREDICTION_COLUMNS = ["case_id", "activity_score", "n_enhancing_lesions", "predicted_active",
