@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MAX_WHOLE_VOXELS", "predict_volume"]
+__all__ = ["MAX_WHOLE_VOXELS", "predict_volume", "predict_volume_samples"]
 
 MAX_WHOLE_VOXELS = 10_000_000
 """Above this many (padded) voxels, inference runs in overlapping tiles with Gaussian blending. A 1 mm MNI
@@ -60,3 +60,44 @@ def predict_volume(
         temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
         out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
     return out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
+
+
+def predict_volume_samples(
+    model: nn.Module,
+    image: np.ndarray,
+    n: int,
+    device: str | torch.device = "cpu",
+    *,
+    max_whole_voxels: int = MAX_WHOLE_VOXELS,
+    temperature: float | Sequence[float] = 1.0,
+) -> list[np.ndarray] | None:
+    """``n`` MC dropout samples of :func:`predict_volume` (the model's dropout layers already in train mode)
+    that run the encoder once and only the decoder ``n`` times: a network with ``encode``/``decode`` (its
+    dropout all in the decoder) and a volume that goes through whole. The decoder draws its dropout masks in
+    the order full passes would, so the samples equal ``n`` full passes after the same seed. None when the
+    model or the volume does not allow it (then call :func:`predict_volume` ``n`` times)."""
+    encode, decode = getattr(model, "encode", None), getattr(model, "decode", None)
+    divisor = int(getattr(model, "divisor", 1))
+    shape = image.shape[1:]
+    padded = [int(math.ceil(s / divisor) * divisor) for s in shape]
+    if encode is None or decode is None or math.prod(padded) > max_whole_voxels:
+        return None
+    if any(m.training for m in _encoder_modules(model) if isinstance(m, nn.modules.dropout._DropoutNd)):
+        return None  # dropout in the encoder: each sample needs its own encoding
+    x = np.zeros((1, image.shape[0], *padded), np.float32)
+    x[(0, slice(None), *(slice(0, s) for s in shape))] = image
+    tensor = torch.from_numpy(x).to(device)
+    samples = []
+    with torch.no_grad():
+        skips = encode(tensor)
+        for _ in range(n):
+            out = decode(tensor, skips)[0].float()
+            temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
+            out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
+            samples.append(out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))])
+    return samples
+
+
+def _encoder_modules(model: nn.Module) -> list[nn.Module]:
+    encoder = getattr(model, "encoder", None)
+    return list(encoder.modules()) if isinstance(encoder, nn.Module) else list(model.modules())

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdfree.infer.forward import predict_volume
+from gdfree.infer.forward import predict_volume, predict_volume_samples
 
 __all__ = ["FLIPS", "dropout_layers", "sample_predictions"]
 
@@ -40,6 +40,7 @@ def sample_predictions(
     flips: bool = False,
     temperatures: Sequence[float | Sequence[float]] | None = None,
     seed: int = 0,
+    cheap: bool = True,
 ) -> np.ndarray:
     """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32.
 
@@ -49,6 +50,8 @@ def sample_predictions(
         flips: also predict the 8 mirrorings of the image (flipped back before stacking).
         temperatures: one per model, dividing that model's logits (one value, or one per head); default 1.
         seed: seeds torch for the dropout masks, so a prediction is reproducible.
+        cheap: MC samples share one encoder pass (:func:`gdfree.infer.forward.predict_volume_samples`); the
+            samples equal full passes (False) for the same seed.
 
     Raises:
         ValueError: no model; not one temperature per model; ``mc`` > 0 for a model without dropout or whose
@@ -74,8 +77,11 @@ def sample_predictions(
         try:
             for axes in FLIPS if flips else ((),):
                 flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
-                for _ in range(max(mc, 1)):
-                    prob = predict_volume(model, flipped, device, temperature=temperature)
+                shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature) if (
+                    mc > 1 and cheap) else None  # fmt: skip
+                for n in range(max(mc, 1)):
+                    prob = shared[n] if shared is not None else predict_volume(model, flipped, device,
+                                                                               temperature=temperature)  # fmt: skip
                     samples.append(np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob)
         finally:
             model.eval()

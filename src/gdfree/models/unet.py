@@ -93,11 +93,20 @@ class MultitaskUNet(nn.Module):
         self.head = nn.Conv3d(top, len(self.heads), kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x
+        return self.decode(x, self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features, shallow to deep. It holds no dropout, so MC dropout samples can share one
+        encoding and repeat only :meth:`decode` (``forward(x) == decode(x, encode(x))``)."""
         skips = []
         for block in self.encoder:
             x = block(x)
             skips.append(x)
+        return skips
+
+    def decode(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, heads, X, Y, Z) from the input ``image`` and its :meth:`encode` features (not modified)."""
+        skips = list(skips)
         x = skips.pop()
         for up, fuse in zip(self.up, self.fuse, strict=True):
             x = fuse(torch.cat([up(x), skips.pop()], dim=1))
