@@ -17,6 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 _FORMAT_HELP = "Layout: auto, bids, open_ms_data, msseg2016, isbi2015, miccai2008 or shifts2022."
+_SHARD_HELP = (
+    "K/N: only the cases of part K of N (a stable split by case id); N jobs may share one --out and "
+    "together write what one run would."
+)
 
 
 def _console() -> Any:
@@ -61,8 +65,10 @@ def synth(
     ] = None,
     randomise: Annotated[
         bool | None,
-        typer.Option("--randomise/--no-randomise",
-                     help="Domain randomisation: per-subject contrasts, noise, bias and resolution (SynthSeg-style)."),
+        typer.Option(
+            "--randomise/--no-randomise",
+            help="Domain randomisation: per-subject contrasts, noise, bias and resolution (SynthSeg-style).",
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML phantom config; options above override it.")] = None,
     jobs: Annotated[int, typer.Option(help="Subjects synthesised in parallel.")] = 1,
@@ -239,11 +245,13 @@ def prepare(
     enhancing_region: Annotated[str, typer.Option(help="lesion (dilated lesion mask) or brain.")] = "lesion",
     enhancing_min_volume: Annotated[float, typer.Option(help="Smallest enhancing component kept, mm3.")] = 10.0,
     cases: Annotated[str | None, typer.Option(help="Comma-separated case ids or subjects (default: all).")] = None,
+    shard: Annotated[str | None, typer.Option(help=_SHARD_HELP)] = None,
 ) -> None:
     """Register, bias-correct, mask, normalise and derive enhancing labels for every case; skips finished cases."""
     import dataclasses
 
     from gdfree.io.adapters import discover
+    from gdfree.io.runs import parse_shard, select_shard
     from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
 
     try:
@@ -262,20 +270,21 @@ def prepare(
                 raise ValueError(f"{dataset}: no case {', '.join(missing)} (case ids look like {found[0].case_id})")
             found = [names[w] for w in wanted]
         found = [c for c in found if c.images]
+        parts = parse_shard(shard)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     console = _console()
     from rich.progress import Progress
 
     with Progress(console=console) as bar:
-        task = bar.add_task("preparing", total=len(found))
+        task = bar.add_task("preparing", total=len(select_shard(found, parts, key=lambda c: c.case_id)))
 
         def report(case_id: str, status: str) -> None:
             bar.update(task, advance=1)
             bar.console.print(f"{case_id}: {status}", highlight=False)
 
         try:
-            result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset])
+            result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset], shard=parts)
         except ValueError as exc:
             raise _fail(str(exc)) from exc
     reviewed = f", review applied to {len(result['reviewed'])}" if result["reviewed"] else ""
@@ -448,6 +457,7 @@ def predict(
         Path | None, typer.Option(help="Activity classifier folder (gdfree activity): p_active of every lesion.")
     ] = None,
     engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; not with --mc).")] = "torch",
+    shard: Annotated[str | None, typer.Option(help=_SHARD_HELP)] = None,
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -456,10 +466,12 @@ def predict(
     from gdfree.infer.predict import predict_dataset
 
     try:
+        from gdfree.io.runs import parse_shard
+
         device = check_device(device)
         rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
                                ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
-                               activity=activity, engine=engine)  # fmt: skip
+                               activity=activity, engine=engine, shard=parse_shard(shard))  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in rows if r.get("status") == "failed"]

@@ -322,6 +322,7 @@ def _discriminator_accuracy(real: np.ndarray, fake: np.ndarray, seed: int, steps
     half = len(x) // 2
     train, test = order[:half], order[half:]
     c = x.shape[1]
+
     def block(i: int, o: int) -> nn.Module:
         return Convolution(3, i, o, strides=2, kernel_size=3, norm=None, act=("leakyrelu", {"negative_slope": 0.2}))
 

@@ -93,8 +93,9 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
         torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.start_step, worker])
         while True:
-            yield make_batch(self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim,
-                             self.synthesiser)
+            yield make_batch(
+                self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim, self.synthesiser
+            )
 
 
 def batch_stream(

@@ -17,7 +17,6 @@ truth, its brain mask (if any) restricts calibration, retention and translation 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -212,16 +211,12 @@ def check_manifest(pred_dir: Path, preds: list[PredictionFiles]) -> None:
         OutputConflictError: naming the first such file.
     """
     from gdfree.io.images import file_sha256
-    from gdfree.io.runs import MANIFEST, OutputConflictError
+    from gdfree.io.runs import MANIFEST, OutputConflictError, listed_outputs
 
     path = pred_dir / MANIFEST
-    if not path.is_file():
+    listed = listed_outputs(pred_dir)
+    if listed is None:
         return
-    try:
-        listed = {rel: d for e in json.loads(path.read_text(encoding="utf-8"))["cases"].values()
-                  for rel, d in e["outputs"].items()}  # fmt: skip
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise OutputConflictError(f"{path}: not a readable gdfree run manifest ({exc})") from exc
     for pred in preds:
         for file in (pred.probseg, pred.mask, pred.uncertainty, pred.synth):
             if file is None:
@@ -278,8 +273,9 @@ def _lesion_activity(pred: PredictionFiles, ref: CaseFiles, truth: Volume) -> tu
         scores = {int(r["lesion_id"]): float(r["p_active"]) for r in rows}
         called = [float(r["p_active"]) for r in rows if r["predicted_active"].lower() == "true"]
     except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{table}: not a readable lesion table with lesion_id, p_active and predicted_active "
-                         f"({exc})") from exc
+        raise ValueError(
+            f"{table}: not a readable lesion table with lesion_id, p_active and predicted_active ({exc})"
+        ) from exc
     ids = np.asarray(_on_grid(pred.lesion_ids, truth).data).astype(np.int64)
     lesion = _on_grid(ref.masks["lesion"], truth, mask=True).data
     refs, own = lesion_activity_case(ref.case_id, lesion, truth.data, ids, scores, truth.spacing_mm)

@@ -117,7 +117,7 @@ def explain_dataset(
     from gdfree.infer.predict import dataset_root, select_cases
     from gdfree.io.bids import derivative_path
     from gdfree.io.images import write_volume
-    from gdfree.io.runs import RunManifest, check_output_folder, write_failures
+    from gdfree.io.runs import MANIFEST, RECORDS, RunManifest, check_output_folder, write_failures
     from gdfree.io.tables import write_json, write_tsv
     from gdfree.types import Volume
 
@@ -132,8 +132,10 @@ def explain_dataset(
     if "enhancing" not in heads:
         raise ValueError(f"{run_dir}: the model has no enhancing head to explain")
     if "enhancing" not in trained.network_heads:
-        raise ValueError(f"{run_dir}: a translation model reads enhancement from its synthetic post-Gd T1w; "
-                         "attributions of that are not implemented (explain a model with an enhancing head)")
+        raise ValueError(
+            f"{run_dir}: a translation model reads enhancement from its synthetic post-Gd T1w; "
+            "attributions of that are not implemented (explain a model with an enhancing head)"
+        )
     identity = {"command": "explain", "model": trained.weights_sha256, "input": str(Path(input_path).resolve()),
                 "cases": sorted(case_ids) if case_ids is not None else None, "lesion": lesion,
                 "all_lesions": all_lesions, "max_mapped": max_mapped, "source": source, "methods": list(methods),
@@ -259,7 +261,8 @@ def explain_dataset(
         "gradcam_layer": layer or "fuse[-1]", "seed": seed, "threshold": threshold, "temperature": temperature,
         "label_randomised": str(label_randomised) if label_randomised else None, "timings_s": timings,
     })  # fmt: skip
-    outputs = [p for p in out.rglob("*") if p.is_file() and p.name != "gdfree_run.json"]
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST and RECORDS not in
+               p.relative_to(out).parts[:1]]  # fmt: skip
     manifest.record("explain", sorted(f for c in cases for f in c.fingerprints), {"cases": len(cases)}, outputs)
     return {"summary": summary, "separation": separation, "sanity": sanity_rows, "profiles": profiles,
             "lesions": lesion_rows, "timings": timings, "failures": failures}  # fmt: skip

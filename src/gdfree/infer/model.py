@@ -170,8 +170,10 @@ class TrainedModel:
             raw = _fraction(chosen.get(h, validation.get(f"{h}_threshold", default)), f"{where}: thresholds.{h}")
             thresholds[h] = 1 / (1 + math.exp(-math.log(raw / (1 - raw)) / temperature[h]))
         min_mm3 = meta.get("min_lesion_mm3", 0.0)
-        if isinstance(min_mm3, bool) or not isinstance(min_mm3, int | float) or not (
-            math.isfinite(min_mm3) and min_mm3 >= 0
+        if (
+            isinstance(min_mm3, bool)
+            or not isinstance(min_mm3, int | float)
+            or not (math.isfinite(min_mm3) and min_mm3 >= 0)
         ):
             raise ValueError(f"{where}: min_lesion_mm3: expected a volume >= 0, got {min_mm3!r}")
         try:

@@ -36,12 +36,13 @@ from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import write_volume
-from gdfree.io.runs import RunManifest, check_output_folder, write_failures
+from gdfree.io.runs import RunManifest, check_output_folder, select_shard, write_failures
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.types import Volume
 from gdfree.uncertainty.measures import VOXEL_MEASURES
 
 __all__ = ["lesion_rows", "predict_case", "predict_dataset", "predict_volume", "select_cases"]
+
 
 def lesion_rows(
     prob: np.ndarray, mask: np.ndarray, affine: np.ndarray, rule: DetectionRule | None = None
@@ -183,6 +184,7 @@ def predict_dataset(
     overwrite: bool = False,
     activity: Path | str | None = None,
     engine: str = "torch",
+    shard: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
@@ -193,6 +195,11 @@ def predict_dataset(
     and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
     and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
     activity score are written too.
+
+    ``shard`` (K, N) predicts only the cases of part K of N (:func:`gdfree.io.runs.select_shard`); N processes
+    with the same model and options may write into one ``out`` at once, and together make exactly the files of
+    one unsharded run (``predictions.tsv`` and ``failures.tsv`` are rebuilt from every case's record when a
+    shard ends).
 
     ``engine`` ``onnx`` runs the networks through ONNX Runtime (:class:`gdfree.infer.onnx.OnnxNetwork`; CPU,
     deterministic passes and flips, not MC dropout).
@@ -237,6 +244,7 @@ def predict_dataset(
         cases = [c for c in cases if c.case_id in set(case_ids)]
     if not cases:
         raise ValueError(f"{input_path}: none of the cases {list(case_ids or [])} found")
+    cases = select_shard(cases, shard, key=lambda c: c.case_id)
     fingerprints: dict[str, tuple[str, ...]] = {}
     failures: dict[str, str] = {}
     for files in cases:
@@ -255,6 +263,8 @@ def predict_dataset(
                 "mc": mc, "flips": flips, "seed": seed if mc else None,
                 **({"engine": engine} if engine != "torch" else {})}  # fmt: skip
     manifest = RunManifest.open(out, identity, replace=overwrite)
+    for case_id, reason in failures.items():
+        manifest.fail(case_id, reason)
     rows = []
     for i, files in enumerate(cases):
         if files.case_id in fingerprints:
@@ -266,17 +276,14 @@ def predict_dataset(
                                        manifest=manifest, inputs=inputs, scorer=scorer)  # fmt: skip
                 except (GdfreeError, ValueError, OSError, RuntimeError, MemoryError) as exc:
                     failures[files.case_id] = str(exc)
-                    manifest.forget(files.case_id)
+                    manifest.fail(files.case_id, str(exc))
             if row is not None:
                 rows.append(row)
         if files.case_id in failures:
             rows.append({"case_id": files.case_id, "status": "failed", "reason": failures[files.case_id]})
         if progress:
             progress(i + 1, len(cases))
-    write_failures(out, failures)
-    all_rows = [entry["row"] for _, entry in sorted(manifest.cases.items())]
-    write_tsv(out / "predictions.tsv", all_rows, _PREDICTION_COLUMNS + sorted(
-        {k for r in all_rows for k in r} - set(_PREDICTION_COLUMNS)))  # fmt: skip
+    _write_tables(out, manifest)
     write_json(out / "dataset_description.json", {
         "Name": "gdfree predictions",
         "BIDSVersion": "1.9.0",
@@ -291,6 +298,19 @@ def predict_dataset(
         "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
     return rows
+
+
+def _write_tables(out: Path, manifest: RunManifest) -> None:
+    """``predictions.tsv`` and ``failures.tsv`` from every case's record (any shard's); written again while a
+    shard sharing the folder records a case meanwhile, so the last one to finish leaves complete tables."""
+    while True:
+        cases, failures = manifest.cases, manifest.failures()
+        write_failures(out, failures)
+        all_rows = [entry["row"] for _, entry in sorted(cases.items())]
+        write_tsv(out / "predictions.tsv", all_rows, _PREDICTION_COLUMNS + sorted(
+            {k for r in all_rows for k in r} - set(_PREDICTION_COLUMNS)))  # fmt: skip
+        if manifest.cases == cases and manifest.failures() == failures:
+            return
 
 
 def _with_engine(model: TrainedModel, engine: str) -> TrainedModel:
@@ -404,5 +424,10 @@ def _score_lesions(
                                   rule.connectivity, rule.min_volume_mm3)  # fmt: skip
     for i, row in enumerate(result["lesions"], start=1):
         row["p_active"] = float(lookup[ids[enh_labels == i]].max(initial=0.0))
-    return {"rows": all_rows, "ids": ids, "n_lesions": n,
-            "n_active_lesions": int((p >= scorer.threshold).sum()), "max_p_active": float(p.max(initial=0.0))}
+    return {
+        "rows": all_rows,
+        "ids": ids,
+        "n_lesions": n,
+        "n_active_lesions": int((p >= scorer.threshold).sum()),
+        "max_p_active": float(p.max(initial=0.0)),
+    }

@@ -58,7 +58,10 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = image_suffix(path) or path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    # the owner tag (process and host) lets another shard writing into the same folder tell its files from
+    # an interrupted run's leftovers (gdfree.io.runs.remove_stale_temporaries)
+    tag = f"gd{os.getpid()}@{host_name()}"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())
@@ -68,6 +71,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def host_name() -> str:
+    """This machine's name, cut to letters, digits and dashes (it goes into temporary file names)."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
 
 def _umask() -> int:

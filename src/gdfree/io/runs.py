@@ -1,39 +1,60 @@
-"""Output folders that belong to one run, and inputs that are never written to.
+"""Output folders that belong to one run, inputs that are never written to, and cohorts split into shards.
 
 Every command that writes checks its output folder first with :func:`check_output_folder`: it may not be an
 input folder, lie inside one, or contain one, and it must be a folder gdfree can write. A cohort command
-keeps a manifest, ``gdfree_run.json``, in its output folder: what made it (command, model hash, options)
-and, per finished case, the SHA-256 of its input files, the rows it contributed and the SHA-256 of each file
-it wrote. A rerun with the same settings skips the cases whose inputs and outputs still match and redoes
-the rest; another model or other options are refused unless the caller asks to replace the old outputs.
-Failed cases go to ``failures.tsv`` with their reason.
+keeps a manifest in its output folder: ``gdfree_run.json`` says what made it (command, model hash, options)
+and ``gdfree_run/<case>.json`` holds one record per case: when it finished, the SHA-256 of its input files,
+the row it contributed and the SHA-256 of each file it wrote; when it failed, the reason. A rerun with the
+same settings skips the cases whose inputs and outputs still match and redoes the rest; another model or
+other options are refused unless the caller asks to replace the old outputs. Failed cases go to
+``failures.tsv`` with their reason.
+
+One record per case lets several processes fill one folder at once: ``--shard K/N`` gives a process the
+cases of part K of N (:func:`select_shard`), so Slurm array jobs, Kubernetes jobs or
+torchrun ranks spread a cohort over machines without a coordinator, and the cohort tables are rebuilt from
+every record present each time a shard ends (the last one to end writes the complete tables; a rerun of
+any shard rewrites them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gdfree.errors import GdfreeError
-from gdfree.io.images import file_sha256
+from gdfree.io.images import file_sha256, host_name
 from gdfree.io.tables import write_json, write_tsv
 
 __all__ = [
     "FAILURES",
     "MANIFEST",
+    "RECORDS",
     "OutputConflictError",
     "RunManifest",
     "check_output_folder",
+    "clear_failure",
+    "listed_outputs",
+    "parse_shard",
+    "record_failure",
+    "recorded_failures",
     "remove_stale_temporaries",
+    "select_shard",
     "write_failures",
 ]
 
+T = TypeVar("T")
+
 MANIFEST = "gdfree_run.json"
+RECORDS = "gdfree_run"
 FAILURES = "failures.tsv"
+STALE_AFTER_S = 6 * 3600
+"""A temporary file of another machine (or of a process this machine cannot see) is left alone this long."""
 
 
 class OutputConflictError(GdfreeError, ValueError):
@@ -66,18 +87,110 @@ def check_output_folder(out: Path | str, inputs: Iterable[Path | str], what: str
     return out
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; None for None or "".
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"--shard: expected K/N with 1 <= K <= N (e.g. 3/8), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def select_shard(items: Sequence[T], shard: tuple[int, int] | None, key: Callable[[T], str]) -> list[T]:
+    """The items of shard (K, N): ranked by ``key`` (the case id), every N-th from the K-th, in their given
+    order. Shards are balanced (sizes differ by at most one) and, for one cohort listing, disjoint and together
+    complete; every shard of a run must therefore be given the same cohort (same folder, same --cases)."""
+    if shard is None:
+        return list(items)
+    k, n = shard
+    ranked = sorted(key(item) for item in items)
+    chosen = set(ranked[k - 1 :: n])
+    return [item for item in items if key(item) in chosen]
+
+
+_OWNER = re.compile(r"\.gd(\d+)@([A-Za-z0-9-]*)\.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files an interrupted atomic write left under ``folder`` (``.<name>.<random>.tmp*``,
-    see :func:`gdfree.io.images.atomic_path`); returns them."""
-    stale = [p for p in folder.rglob(".*.tmp*") if p.is_file() and ".tmp" in p.name]
+    """Delete the temporary files an interrupted atomic write left under ``folder`` (``.<name>.<owner>.<random>
+    .tmp*``, see :func:`gdfree.io.images.atomic_path`); returns them. A temporary of a process still running on
+    this machine, or of another machine and younger than :data:`STALE_AFTER_S`, is being written by a shard
+    that shares the folder and is left alone."""
+    stale = []
+    now = time.time()
+    for path in folder.rglob(".*.tmp*"):
+        if not path.is_file() or ".tmp" not in path.name:
+            continue
+        owner = _OWNER.search(path.name)
+        if owner is not None:
+            pid, host = int(owner[1]), owner[2]
+            if host == host_name() and pid != os.getpid() and _alive(pid):
+                continue
+            if host != host_name() and now - path.stat().st_mtime < STALE_AFTER_S:
+                continue
+            if host == host_name() and pid == os.getpid():
+                continue
+        stale.append(path)
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
 
 
-def write_failures(folder: Path, failures: Mapping[str, str]) -> Path | None:
-    """Write ``failures.tsv`` (case_id, reason) into ``folder``, or remove it when nothing failed."""
+def _record_path(folder: Path, case_id: str) -> Path:
+    if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
+        raise ValueError(f"case id {case_id!r}: cannot name a record file")
+    return folder / RECORDS / f"{case_id}.json"
+
+
+def _read_records(folder: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for path in sorted((folder / RECORDS).glob("*.json")):
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue  # unreadable: treated as not finished, so the case is redone
+        if isinstance(entry, dict):
+            records[path.stem] = entry
+    return records
+
+
+def record_failure(folder: Path, case_id: str, reason: str) -> None:
+    """Record that ``case_id`` failed in ``folder`` (kept until it succeeds; see :func:`write_failures`)."""
+    write_json(_record_path(folder, case_id), {"failed": " ".join(str(reason).split())})
+
+
+def clear_failure(folder: Path, case_id: str) -> None:
+    """Forget a recorded failure of ``case_id`` (it succeeded)."""
+    path = _record_path(folder, case_id)
+    if path.is_file() and "failed" in _read_records(folder).get(case_id, {}):
+        path.unlink(missing_ok=True)
+
+
+def recorded_failures(folder: Path) -> dict[str, str]:
+    """case_id -> reason of every failure recorded in ``folder`` (by any shard)."""
+    return {k: str(v["failed"]) for k, v in _read_records(folder).items() if "failed" in v}
+
+
+def write_failures(folder: Path, failures: Mapping[str, str] | None = None) -> Path | None:
+    """Write ``failures.tsv`` (case_id, reason) into ``folder`` from ``failures``, or (None) from every failure
+    recorded there; remove it when nothing failed."""
     path = folder / FAILURES
+    failures = recorded_failures(folder) if failures is None else failures
     if not failures:
         path.unlink(missing_ok=True)
         return None
@@ -85,19 +198,35 @@ def write_failures(folder: Path, failures: Mapping[str, str]) -> Path | None:
     return write_tsv(path, rows, ["case_id", "reason"])
 
 
+def listed_outputs(folder: Path) -> dict[str, str] | None:
+    """Every output file the manifest of ``folder`` lists (relative path -> SHA-256); None without a manifest.
+
+    Raises:
+        OutputConflictError: the manifest is unreadable.
+    """
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        entries = list(old.get("cases", {}).values()) + list(_read_records(folder).values())
+        return {rel: d for e in entries for rel, d in e.get("outputs", {}).items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as exc:
+        raise OutputConflictError(f"{path}: not a readable gdfree run manifest ({exc})") from exc
+
+
 @dataclass
 class RunManifest:
     """What made an output folder, and which of its cases are finished.
 
     Attributes:
-        folder: the output folder; the manifest is ``folder/gdfree_run.json``.
-        identity: command, model hash and options; two runs with equal identities may share a folder.
-        cases: case_id -> {"inputs": [sha256...], "row": {...}, "outputs": {relative path: sha256}}.
+        folder: the output folder; the manifest is ``folder/gdfree_run.json`` and ``folder/gdfree_run/``.
+        identity: command, model hash and options; two runs with equal identities may share a folder (at the
+            same time too: each case has its own record file).
     """
 
     folder: Path
     identity: dict[str, Any]
-    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, folder: Path, identity: Mapping[str, Any], *, replace: bool = False) -> RunManifest:
@@ -105,7 +234,8 @@ class RunManifest:
 
         An existing manifest with the same identity is continued. One with another identity, or gdfree
         outputs without a manifest, are refused unless ``replace``: then the files the old manifest lists
-        (or, without one, the gdfree-named outputs) are deleted first; nothing else in the folder is touched.
+        (or, without one, the gdfree-named outputs) and its records are deleted first; nothing else in the
+        folder is touched. A manifest of an older gdfree (cases inside ``gdfree_run.json``) is converted.
 
         Raises:
             OutputConflictError: another run's outputs are there and ``replace`` is False.
@@ -121,7 +251,12 @@ class RunManifest:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = {"identity": "unreadable", "cases": {}}
         if old is not None and old.get("identity") == identity:
-            return cls(folder, identity, dict(old.get("cases", {})))
+            manifest = cls(folder, identity)
+            if isinstance(old.get("cases"), dict):  # written by gdfree before per-case records
+                for case_id, entry in old["cases"].items():
+                    write_json(_record_path(folder, case_id), entry)
+                manifest.save()
+            return manifest
         leftovers = _old_outputs(folder, old)
         if leftovers and not replace:
             made_by = "another model or other options" if old is not None else "a run without a manifest"
@@ -136,12 +271,22 @@ class RunManifest:
         return manifest
 
     def save(self) -> Path:
-        return write_json(self.folder / MANIFEST, {"identity": self.identity, "cases": self.cases})
+        return write_json(self.folder / MANIFEST, {"identity": self.identity, "records": f"{RECORDS}/"})
+
+    @property
+    def cases(self) -> dict[str, dict[str, Any]]:
+        """case_id -> {"inputs": [sha256...], "row": {...}, "outputs": {relative path: sha256}} of every finished
+        case (read from the folder now: other shards may have added some)."""
+        return {k: v for k, v in _read_records(self.folder).items() if "failed" not in v}
+
+    def failures(self) -> dict[str, str]:
+        """case_id -> reason of every failed case (any shard's)."""
+        return recorded_failures(self.folder)
 
     def finished(self, case_id: str, inputs: Sequence[str]) -> dict[str, Any] | None:
         """The recorded row of ``case_id`` if it finished with these input hashes and its outputs are intact."""
-        entry = self.cases.get(case_id)
-        if entry is None or list(entry.get("inputs", [])) != list(inputs):
+        entry = _read_records(self.folder).get(case_id)
+        if entry is None or "failed" in entry or list(entry.get("inputs", [])) != list(inputs):
             return None
         for rel, digest in entry.get("outputs", {}).items():
             path = self.folder / rel
@@ -150,20 +295,24 @@ class RunManifest:
         return dict(entry.get("row", {}))
 
     def record(self, case_id: str, inputs: Sequence[str], row: Mapping[str, Any], outputs: Iterable[Path]) -> None:
-        """Mark ``case_id`` finished (and save the manifest at once: a later crash keeps it)."""
-        self.cases[case_id] = {
+        """Mark ``case_id`` finished (its record is written at once: a later crash keeps it)."""
+        write_json(_record_path(self.folder, case_id), {
             "inputs": list(inputs),
             "row": dict(row),
             "outputs": {str(p.relative_to(self.folder)): file_sha256(p) for p in outputs},
-        }
-        self.save()
+        })  # fmt: skip
 
     def forget(self, case_id: str) -> None:
-        """Drop a case (it failed this time); its old outputs are deleted."""
-        entry = self.cases.pop(case_id, None)
-        for rel in (entry or {}).get("outputs", {}):
+        """Drop a case; its old outputs are deleted."""
+        entry = _read_records(self.folder).get(case_id, {})
+        for rel in entry.get("outputs", {}):
             (self.folder / rel).unlink(missing_ok=True)
-        self.save()
+        _record_path(self.folder, case_id).unlink(missing_ok=True)
+
+    def fail(self, case_id: str, reason: str) -> None:
+        """Drop a case's old outputs and record why it failed this time."""
+        self.forget(case_id)
+        record_failure(self.folder, case_id, reason)
 
     def listed(self) -> dict[str, str]:
         """Every output file of every finished case: relative path -> SHA-256."""
@@ -171,15 +320,26 @@ class RunManifest:
 
 
 def _old_outputs(folder: Path, old: Mapping[str, Any] | None) -> list[Path]:
-    if old is not None and isinstance(old.get("cases"), dict):
-        listed = [folder / rel for e in old["cases"].values() for rel in e.get("outputs", {})]
+    if old is not None:
+        entries = list(old.get("cases", {}).values()) if isinstance(old.get("cases"), dict) else []
+        entries += list(_read_records(folder).values())
+        listed = [folder / rel for e in entries for rel in e.get("outputs", {})]
         found = [p for p in listed if p.is_file()]
     else:
         found = sorted(p for p in folder.glob("sub-*/**/sub-*") if p.is_file() and _is_gdfree_output(p.name))
+    found += sorted((folder / RECORDS).glob("*.json"))
     names = ("predictions.tsv", "explain.json", "importance.tsv", FAILURES, MANIFEST)
     return found + [folder / n for n in names if (folder / n).is_file()]
 
 
 def _is_gdfree_output(name: str) -> bool:
-    return name.endswith(("_probseg.nii.gz", "_mask.nii.gz", "_uncertainty.nii.gz", "_lesions.tsv",
-                          "_attribution.nii.gz", "_attribution.png"))
+    return name.endswith(
+        (
+            "_probseg.nii.gz",
+            "_mask.nii.gz",
+            "_uncertainty.nii.gz",
+            "_lesions.tsv",
+            "_attribution.nii.gz",
+            "_attribution.png",
+        )
+    )

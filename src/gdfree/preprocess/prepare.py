@@ -585,22 +585,31 @@ def prepare_dataset(
     jobs: int = 1,
     progress: Callable[[str, str], None] | None = None,
     inputs: Sequence[Path | str] = (),
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Prepare every case (``jobs`` processes), skipping those already done with the same config from the
-    same input files (by content), and only re-applying a rater's changed review to those reviewed since
-    (:func:`reapply_review`). ``out`` may not overlap ``inputs`` (the dataset folders) or the folder of any
-    case file: nothing is ever written under an input path.
+    """Prepare every case (``jobs`` processes; with ``shard`` (K, N) only those of part K of N, see
+    :func:`gdfree.io.runs.select_shard`: N jobs may share one ``out``), skipping those already done with the
+    same config from the same input files (by content), and only re-applying a rater's changed review to those
+    reviewed since (:func:`reapply_review`). ``out`` may not overlap ``inputs`` (the dataset folders) or the
+    folder of any case file: nothing is ever written under an input path.
 
     Returns:
         {"done": [...], "skipped": [...], "reviewed": [...], "failed": {case: error}}; failures do not stop
-        the other cases and are listed in ``out/failures.tsv``.
+        the other cases and are listed in ``out/failures.tsv`` (with every other shard's, until they succeed).
 
     Raises:
         OutputConflictError: ``out`` overlaps an input.
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from gdfree.io.runs import check_output_folder, remove_stale_temporaries, write_failures
+    from gdfree.io.runs import (
+        check_output_folder,
+        clear_failure,
+        record_failure,
+        remove_stale_temporaries,
+        select_shard,
+        write_failures,
+    )
 
     if jobs < 1:
         raise ValueError(f"--jobs: expected 1 or more processes, got {jobs}")
@@ -615,6 +624,7 @@ def prepare_dataset(
     write_json(out / "derivatives" / PIPELINE / "dataset_description.json", description)
     result: dict[str, Any] = {"done": [], "skipped": [], "reviewed": [], "failed": {}}
     todo = []
+    cases = select_shard(cases, shard, key=lambda c: c.case_id)
     for case in cases:
         state = _state(out, case, cfg)
         if state == "review":
@@ -653,5 +663,10 @@ def prepare_dataset(
                                  initargs=(threads,)) as pool:  # fmt: skip
             for outcome in pool.map(_run_one, todo):
                 handle(*outcome)
-    write_failures(out, result["failed"])
+    for case in cases:
+        if case.case_id in result["failed"]:
+            record_failure(out, case.case_id, result["failed"][case.case_id])
+        else:
+            clear_failure(out, case.case_id)
+    write_failures(out)  # every shard's
     return result

@@ -150,8 +150,10 @@ class TrainConfig:
             if "T1w" not in self.modalities:
                 raise ValueError("heads: the t1gd head synthesises the post-Gd T1w from the T1w; add T1w to modalities")
             if self.lesion_sim.probability > 0 or self.generative.kind != "none" or self.randomise_labels:
-                raise ValueError("heads: the t1gd head cannot be trained with lesion_sim, generative or "
-                                 "randomise_labels (they change labels without changing its target image)")
+                raise ValueError(
+                    "heads: the t1gd head cannot be trained with lesion_sim, generative or "
+                    "randomise_labels (they change labels without changing its target image)"
+                )
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
         divisor = 1

@@ -108,16 +108,22 @@ def validate(
     scored = [h for h in heads if h != TRANSLATION_HEAD]
     if TRANSLATION_HEAD in heads:
         t = heads.index(TRANSLATION_HEAD)
-        errors = [float(np.abs(z[t] - c.labels[TRANSLATION_HEAD])[c.brain].mean())
-                  for c, z in zip(cases, logits, strict=True) if c.labels.get(TRANSLATION_HEAD) is not None]
+        errors = [
+            float(np.abs(z[t] - c.labels[TRANSLATION_HEAD])[c.brain].mean())
+            for c, z in zip(cases, logits, strict=True)
+            if c.labels.get(TRANSLATION_HEAD) is not None
+        ]
         out["t1gd_mae"] = float(np.mean(errors)) if errors else math.nan
         if "enhancing" not in heads and t1_channel is not None:
             zs = [enhancement_z(c.image[t1_channel], z[t], c.brain) for c, z in zip(cases, logits, strict=True)]
             pairs = [(z, c) for z, c in zip(zs, cases, strict=True) if c.labels.get("enhancing") is not None]
             try:
                 calibration = fit_enhancement_calibration(
-                    [z for z, _ in pairs], [c.labels["enhancing"] for _, c in pairs], [c.brain for _, c in pairs],
-                    np.random.default_rng(seed))
+                    [z for z, _ in pairs],
+                    [c.labels["enhancing"] for _, c in pairs],
+                    [c.brain for _, c in pairs],
+                    np.random.default_rng(seed),
+                )
             except ValueError as exc:
                 calibration = DEFAULT_CALIBRATION
                 out["translation_calibration_note"] = f"{exc}; the default {DEFAULT_CALIBRATION} is used"
@@ -279,8 +285,10 @@ def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> bool:
         return (run_dir / "last_state.json").is_file()
     if run_dir.exists() and any(run_dir.iterdir()):
         if (run_dir / "config.yaml").is_file() and not (run_dir / "last_state.json").is_file():
-            raise FileExistsError(f"{run_dir}: holds a run that stopped before its first checkpoint; pass "
-                                  "--resume to restart it from step 0 with the same config, or choose a new folder")
+            raise FileExistsError(
+                f"{run_dir}: holds a run that stopped before its first checkpoint; pass "
+                "--resume to restart it from step 0 with the same config, or choose a new folder"
+            )
         raise FileExistsError(f"{run_dir}: not empty; choose a new run folder or pass --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -329,9 +337,11 @@ def _resume(
         rng.bit_generator.state = state["numpy_rng"]
         return state["step"], state["best_score"], state["log"]
     except Exception as exc:  # json, pickle-free torch.load and state_dict errors all mean a damaged checkpoint
-        raise ValueError(f"{run_dir}: the last checkpoint (last_state.json, {optim_path.name}) cannot be resumed "
-                         f"({type(exc).__name__}: {exc}); train into a new folder, or --init {run_dir} to start "
-                         "from its last saved model") from exc
+        raise ValueError(
+            f"{run_dir}: the last checkpoint (last_state.json, {optim_path.name}) cannot be resumed "
+            f"({type(exc).__name__}: {exc}); train into a new folder, or --init {run_dir} to start "
+            "from its last saved model"
+        ) from exc
 
 
 def train(
