@@ -369,9 +369,17 @@ def train_command(
     init: Annotated[
         Path | None, typer.Option(help="Start from the weights of this trained run folder (overrides init).")
     ] = None,
+    nproc: Annotated[
+        int, typer.Option(help="Training processes on this machine (torchrun + DDP; Gloo on CPU, NCCL on GPUs).")
+    ] = 1,
 ) -> None:
-    """Train the multitask network (enhancing + lesion heads) on the datasets of CONFIG."""
+    """Train the multitask network (enhancing + lesion heads) on the datasets of CONFIG. Under torchrun (several
+    machines) each process runs this command; the global batch_size is split over them."""
     import dataclasses
+    import os
+
+    if nproc < 1:
+        raise _fail(f"--nproc: expected 1 or more processes, got {nproc}")
 
     from gdfree.config import load_config
     from gdfree.errors import GdfreeError
@@ -389,9 +397,26 @@ def train_command(
             overrides["init"] = str(init)
         cfg = dataclasses.replace(cfg, **overrides)
         check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
-        summary = train(cfg, out, device=check_device(device), resume=resume, console=_console())
+        device = check_device(device)
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches torchrun, which runs us again
+            from gdfree.train.distributed import launch
+            from gdfree.train.loop import check_distributable
+
+            check_distributable(cfg, nproc)
+
+            argv = ["train", str(config), "--out", str(out), "--device", device, *(["--resume"] if resume else []),
+                    *(["--max-steps", str(max_steps)] if max_steps is not None else []),
+                    *(["--time-budget", str(time_budget)] if time_budget is not None else []),
+                    *(["--init", str(init)] if init is not None else [])]  # fmt: skip
+            code = launch(nproc, argv)
+            if code:
+                raise _fail(f"training in {nproc} processes failed (exit code {code}; their messages are above)")
+            return
+        summary = train(cfg, out, device=device, resume=resume, console=_console())
     except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
+    if os.environ.get("RANK", "0") != "0":
+        return
     val = summary["validation"]
     _console().print(
         f"Trained {summary['steps']} steps in {summary['seconds']:.0f} s; kept the {summary['kept']} checkpoint "

@@ -80,18 +80,20 @@ class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg
 
     def __init__(
         self, sampler: PatchSampler, augmentation: AugmentConfig, strength: float, batch_size: int, seed: int,
-        start_step: int, lesion_sim: LesionSimConfig | None, synthesiser: Synthesiser | None,
+        start_step: int, lesion_sim: LesionSimConfig | None, synthesiser: Synthesiser | None, stream: int = 0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.sampler, self.augmentation, self.strength, self.batch_size = sampler, augmentation, strength, batch_size
         self.seed, self.start_step, self.lesion_sim, self.synthesiser = seed, start_step, lesion_sim, synthesiser
+        self.stream = stream
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
-        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.start_step, worker]).generate_state(1)[0]))
+        entropy = [self.seed, self.start_step, worker] + ([self.stream] if self.stream else [])
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, self.start_step, worker])
+        rng = np.random.default_rng(entropy)
         while True:
             yield make_batch(
                 self.sampler, self.augmentation, self.strength, self.batch_size, rng, self.lesion_sim, self.synthesiser
@@ -111,19 +113,22 @@ def batch_stream(
     pin_memory: bool = False,
     lesion_sim: LesionSimConfig | None = None,
     synthesiser: Synthesiser | None = None,
+    stream: int = 0,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless training batches as CPU tensors (see :data:`Batch`): from ``rng`` in this process
     (``workers`` 0), else from ``workers`` DataLoader processes seeded by ``seed``, ``start_step`` and their id
     (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU). ``augmentation``: which
     transforms and ranges (default :class:`AugmentConfig`), scaled by ``strength``; ``lesion_sim``: simulated
-    lesion changes before augmentation (off when None); ``synthesiser``: generated patches (off when None)."""
+    lesion changes before augmentation (off when None); ``synthesiser``: generated patches (off when None);
+    ``stream``: another worker seed stream (the training process's rank: ranks draw different patches)."""
     augmentation = augmentation or AugmentConfig()
     if workers <= 0:
         while True:
             batch = make_batch(sampler, augmentation, strength, batch_size, rng, lesion_sim, synthesiser)
             yield tuple(torch.from_numpy(a) for a in batch)
     loader = torch.utils.data.DataLoader(
-        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step, lesion_sim, synthesiser),
+        _WorkerBatches(sampler, augmentation, strength, batch_size, seed, start_step, lesion_sim, synthesiser,
+                       stream),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4, pin_memory=pin_memory,

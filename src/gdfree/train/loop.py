@@ -45,8 +45,8 @@ from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
 from gdfree.train.config import HEADS, TrainConfig
-from gdfree.train.losses import multitask_loss
 from gdfree.train.splits import derangement, split_patients
+from gdfree.train.step import LossSpec, train_step
 from gdfree.train.translation import Adversary
 
 __all__ = ["MIN_LESION_MM3", "THRESHOLDS", "gather_cases", "randomise_labels", "train", "validate"]
@@ -264,7 +264,7 @@ def _schedule(cfg: TrainConfig) -> Any:
     return factor
 
 
-_RESUMABLE = ("max_steps", "time_budget_s", "workers")
+_RESUMABLE = ("max_steps", "time_budget_s", "workers", "amp")
 
 
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> bool:
@@ -318,9 +318,11 @@ def _load_init(
 
 
 def _resume(
-    run_dir: Path, model: torch.nn.Module, optimiser: Any, scheduler: Any, rng: np.random.Generator, device: str
-) -> tuple[int, float, list[dict[str, Any]]]:
-    """Load the last checkpoint into the model, optimiser, schedule and generators; returns (step, best, log).
+    run_dir: Path, model: torch.nn.Module, optimiser: Any, scheduler: Any, rng: np.random.Generator, device: str,
+    rank: int = 0,
+) -> tuple[int, float, list[dict[str, Any]]]:  # fmt: skip
+    """Load the last checkpoint into the model, optimiser, schedule and generators (``rank``'s own numpy
+    generator when the run was distributed); returns (step, best, log).
 
     Raises:
         ValueError: a checkpoint file is truncated or corrupt (named), with how to go on.
@@ -334,7 +336,9 @@ def _resume(
         optimiser.load_state_dict(extra["optimiser"])
         scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
+        ranks = state.get("numpy_rng_ranks") or [state["numpy_rng"]]
+        if rank < len(ranks):  # a rank the saved run did not have starts its stream afresh
+            rng.bit_generator.state = ranks[rank]
         return state["step"], state["best_score"], state["log"]
     except Exception as exc:  # json, pickle-free torch.load and state_dict errors all mean a damaged checkpoint
         raise ValueError(
@@ -342,6 +346,100 @@ def _resume(
             f"({type(exc).__name__}: {exc}); train into a new folder, or --init {run_dir} to start "
             "from its last saved model"
         ) from exc
+
+
+def net_on_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _join(cfg: TrainConfig, place: Any, device: str) -> str:
+    """Check that ``cfg`` can be trained by several processes and join their group; returns this rank's device."""
+    from gdfree.train.distributed import init
+
+    check_distributable(cfg, place.size)
+    return init(place, device)
+
+
+def check_distributable(cfg: TrainConfig, size: int) -> None:
+    """Refuse a config that ``size`` DDP processes cannot train.
+
+    Raises:
+        ValueError: the global batch does not split evenly, or generative / adversarial training is on.
+    """
+    if cfg.batch_size % size:
+        raise ValueError(f"batch_size {cfg.batch_size}: the global batch must split evenly over {size} processes")
+    if cfg.generative.kind != "none" or (TRANSLATION_HEAD in cfg.heads and cfg.translation.adversarial_weight > 0):
+        raise ValueError("generative and adversarial training run in one process only (no --nproc)")
+
+
+def _on_main(place: Any, work: Any) -> Any:
+    """``work()`` on rank 0, its result (or its error, raised on every rank) shared with all ranks."""
+    if not place.distributed:
+        return work()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if place.main:
+        try:
+            box[0] = ("ok", work())
+        except (FileExistsError, FileNotFoundError, ValueError) as exc:
+            box[0] = (type(exc).__name__, str(exc))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind != "ok":
+        raise {"FileExistsError": FileExistsError, "FileNotFoundError": FileNotFoundError}.get(kind, ValueError)(value)
+    return value
+
+
+def _agree(place: Any, flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (so all ranks stop at the same step)."""
+    if not place.distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _gather(place: Any, value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (``[value]`` in one process)."""
+    if not place.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * place.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def _barrier(place: Any) -> None:
+    if place.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal on every rank of a healthy DDP run."""
+    digest = hashlib.sha256()
+    for _, p in sorted(model.state_dict().items()):
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
+    """The adversarial term of the ``t1gd`` head as a :func:`gdfree.train.step.train_step` extra."""
+    h = cfg.heads.index(TRANSLATION_HEAD)
+
+    def extra(x: torch.Tensor, out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> Any:
+        rows = mask[:, h]
+        if not bool(rows.any()):
+            return None
+        g_adv, d_loss = adversary.step(x[rows], out[rows, h : h + 1], y[rows, h : h + 1])
+        return g_adv, {"discriminator": d_loss, "t1gd_adversarial": float(g_adv.detach())}
+
+    return extra
 
 
 def train(
@@ -355,10 +453,16 @@ def train(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from gdfree.train.distributed import world
+
+    place = world()
+    if place.distributed:
+        device = _join(cfg, place, device)
+        console = console if place.main else None
     run_dir = Path(run_dir)
-    resume = _prepare_run(cfg, run_dir, resume)
+    resume = _on_main(place, lambda: _prepare_run(cfg, run_dir, resume))
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, place.rank] if place.distributed else cfg.seed)
     found = gather_cases(cfg)
     key = {id(c): f"{cfg.datasets[d].path}:{c.subject}" for d, c in found}
     parts = split_patients(sorted(set(key.values())), cfg.split)
@@ -366,10 +470,11 @@ def train(
     by_part: dict[str, list[tuple[int, CaseFiles]]] = {name: [] for name in parts}
     for d, c in found:
         by_part[part_of[key[id(c)]]].append((d, c))
-    write_json(run_dir / "split.json", {
-        **{f"{k}_patients": v for k, v in parts.items()},
-        **{f"{k}_cases": [f"{cfg.datasets[d].path}:{c.case_id}" for d, c in v] for k, v in by_part.items()},
-    })  # fmt: skip
+    if place.main:
+        write_json(run_dir / "split.json", {
+            **{f"{k}_patients": v for k, v in parts.items()},
+            **{f"{k}_cases": [f"{cfg.datasets[d].path}:{c.case_id}" for d, c in v] for k, v in by_part.items()},
+        })  # fmt: skip
 
     def load(d: int, c: CaseFiles) -> ArrayCase:
         return load_array_case(c, cfg.modalities, cfg.heads, oracle=cfg.oracle, dataset=d,
@@ -393,9 +498,9 @@ def train(
     kwargs = {"in_channels": len(cfg.modalities), "heads": list(cfg.heads), "channels": list(cfg.channels),
               "strides": list(cfg.strides), "num_res_units": cfg.num_res_units, "dropout": cfg.dropout,
               "full_res_channels": cfg.full_res_channels}  # fmt: skip
-    model = MultitaskUNet(**kwargs).to(device)  # type: ignore[arg-type]
-    init = _load_init(cfg, model, kwargs, [c for _, c in by_part["test"]], device) if cfg.init else None
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = MultitaskUNet(**kwargs).to(device)  # type: ignore[arg-type]
+    init = _load_init(cfg, net, kwargs, [c for _, c in by_part["test"]], device) if cfg.init else None
+    optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
     rule = DetectionRule.preset("msseg")
     fingerprints = sorted(seen)
@@ -407,10 +512,18 @@ def train(
         "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
         "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
         "gdfree_version": gdfree.__version__, **({"init": init} if init else {}),
+        **({"distributed": {"world_size": place.size, "backend": "nccl" if str(device).startswith("cuda")
+                            else "gloo"}} if place.distributed else {}),
     }  # fmt: skip
     step, best, log_rows = 0, -math.inf, []
     if resume:
-        step, best, log_rows = _resume(run_dir, model, optimiser, scheduler, rng, device)
+        step, best, log_rows = _resume(run_dir, net, optimiser, scheduler, rng, device, place.rank)
+    model: torch.nn.Module = net
+    if place.distributed:  # DDP copies rank 0's weights to every rank; dropout then differs by rank
+        # a head no sample of the global batch carries leaves its parameters without a gradient
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if net_on_cuda(device) else None,
+                                                          find_unused_parameters=True)  # fmt: skip
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, place.rank, step]).generate_state(1)[0]))
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
@@ -423,42 +536,37 @@ def train(
     if adversary is not None and resume and (run_dir / "last_optim.pt").is_file():
         adversary.load_state_dict(torch.load(run_dir / "last_optim.pt", map_location=device, weights_only=True)
                                   ["discriminator"])  # fmt: skip
-    batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size, rng=rng,
+    batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size // place.size, rng=rng,
                            augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
-                           synthesiser=synthesiser,
-                           seed=cfg.seed, start_step=step, pin_memory=str(device).startswith("cuda"))  # fmt: skip
+                           synthesiser=synthesiser, stream=place.rank,
+                           seed=cfg.seed, start_step=step, pin_memory=net_on_cuda(device))  # fmt: skip
+    spec = LossSpec(tuple(cfg.heads), tuple(cfg.head_weights), cfg.loss, t1, cfg.translation)
     start = time.perf_counter()
     val: dict[str, Any] = {}
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), console=console, disable=console is None) as bar:  # fmt: skip
         task = bar.add_task("train", total=cfg.max_steps, completed=step, info="")
         while step < cfg.max_steps:
-            model.train()
-            x, y, mask = (t.to(device, non_blocking=True) for t in next(batches))
-            out = model(x)
-            loss, parts_loss = multitask_loss(out, y, mask, cfg.heads, cfg.head_weights, cfg.loss, inputs=x,
-                                              t1_channel=t1, translation=cfg.translation)  # fmt: skip
-            if adversary is not None:
-                h = cfg.heads.index(TRANSLATION_HEAD)
-                rows = mask[:, h]
-                if bool(rows.any()):
-                    g_adv, parts_loss["discriminator"] = adversary.step(x[rows], out[rows, h : h + 1],
-                                                                        y[rows, h : h + 1])  # fmt: skip
-                    parts_loss["t1gd_adversarial"] = float(g_adv.detach())
-                    loss = loss + g_adv
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            batch = [t.to(device, non_blocking=True) for t in next(batches)]
+            loss, parts_loss, _ = train_step(model, optimiser, batch, spec, amp=cfg.amp,
+                                             distributed=place.distributed,
+                                             extra=_adversarial(adversary, cfg) if adversary else None)  # fmt: skip
             scheduler.step()
             step += 1
-            out_of_time = cfg.time_budget_s > 0 and time.perf_counter() - start > cfg.time_budget_s
-            loss_value = float(loss.detach())
+            out_of_time = _agree(place, cfg.time_budget_s > 0 and time.perf_counter() - start > cfg.time_budget_s)
+            loss_value = float(loss)
             bar.update(task, completed=step, info=f"loss {loss_value:.3f}")
             if step % 10 == 0:
                 log_rows.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                  **{f"loss_{k}": v for k, v in parts_loss.items()}})  # fmt: skip
             if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
-                val = (validate(model, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
+                rng_states = _gather(place, rng.bit_generator.state)
+                if not place.main:
+                    _barrier(place)  # rank 0 validates and writes the checkpoint
+                    if out_of_time:
+                        break
+                    continue
+                val = (validate(net, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
                        else {"score": 0.0})  # fmt: skip
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
                 meta = {**meta_base, "threshold": val.get("threshold", 0.5),
@@ -471,24 +579,33 @@ def train(
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
                     best = val["score"]
-                    save_model(run_dir, model, meta, stem="best")
+                    save_model(run_dir, net, meta, stem="best")
                 final = step >= cfg.max_steps or out_of_time
                 if (is_best and cfg.keep == "best") or (final and cfg.keep == "last"):
-                    save_model(run_dir, model, meta)
-                save_model(run_dir, model, meta, stem="last")
+                    save_model(run_dir, net, meta)
+                save_model(run_dir, net, meta, stem="last")
                 with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
                     torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                                 "torch_rng": torch.get_rng_state(),
                                 **({"discriminator": adversary.state_dict()} if adversary else {})}, fh)  # fmt: skip
                 (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
                 write_json(run_dir / "last_state.json", {"step": step, "best_score": best, "log": log_rows,
-                                                   "numpy_rng": rng.bit_generator.state})  # fmt: skip
+                                                   "numpy_rng": rng.bit_generator.state,
+                                                   **({"numpy_rng_ranks": rng_states} if place.distributed
+                                                      else {})})  # fmt: skip
                 write_tsv(run_dir / "log.tsv", log_rows)
+                _barrier(place)
             if out_of_time:
                 break
     batches.close()
-    if val_cases:
+    same = _gather(place, _parameter_digest(net))
+    if place.main and val_cases:
         calibrate(run_dir, val_cases, cfg.heads, device, seed=cfg.seed)
+    if place.main and place.distributed:
+        meta = json.loads((run_dir / "model.json").read_text())
+        meta["distributed"]["parameters_identical_across_ranks"] = len(set(same)) == 1
+        write_json(run_dir / "model.json", meta)
+    _barrier(place)
     summary = json.loads((run_dir / "model.json").read_text())
     return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
             "kept": cfg.keep, "kept_step": summary.get("step"), "validation": summary.get("validation", {}),
