@@ -589,6 +589,37 @@ def explain(
 
 
 @app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md and the exams it makes.")],
+    model: Annotated[Path | None, typer.Option(help="Run folder (default: the model shipped with gdfree).")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="A prepared dataset to take the 1 mm exam from (default: phantom).")
+    ] = None,
+    case: Annotated[str | None, typer.Option(help="Case id in --input (default: its first).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs of each path after one warm-up (median reported).")] = 3,
+    training: Annotated[bool, typer.Option(help="Also measure training throughput.")] = True,
+) -> None:
+    """Measure inference (MONAI sliding-window baseline, torch, ONNX, MC dropout, flips) and training speed on
+    this machine, side by side; see gdfree.bench."""
+    from gdfree.bench import run_bench
+    from gdfree.errors import GdfreeError
+    from gdfree.io.runs import check_output_folder
+
+    console = _console()
+    try:
+        if repeats < 1:
+            raise ValueError(f"--repeats: expected 1 or more, got {repeats}")
+        check_output_folder(out, [p for p in (model, input) if p is not None])
+        report = run_bench(out, model=model, dataset=input, case_id=case, repeats=repeats, training=training,
+                           progress=lambda what: console.print(f"measuring {what} ...", highlight=False))  # fmt: skip
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    from gdfree.bench import markdown
+
+    console.print(markdown(report), highlight=False, markup=False)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gdfree-demo"),
     subjects: Annotated[int, typer.Option(help="Subjects in the synthetic cohort (split by patient).")] = 30,

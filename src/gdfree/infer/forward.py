@@ -14,11 +14,37 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MAX_WHOLE_VOXELS", "predict_volume", "predict_volume_samples"]
+__all__ = ["MAX_WHOLE_VOXELS", "OUTSIDE_LOGIT", "brain_box", "fov_independent", "predict_volume",
+           "predict_volume_samples"]  # fmt: skip
+
+OUTSIDE_LOGIT = -30.0
+"""The logit given to voxels outside the predicted box (probability 1e-13: not lesion)."""
 
 MAX_WHOLE_VOXELS = 10_000_000
 """Above this many (padded) voxels, inference runs in overlapping tiles with Gaussian blending. A 1 mm MNI
 exam pads to 192x224x192 = 8.3 M voxels and runs whole: 2.3 GB peak RSS (measured with the demo model)."""
+
+
+def brain_box(brain: np.ndarray, margin: int = 4) -> tuple[slice, ...] | None:
+    """The bounding box of ``brain`` (X, Y, Z) grown by ``margin`` voxels and clipped to the volume; None for
+    an empty mask."""
+    if not brain.any():
+        return None
+    box = []
+    for axis in range(brain.ndim):
+        hit = np.flatnonzero(brain.any(axis=tuple(a for a in range(brain.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, brain.shape[axis])))
+    return tuple(box)
+
+
+def fov_independent(model: nn.Module) -> bool:
+    """Whether a voxel's output does not depend on how much of the exam the network is given (no layer
+    normalises by statistics of its input: batch norm in eval mode, or no normalisation), so a brain box or
+    tiles equal the whole volume inside the brain up to the zero padding's reach."""
+    if not isinstance(model, nn.Module):  # a wrapped export (ONNX) says what its network was
+        return bool(getattr(model, "fov_independent", False))
+    return not any(isinstance(m, (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm))
+                   for m in model.modules())  # fmt: skip
 
 
 def predict_volume(
@@ -31,16 +57,28 @@ def predict_volume(
     overlap: float = 0.25,
     temperature: float | Sequence[float] = 1.0,
     logits_only: bool = False,
+    crop: tuple[slice, ...] | None = None,
 ) -> np.ndarray:
     """Sigmoid probabilities of every head for one (C, X, Y, Z) image, shape (H, X, Y, Z) float32.
 
     ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
     validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
 
+    ``crop`` (e.g. :func:`brain_box`) runs the network on that box only; outside it the logits are
+    :data:`OUTSIDE_LOGIT` (probability ~0). Only a :func:`fov_independent` network gives the same values
+    inside the box as on the whole volume.
+
     The image is zero-padded to a multiple of the network's divisor; if that fits ``max_whole_voxels`` it
     goes through in one call, else MONAI's sliding window (``tile``^3, ``overlap``, Gaussian blending).
     The model's mode is left as it is (eval for a deterministic prediction, train for an MC dropout sample).
     """
+    if crop is not None:
+        inner = predict_volume(model, np.ascontiguousarray(image[(slice(None), *crop)]), device,
+                               max_whole_voxels=max_whole_voxels, tile=tile, overlap=overlap, temperature=temperature,
+                               logits_only=logits_only)  # fmt: skip
+        full = np.full((inner.shape[0], *image.shape[1:]), OUTSIDE_LOGIT if logits_only else 0.0, np.float32)
+        full[(slice(None), *crop)] = inner
+        return full
     divisor = int(getattr(model, "divisor", 1))
     shape = image.shape[1:]
     padded = [int(math.ceil(s / divisor) * divisor) for s in shape]

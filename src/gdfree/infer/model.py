@@ -31,7 +31,7 @@ from torch import nn
 from gdfree.data.cases import NORMALISATION
 from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
-from gdfree.infer.forward import predict_volume
+from gdfree.infer.forward import brain_box, fov_independent, predict_volume
 from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
@@ -215,9 +215,11 @@ class TrainedModel:
         """(probabilities (H, X, Y, Z) of :attr:`heads`, synthetic post-Gd T1w (X, Y, Z) in T1w z units or None)
         for one normalised (C, X, Y, Z) image; ``brain`` (default: voxels non-zero in some channel) bounds the
         NAWM statistics of an enhancing head read from the synthetic image."""
+        # a network whose output does not depend on the field of view runs on the brain's box only
+        crop = brain_box(brain) if brain is not None and fov_independent(self.network) else None
         if not self.synthesises:
-            return predict_volume(self.network, image, device, temperature=self.temperatures), None
-        logits = predict_volume(self.network, image, device, logits_only=True)
+            return predict_volume(self.network, image, device, temperature=self.temperatures, crop=crop), None
+        logits = predict_volume(self.network, image, device, logits_only=True, crop=crop)
         synth = logits[self.network_heads.index(TRANSLATION_HEAD)]
         maps = []
         for h in self.heads:
@@ -240,9 +242,11 @@ class TrainedModel:
         mc: int = 0,
         flips: bool = False,
         seed: int = 0,
+        brain: np.ndarray | None = None,
     ) -> np.ndarray:
         """Probability samples (S, H, X, Y, Z) of this model and ensemble ``members``, each with its own
-        temperatures (see :func:`gdfree.infer.sampling.sample_predictions`)."""
+        temperatures (see :func:`gdfree.infer.sampling.sample_predictions`); networks whose output does not
+        depend on the field of view run on ``brain``'s box only (0 outside it)."""
         from gdfree.infer.sampling import sample_predictions
 
         if self.synthesises:
@@ -251,8 +255,15 @@ class TrainedModel:
         models = [self, *members]
         for other in members:
             self.check_member(other)
-        return sample_predictions([m.network for m in models], image, device, mc=mc, flips=flips,
-                                  temperatures=[m.temperatures for m in models], seed=seed)  # fmt: skip
+        box = brain_box(brain) if brain is not None and all(fov_independent(m.network) for m in models) else None
+        inner = image if box is None else np.ascontiguousarray(image[(slice(None), *box)])
+        samples = sample_predictions([m.network for m in models], inner, device, mc=mc, flips=flips,
+                                     temperatures=[m.temperatures for m in models], seed=seed)  # fmt: skip
+        if box is None:
+            return samples
+        full = np.zeros((*samples.shape[:2], *image.shape[1:]), np.float32)
+        full[(slice(None), slice(None), *box)] = samples
+        return full
 
     def masks(self, probs: Mapping[str, np.ndarray], spacing_mm: Sequence[float]) -> dict[str, np.ndarray]:
         """Each head's probability map (calibrated) thresholded at its own threshold; the enhancing mask then

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gdfree.infer.forward import fov_independent
+
 __all__ = ["ENGINES", "OnnxNetwork"]
 
 ENGINES = ("torch", "onnx")
@@ -36,6 +38,7 @@ class OnnxNetwork:
         import onnxruntime as ort
 
         self.divisor = int(getattr(network, "divisor", 1))
+        self.fov_independent = fov_independent(network)
         was_training = network.training
         network.eval()
         example = torch.zeros(1, in_channels, *(2 * max(self.divisor, 8),) * 3)  # deepest level 2^3 or more

@@ -107,7 +107,7 @@ def predict_case(
     sampled = mc > 0 or flips or bool(members)
     synth = None
     if sampled:
-        stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed)
+        stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain)
         prob = stack.mean(axis=0)
     else:
         prob, synth = model.predict(case.image, device, case.brain)

@@ -26,6 +26,7 @@ __all__ = ["HEADS", "DatasetSpec", "SplitConfig", "TrainConfig"]
 
 HEADS = ("enhancing", "lesion", "t1gd")
 KEEP = ("last", "best")
+NORMS = ("instance", "batch")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class TrainConfig:
             generator, with the segmentation heads the multitask model (:mod:`gdfree.data.translation`).
         translation: the ``t1gd`` head's loss (:class:`gdfree.train.translation.TranslationConfig`).
         channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
+        norm: ``instance`` (statistics of each input: a whole exam then normalises otherwise than a training
+            patch) or ``batch`` (running statistics from training: the prediction of a voxel no longer depends
+            on the field of view, so a whole exam, its brain box and tiles agree; docs/inference.md).
         loss: ``dice_ce`` or ``dice_focal``.
         patch_size, batch_size, sampling: patches and their category shares.
         augment: augmentation strength, scaling every range of ``augmentation`` (0 = none).
@@ -119,6 +123,7 @@ class TrainConfig:
     num_res_units: int = 2
     dropout: float = 0.1
     full_res_channels: int = 8
+    norm: str = "instance"
     loss: str = "dice_ce"
     patch_size: int = 48
     batch_size: int = 4
@@ -163,6 +168,8 @@ class TrainConfig:
             divisor *= s
         if self.patch_size % divisor:
             raise ValueError(f"patch_size: {self.patch_size} must be a multiple of the strides' product {divisor}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: expected one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.workers < 0:
