@@ -93,6 +93,8 @@ class TrainConfig:
             replace a share of training patches (:class:`gdfree.data.generative.GenerativeConfig`). Off by default.
         workers: DataLoader processes that draw and augment batches while the network steps (0: in the
             training process, exactly resumable; see :mod:`gdfree.data.loader`).
+        cache: a folder for the preprocessed training cache (decompressed, memory-mapped arrays shared by every
+            process on the machine; :mod:`gdfree.data.cache`); empty: cases are read into memory each run.
         amp: bfloat16 autocast of the forward pass on CUDA (no effect on a CPU; may change on --resume).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
             decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
@@ -134,6 +136,7 @@ class TrainConfig:
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     workers: int = 0
+    cache: str = ""
     amp: bool = True
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -264,7 +264,7 @@ def _schedule(cfg: TrainConfig) -> Any:
     return factor
 
 
-_RESUMABLE = ("max_steps", "time_budget_s", "workers", "amp")
+_RESUMABLE = ("max_steps", "time_budget_s", "workers", "amp", "cache")
 
 
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> bool:
@@ -476,16 +476,28 @@ def train(
             **{f"{k}_cases": [f"{cfg.datasets[d].path}:{c.case_id}" for d, c in v] for k, v in by_part.items()},
         })  # fmt: skip
 
-    def load(d: int, c: CaseFiles) -> ArrayCase:
-        return load_array_case(c, cfg.modalities, cfg.heads, oracle=cfg.oracle, dataset=d,
+    def load(d: int, c: CaseFiles, heads: tuple[str, ...]) -> ArrayCase:
+        if cfg.cache:  # rank 0 fills it first, so ranks never race to decompress the same case
+            from gdfree.data.cache import cached_case
+
+            return cached_case(c, cfg.modalities, heads, cache=cfg.cache, oracle=cfg.oracle, dataset=d,
+                               label_sets=cfg.datasets[d].labels)  # fmt: skip
+        return load_array_case(c, cfg.modalities, heads, oracle=cfg.oracle, dataset=d,
                                label_sets=cfg.datasets[d].labels)  # fmt: skip
 
-    train_cases = [load(d, c) for d, c in by_part["train"]]
     # a translation model's enhancing probability is calibrated on the validation cases' enhancing labels
     derived = TRANSLATION_HEAD in cfg.heads and "enhancing" not in cfg.heads
     val_heads = (*cfg.heads, "enhancing") if derived else cfg.heads
-    val_cases = [load_array_case(c, cfg.modalities, val_heads, oracle=cfg.oracle, dataset=d,
-                                 label_sets=cfg.datasets[d].labels) for d, c in by_part["val"]]  # fmt: skip
+
+    def fill_cache() -> None:
+        for part, heads in (("train", cfg.heads), ("val", val_heads)):
+            for d, c in by_part[part]:
+                load(d, c, heads)
+
+    if cfg.cache and place.distributed:
+        _on_main(place, fill_cache)
+    train_cases = [load(d, c, cfg.heads) for d, c in by_part["train"]]
+    val_cases = [load(d, c, val_heads) for d, c in by_part["val"]]
     if cfg.randomise_labels:
         randomise_labels([*train_cases, *val_cases], "enhancing", cfg.seed)
     seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
