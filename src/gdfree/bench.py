@@ -38,7 +38,15 @@ MODES = ("monai_window96", "torch", "torch_whole", "onnx", "mc10", "flips8")
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
+    """This process's peak resident memory. VmHWM belongs to the process's own memory map, which exec starts
+    afresh; getrusage's ru_maxrss would report the parent's peak when that was higher (kept across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux, bytes on macOS
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:

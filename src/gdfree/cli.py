@@ -483,6 +483,9 @@ def predict(
     ] = None,
     engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; not with --mc).")] = "torch",
     shard: Annotated[str | None, typer.Option(help=_SHARD_HELP)] = None,
+    mc_layers: Annotated[
+        str, typer.Option(help="all dropout layers sample (as trained), or only the last (about one pass's cost).")
+    ] = "all",
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -496,7 +499,8 @@ def predict(
         device = check_device(device)
         rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
                                ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
-                               activity=activity, engine=engine, shard=parse_shard(shard))  # fmt: skip
+                               activity=activity, engine=engine, shard=parse_shard(shard),
+                               mc_layers=mc_layers)  # fmt: skip
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in rows if r.get("status") == "failed"]

@@ -108,12 +108,15 @@ def predict_volume_samples(
     *,
     max_whole_voxels: int = MAX_WHOLE_VOXELS,
     temperature: float | Sequence[float] = 1.0,
+    layers: str = "all",
 ) -> list[np.ndarray] | None:
     """``n`` MC dropout samples of :func:`predict_volume` (the model's dropout layers already in train mode)
     that run the encoder once and only the decoder ``n`` times: a network with ``encode``/``decode`` (its
     dropout all in the decoder) and a volume that goes through whole. The decoder draws its dropout masks in
-    the order full passes would, so the samples equal ``n`` full passes after the same seed. None when the
-    model or the volume does not allow it (then call :func:`predict_volume` ``n`` times)."""
+    the order full passes would, so the samples equal ``n`` full passes after the same seed. ``layers``
+    ``last`` (only the last dropout layer in train mode) runs everything before that layer once and repeats
+    only what follows it (the activation, residual sum and 1x1x1 heads: almost nothing). None when the model
+    or the volume does not allow it (then call :func:`predict_volume` ``n`` times)."""
     encode, decode = getattr(model, "encode", None), getattr(model, "decode", None)
     divisor = int(getattr(model, "divisor", 1))
     shape = image.shape[1:]
@@ -128,8 +131,14 @@ def predict_volume_samples(
     samples = []
     with torch.no_grad():
         skips = encode(tensor)
+        if layers == "last":
+            try:
+                parts = model.before_last_dropout(tensor, skips)  # type: ignore[operator]
+            except (AttributeError, ValueError):
+                return None
+            del skips
         for _ in range(n):
-            out = decode(tensor, skips)[0].float()
+            out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
             temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
             out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
             samples.append(out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))])

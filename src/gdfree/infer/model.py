@@ -243,6 +243,7 @@ class TrainedModel:
         flips: bool = False,
         seed: int = 0,
         brain: np.ndarray | None = None,
+        mc_layers: str = "all",
     ) -> np.ndarray:
         """Probability samples (S, H, X, Y, Z) of this model and ensemble ``members``, each with its own
         temperatures (see :func:`gdfree.infer.sampling.sample_predictions`); networks whose output does not
@@ -258,7 +259,8 @@ class TrainedModel:
         box = brain_box(brain) if brain is not None and all(fov_independent(m.network) for m in models) else None
         inner = image if box is None else np.ascontiguousarray(image[(slice(None), *box)])
         samples = sample_predictions([m.network for m in models], inner, device, mc=mc, flips=flips,
-                                     temperatures=[m.temperatures for m in models], seed=seed)  # fmt: skip
+                                     temperatures=[m.temperatures for m in models], seed=seed,
+                                     mc_layers=mc_layers)  # fmt: skip
         if box is None:
             return samples
         full = np.zeros((*samples.shape[:2], *image.shape[1:]), np.float32)

@@ -89,6 +89,7 @@ def predict_case(
     mc: int = 0,
     flips: bool = False,
     seed: int = 0,
+    mc_layers: str = "all",
 ) -> dict[str, Any]:
     """Probabilities, masks, lesion rows and the activity score of one loaded case (and ``synth``, the
     synthetic post-Gd T1w in T1w z units, from a model with a ``t1gd`` output).
@@ -107,7 +108,8 @@ def predict_case(
     sampled = mc > 0 or flips or bool(members)
     synth = None
     if sampled:
-        stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain)
+        stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain,
+                             mc_layers=mc_layers)  # fmt: skip
         prob = stack.mean(axis=0)
     else:
         prob, synth = model.predict(case.image, device, case.brain)
@@ -185,6 +187,7 @@ def predict_dataset(
     activity: Path | str | None = None,
     engine: str = "torch",
     shard: tuple[int, int] | None = None,
+    mc_layers: str = "all",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
@@ -195,6 +198,9 @@ def predict_dataset(
     and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
     and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
     activity score are written too.
+
+    ``mc_layers`` ``last`` samples only the network's last dropout layer (about the cost of one pass; see
+    :func:`gdfree.infer.sampling.sample_predictions`).
 
     ``shard`` (K, N) predicts only the cases of part K of N (:func:`gdfree.io.runs.select_shard`); N processes
     with the same model and options may write into one ``out`` at once, and together make exactly the files of
@@ -217,6 +223,8 @@ def predict_dataset(
     """
     if mc < 0:
         raise ValueError(f"mc: expected 0 or more MC dropout passes, got {mc}")
+    if mc_layers not in ("all", "last"):
+        raise ValueError(f"mc_layers: expected all or last, got {mc_layers!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "onnx" and (mc or str(device) != "cpu"):
@@ -261,6 +269,7 @@ def predict_dataset(
     identity = {"command": "predict", "models": [m.weights_sha256 for m in (model, *members)],
                 **({"activity": scorer.meta["model_sha256"]} if scorer is not None else {}),
                 "mc": mc, "flips": flips, "seed": seed if mc else None,
+                **({"mc_layers": mc_layers} if mc and mc_layers != "all" else {}),
                 **({"engine": engine} if engine != "torch" else {})}  # fmt: skip
     manifest = RunManifest.open(out, identity, replace=overwrite)
     for case_id, reason in failures.items():
@@ -273,7 +282,8 @@ def predict_dataset(
             if row is None:
                 try:
                     row = _predict_one(model, members, files, out, device, mc=mc, flips=flips, seed=seed,
-                                       manifest=manifest, inputs=inputs, scorer=scorer)  # fmt: skip
+                                       manifest=manifest, inputs=inputs, scorer=scorer,
+                                       mc_layers=mc_layers)  # fmt: skip
                 except (GdfreeError, ValueError, OSError, RuntimeError, MemoryError) as exc:
                     failures[files.case_id] = str(exc)
                     manifest.fail(files.case_id, str(exc))
@@ -293,7 +303,8 @@ def predict_dataset(
             "Description": f"model {model.folder.resolve()} (weights sha256 {model.weights_sha256}), "
                            f"thresholds {dict(model.thresholds)}, inputs {', '.join(model.modalities)}"
                            + (f"; {len(members)} more ensemble members" if members else "")
-                           + (f"; {mc} MC dropout passes" if mc else "") + ("; test-time flips" if flips else ""),
+                           + (f"; {mc} MC dropout passes" + (" (last dropout layer)" if mc_layers == "last" else "")
+                              if mc else "") + ("; test-time flips" if flips else ""),
         }],
         "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
@@ -341,12 +352,13 @@ def _predict_one(
     manifest: RunManifest,
     inputs: Sequence[str],
     scorer: Any = None,
+    mc_layers: str = "all",
 ) -> dict[str, Any]:
     """Predict one case, write its files, record it in the manifest; returns its predictions.tsv row."""
     case = load_array_case(files, model.modalities, ("lesion",) if scorer is not None else (), oracle=model.oracle)
     if tuple(case.fingerprints) != tuple(inputs):
         raise GdfreeError(f"{files.case_id}: its input files changed while predicting")
-    result = predict_case(model, case, device, members=members, mc=mc, flips=flips, seed=seed)
+    result = predict_case(model, case, device, members=members, mc=mc, flips=flips, seed=seed, mc_layers=mc_layers)
     ref = Volume(case.brain, case.affine)
     written = []
     for head, maps in result.get("uncertainty", {}).items():

@@ -19,7 +19,9 @@ from torch import nn
 
 from gdfree.infer.forward import predict_volume, predict_volume_samples
 
-__all__ = ["FLIPS", "dropout_layers", "sample_predictions"]
+__all__ = ["FLIPS", "MC_LAYERS", "dropout_layers", "sample_predictions"]
+
+MC_LAYERS = ("all", "last")
 
 FLIPS: tuple[tuple[int, ...], ...] = tuple(
     combo for r in range(4) for combo in itertools.combinations((0, 1, 2), r)
@@ -41,6 +43,7 @@ def sample_predictions(
     temperatures: Sequence[float | Sequence[float]] | None = None,
     seed: int = 0,
     cheap: bool = True,
+    mc_layers: str = "all",
 ) -> np.ndarray:
     """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32.
 
@@ -52,6 +55,8 @@ def sample_predictions(
         seed: seeds torch for the dropout masks, so a prediction is reproducible.
         cheap: MC samples share one encoder pass (:func:`gdfree.infer.forward.predict_volume_samples`); the
             samples equal full passes (False) for the same seed.
+        mc_layers: ``all`` dropout layers sample (MC dropout as trained), or only the ``last`` one (everything
+            before it runs once: about the cost of one pass; a narrower estimate, see docs/uncertainty.md).
 
     Raises:
         ValueError: no model; not one temperature per model; ``mc`` > 0 for a model without dropout or whose
@@ -60,6 +65,8 @@ def sample_predictions(
     if not models:
         raise ValueError("sample_predictions: no model given")
     temps = [1.0] * len(models) if temperatures is None else list(temperatures)
+    if mc_layers not in MC_LAYERS:
+        raise ValueError(f"mc_layers: expected one of {', '.join(MC_LAYERS)}, got {mc_layers!r}")
     if len(temps) != len(models):
         raise ValueError(f"sample_predictions: {len(temps)} temperatures for {len(models)} models")
     torch.manual_seed(seed)
@@ -71,13 +78,14 @@ def sample_predictions(
             if not layers:
                 raise ValueError(f"model {k}: no dropout layer with p > 0, so MC dropout cannot sample; "
                                  "use flips or an ensemble")  # fmt: skip
-            for layer in layers:
+            for layer in layers if mc_layers == "all" else layers[-1:]:
                 layer.train()
         first = len(samples)
         try:
             for axes in FLIPS if flips else ((),):
                 flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
-                shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature) if (
+                shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature,
+                                                layers=mc_layers) if (
                     mc > 1 and cheap) else None  # fmt: skip
                 for n in range(max(mc, 1)):
                     prob = shared[n] if shared is not None else predict_volume(model, flipped, device,

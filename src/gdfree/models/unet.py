@@ -106,13 +106,49 @@ class MultitaskUNet(nn.Module):
 
     def decode(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (B, heads, X, Y, Z) from the input ``image`` and its :meth:`encode` features (not modified)."""
+        block = self._last_block()
+        x = self._last_input(image, skips)
+        return self.head(block(x) if block is not None else x)
+
+    def _last_block(self) -> nn.Module | None:
+        """The last decoder block (it holds the last dropout layer), or None for a one-level network."""
+        if self.stem_fuse is not None:
+            return self.stem_fuse
+        return self.fuse[-1] if len(self.fuse) else None
+
+    def _last_input(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """What the last decoder block receives."""
         skips = list(skips)
         x = skips.pop()
-        for up, fuse in zip(self.up, self.fuse, strict=True):
+        pairs = list(zip(self.up, self.fuse, strict=True))
+        if self.stem_up is None and pairs:
+            *pairs, (last_up, _) = pairs
+        for up, fuse in pairs:
             x = fuse(torch.cat([up(x), skips.pop()], dim=1))
-        if self.stem_up is not None and self.stem_fuse is not None:
-            x = self.stem_fuse(torch.cat([self.stem_up(x), image], dim=1))
-        return self.head(x)
+        if self.stem_up is not None:
+            return torch.cat([self.stem_up(x), image], dim=1)
+        return torch.cat([last_up(x), skips.pop()], dim=1) if len(self.fuse) else x
+
+    def before_last_dropout(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(input of the last dropout layer, residual branch of its block): everything of the network that no
+        dropout mask of that layer changes; :meth:`after_last_dropout` finishes the pass. Raises ValueError for a
+        network whose last block is not a one-unit MONAI ResidualUnit with norm, dropout, activation in order."""
+        block = self._last_block()
+        unit = getattr(getattr(block, "conv", None), "unit0", None)
+        adn = getattr(unit, "adn", None)
+        if block is None or adn is None or len(block.conv) != 1 or [n for n, _ in adn.named_children()] != [
+                "N", "D", "A"]:  # fmt: skip
+            raise ValueError("before_last_dropout: the last decoder block is not a residual unit with norm, "
+                             "dropout and activation")  # fmt: skip
+        x = self._last_input(image, skips)
+        return adn.N(unit.conv(x)), block.residual(x)
+
+    def after_last_dropout(self, pre: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`before_last_dropout`'s tensors: dropout (as its mode says), activation, residual sum,
+        heads (``decode == after_last_dropout(*before_last_dropout(...))``)."""
+        block = self._last_block()
+        adn = block.conv.unit0.adn  # type: ignore[union-attr]
+        return self.head(adn.A(adn.D(pre)) + residual)
 
 
 MODELS: dict[str, type[nn.Module]] = {"MultitaskUNet": MultitaskUNet}
