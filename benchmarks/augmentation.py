@@ -207,9 +207,13 @@ def small_data_table(out: Path, sizes: list[int], seeds: list[int], n_boot: int 
         "| n train | arm | seeds | enhancing lesion F1 | delta | lesion activity AUC | delta | patient AUC | delta |",
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    increments = ["", "Each arm against the arm before it (what adding that tool changed), paired:", "",
-                  "| n train | arm | delta F1 | delta lesion activity AUC | delta patient AUC |",
-                  "|---|---|---|---|---|"]
+    increments = [
+        "",
+        "Each arm against the arm before it (what adding that tool changed), paired:",
+        "",
+        "| n train | arm | delta F1 | delta lesion activity AUC | delta patient AUC |",
+        "|---|---|---|---|---|",
+    ]
     for size in sizes:
         base = previous = None
         for arm in ARMS:
@@ -361,9 +365,11 @@ def sim_to_real(args: argparse.Namespace) -> None:
     lines = ["| phantom | case | Dice | lesion F1 | FP lesions | predicted / reference lesions | mean p in lesions "
              "| Dice at the case's best threshold |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['phantom']} | {r['case']} | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['fp_lesions']} | "
-                     f"{r['pred_lesions']} / {r['ref_lesions']} | {r['mean_prob_in_lesions']:.3f} | "
-                     f"{r['best_dice'][0]:.3f} (p >= {r['best_dice'][1]:.2f}) |")
+        lines.append(
+            f"| {r['phantom']} | {r['case']} | {r['dice']:.3f} | {r['lesion_f1']:.3f} | {r['fp_lesions']} | "
+            f"{r['pred_lesions']} / {r['ref_lesions']} | {r['mean_prob_in_lesions']:.3f} | "
+            f"{r['best_dice'][0]:.3f} (p >= {r['best_dice'][1]:.2f}) |"
+        )
     (out / "sim_to_real.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -102,11 +102,21 @@ def _score(args: argparse.Namespace, name: str, run: Path) -> dict[str, Any]:
     rows = {}
     for path in PATHS:
         pooled = summarize(results[path], cfg)["pooled_lesions"]
-        rows[path] = {"enhancing_lesion_f1": pooled["lesion_f1"], "enhancing_lesion_f1_ci": pooled["lesion_f1_ci"],
-                      "enhancing_dice": _mean(dice[f"{path}_enhancing"]), "lesion_dice": _mean(dice[f"{path}_lesion"]),
-                      "seconds_per_exam": seconds[path] / len(cases),
-                      **({"mask_dice_vs_whole_enhancing": _mean(agree[f"{path}_enhancing"]),
-                          "mask_dice_vs_whole_lesion": _mean(agree[f"{path}_lesion"])} if path != "whole" else {})}
+        rows[path] = {
+            "enhancing_lesion_f1": pooled["lesion_f1"],
+            "enhancing_lesion_f1_ci": pooled["lesion_f1_ci"],
+            "enhancing_dice": _mean(dice[f"{path}_enhancing"]),
+            "lesion_dice": _mean(dice[f"{path}_lesion"]),
+            "seconds_per_exam": seconds[path] / len(cases),
+            **(
+                {
+                    "mask_dice_vs_whole_enhancing": _mean(agree[f"{path}_enhancing"]),
+                    "mask_dice_vs_whole_lesion": _mean(agree[f"{path}_lesion"]),
+                }
+                if path != "whole"
+                else {}
+            ),
+        }
     return {"model": name, "run": str(run), "patients": len(cases), "paths": rows}
 
 
@@ -143,10 +153,12 @@ def main() -> None:
     for row in rows:
         print(row["model"])
         for path, r in row["paths"].items():
-            print(f"  {path:10s} F1 {r['enhancing_lesion_f1']:.3f} {r['enhancing_lesion_f1_ci']} enh Dice "
-                  f"{r['enhancing_dice']:.3f} lesion Dice {r['lesion_dice']:.3f} "
-                  f"agree {r.get('mask_dice_vs_whole_enhancing', 1):.3f}/{r.get('mask_dice_vs_whole_lesion', 1):.3f} "
-                  f"{r['seconds_per_exam']:.2f} s")
+            print(
+                f"  {path:10s} F1 {r['enhancing_lesion_f1']:.3f} {r['enhancing_lesion_f1_ci']} enh Dice "
+                f"{r['enhancing_dice']:.3f} lesion Dice {r['lesion_dice']:.3f} "
+                f"agree {r.get('mask_dice_vs_whole_enhancing', 1):.3f}/{r.get('mask_dice_vs_whole_lesion', 1):.3f} "
+                f"{r['seconds_per_exam']:.2f} s"
+            )
 
 
 if __name__ == "__main__":

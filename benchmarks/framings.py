@@ -165,15 +165,31 @@ def _row(name: str, results: list[Any], evaluation: dict[str, Any], lesion_level
         return float(np.mean(values)) if values else math.nan
 
     return {
-        "model": name, "test_patients": len(results), "active_test_patients": patient.get("n_active"),
-        "lesion_f1": pooled["lesion_f1"], "lesion_f1_ci": pooled["lesion_f1_ci"],
-        "fp_per_scan": pooled["fp_per_scan"], "sensitivity_at_1fp": evaluation["froc"]["sensitivity_at_fp"]["1.0"],
-        "patient_auc": patient.get("auc"), "patient_auc_ci": patient.get("auc_ci"),
-        "lesion_auc": lesion_level["auc"], "lesion_auc_ci": lesion_level["auc_ci"],
-        "synth": {k: mean(k) for k in ("synth_psnr_db", "synth_ssim", "synth_mae", "synth_ref_psnr_db",
-                                       "synth_ref_ssim", "synth_ref_mae")},
+        "model": name,
+        "test_patients": len(results),
+        "active_test_patients": patient.get("n_active"),
+        "lesion_f1": pooled["lesion_f1"],
+        "lesion_f1_ci": pooled["lesion_f1_ci"],
+        "fp_per_scan": pooled["fp_per_scan"],
+        "sensitivity_at_1fp": evaluation["froc"]["sensitivity_at_fp"]["1.0"],
+        "patient_auc": patient.get("auc"),
+        "patient_auc_ci": patient.get("auc_ci"),
+        "lesion_auc": lesion_level["auc"],
+        "lesion_auc_ci": lesion_level["auc_ci"],
+        "synth": {
+            k: mean(k)
+            for k in (
+                "synth_psnr_db",
+                "synth_ssim",
+                "synth_mae",
+                "synth_ref_psnr_db",
+                "synth_ref_ssim",
+                "synth_ref_mae",
+            )
+        },
         "seconds_per_exam": seconds / max(len(results), 1),
-        "test_cases": [r.case_id for r in results], "lesion_counts": [list(r.match.counts) for r in results],
+        "test_cases": [r.case_id for r in results],
+        "lesion_counts": [list(r.match.counts) for r in results],
         **extra,
     }
 
@@ -345,8 +361,10 @@ def collect(args: argparse.Namespace) -> str:
     for n, r in rows.items():
         if "synthesis_check" in r:
             c = r["synthesis_check"]
-            checks.append(f"- {n}: synthetic enhancement, active minus chronic lesions "
-                          f"{_fmt(c['active_minus_chronic'])} {_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)")
+            checks.append(
+                f"- {n}: synthetic enhancement, active minus chronic lesions "
+                f"{_fmt(c['active_minus_chronic'])} {_ci(c['ci'])} T1w SDs ({c['n_patients']} patients)"
+            )
     for strength in (1.0, 0.0):
         path = args.out / f"size-alone-{strength:g}.json"
         if not path.is_file():
@@ -356,9 +374,11 @@ def collect(args: argparse.Namespace) -> str:
                       f"{_fmt(size['auc'])} {_ci(size['auc_ci'])} (no image)")  # fmt: skip
     first = next(iter(rows.values()), {})
     same = len({tuple(r["test_cases"]) for r in rows.values()}) == 1
-    footer = (f"\n{first.get('test_patients', 0)} test patients ({first.get('active_test_patients')} active), the "
-              f"same for every model: {same}. Enhancing lesions, msseg rule; {N_BOOT} patient-bootstrap resamples, "
-              f"seed 0. Options: {json.dumps(_key(args))}.")
+    footer = (
+        f"\n{first.get('test_patients', 0)} test patients ({first.get('active_test_patients')} active), the "
+        f"same for every model: {same}. Enhancing lesions, msseg rule; {N_BOOT} patient-bootstrap resamples, "
+        f"seed 0. Options: {json.dumps(_key(args))}."
+    )
     table = "\n".join(lines) + "\n" + footer + "\n\nLeakage and chance checks:\n" + "\n".join(checks)
     (args.out / "framings.md").write_text(table + "\n")
     write_json(args.out / "framings.json", {"rows": rows, "args": _key(args)})

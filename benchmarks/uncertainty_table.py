@@ -11,7 +11,8 @@ For a training run (its ``split.json`` names the test and validation patients) a
   activity is decided; the brain-wide ECE is dominated by background near 0);
 - seconds per exam.
 
-    python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR] [--methods mc,flips]
+    python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR]
+        [--methods mc,mc-last,flips]
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--methods", default="mc,flips,ensemble", help="which of mc, flips, ensemble to run")
+    parser.add_argument(
+        "--methods",
+        default="mc,flips,ensemble",
+        help="which of mc, mc-last (only the last dropout layer samples), flips, ensemble to run",
+    )
     args = parser.parse_args()
 
     model, meta = load_model(args.run, stem=args.stem)
@@ -71,21 +76,23 @@ def main() -> None:
     wanted = {m.strip() for m in args.methods.split(",")}
     methods = {}
     if "mc" in wanted:
-        methods[f"MC dropout x{args.mc}"] = ([model], args.mc, False)
+        methods[f"MC dropout x{args.mc}"] = ([model], args.mc, False, "all")
+    if "mc-last" in wanted:
+        methods[f"MC dropout, last layer x{args.mc}"] = ([model], args.mc, False, "last")
     if "flips" in wanted:
-        methods["flips x8"] = ([model], 0, True)
+        methods["flips x8"] = ([model], 0, True, "all")
     if members and "ensemble" in wanted:
-        methods[f"ensemble x{1 + len(members)}"] = ([model, *members], 0, False)
+        methods[f"ensemble x{1 + len(members)}"] = ([model, *members], 0, False, "all")
     rng = np.random.default_rng(args.seed)
     rows = []
-    for name, (models, mc, flips) in methods.items():
+    for name, (models, mc, flips, mc_layers) in methods.items():
         lesion_labels, lesion_scores, lesion_case = [], {}, []
         curves = {"mutual_information": [], "predictive_entropy": [], "random": []}
         probs_raw, probs_cal, refs, near_lesion = [], [], [], []
         seconds = 0.0
         for c in test:
             start = time.perf_counter()
-            stack = sample_predictions(models, c.image, mc=mc, flips=flips, seed=args.seed)[:, e]
+            stack = sample_predictions(models, c.image, mc=mc, flips=flips, seed=args.seed, mc_layers=mc_layers)[:, e]
             seconds += time.perf_counter() - start
             logits = np.log(np.clip(stack, 1e-7, 1 - 1e-7) / np.clip(1 - stack, 1e-7, 1))
             calibrated = 1 / (1 + np.exp(-logits / t_enh))
