@@ -27,6 +27,8 @@ CANDIDATES = {
     "5% samples": {"sampling": 0.05},
     "shrink 8/4/2": {"shrink": (8, 4, 2), "smooth_mm": (4.0, 2.0, 1.0)},
     "shrink 4/2, 5% samples": {"shrink": (4, 2), "smooth_mm": (2.0, 1.0), "sampling": 0.05},
+    "samples 10/10/2% per level": {"sampling": (0.1, 0.1, 0.02)},
+    "samples 20/10/3% per level": {"sampling": (0.2, 0.1, 0.03)},
 }
 
 
@@ -77,6 +79,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if not args.only:
+        args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    elif args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
 

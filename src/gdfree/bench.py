@@ -33,8 +33,9 @@ import numpy as np
 
 __all__ = ["MODES", "run_bench"]
 
-MODES = ("monai_window96", "torch", "torch_whole", "onnx", "mc10", "flips8")
-"""Inference paths measured on each exam; ``torch_whole`` is the whole padded volume whatever the model."""
+MODES = ("monai_window96", "torch", "torch_whole", "onnx", "mc10", "mc10_last", "flips8")
+"""Inference paths measured on each exam; ``torch_whole`` is the whole padded volume whatever the model;
+``mc10_last`` samples only the last dropout layer (``--mc-layers last``)."""
 
 
 def _peak_rss_gb() -> float:
@@ -81,7 +82,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
 
     import torch
 
-    from gdfree.infer.forward import brain_box, fov_independent
+    from gdfree.infer.forward import box_margin, brain_box, fov_independent
     from gdfree.infer.model import TrainedModel
 
     data = np.load(exam)
@@ -114,7 +115,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             t0 = time.perf_counter()
             used = dataclasses.replace(model, network=OnnxNetwork(net, image.shape[0]))
             row["export_s"] = time.perf_counter() - t0
-        crop = brain_box(brain) if fov_independent(net) and mode != "torch_whole" else None
+        crop = brain_box(brain, box_margin(net)) if fov_independent(net) and mode != "torch_whole" else None
         row["cropped_to_brain_box"] = crop is not None
         run_shape = shape if crop is None else (1, image.shape[0],
                                                 *_padded(tuple(s.stop - s.start for s in crop), divisor))  # fmt: skip
@@ -133,11 +134,13 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             with torch.no_grad():
                 net_seconds, _ = _timed(lambda: net(x), repeats)
             row["network_seconds"] = statistics.median(net_seconds)
-    elif mode in ("mc10", "flips8"):
+    elif mode in ("mc10", "mc10_last", "flips8"):
+        kwargs: dict[str, Any] = {"flips": True} if mode == "flips8" else {"mc": 10}
+        if mode == "mc10_last":
+            kwargs["mc_layers"] = "last"
 
         def run() -> np.ndarray:
-            kwargs = {"mc": 10} if mode == "mc10" else {"flips": True}
-            return model.sample(image, brain=brain, **kwargs).mean(axis=0)  # type: ignore[arg-type]
+            return model.sample(image, brain=brain, **kwargs).mean(axis=0)
 
     else:
         raise ValueError(f"bench: unknown mode {mode!r}")
@@ -346,7 +349,7 @@ def run_bench(
                 if report["matmul"].get("gflops"):
                     row["fraction_of_matmul_rate"] = row["achieved_gflops"] / report["matmul"]["gflops"]
         torch_row = rows.get("torch", {})
-        for mode in ("mc10", "flips8"):
+        for mode in ("mc10", "mc10_last", "flips8"):
             if rows.get(mode, {}).get("seconds") and torch_row.get("seconds"):
                 rows[mode]["ratio_to_one_pass"] = rows[mode]["seconds"] / torch_row["seconds"]
         report["exams"][name] = {"shape": list(shape), "modes": rows}

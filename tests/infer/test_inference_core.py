@@ -62,10 +62,11 @@ def test_a_batch_norm_model_predicts_on_the_brain_box(tmp_path: Path, monkeypatc
     shapes = []
     model.network.register_forward_hook(lambda _m, args, _o: shapes.append(tuple(args[0].shape[2:])))
     prob, _ = model.predict(image, brain=brain)
-    assert shapes == [(20, 20, 16)]  # the 4-voxel margin box (18, 18, 16), padded to the divisor 4
-    assert (prob[:, ~np.pad(np.ones((18, 18, 16), bool), ((6, 8), (8, 6), (4, 12)))] == 0).all()
+    # margin 6 (1.5 x the divisor 4): box x 4:26, y 6:28, z 2:22 = (22, 22, 20), padded to (24, 24, 20)
+    assert shapes == [(24, 24, 20)]
+    assert (prob[:, ~np.pad(np.ones((22, 22, 20), bool), ((4, 6), (6, 4), (2, 10)))] == 0).all()
     stack = model.sample(image, brain=brain, flips=True)
-    assert stack.shape == (8, 2, 32, 32, 32) and shapes[-1] == (20, 20, 16)
+    assert stack.shape == (8, 2, 32, 32, 32) and shapes[-1] == (24, 24, 20)
 
 
 def test_bench_measures_a_path_in_its_own_process(tmp_path: Path):

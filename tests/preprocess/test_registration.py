@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from gdfree.io.images import from_sitk, to_sitk
 from gdfree.preprocess.itk import transform_matrix, transform_points
+from gdfree.preprocess.prepare import PrepareConfig
 from gdfree.preprocess.registration import (
     RegistrationConfig,
     mean_displacement,
@@ -108,7 +109,7 @@ def test_longitudinal_patient_recovers_a_known_move(shared_data: Path, study: st
     upstream = read_transform(folder / f"{study}_T1W_intrastudy_to_FLAIR.txt")
     head = from_sitk(sitk.OtsuThreshold(flair, 0, 1)).data > 0
     move = rigid_matrix((12, -8, 10), (12, -10, 8), _centre(t1))
-    found = register(flair, move_image(t1, move))
+    found = register(flair, move_image(t1, move), PrepareConfig().registration)  # what prepare runs
     undone = np.linalg.inv(move) @ transform_matrix(found)
     assert mean_displacement(undone, upstream, flair, head) <= 1.0
     assert mean_displacement(np.linalg.inv(move), upstream, flair, head) > 10.0  # skipping registration

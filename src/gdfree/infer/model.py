@@ -31,7 +31,7 @@ from torch import nn
 from gdfree.data.cases import NORMALISATION
 from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
 from gdfree.evaluate.lesions import DetectionRule, label_lesions
-from gdfree.infer.forward import brain_box, fov_independent, predict_volume
+from gdfree.infer.forward import box_margin, brain_box, fov_independent, predict_volume
 from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
@@ -216,7 +216,8 @@ class TrainedModel:
         for one normalised (C, X, Y, Z) image; ``brain`` (default: voxels non-zero in some channel) bounds the
         NAWM statistics of an enhancing head read from the synthetic image."""
         # a network whose output does not depend on the field of view runs on the brain's box only
-        crop = brain_box(brain) if brain is not None and fov_independent(self.network) else None
+        crop = (brain_box(brain, box_margin(self.network)) if brain is not None and fov_independent(self.network)
+                else None)  # fmt: skip
         if not self.synthesises:
             return predict_volume(self.network, image, device, temperature=self.temperatures, crop=crop), None
         logits = predict_volume(self.network, image, device, logits_only=True, crop=crop)
@@ -256,7 +257,8 @@ class TrainedModel:
         models = [self, *members]
         for other in members:
             self.check_member(other)
-        box = brain_box(brain) if brain is not None and all(fov_independent(m.network) for m in models) else None
+        box = (brain_box(brain, max(box_margin(m.network) for m in models))
+               if brain is not None and all(fov_independent(m.network) for m in models) else None)  # fmt: skip
         inner = image if box is None else np.ascontiguousarray(image[(slice(None), *box)])
         samples = sample_predictions([m.network for m in models], inner, device, mc=mc, flips=flips,
                                      temperatures=[m.temperatures for m in models], seed=seed,

@@ -37,7 +37,9 @@ class RegistrationConfig:
     Attributes:
         stages: ``rigid``, ``affine`` or both in that order (the affine stage starts from the rigid result).
         bins: Mattes mutual-information histogram bins.
-        sampling: fraction of fixed-image voxels sampled at random per iteration (seeded).
+        sampling: fraction of fixed-image voxels sampled at random per iteration (seeded); one value, or one
+            per resolution level (the full-resolution level holds most voxels, so a smaller share there saves
+            most of the time).
         shrink, smooth_mm: per resolution level, the shrink factor and the Gaussian sigma in mm.
         iterations, step_mm: regular-step gradient descent: iterations per level and the first step (the
             largest physical shift of a voxel in one step, mm; shrunk by 0.8 each time the direction turns).
@@ -47,7 +49,7 @@ class RegistrationConfig:
 
     stages: tuple[str, ...] = STAGES
     bins: int = 32
-    sampling: float = 0.1
+    sampling: float | tuple[float, ...] = 0.1
     shrink: tuple[int, ...] = (4, 2, 1)
     smooth_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
     iterations: int = 300
@@ -60,8 +62,12 @@ class RegistrationConfig:
             raise ValueError(f"stages: expected some of {STAGES}, got {self.stages}")
         if len(self.shrink) != len(self.smooth_mm) or not self.shrink:
             raise ValueError(f"shrink {self.shrink} and smooth_mm {self.smooth_mm}: expected one value per level")
-        if not 0 < self.sampling <= 1:
-            raise ValueError(f"sampling: expected a fraction in (0, 1], got {self.sampling}")
+        shares = self.sampling if isinstance(self.sampling, tuple) else (self.sampling,)
+        if not all(0 < f <= 1 for f in shares) or (
+            isinstance(self.sampling, tuple) and len(shares) != len(self.shrink)
+        ):
+            raise ValueError(f"sampling: expected a fraction in (0, 1], or one per level of shrink {self.shrink}, "
+                             f"got {self.sampling}")  # fmt: skip
         if self.init not in ("moments", "geometry"):
             raise ValueError(f"init: expected moments or geometry, got {self.init!r}")
 
@@ -74,7 +80,10 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None) -> sitk.Imag
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     # SimpleITK reads seed 0 as sitkWallClock (a new seed every run): shift by one so that every seed,
     # the default 0 included, is a fixed one
-    reg.SetMetricSamplingPercentage(cfg.sampling, cfg.seed + 1)
+    if isinstance(cfg.sampling, tuple):
+        reg.SetMetricSamplingPercentagePerLevel(list(cfg.sampling), cfg.seed + 1)
+    else:
+        reg.SetMetricSamplingPercentage(cfg.sampling, cfg.seed + 1)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
