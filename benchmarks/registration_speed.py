@@ -29,6 +29,7 @@ CANDIDATES = {
     "shrink 4/2, 5% samples": {"shrink": (4, 2), "smooth_mm": (2.0, 1.0), "sampling": 0.05},
     "samples 10/10/2% per level": {"sampling": (0.1, 0.1, 0.02)},
     "samples 20/10/3% per level": {"sampling": (0.2, 0.1, 0.03)},
+    "rigid only, samples 20/10/3% per level": {"sampling": (0.2, 0.1, 0.03), "stages": ("rigid",)},
 }
 
 

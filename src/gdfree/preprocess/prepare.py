@@ -1,7 +1,7 @@
 """``gdfree prepare``: every preprocessing step per case, in parallel over cases, skipping finished cases.
 
-Per case: read every image; N4 bias correction; rigid + affine registration of each modality onto the
-reference (FLAIR by default) and of the post-Gd T1w onto the pre-Gd T1w (composed onto the reference);
+Per case: read every image; N4 bias correction; rigid registration (affine on request) of each modality onto
+the reference (FLAIR by default) and of the post-Gd T1w onto the pre-Gd T1w (composed onto the reference);
 one resampling of every image onto the output grid (the reference reoriented to RAS, optionally at another
 isotropic spacing); provided masks resampled nearest-neighbour; a brain mask (provided, else deepbet's on the
 T1w, else the nilearn MNI152 brain registered onto the case; Dice against a provided one is reported);
@@ -70,8 +70,14 @@ BRAIN_MASKS = ("auto", "provided", "learned", "atlas")
 
 COHORT_SAMPLING = (0.2, 0.1, 0.03)
 """Registration samples per level in ``prepare``: as accurate as 10% at every level on the longitudinal test
-(0.93 / 0.83 mm from the upstream transform vs 0.92 / 0.85) in half the time (a 1 mm exam's T1w onto its
-FLAIR: 62 s vs 121 s on one core; benchmarks/registration_speed.py, docs/inference.md)."""
+(0.93 / 0.83 mm from the upstream transform vs 0.92 / 0.85, rigid + affine) in half the time (a 1 mm exam's
+T1w onto its FLAIR: 62 s vs 121 s on one core; benchmarks/registration_speed.py, docs/inference.md)."""
+
+COHORT_STAGES = ("rigid",)
+"""Registration stages in ``prepare``: the images of one exam (or of one patient's sessions) differ by a rigid
+move; the affine stage after it took as long again and was no closer to the upstream transforms of the
+longitudinal test (rigid alone, 20/10/3% samples: 0.96 / 0.70 mm, 9.5 / 10.5 s; rigid + affine: 0.93 / 0.83 mm,
+two to three times the time). ``registration: {stages: [rigid, affine]}`` brings it back."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class PrepareConfig:
         spacing_mm: isotropic output spacing; None keeps the reference's voxel size.
         n4, n4_shrink: N4 bias correction and its shrink factor.
         register: False trusts that the images are already aligned (resampled with identity).
-        registration: the registration knobs; by default 20%, 10% and 3% of the voxels sampled at shrink 4,
-            2 and 1 (:data:`COHORT_SAMPLING`).
+        registration: the registration knobs; by default rigid only (:data:`COHORT_STAGES`) with 20%, 10% and
+            3% of the voxels sampled at shrink 4, 2 and 1 (:data:`COHORT_SAMPLING`).
         brain_mask: ``auto`` (provided, else learned from the T1w by deepbet, else the atlas), ``provided`` (error
             if missing), ``learned`` (error if deepbet fails) or ``atlas``.
         check_brain_mask: with a provided mask, also compute the learned and atlas ones and report their Dice.
@@ -98,7 +104,9 @@ class PrepareConfig:
     n4: bool = True
     n4_shrink: int = 4
     register: bool = True
-    registration: RegistrationConfig = field(default_factory=lambda: RegistrationConfig(sampling=COHORT_SAMPLING))
+    registration: RegistrationConfig = field(
+        default_factory=lambda: RegistrationConfig(stages=COHORT_STAGES, sampling=COHORT_SAMPLING)
+    )
     brain_mask: str = "auto"
     check_brain_mask: bool = True
     normalise: str = "none"
