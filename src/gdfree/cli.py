@@ -184,6 +184,10 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
     only_predicted: Annotated[bool, typer.Option(help="Score only the cases that have a prediction.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help=_SHARD_HELP + " Each case is recorded; the shard that completes the set writes the tables."),
+    ] = None,
 ) -> None:
     """Score predictions against a reference: voxel, surface, lesion, FROC, patient and calibration metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -192,7 +196,7 @@ def evaluate(
     from gdfree.evaluate import DetectionRule, EvaluationConfig
     from gdfree.evaluate.display import print_summary
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
-    from gdfree.io.runs import check_output_folder
+    from gdfree.io.runs import check_output_folder, parse_shard
 
     try:
         check_output_folder(out, [pred, ref])
@@ -216,8 +220,12 @@ def evaluate(
 
             results, summary, affines = evaluate_dataset(
                 pred, ref, target=target, config=cfg, fmt=fmt, uncertainty_desc=uncertainty,
-                only_predicted=only_predicted, progress=step,
+                only_predicted=only_predicted, progress=step, shard=parse_shard(shard), out=out,
             )  # fmt: skip
+        if summary is None:
+            console.print(f"Scored {len(results)} cases of shard {shard} into {out}/gdfree_run; other shards still "
+                          "have cases to score, and the one that completes the set writes the tables.")  # fmt: skip
+            return
         written = write_evaluation(out, results, summary, affines)
     except (FileNotFoundError, ValueError, GdfreeError) as exc:
         raise _fail(str(exc)) from exc

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -119,3 +120,41 @@ def test_prepare_shards_into_one_folder_make_the_files_of_one_run(tiny_cohort: P
     assert runner.invoke(app, [*base, "--out", str(shared), "--shard", "1/2"]).exit_code == 0
     assert (shared / "failures.tsv").read_text() == (tmp_path / "whole" / "failures.tsv").read_text()
     assert _files(shared).keys() == _files(tmp_path / "whole").keys()
+
+
+def test_evaluate_shards_write_the_tables_of_one_run(tiny_cohort: Path, tmp_path: Path):
+    run = _run(tmp_path / "run")
+    pred = tmp_path / "pred"
+    assert runner.invoke(app, _predict_args(run, tiny_cohort, pred)).exit_code == 0
+    base = ["evaluate", "--pred", str(pred), "--ref", str(tiny_cohort), "--n-boot", "50", "--target", "lesion"]
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "whole")]).exit_code == 0
+    shared = tmp_path / "shared"
+    partial = runner.invoke(app, [*base, "--out", str(shared), "--shard", "2/2"])
+    assert partial.exit_code == 0 and "other shards" in partial.output, partial.output
+    assert not (shared / "summary.json").exists()
+    assert runner.invoke(app, [*base, "--out", str(shared), "--shard", "1/2"]).exit_code == 0
+    for name in ("cases.tsv", "lesions.tsv", "froc.tsv", "reliability.tsv", "by_volume.tsv"):
+        assert (shared / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    one, other = (json.loads((f / "summary.json").read_text()) for f in (shared, tmp_path / "whole"))
+    for summary in (one, other):
+        summary["provenance"].pop("created")
+    assert one == other
+
+
+def test_a_case_result_survives_its_record():
+    from gdfree.evaluate import EvaluationConfig
+    from gdfree.evaluate.cohort import evaluate_case, result_from_json, result_to_json
+
+    ref = np.zeros((12, 12, 12), bool)
+    ref[2:5, 2:5, 2:5] = True
+    prob = np.zeros(ref.shape, np.float32)
+    prob[3:6, 3:6, 3:6] = 0.8
+    result = evaluate_case(ref, (2.0, 2.0, 2.0), case_id="sub-1", prob=prob, brain=np.ones_like(ref),
+                           config=EvaluationConfig(n_boot=10))  # fmt: skip
+    result.row["nan_metric"] = float("nan")
+    back = result_from_json(json.loads(json.dumps(result_to_json(result))))
+    assert back.case_id == "sub-1" and back.match.counts == result.match.counts
+    assert np.isnan(back.row["nan_metric"]) and back.row["lesion_f1"] == result.row["lesion_f1"]
+    np.testing.assert_array_equal(back.froc.detected, result.froc.detected)
+    np.testing.assert_array_equal(back.reliability.count, result.reliability.count)
+    assert back.match.rule == result.match.rule

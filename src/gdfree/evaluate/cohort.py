@@ -30,7 +30,7 @@ from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, percentile_
 from gdfree.evaluate.translation import translation_metrics
 from gdfree.evaluate.voxel import surface_distances, voxel_metrics
 
-__all__ = ["CaseResult", "EvaluationConfig", "evaluate_case", "summarize"]
+__all__ = ["CaseResult", "EvaluationConfig", "evaluate_case", "result_from_json", "result_to_json", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,59 @@ class CaseResult:
                     "matched": bool(hit),
                 })  # fmt: skip
         return rows
+
+
+def result_to_json(result: CaseResult) -> dict[str, Any]:
+    """A CaseResult as plain JSON (arrays as lists with their dtype), read back by :func:`result_from_json`: what
+    a shard of ``evaluate --shard`` records so that the shard completing the cohort can summarise it."""
+    import dataclasses
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return {"array": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {"type": type(value).__name__, **{f.name: plain(getattr(value, f.name))
+                                                      for f in dataclasses.fields(value)}}  # fmt: skip
+        if isinstance(value, (list, tuple)):
+            return {"list": [plain(v) for v in value]}
+        if isinstance(value, (np.floating, np.integer, np.bool_)):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return {"float": repr(value)}  # strict JSON has no NaN
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(result)
+
+
+def result_from_json(data: dict[str, Any]) -> CaseResult:
+    """The CaseResult :func:`result_to_json` wrote."""
+    from gdfree.evaluate.activity import LesionActivity
+
+    types = {t.__name__: t for t in (CaseResult, LesionMatch, FrocCounts, ReliabilityTable, DetectionRule,
+                                      LesionActivity)}  # fmt: skip
+
+    def back(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"float"}:
+            return float(value["float"])
+        if isinstance(value, dict) and "array" in value:
+            return np.asarray(value["array"], dtype=value["dtype"]).reshape(value["shape"])
+        if isinstance(value, dict) and "list" in value:
+            return [back(v) for v in value["list"]]
+        if isinstance(value, dict) and value.get("type") in types:
+            kind = types[value["type"]]
+            return kind(**{k: back(v) for k, v in value.items() if k != "type"})
+        if isinstance(value, dict):
+            return {k: back(v) for k, v in value.items()}
+        return value
+
+    result = back(data)
+    if not isinstance(result, CaseResult):
+        raise ValueError("result_from_json: not a recorded case result")
+    if isinstance(result.activity, list):
+        result.activity = tuple(result.activity)
+    return result
 
 
 def evaluate_case(

@@ -29,7 +29,14 @@ import numpy as np
 import gdfree
 from gdfree.data.translation import translation_target
 from gdfree.errors import GdfreeError, GridMismatchError, MissingModalityError
-from gdfree.evaluate.cohort import CaseResult, EvaluationConfig, evaluate_case, summarize
+from gdfree.evaluate.cohort import (
+    CaseResult,
+    EvaluationConfig,
+    evaluate_case,
+    result_from_json,
+    result_to_json,
+    summarize,
+)
 from gdfree.io.bids import CaseFiles, parse_entities
 from gdfree.io.images import image_suffix, read_mask, read_volume
 from gdfree.io.tables import write_json, write_tsv
@@ -151,12 +158,19 @@ def evaluate_dataset(
     uncertainty_desc: str | None = None,
     only_predicted: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[CaseResult], dict[str, Any], dict[str, np.ndarray]]:
+    shard: tuple[int, int] | None = None,
+    out: Path | str | None = None,
+) -> tuple[list[CaseResult], dict[str, Any] | None, dict[str, np.ndarray]]:
     """Score every predicted case against the reference dataset.
 
+    With ``shard`` (K, N) only the cases of part K of N are scored (:func:`gdfree.io.runs.select_shard`) and
+    each result is recorded in ``out/gdfree_run/<case>.json`` (a rerun skips a case whose prediction and
+    reference files are unchanged); the cohort is summarised from every record once every paired case has
+    one, by whichever shard completes the set. Until then the summary is None.
+
     Returns:
-        (results, summary, affines): per-case results, the cohort summary (with provenance), and each
-        case's affine (for lesion centroids in mm).
+        (results, summary, affines): per-case results, the cohort summary (with provenance; None while other
+        shards have cases to score), and each case's affine (for lesion centroids in mm).
 
     Raises:
         FileNotFoundError, ValueError (with the file or case named), GridMismatchError, MissingModalityError.
@@ -167,17 +181,46 @@ def evaluate_dataset(
     preds = discover_predictions(pred_dir, target, uncertainty_desc)
     check_manifest(Path(pred_dir), preds)
     pairs = _pair(preds, discover(ref_dir, fmt), target, only_predicted)
+    manifest = None
+    if shard is not None:
+        if out is None:
+            raise ValueError("evaluate --shard: needs the output folder for the per-case records")
+        from gdfree.io.runs import RunManifest, select_shard
+
+        manifest = RunManifest.open(Path(out), {"command": "evaluate", "predictions": str(Path(pred_dir).resolve()),
+                                                "reference": str(Path(ref_dir).resolve()), "target": target,
+                                                "config": cfg.as_dict(), "uncertainty_desc": uncertainty_desc,
+                                                "only_predicted": only_predicted})  # fmt: skip
+        todo = select_shard(pairs, shard, key=lambda p: p[1].case_id)
+    else:
+        todo = pairs
     results, affines, failures = [], {}, {}
-    for i, (pred, ref) in enumerate(pairs):
+    for i, (pred, ref) in enumerate(todo):
+        inputs = _pair_hashes(pred, ref) if manifest is not None else []
+        if manifest is not None and manifest.finished(ref.case_id, inputs) is not None:
+            continue
         try:
             result, affine = _evaluate_pair(pred, ref, target, cfg)
         except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
             failures[ref.case_id] = str(exc)
+            if manifest is not None:
+                manifest.fail(ref.case_id, str(exc))
         else:
             results.append(result)
             affines[ref.case_id] = affine
+            if manifest is not None:
+                manifest.record(ref.case_id, inputs, {"result": result_to_json(result),
+                                                      "affine": np.asarray(affine).tolist()}, [])  # fmt: skip
         if progress:
-            progress(i + 1, len(pairs))
+            progress(i + 1, len(todo))
+    if manifest is not None:  # the cohort from every shard's records, once all are there
+        recorded, failures = manifest.cases, manifest.failures()
+        if any(ref.case_id not in recorded and ref.case_id not in failures for _, ref in pairs):
+            return results, None, affines
+        results = [result_from_json(recorded[ref.case_id]["row"]["result"]) for _, ref in pairs
+                   if ref.case_id in recorded]  # fmt: skip
+        affines = {ref.case_id: np.asarray(recorded[ref.case_id]["row"]["affine"]) for _, ref in pairs
+                   if ref.case_id in recorded}  # fmt: skip
     if not results:
         raise ValueError(f"{pred_dir}: no case could be scored; " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     summary = summarize(results, cfg)
@@ -201,6 +244,15 @@ def evaluate_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return results, summary, affines
+
+
+def _pair_hashes(pred: PredictionFiles, ref: CaseFiles) -> list[str]:
+    """SHA-256 of every file a case's score depends on (its predictions, the reference masks and images)."""
+    from gdfree.io.images import file_sha256
+
+    files = [pred.probseg, pred.mask, pred.uncertainty, pred.synth, pred.lesion_ids, *ref.masks.values(),
+             *(ref.images.values() if pred.synth else ())]  # fmt: skip
+    return [file_sha256(f) if f is not None else "-" for f in files]
 
 
 def check_manifest(pred_dir: Path, preds: list[PredictionFiles]) -> None:
