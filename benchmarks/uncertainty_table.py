@@ -46,7 +46,7 @@ def main() -> None:
     from gdfree.evaluate.patient import _auc_rows, bootstrap_ci, roc_auc
     from gdfree.infer.sampling import sample_predictions
     from gdfree.models.checkpoint import load_model
-    from gdfree.train.loop import fit_temperatures
+    from gdfree.train.validation import fit_temperatures
     from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, voxel_uncertainty
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -161,7 +161,7 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     meta = json.loads((run / "model.json").read_text())
     threshold = TrainedModel.load(run).thresholds["enhancing"]  # the validation threshold on the calibrated scale
     assert set(meta["temperature"]) == {"enhancing", "lesion"} and all(t > 0 for t in meta["temperature"].values())
-    from gdfree.train.loop import MIN_LESION_MM3
+    from gdfree.train.validation import MIN_LESION_MM3
 
     min_mm3 = meta["min_lesion_mm3"]  # chosen on validation with the threshold
     assert min_mm3 in MIN_LESION_MM3 and meta["validation"]["enhancing_min_lesion_mm3"] == min_mm3

@@ -407,8 +407,7 @@ def train_command(
         check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
         device = check_device(device)
         if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches torchrun, which runs us again
-            from gdfree.train.distributed import launch
-            from gdfree.train.loop import check_distributable
+            from gdfree.train.distributed import check_distributable, launch
 
             check_distributable(cfg, nproc)
 

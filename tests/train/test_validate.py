@@ -8,7 +8,7 @@ from torch import nn
 
 from gdfree.data.cases import ArrayCase
 from gdfree.evaluate import DetectionRule
-from gdfree.train.loop import validate
+from gdfree.train.validation import validate
 
 
 class _Fixed(nn.Module):
@@ -50,7 +50,7 @@ def test_validation_drops_one_voxel_false_positives_only_when_that_helps():
 
 
 def test_patient_threshold_maximises_youden_j_and_breaks_ties_high():
-    from gdfree.train.loop import patient_threshold
+    from gdfree.train.validation import patient_threshold
 
     # 0.6 and 0.9 both give J = 0.5 (sensitivity 1 / specificity 0.5, and 0.5 / 1): the higher wins
     assert patient_threshold([1, 1, 0, 0], [0.9, 0.6, 0.7, 0.2]) == 0.9

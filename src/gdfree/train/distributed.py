@@ -10,14 +10,33 @@ rank draws its own part of each global batch with its own random stream.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["World", "launch", "world"]
+if TYPE_CHECKING:
+    import torch
+
+    from gdfree.train.config import TrainConfig
+
+__all__ = [
+    "World",
+    "agree",
+    "barrier",
+    "check_distributable",
+    "gather",
+    "join",
+    "launch",
+    "on_cuda",
+    "on_main",
+    "parameter_digest",
+    "world",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +98,86 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
                                                             str(max(1, (os.cpu_count() or 1) // nproc)))}  # fmt: skip
     return subprocess.run(command, env=env, check=False).returncode
+
+
+def on_cuda(device: str) -> bool:
+    """Whether ``device`` names a GPU."""
+    return str(device).startswith("cuda")
+
+
+def join(cfg: TrainConfig, place: World, device: str) -> str:
+    """Check that ``cfg`` can be trained by several processes and join their group; returns this rank's device."""
+    check_distributable(cfg, place.size)
+    return init(place, device)
+
+
+def check_distributable(cfg: TrainConfig, size: int) -> None:
+    """Refuse a config that ``size`` DDP processes cannot train.
+
+    Raises:
+        ValueError: the global batch does not split evenly, or generative / adversarial training is on.
+    """
+    from gdfree.data.translation import TRANSLATION_HEAD
+
+    if cfg.batch_size % size:
+        raise ValueError(f"batch_size {cfg.batch_size}: the global batch must split evenly over {size} processes")
+    if cfg.generative.kind != "none" or (TRANSLATION_HEAD in cfg.heads and cfg.translation.adversarial_weight > 0):
+        raise ValueError("generative and adversarial training run in one process only (no --nproc)")
+
+
+def on_main(place: World, work: Callable[[], Any]) -> Any:
+    """``work()`` on rank 0, its result (or its error, raised on every rank) shared with all ranks."""
+    if not place.distributed:
+        return work()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if place.main:
+        try:
+            box[0] = ("ok", work())
+        except (FileExistsError, FileNotFoundError, ValueError) as exc:
+            box[0] = (type(exc).__name__, str(exc))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind != "ok":
+        raise {"FileExistsError": FileExistsError, "FileNotFoundError": FileNotFoundError}.get(kind, ValueError)(value)
+    return value
+
+
+def agree(place: World, flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (so all ranks stop at the same step)."""
+    if not place.distributed:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather(place: World, value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (``[value]`` in one process)."""
+    if not place.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * place.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def barrier(place: World) -> None:
+    """Wait for every rank (nothing in one process)."""
+    if place.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal on every rank of a healthy DDP run."""
+    digest = hashlib.sha256()
+    for _, p in sorted(model.state_dict().items()):
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

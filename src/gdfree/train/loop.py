@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 import gdfree
 from gdfree.config import config_to_dict, load_config, save_config
@@ -29,34 +28,22 @@ from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_
 from gdfree.data.loader import batch_stream
 from gdfree.data.sampling import PatchSampler
 from gdfree.data.translation import (
-    DEFAULT_CALIBRATION,
     TRANSLATION_HEAD,
-    enhancement_probability,
-    enhancement_z,
-    fit_enhancement_calibration,
 )
-from gdfree.evaluate.froc import froc_counts
-from gdfree.evaluate.lesions import DetectionRule, lesion_f1
-from gdfree.evaluate.patient import roc_auc
-from gdfree.infer.forward import predict_volume
+from gdfree.evaluate.lesions import DetectionRule
 from gdfree.io.bids import CaseFiles
 from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
 from gdfree.train.config import HEADS, TrainConfig
+from gdfree.train.distributed import agree, barrier, gather, join, on_cuda, on_main, parameter_digest, world
 from gdfree.train.splits import derangement, split_patients
 from gdfree.train.step import LossSpec, train_step
 from gdfree.train.translation import Adversary
+from gdfree.train.validation import calibrate, validate
 
-__all__ = ["MIN_LESION_MM3", "THRESHOLDS", "gather_cases", "randomise_labels", "train", "validate"]
-
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
-"""Decision thresholds tried on the validation patients."""
-
-MIN_LESION_MM3 = (0.0, 10.0, 20.0, 30.0, 50.0)
-"""Minimum predicted lesion volumes tried with them (components of this volume or less are dropped; at
-2 mm, 8 mm3 a voxel: 1, 2, 3 and 6 voxels or less)."""
+__all__ = ["gather_cases", "randomise_labels", "train"]
 
 
 def randomise_labels(cases: Sequence[ArrayCase], head: str, seed: int) -> None:
@@ -88,144 +75,6 @@ def gather_cases(cfg: TrainConfig) -> list[tuple[int, CaseFiles]]:
     if not found:
         raise ValueError(f"no case with all of {', '.join(cfg.modalities)} in {[s.path for s in cfg.datasets]}")
     return found
-
-
-def validate(
-    model: torch.nn.Module, cases: list[ArrayCase], heads: tuple[str, ...], rule: DetectionRule, device: str,
-    t1_channel: int | None = None, seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
-    """Full-volume prediction of the validation cases: per head the pooled lesion F1 at each threshold and
-    minimum predicted lesion volume (:data:`MIN_LESION_MM3`), the best pair (ties: the smallest volume,
-    then the lowest threshold), and (for ``enhancing``) the patient AUC of the maximum probability.
-
-    A ``t1gd`` head adds ``t1gd_mae`` (brain MAE of the synthetic post-Gd T1w, T1w z units); without an
-    ``enhancing`` head the enhancing probability is read from its image (:mod:`gdfree.data.translation`,
-    from channel ``t1_channel``) with a calibration fitted on these cases (``translation_calibration``)."""
-    model.eval()
-    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
-    probs = [{h: expit(z[i]) for i, h in enumerate(heads) if h != TRANSLATION_HEAD} for z in logits]
-    out: dict[str, Any] = {}
-    scored = [h for h in heads if h != TRANSLATION_HEAD]
-    if TRANSLATION_HEAD in heads:
-        t = heads.index(TRANSLATION_HEAD)
-        errors = [
-            float(np.abs(z[t] - c.labels[TRANSLATION_HEAD])[c.brain].mean())
-            for c, z in zip(cases, logits, strict=True)
-            if c.labels.get(TRANSLATION_HEAD) is not None
-        ]
-        out["t1gd_mae"] = float(np.mean(errors)) if errors else math.nan
-        if "enhancing" not in heads and t1_channel is not None:
-            zs = [enhancement_z(c.image[t1_channel], z[t], c.brain) for c, z in zip(cases, logits, strict=True)]
-            pairs = [(z, c) for z, c in zip(zs, cases, strict=True) if c.labels.get("enhancing") is not None]
-            try:
-                calibration = fit_enhancement_calibration(
-                    [z for z, _ in pairs],
-                    [c.labels["enhancing"] for _, c in pairs],
-                    [c.brain for _, c in pairs],
-                    np.random.default_rng(seed),
-                )
-            except ValueError as exc:
-                calibration = DEFAULT_CALIBRATION
-                out["translation_calibration_note"] = f"{exc}; the default {DEFAULT_CALIBRATION} is used"
-            out["translation_calibration"] = list(calibration)
-            for p, z in zip(probs, zs, strict=True):
-                p["enhancing"] = enhancement_probability(z, calibration)
-            scored.insert(0, "enhancing")
-    for head in scored:
-        labelled = [(c, p[head]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
-        if not labelled:
-            continue
-        in_brain = [np.where(c.brain, p, 0.0) for c, p in labelled]
-        f1s = []  # (volume, threshold)
-        for min_mm3 in MIN_LESION_MM3:
-            # One FROC pass per case and volume labels the prediction at every threshold.
-            counts = [froc_counts(q, c.labels[head], c.spacing_mm, rule, THRESHOLDS, min_pred_mm3=min_mm3)  # type: ignore[arg-type]
-                      for (c, _), q in zip(labelled, in_brain, strict=True)]  # fmt: skip
-            n_ref = sum(k.n_ref for k in counts)
-            detected, predicted, false_pos = (np.sum([getattr(k, a) for k in counts], axis=0)
-                                              for a in ("detected", "predicted", "false_positives"))  # fmt: skip
-            f1s.append([lesion_f1(rule.name, n_ref, int(n), int(d), int(n - f))
-                        for d, n, f in zip(detected, predicted, false_pos, strict=True)])  # fmt: skip
-        v, best = np.unravel_index(int(np.argmax(f1s)), (len(MIN_LESION_MM3), len(THRESHOLDS)))
-        out[f"{head}_f1"] = f1s[v][best]
-        out[f"{head}_threshold"] = THRESHOLDS[best]
-        out[f"{head}_min_lesion_mm3"] = MIN_LESION_MM3[v]
-        if head == "enhancing":
-            active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
-            scores = [float(p[c.brain].max()) for c, p in labelled]
-            out["enhancing_auc"] = roc_auc(active, scores)
-            out["patient_threshold"] = patient_threshold(active, scores)
-    key = "enhancing" if "enhancing_f1" in out else scored[-1] if scored else "none"
-    auc = out.get("enhancing_auc", math.nan)
-    out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
-    out["threshold"] = out.get(f"{key}_threshold", 0.5)
-    out["min_lesion_mm3"] = out.get("enhancing_min_lesion_mm3", 0.0)
-    return out
-
-
-def patient_threshold(active: Sequence[int], scores: Sequence[float]) -> float | None:
-    """The patient score threshold (an exam is active when its maximum enhancing probability is >= it) with
-    the highest Youden J (sensitivity + specificity - 1) on validation patients; ties go to the highest
-    threshold (fewer false alarms). None when the patients are all active or all inactive."""
-    y = np.asarray(active, bool)
-    s = np.asarray(scores, float)
-    if y.all() or not y.any():
-        return None
-    best, chosen = -np.inf, None
-    for t in np.unique(s):
-        call = s >= t
-        j = call[y].mean() + (~call[~y]).mean() - 1
-        if j >= best:
-            best, chosen = j, float(t)
-    return chosen
-
-
-def fit_temperatures(
-    model: torch.nn.Module,
-    cases: list[ArrayCase],
-    heads: Sequence[str],
-    device: str,
-    seed: int = 0,
-    max_voxels: int = 2_000_000,
-) -> tuple[dict[str, float], dict[str, str]]:
-    """One temperature per head fitted on the cases' brain voxels (a seeded uniform sample of at most
-    ``max_voxels``); a head whose labels are missing or hold one class only is left out, with a note."""
-    from gdfree.uncertainty import fit_temperature
-
-    model.eval()
-    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
-    rng = np.random.default_rng(seed)
-    temps, notes = {}, {}
-    for h, head in enumerate(heads):
-        if head == TRANSLATION_HEAD:
-            continue
-        pairs = [(z[h][c.brain], c.labels[head][c.brain]) for c, z in zip(cases, logits, strict=True)
-                 if c.labels.get(head) is not None]  # fmt: skip
-        if not pairs:
-            notes[head] = "no validation case has this label"
-            continue
-        z = np.concatenate([a for a, _ in pairs])
-        y = np.concatenate([b for _, b in pairs])
-        if z.size > max_voxels:
-            keep = rng.choice(z.size, max_voxels, replace=False)
-            z, y = z[keep], y[keep]
-        if y.all() or not y.any():
-            notes[head] = "validation labels hold one class only"
-            continue
-        temps[head] = fit_temperature(z, y)
-    return temps, notes
-
-
-def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0) -> None:
-    """Fit the kept model's temperatures on the validation cases and store them in ``model.json``; a head
-    without usable labels keeps temperature 1 (``temperature_notes`` says why). Each head's threshold
-    (``thresholds``) stays as chosen on the uncalibrated scale; :class:`gdfree.infer.model.TrainedModel`
-    maps it onto the calibrated one, so masks do not change."""
-    model, meta = load_model(run_dir, device)
-    temps, notes = fit_temperatures(model, cases, heads, device, seed)
-    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads
-                                                                if h != TRANSLATION_HEAD},
-                                        "temperature_notes": notes})  # fmt: skip
 
 
 def _synthesiser(
@@ -348,86 +197,6 @@ def _resume(
         ) from exc
 
 
-def net_on_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
-
-
-def _join(cfg: TrainConfig, place: Any, device: str) -> str:
-    """Check that ``cfg`` can be trained by several processes and join their group; returns this rank's device."""
-    from gdfree.train.distributed import init
-
-    check_distributable(cfg, place.size)
-    return init(place, device)
-
-
-def check_distributable(cfg: TrainConfig, size: int) -> None:
-    """Refuse a config that ``size`` DDP processes cannot train.
-
-    Raises:
-        ValueError: the global batch does not split evenly, or generative / adversarial training is on.
-    """
-    if cfg.batch_size % size:
-        raise ValueError(f"batch_size {cfg.batch_size}: the global batch must split evenly over {size} processes")
-    if cfg.generative.kind != "none" or (TRANSLATION_HEAD in cfg.heads and cfg.translation.adversarial_weight > 0):
-        raise ValueError("generative and adversarial training run in one process only (no --nproc)")
-
-
-def _on_main(place: Any, work: Any) -> Any:
-    """``work()`` on rank 0, its result (or its error, raised on every rank) shared with all ranks."""
-    if not place.distributed:
-        return work()
-    import torch.distributed as dist
-
-    box: list[Any] = [None]
-    if place.main:
-        try:
-            box[0] = ("ok", work())
-        except (FileExistsError, FileNotFoundError, ValueError) as exc:
-            box[0] = (type(exc).__name__, str(exc))
-    dist.broadcast_object_list(box, src=0)
-    kind, value = box[0]
-    if kind != "ok":
-        raise {"FileExistsError": FileExistsError, "FileNotFoundError": FileNotFoundError}.get(kind, ValueError)(value)
-    return value
-
-
-def _agree(place: Any, flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on any (so all ranks stop at the same step)."""
-    if not place.distributed:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _gather(place: Any, value: Any) -> list[Any]:
-    """Every rank's ``value``, in rank order (``[value]`` in one process)."""
-    if not place.distributed:
-        return [value]
-    import torch.distributed as dist
-
-    values: list[Any] = [None] * place.size
-    dist.all_gather_object(values, value)
-    return values
-
-
-def _barrier(place: Any) -> None:
-    if place.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _parameter_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter's bytes: equal on every rank of a healthy DDP run."""
-    digest = hashlib.sha256()
-    for _, p in sorted(model.state_dict().items()):
-        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
     """The adversarial term of the ``t1gd`` head as a :func:`gdfree.train.step.train_step` extra."""
     h = cfg.heads.index(TRANSLATION_HEAD)
@@ -453,14 +222,12 @@ def train(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gdfree.train.distributed import world
-
     place = world()
     if place.distributed:
-        device = _join(cfg, place, device)
+        device = join(cfg, place, device)
         console = console if place.main else None
     run_dir = Path(run_dir)
-    resume = _on_main(place, lambda: _prepare_run(cfg, run_dir, resume))
+    resume = on_main(place, lambda: _prepare_run(cfg, run_dir, resume))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, place.rank] if place.distributed else cfg.seed)
     found = gather_cases(cfg)
@@ -495,7 +262,7 @@ def train(
                 load(d, c, heads)
 
     if cfg.cache and place.distributed:
-        _on_main(place, fill_cache)
+        on_main(place, fill_cache)
     train_cases = [load(d, c, cfg.heads) for d, c in by_part["train"]]
     val_cases = [load(d, c, val_heads) for d, c in by_part["val"]]
     if cfg.randomise_labels:
@@ -534,7 +301,7 @@ def train(
     model: torch.nn.Module = net
     if place.distributed:  # DDP copies rank 0's weights to every rank; dropout then differs by rank
         # a head no sample of the global batch carries leaves its parameters without a gradient
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if net_on_cuda(device) else None,
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if on_cuda(device) else None,
                                                           find_unused_parameters=True)  # fmt: skip
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, place.rank, step]).generate_state(1)[0]))
 
@@ -552,7 +319,7 @@ def train(
     batches = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size // place.size, rng=rng,
                            augmentation=cfg.augmentation, workers=cfg.workers, lesion_sim=cfg.lesion_sim,
                            synthesiser=synthesiser, stream=place.rank,
-                           seed=cfg.seed, start_step=step, pin_memory=net_on_cuda(device))  # fmt: skip
+                           seed=cfg.seed, start_step=step, pin_memory=on_cuda(device))  # fmt: skip
     spec = LossSpec(tuple(cfg.heads), tuple(cfg.head_weights), cfg.loss, t1, cfg.translation)
     start = time.perf_counter()
     val: dict[str, Any] = {}
@@ -566,16 +333,16 @@ def train(
                                              extra=_adversarial(adversary, cfg) if adversary else None)  # fmt: skip
             scheduler.step()
             step += 1
-            out_of_time = _agree(place, cfg.time_budget_s > 0 and time.perf_counter() - start > cfg.time_budget_s)
+            out_of_time = agree(place, cfg.time_budget_s > 0 and time.perf_counter() - start > cfg.time_budget_s)
             loss_value = float(loss)
             bar.update(task, completed=step, info=f"loss {loss_value:.3f}")
             if step % 10 == 0:
                 log_rows.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                  **{f"loss_{k}": v for k, v in parts_loss.items()}})  # fmt: skip
             if step % cfg.val_every == 0 or step == cfg.max_steps or out_of_time:
-                rng_states = _gather(place, rng.bit_generator.state)
+                rng_states = gather(place, rng.bit_generator.state)
                 if not place.main:
-                    _barrier(place)  # rank 0 validates and writes the checkpoint
+                    barrier(place)  # rank 0 validates and writes the checkpoint
                     if out_of_time:
                         break
                     continue
@@ -607,18 +374,18 @@ def train(
                                                    **({"numpy_rng_ranks": rng_states} if place.distributed
                                                       else {})})  # fmt: skip
                 write_tsv(run_dir / "log.tsv", log_rows)
-                _barrier(place)
+                barrier(place)
             if out_of_time:
                 break
     batches.close()
-    same = _gather(place, _parameter_digest(net))
+    same = gather(place, parameter_digest(net))
     if place.main and val_cases:
         calibrate(run_dir, val_cases, cfg.heads, device, seed=cfg.seed)
     if place.main and place.distributed:
         meta = json.loads((run_dir / "model.json").read_text())
         meta["distributed"]["parameters_identical_across_ranks"] = len(set(same)) == 1
         write_json(run_dir / "model.json", meta)
-    _barrier(place)
+    barrier(place)
     summary = json.loads((run_dir / "model.json").read_text())
     return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
             "kept": cfg.keep, "kept_step": summary.get("step"), "validation": summary.get("validation", {}),

@@ -1,0 +1,179 @@
+"""Validation and calibration of a network on the validation patients: lesion F1 at every threshold and minimum
+lesion volume, the patient threshold, and one temperature per head (what ``model.json`` records).
+
+Full-volume predictions of the validation cases (:func:`gdfree.infer.forward.predict_volume`), scored with the
+evaluation code's FROC counts and lesion F1, so the thresholds chosen here are those ``evaluate`` would score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import expit
+
+from gdfree.data.cases import ArrayCase
+from gdfree.data.translation import (
+    DEFAULT_CALIBRATION,
+    TRANSLATION_HEAD,
+    enhancement_probability,
+    enhancement_z,
+    fit_enhancement_calibration,
+)
+from gdfree.evaluate.froc import froc_counts
+from gdfree.evaluate.lesions import DetectionRule, lesion_f1
+from gdfree.evaluate.patient import roc_auc
+from gdfree.infer.forward import predict_volume
+from gdfree.io.tables import write_json
+from gdfree.models.checkpoint import load_model
+
+__all__ = ["MIN_LESION_MM3", "THRESHOLDS", "calibrate", "fit_temperatures", "patient_threshold", "validate"]
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
+"""Decision thresholds tried on the validation patients."""
+
+MIN_LESION_MM3 = (0.0, 10.0, 20.0, 30.0, 50.0)
+"""Minimum predicted lesion volumes tried with them (components of this volume or less are dropped; at
+2 mm, 8 mm3 a voxel: 1, 2, 3 and 6 voxels or less)."""
+
+
+def validate(
+    model: torch.nn.Module, cases: list[ArrayCase], heads: tuple[str, ...], rule: DetectionRule, device: str,
+    t1_channel: int | None = None, seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Full-volume prediction of the validation cases: per head the pooled lesion F1 at each threshold and
+    minimum predicted lesion volume (:data:`MIN_LESION_MM3`), the best pair (ties: the smallest volume,
+    then the lowest threshold), and (for ``enhancing``) the patient AUC of the maximum probability.
+
+    A ``t1gd`` head adds ``t1gd_mae`` (brain MAE of the synthetic post-Gd T1w, T1w z units); without an
+    ``enhancing`` head the enhancing probability is read from its image (:mod:`gdfree.data.translation`,
+    from channel ``t1_channel``) with a calibration fitted on these cases (``translation_calibration``)."""
+    model.eval()
+    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
+    probs = [{h: expit(z[i]) for i, h in enumerate(heads) if h != TRANSLATION_HEAD} for z in logits]
+    out: dict[str, Any] = {}
+    scored = [h for h in heads if h != TRANSLATION_HEAD]
+    if TRANSLATION_HEAD in heads:
+        t = heads.index(TRANSLATION_HEAD)
+        errors = [
+            float(np.abs(z[t] - c.labels[TRANSLATION_HEAD])[c.brain].mean())
+            for c, z in zip(cases, logits, strict=True)
+            if c.labels.get(TRANSLATION_HEAD) is not None
+        ]
+        out["t1gd_mae"] = float(np.mean(errors)) if errors else math.nan
+        if "enhancing" not in heads and t1_channel is not None:
+            zs = [enhancement_z(c.image[t1_channel], z[t], c.brain) for c, z in zip(cases, logits, strict=True)]
+            pairs = [(z, c) for z, c in zip(zs, cases, strict=True) if c.labels.get("enhancing") is not None]
+            try:
+                calibration = fit_enhancement_calibration(
+                    [z for z, _ in pairs],
+                    [c.labels["enhancing"] for _, c in pairs],
+                    [c.brain for _, c in pairs],
+                    np.random.default_rng(seed),
+                )
+            except ValueError as exc:
+                calibration = DEFAULT_CALIBRATION
+                out["translation_calibration_note"] = f"{exc}; the default {DEFAULT_CALIBRATION} is used"
+            out["translation_calibration"] = list(calibration)
+            for p, z in zip(probs, zs, strict=True):
+                p["enhancing"] = enhancement_probability(z, calibration)
+            scored.insert(0, "enhancing")
+    for head in scored:
+        labelled = [(c, p[head]) for c, p in zip(cases, probs, strict=True) if c.labels.get(head) is not None]
+        if not labelled:
+            continue
+        in_brain = [np.where(c.brain, p, 0.0) for c, p in labelled]
+        f1s = []  # (volume, threshold)
+        for min_mm3 in MIN_LESION_MM3:
+            # One FROC pass per case and volume labels the prediction at every threshold.
+            counts = [froc_counts(q, c.labels[head], c.spacing_mm, rule, THRESHOLDS, min_pred_mm3=min_mm3)  # type: ignore[arg-type]
+                      for (c, _), q in zip(labelled, in_brain, strict=True)]  # fmt: skip
+            n_ref = sum(k.n_ref for k in counts)
+            detected, predicted, false_pos = (np.sum([getattr(k, a) for k in counts], axis=0)
+                                              for a in ("detected", "predicted", "false_positives"))  # fmt: skip
+            f1s.append([lesion_f1(rule.name, n_ref, int(n), int(d), int(n - f))
+                        for d, n, f in zip(detected, predicted, false_pos, strict=True)])  # fmt: skip
+        v, best = np.unravel_index(int(np.argmax(f1s)), (len(MIN_LESION_MM3), len(THRESHOLDS)))
+        out[f"{head}_f1"] = f1s[v][best]
+        out[f"{head}_threshold"] = THRESHOLDS[best]
+        out[f"{head}_min_lesion_mm3"] = MIN_LESION_MM3[v]
+        if head == "enhancing":
+            active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
+            scores = [float(p[c.brain].max()) for c, p in labelled]
+            out["enhancing_auc"] = roc_auc(active, scores)
+            out["patient_threshold"] = patient_threshold(active, scores)
+    key = "enhancing" if "enhancing_f1" in out else scored[-1] if scored else "none"
+    auc = out.get("enhancing_auc", math.nan)
+    out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
+    out["threshold"] = out.get(f"{key}_threshold", 0.5)
+    out["min_lesion_mm3"] = out.get("enhancing_min_lesion_mm3", 0.0)
+    return out
+
+
+def patient_threshold(active: Sequence[int], scores: Sequence[float]) -> float | None:
+    """The patient score threshold (an exam is active when its maximum enhancing probability is >= it) with
+    the highest Youden J (sensitivity + specificity - 1) on validation patients; ties go to the highest
+    threshold (fewer false alarms). None when the patients are all active or all inactive."""
+    y = np.asarray(active, bool)
+    s = np.asarray(scores, float)
+    if y.all() or not y.any():
+        return None
+    best, chosen = -np.inf, None
+    for t in np.unique(s):
+        call = s >= t
+        j = call[y].mean() + (~call[~y]).mean() - 1
+        if j >= best:
+            best, chosen = j, float(t)
+    return chosen
+
+
+def fit_temperatures(
+    model: torch.nn.Module,
+    cases: list[ArrayCase],
+    heads: Sequence[str],
+    device: str,
+    seed: int = 0,
+    max_voxels: int = 2_000_000,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """One temperature per head fitted on the cases' brain voxels (a seeded uniform sample of at most
+    ``max_voxels``); a head whose labels are missing or hold one class only is left out, with a note."""
+    from gdfree.uncertainty import fit_temperature
+
+    model.eval()
+    logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
+    rng = np.random.default_rng(seed)
+    temps, notes = {}, {}
+    for h, head in enumerate(heads):
+        if head == TRANSLATION_HEAD:
+            continue
+        pairs = [(z[h][c.brain], c.labels[head][c.brain]) for c, z in zip(cases, logits, strict=True)
+                 if c.labels.get(head) is not None]  # fmt: skip
+        if not pairs:
+            notes[head] = "no validation case has this label"
+            continue
+        z = np.concatenate([a for a, _ in pairs])
+        y = np.concatenate([b for _, b in pairs])
+        if z.size > max_voxels:
+            keep = rng.choice(z.size, max_voxels, replace=False)
+            z, y = z[keep], y[keep]
+        if y.all() or not y.any():
+            notes[head] = "validation labels hold one class only"
+            continue
+        temps[head] = fit_temperature(z, y)
+    return temps, notes
+
+
+def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], device: str, seed: int = 0) -> None:
+    """Fit the kept model's temperatures on the validation cases and store them in ``model.json``; a head
+    without usable labels keeps temperature 1 (``temperature_notes`` says why). Each head's threshold
+    (``thresholds``) stays as chosen on the uncalibrated scale; :class:`gdfree.infer.model.TrainedModel`
+    maps it onto the calibrated one, so masks do not change."""
+    model, meta = load_model(run_dir, device)
+    temps, notes = fit_temperatures(model, cases, heads, device, seed)
+    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads
+                                                                if h != TRANSLATION_HEAD},
+                                        "temperature_notes": notes})  # fmt: skip
