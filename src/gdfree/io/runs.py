@@ -157,14 +157,21 @@ def _record_path(folder: Path, case_id: str) -> Path:
     return folder / RECORDS / f"{case_id}.json"
 
 
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """One record, or None when it is missing or unreadable (then the case counts as not finished: redone)."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 def _read_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every readable record of ``folder`` (for the cohort tables; per case, read its own file)."""
     records = {}
     for path in sorted((folder / RECORDS).glob("*.json")):
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue  # unreadable: treated as not finished, so the case is redone
-        if isinstance(entry, dict):
+        entry = _read_record(path)
+        if entry is not None:
             records[path.stem] = entry
     return records
 
@@ -177,7 +184,7 @@ def record_failure(folder: Path, case_id: str, reason: str) -> None:
 def clear_failure(folder: Path, case_id: str) -> None:
     """Forget a recorded failure of ``case_id`` (it succeeded)."""
     path = _record_path(folder, case_id)
-    if path.is_file() and "failed" in _read_records(folder).get(case_id, {}):
+    if "failed" in (_read_record(path) or {}):
         path.unlink(missing_ok=True)
 
 
@@ -285,7 +292,7 @@ class RunManifest:
 
     def finished(self, case_id: str, inputs: Sequence[str]) -> dict[str, Any] | None:
         """The recorded row of ``case_id`` if it finished with these input hashes and its outputs are intact."""
-        entry = _read_records(self.folder).get(case_id)
+        entry = _read_record(_record_path(self.folder, case_id))
         if entry is None or "failed" in entry or list(entry.get("inputs", [])) != list(inputs):
             return None
         for rel, digest in entry.get("outputs", {}).items():
@@ -304,7 +311,7 @@ class RunManifest:
 
     def forget(self, case_id: str) -> None:
         """Drop a case; its old outputs are deleted."""
-        entry = _read_records(self.folder).get(case_id, {})
+        entry = _read_record(_record_path(self.folder, case_id)) or {}
         for rel in entry.get("outputs", {}):
             (self.folder / rel).unlink(missing_ok=True)
         _record_path(self.folder, case_id).unlink(missing_ok=True)
