@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The report's viewer: NiiVue from the npm registry (viewer/package-lock.json), copied into the package.
+NIIVUE := src/gdfree/report/assets/niivue.umd.js
 
-.PHONY: demo test lint
+.PHONY: demo test lint browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +19,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed
+$(NIIVUE): viewer/package.json viewer/package-lock.json
+	cd viewer && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(@D)
+	cp viewer/node_modules/@niivue/niivue/dist/niivue.umd.js $@.part && mv $@.part $@
+
+# The browser tests drive Debian's Chromium (no browser download); installed here when absent and allowed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
+
+demo: $(VENV)/.installed $(NIIVUE)
 	$(BIN)/gdfree demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(NIIVUE) browser
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	GDFREE_BROWSER_TESTS=required $(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

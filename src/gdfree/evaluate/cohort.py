@@ -94,6 +94,7 @@ class CaseResult:
         froc: per-threshold counts (None without a probability map).
         reliability: calibration sums (None without a probability map).
         active: reference label of the exam. score: the patient score (NaN if it needs a missing input).
+        retention: the nDSC retention curve at ``RETENTION_FRACTIONS`` (None without an uncertainty map).
     """
 
     case_id: str
@@ -104,6 +105,7 @@ class CaseResult:
     active: bool
     score: float
     activity: Any = None
+    retention: np.ndarray | None = None
 
     def lesion_rows(self, affine: np.ndarray | None = None) -> list[dict[str, Any]]:
         """One row per reference and per predicted lesion: volume, bin, centroid (voxels and, given the
@@ -227,7 +229,7 @@ def evaluate_case(
     row.update(surface_distances(pred, ref, spacing))
     match = match_lesions(pred, ref, spacing, cfg.rule)
     row.update(match.summary())
-    counts, table = None, None
+    counts, table, curve = None, None, None
     if prob is not None:
         counts = froc_counts(prob, ref, spacing, cfg.rule, cfg.froc_thresholds)
         inside = prob[region] if region is not None else prob
@@ -237,7 +239,8 @@ def evaluate_case(
         unc = np.asarray(uncertainty)
         same_shape(("ref", ref), ("uncertainty", unc))
         sel = region if region is not None else slice(None)
-        row["retention_auc"] = retention_auc(retention_curve(pred[sel], ref[sel], unc[sel]))
+        curve = retention_curve(pred[sel], ref[sel], unc[sel])
+        row["retention_auc"] = retention_auc(curve)
     if synth is not None and target_image is not None:
         row.update({f"synth_{k}": v for k, v in translation_metrics(synth, target_image, region).items()})
         span = float(np.ptp(target_image[region])) if region is not None and region.any() else None
@@ -258,7 +261,7 @@ def evaluate_case(
         score = float(match.pred_volume_mm3.sum())
     row["patient_score"] = score
     row["active"] = match.n_ref > 0
-    return CaseResult(case_id, row, match, counts, table, match.n_ref > 0, score)
+    return CaseResult(case_id, row, match, counts, table, match.n_ref > 0, score, retention=curve)
 
 
 _SUMMARY_METRICS = (

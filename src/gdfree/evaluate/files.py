@@ -338,7 +338,8 @@ def write_evaluation(
     out: Path | str, results: list[CaseResult], summary: dict[str, Any], affines: dict[str, np.ndarray]
 ) -> list[Path]:
     """Write ``cases.tsv``, ``lesions.tsv``, ``by_volume.tsv``, ``froc.tsv`` and ``reliability.tsv`` (when
-    probabilities were given), ``patient_roc.tsv`` (when both classes occur) and ``summary.json`` into
+    probabilities were given), ``patient_roc.tsv`` (when both classes occur), ``retention.tsv`` (each case's
+    nDSC retention curve, when an uncertainty map was given) and ``summary.json`` into
     ``out``, and ``failures.tsv`` when some cases could not be scored. Returns the paths written."""
     from gdfree.io.runs import write_failures
 
@@ -369,5 +370,12 @@ def write_evaluation(
         written.append(write_tsv(out / "reliability.tsv", summary["calibration"]["table"]))
     if summary.get("patient", {}).get("roc_curve"):
         written.append(write_tsv(out / "patient_roc.tsv", summary["patient"]["roc_curve"]))
+    curves = [r for r in results if r.retention is not None]
+    if curves:
+        from gdfree.evaluate.calibration import RETENTION_FRACTIONS
+
+        rows = [{"case_id": r.case_id, "fraction": float(f), "ndsc": float(v)}
+                for r in curves for f, v in zip(RETENTION_FRACTIONS, r.retention, strict=True)]  # fmt: skip
+        written.append(write_tsv(out / "retention.tsv", rows))
     written.append(write_json(out / "summary.json", summary))
     return written

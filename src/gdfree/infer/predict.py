@@ -38,6 +38,7 @@ from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import write_volume
 from gdfree.io.runs import RunManifest, check_output_folder, select_shard, write_failures
 from gdfree.io.tables import write_json, write_tsv
+from gdfree.report.labels import lesion_labels, mask_labels, write_colour_tables
 from gdfree.types import Volume
 from gdfree.uncertainty.measures import VOXEL_MEASURES
 
@@ -371,6 +372,7 @@ def _predict_one(
                        derivative_path(out, case.subject, case.session, "probseg", desc=head)))  # fmt: skip
         written.append(write_volume(ref.with_data(result["mask"][head].astype(np.uint8)),
                        derivative_path(out, case.subject, case.session, "mask", desc=head)))  # fmt: skip
+        written += write_colour_tables(written[-1], mask_labels(head))
     if "synth" in result and case.raw_stats:  # back in the input T1w's intensity scale
         mean, std = case.raw_stats[list(model.modalities).index("T1w")]
         raw = np.where(case.brain, result["synth"] * std + mean, 0.0).astype(np.float32)
@@ -386,6 +388,7 @@ def _predict_one(
         all_rows = extra.pop("rows")
         written.append(write_volume(ref.with_data(extra.pop("ids").astype(np.uint16)),
                                     derivative_path(out, case.subject, case.session, "dseg", desc="all")))  # fmt: skip
+        written += write_colour_tables(written[-1], lesion_labels(all_rows))
         written.append(write_tsv(derivative_path(out, case.subject, case.session, "lesions", ".tsv", desc="all"),
                                  all_rows, list(_ALL_LESION_COLUMNS)))  # fmt: skip
         columns.append("p_active")

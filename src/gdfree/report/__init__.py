@@ -1,0 +1,124 @@
+"""HTML reports (``gdfree report``): a page per case and a cohort page, offline, with a NiiVue viewer.
+
+A report is a folder that opens from disk (``file://``) with no server and no network::
+
+    REPORT/index.html          cohort page: headline, FROC / ROC / calibration / retention, per-patient table
+    REPORT/<case>.html         case page: activity score, viewer, lesion tables, mosaics, explain, input QC
+    REPORT/<case>/             the case page's pictures and viewer data
+    REPORT/cohort/             the cohort page's pictures
+    REPORT/assets/             report.css, report.js, niivue.umd.js
+
+Every string from files and metadata is escaped (Jinja2 autoescaping; JSON for scripts with ``<`` escaped):
+an id holding markup is shown, never run. Inputs are only read. A case whose report fails is listed on the
+cohort page and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReportResult", "case_slug", "write_reports"]
+
+
+@dataclass
+class ReportResult:
+    """What :func:`write_reports` wrote: the cohort page, case id -> case page, and case id -> why it failed."""
+
+    index: Path
+    cases: dict[str, Path] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def case_slug(case_id: str) -> str:
+    """A file name for a case's page: the id when it is plain (letters, digits, ``-_.``), else the id with
+    every other character replaced by ``_`` and a short hash (two ids never share a page)."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", case_id).strip(".") or "case"
+    if clean == case_id:
+        return case_id
+    return f"{clean[:60]}-{hashlib.sha256(case_id.encode()).hexdigest()[:8]}"
+
+
+def write_reports(
+    out: Path | str,
+    *,
+    predictions: Path | str | None = None,
+    dataset: Path | str | None = None,
+    evaluation: Path | str | None = None,
+    explain: Path | str | None = None,
+    case_ids: Sequence[str] | None = None,
+    fmt: str = "auto",
+    viewer: bool = True,
+    progress: Callable[[str, str], None] | None = None,
+) -> ReportResult:
+    """Write the cohort page and one page per predicted case into ``out``.
+
+    Args:
+        predictions: a ``gdfree predict`` folder; with ``dataset`` (its input) every case in it gets a page.
+        evaluation: a ``gdfree evaluate`` folder for the cohort page's curves; ``predictions`` and
+            ``dataset`` default to the folders its summary.json names.
+        explain: a ``gdfree explain`` folder (importance and attribution pictures on the case pages).
+        case_ids: only these cases get pages (default: every predicted case).
+        viewer: embed the NiiVue viewer (needs the bundled NiiVue, see :func:`gdfree.report.viewer.niivue_asset`).
+        progress: called with (case id, "written" or "failed: ...") after each case.
+
+    Raises:
+        GdfreeError: ``out`` is inside an input folder, an input is not what it should be, or NiiVue is missing.
+    """
+    from gdfree.errors import GdfreeError
+    from gdfree.io.adapters import discover
+    from gdfree.io.runs import check_output_folder
+    from gdfree.report.case import read_rows, write_case_report
+    from gdfree.report.cohort import read_summary, write_cohort_report
+    from gdfree.report.render import copy_assets
+
+    out = Path(out)
+    paths = {k: Path(v) for k, v in (("predictions", predictions), ("dataset", dataset), ("evaluation", evaluation),
+                                      ("explain", explain)) if v is not None}  # fmt: skip
+    if "evaluation" in paths:
+        provenance = read_summary(paths["evaluation"]).get("provenance", {})
+        for key, name in (("predictions", "predictions"), ("dataset", "reference")):
+            if key not in paths and provenance.get(name) and Path(provenance[name]).is_dir():
+                paths[key] = Path(provenance[name])
+    if not paths:
+        raise GdfreeError("report: give --predictions with --input, or --evaluation")
+    if ("predictions" in paths) != ("dataset" in paths):
+        raise GdfreeError(
+            "report: --predictions and --input go together (the predictions and the images they came from)"
+        )
+    for key, path in paths.items():
+        if not path.is_dir():
+            raise GdfreeError(f"{path}: the {key} folder does not exist")
+    check_output_folder(out, list(paths.values()))
+    copy_assets(out, viewer)
+    rows: list[dict[str, Any]] = []
+    result = ReportResult(index=out / "index.html")
+    if "predictions" in paths:
+        rows = read_rows(paths["predictions"] / "predictions.tsv")
+        by_id = {r["case_id"]: r for r in rows}
+        cases = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id]
+        if case_ids is not None:
+            unknown = sorted(set(case_ids) - {c.case_id for c in cases})
+            if unknown:
+                raise GdfreeError(f"{paths['predictions']}: no prediction of {', '.join(unknown)}")
+            cases = [c for c in cases if c.case_id in set(case_ids)]
+        for files in cases:
+            slug = case_slug(files.case_id)
+            try:
+                result.cases[files.case_id] = write_case_report(
+                    paths["predictions"], files, out, row=by_id.get(files.case_id), explain=paths.get("explain"),
+                    viewer=viewer, cohort_link="index.html", slug=slug)  # fmt: skip
+                status = "written"
+            except (GdfreeError, ValueError, OSError, MemoryError) as exc:
+                result.failures[files.case_id] = str(exc)
+                status = f"failed: {exc}"
+            if progress is not None:
+                progress(files.case_id, status)
+    pages = {case_id: path.name for case_id, path in result.cases.items()}
+    write_cohort_report(out, evaluation=paths.get("evaluation"), predictions=rows, case_pages=pages,
+                        failures=result.failures)  # fmt: skip
+    return result
