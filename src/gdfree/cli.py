@@ -631,6 +631,49 @@ def bench(
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Report folder (index.html, one page per case, assets/).")],
+    predictions: Annotated[
+        Path | None, typer.Option(help="A `gdfree predict` folder (default: the one --evaluation names).")
+    ] = None,
+    input: Annotated[  # the option's name, as in predict
+        Path | None, typer.Option(help="The dataset the predictions came from (default: --evaluation's reference).")
+    ] = None,
+    evaluation: Annotated[
+        Path | None, typer.Option(help="A `gdfree evaluate` folder: FROC, ROC, calibration, retention, per patient.")
+    ] = None,
+    explain: Annotated[
+        Path | None, typer.Option(help="A `gdfree explain` folder: importance and attributions.")
+    ] = None,
+    cases: Annotated[
+        str | None, typer.Option(help="Comma-separated case ids to write pages for (default: all).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
+    viewer: Annotated[bool, typer.Option(help="Embed the NiiVue viewer (bundled by `make`).")] = True,
+) -> None:
+    """Write HTML reports that open offline: a cohort page (from --evaluation) and a page per predicted case
+    (activity score, viewer, sortable lesion tables, mosaics, explain, input QC). A case whose page fails is
+    listed on the cohort page and the others go on (exit code 1)."""
+    from gdfree.errors import GdfreeError
+    from gdfree.report import write_reports
+
+    console = _console()
+    try:
+        result = write_reports(
+            out, predictions=predictions, dataset=input, evaluation=evaluation, explain=explain,
+            case_ids=_split(cases), fmt=fmt, viewer=viewer,
+            progress=lambda case_id, status: console.print(f"{case_id}: {status}", highlight=False, markup=False),
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError, GdfreeError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"Cohort report: {result.index}", highlight=False, markup=False, soft_wrap=True)
+    if result.cases:
+        console.print(f"{len(result.cases)} case report(s), e.g. {next(iter(result.cases.values()))}",
+                      highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+    _exit_on_failures(console, result.failures, "have no report (listed on the cohort page)")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gdfree-demo"),
     subjects: Annotated[int, typer.Option(help="Subjects in the synthetic cohort (split by patient).")] = 30,

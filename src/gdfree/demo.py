@@ -8,6 +8,7 @@ against the phantom's truth and print the headline table. Everything lands under
     OUT/run/           config, split, log, best and last checkpoints
     OUT/predictions/   BIDS derivatives of the test patients
     OUT/evaluation/    cases.tsv, lesions.tsv, froc.tsv, summary.json ...
+    OUT/report/        index.html (the cohort) and the page of one test patient, with its viewer
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRETRAINED", "demo_config", "evaluate_run", "run_demo", "run_pretrained_demo", "train_and_evaluate"]
+__all__ = [
+    "PRETRAINED",
+    "demo_config",
+    "evaluate_run",
+    "run_demo",
+    "run_pretrained_demo",
+    "train_and_evaluate",
+    "write_demo_reports",
+]
 
 PRETRAINED = Path(__file__).parent / "pretrained"
 """The model shipped in the package (trained on phantoms only; see its MODEL_CARD.md): ``network/`` (a run
@@ -58,10 +67,10 @@ def run_demo(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "cohort").is_dir() or not set(p.name for p in out.iterdir()) <= {
-            "cohort", "run", "predictions", "evaluation"
+            "cohort", "run", "predictions", "evaluation", "report"
         }:  # fmt: skip
             raise FileExistsError(f"{out}: not empty and not an earlier gdfree demo; choose another --out")
-        for name in ("run", "predictions", "evaluation"):
+        for name in ("run", "predictions", "evaluation", "report"):
             shutil.rmtree(out / name, ignore_errors=True)
     start = time.perf_counter()
     timings = {}
@@ -73,13 +82,37 @@ def run_demo(
     timings.update(more)
     evaluation["demo"] = {"timings_s": timings, "train": summary, "subjects": subjects, "seed": seed}
     write_evaluation(out / "evaluation", results, evaluation, affines)
+    pages = write_demo_reports(out, console)
     if console is not None:
         _print_headline(console, evaluation, f"{len(results)} held-out test patients (model trained here)")
         console.print(f"{subjects} subjects at 2 mm, seed {seed}: synthesis {timings['synthesis_s']:.0f} s, "
                       f"training {summary['steps']} steps {timings['training_s']:.0f} s,\nprediction "
                       f"{timings['prediction_s']:.0f} s. Everything (full tables: evaluation/) is in\n{out}",
                       highlight=False)  # fmt: skip
+        _print_pages(console, pages)
     return evaluation
+
+
+def write_demo_reports(out: Path, console: Any = None) -> list[Path]:
+    """The cohort report of ``out/evaluation`` and the page of its first case into ``out/report`` (with the
+    viewer when NiiVue was bundled, see :func:`gdfree.report.viewer.niivue_asset`); returns both pages."""
+    from gdfree.report import write_reports
+    from gdfree.report.case import read_rows
+    from gdfree.report.viewer import NIIVUE
+
+    first = [r["case_id"] for r in read_rows(out / "evaluation" / "cases.tsv")][:1]
+    viewer = NIIVUE.is_file()
+    if not viewer and console is not None:
+        console.print(f"(no viewer in the report: {NIIVUE} is missing; `make demo` installs it)", highlight=False)
+    result = write_reports(out / "report", predictions=out / "predictions", dataset=out / "cohort",
+                           evaluation=out / "evaluation", case_ids=first, viewer=viewer)  # fmt: skip
+    return [result.index, *result.cases.values()]
+
+
+def _print_pages(console: Any, pages: list[Path]) -> None:
+    console.print("Reports (open in a browser):", highlight=False)
+    for page in pages:
+        console.print(f"  {page.resolve()}", highlight=False, soft_wrap=True)
 
 
 def _lesion_framing(predictions: Path, cohort: Path, case_ids: list[str]) -> dict[str, Any]:
@@ -153,9 +186,9 @@ def run_pretrained_demo(
     out, model = Path(out), Path(model)
     network = TrainedModel.load(model / "network")
     if out.exists() and any(out.iterdir()):
-        if not set(p.name for p in out.iterdir()) <= {"cohort", "predictions", "evaluation"}:
+        if not set(p.name for p in out.iterdir()) <= {"cohort", "predictions", "evaluation", "report"}:
             raise FileExistsError(f"{out}: not empty and not an earlier gdfree demo --pretrained; choose another --out")
-        for name in ("predictions", "evaluation"):
+        for name in ("predictions", "evaluation", "report"):
             shutil.rmtree(out / name, ignore_errors=True)
     start = time.perf_counter()
     write_cohort(out / "cohort", PhantomConfig(resolution_mm=2), subjects, seed, jobs=jobs, overwrite=True,
@@ -171,6 +204,7 @@ def run_pretrained_demo(
     evaluation["demo"] = {"pretrained": str(model), "subjects": subjects, "seed": seed, "first": FRESH_FIRST,
                           "timings_s": {"synthesis_s": synthesis_s, "prediction_s": prediction_s}}  # fmt: skip
     write_evaluation(out / "evaluation", results, evaluation, affines)
+    pages = write_demo_reports(out, console)
     if console is not None:
         console.print(f"[bold]gdfree demo --pretrained[/]: {len(results)} fresh phantom patients", highlight=False)
         shown = {**lesion_framing, "lesion_activity": evaluation.get("lesion_activity", {})}
@@ -180,6 +214,7 @@ def run_pretrained_demo(
         console.print(f"The shipped model was trained on phantoms only:\n{model / 'MODEL_CARD.md'}.\n"
                       f"Synthesis {synthesis_s:.0f} s, prediction {prediction_s:.0f} s; everything is in {out}",
                       highlight=False)  # fmt: skip
+        _print_pages(console, pages)
     return evaluation
 
 

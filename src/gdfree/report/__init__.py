@@ -79,6 +79,9 @@ def write_reports(
     out = Path(out)
     paths = {k: Path(v) for k, v in (("predictions", predictions), ("dataset", dataset), ("evaluation", evaluation),
                                       ("explain", explain)) if v is not None}  # fmt: skip
+    for key, path in paths.items():
+        if not path.is_dir():
+            raise GdfreeError(f"{path}: the {key} folder does not exist")
     if "evaluation" in paths:
         provenance = read_summary(paths["evaluation"]).get("provenance", {})
         for key, name in (("predictions", "predictions"), ("dataset", "reference")):
@@ -90,9 +93,6 @@ def write_reports(
         raise GdfreeError(
             "report: --predictions and --input go together (the predictions and the images they came from)"
         )
-    for key, path in paths.items():
-        if not path.is_dir():
-            raise GdfreeError(f"{path}: the {key} folder does not exist")
     check_output_folder(out, list(paths.values()))
     copy_assets(out, viewer)
     rows: list[dict[str, Any]] = []

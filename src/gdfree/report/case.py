@@ -2,8 +2,8 @@
 
 ``REPORT/<case>.html`` with its pictures and viewer data in ``REPORT/<case>/``:
 
-    mosaic-flair.png, mosaic-t1w.png     axial mosaics: predicted enhancing lesions (red, filled), every
-                                         predicted or reference lesion (cyan outline)
+    mosaic-flair.png, mosaic-t1w.png     axial mosaics: predicted enhancing lesions (red, filled), predicted
+                                         lesions (cyan outline), reference lesions (yellow outline)
     mosaic-uncertainty.png               the voxel uncertainty (with --mc, --flips or --ensemble)
     mosaic-subtraction.png               post- minus pre-contrast T1w with the derived enhancing label, when
                                          the dataset has a post-Gd T1w (quality control of the labels)
