@@ -5,6 +5,8 @@ Per case, on the input grid (same affine and shape as the inputs), under ``OUT/s
 >= the model's threshold chosen on validation; the enhancing mask then drops its components of the model's
 ``min_lesion_mm3`` or less, chosen on validation with the threshold), and ``_lesions.tsv`` (one row a
 predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean probability).
+Each mask and the ``desc-all_dseg`` of the visible lesions (with ``activity``) get colour tables beside them
+(``.tsv``, ``.itksnap.txt``, ``.lut``, ``.ctbl``; :mod:`gdfree.report.labels`): the lesions called active in red.
 A model with a ``t1gd`` output also writes ``desc-synthT1gd_T1w.nii.gz``, the synthetic post-Gd T1w in the
 input T1w's intensity scale. ``OUT/predictions.tsv`` has one row a case with its activity score;
 ``OUT/dataset_description.json`` names the model and its hash.
