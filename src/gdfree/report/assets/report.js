@@ -33,7 +33,10 @@ async function gdfreeStartViewer() {
   const data = window.gdfreeViewer;
   const canvas = document.getElementById("gl");
   if (!data || !canvas || !window.niivue) return;
-  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, loadingText: "" });
+  // a see-through crosshair with a gap at its centre: a small lesion under it stays visible
+  const nv = new niivue.Niivue({
+    backColor: [0, 0, 0, 1], show3Dcrosshair: true, loadingText: "", crosshairColor: [1, 0.85, 0, 0.7], crosshairGap: 10,
+  });
   await nv.attachToCanvas(canvas);
   const where = document.getElementById("location");
   nv.onLocationChange = (loc) => { where.textContent = gdfreeLocationText(loc.mm); };
