@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.report.conftest import ARGS
 
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.report import case_slug, write_reports
 from gdfree.report.case import write_case_report
 from gdfree.report.cohort import write_cohort_report
 from gdfree.report.render import copy_assets
+from tests.report.conftest import ARGS
 
 pytestmark = pytest.mark.browser
 
