@@ -209,3 +209,22 @@ def test_mosaic_slices_put_the_lesions_first() -> None:
     slices = mosaic_slices(brain, focus=[50, 50, 200], n=6)
     assert 50 in slices and len(slices) == 6 and slices == sorted(set(slices))
     assert all(10 <= z < 90 for z in slices)
+
+
+def test_bad_inputs_get_clear_errors(
+    predicted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gdfree.report.viewer as viewer
+
+    broken = tmp_path / "evaluation"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(GdfreeError, match=r"summary.json: not readable JSON"):
+        write_reports(tmp_path / "r1", evaluation=broken)
+    (broken / "summary.json").write_text('{"something": "else"}', encoding="utf-8")
+    with pytest.raises(GdfreeError, match="not a gdfree evaluation summary"):
+        write_reports(tmp_path / "r2", evaluation=broken)
+    monkeypatch.setattr(viewer, "NIIVUE", tmp_path / "missing" / "niivue.umd.js")
+    with pytest.raises(GdfreeError, match=r"NiiVue viewer is not installed.*--no-viewer"):
+        write_reports(tmp_path / "r3", evaluation=predicted["evaluation"])
+    assert not (tmp_path / "r3" / "index.html").exists()

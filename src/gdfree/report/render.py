@@ -64,9 +64,9 @@ def copy_assets(report: Path, viewer: bool) -> Path:
     """Copy the stylesheet, the page script and (``viewer``) NiiVue into ``report/assets``; returns that folder."""
     from gdfree.report.viewer import niivue_asset
 
+    sources = [ASSETS / name for name in _SHARED] + ([niivue_asset()] if viewer else [])
     folder = report / "assets"
     folder.mkdir(parents=True, exist_ok=True)
-    sources = [ASSETS / name for name in _SHARED] + ([niivue_asset()] if viewer else [])
     for source in sources:
         target = folder / source.name
         if (
