@@ -20,9 +20,17 @@ def test_shipped_model_is_small_and_loads_verified():
 
 
 def test_pretrained_demo_scores_fresh_patients(tmp_path: Path):
-    evaluation = run_pretrained_demo(tmp_path / "demo", subjects=2, jobs=1)
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    evaluation = run_pretrained_demo(tmp_path / "demo", subjects=2, jobs=1, console=console)
     assert evaluation["n_cases"] == 2 and evaluation["demo"]["first"] == 1000
     assert evaluation["lesion_activity"]["reference_lesions"]["n_lesions"] > 0
     assert evaluation["lesion_framing"]["n_cases"] == 2
     cases = sorted(p.name for p in (tmp_path / "demo" / "predictions").glob("sub-*"))
     assert cases == ["sub-1001", "sub-1002"]
+    report = (tmp_path / "demo" / "report").resolve()
+    assert (report / "index.html").is_file() and (report / "sub-1001.html").is_file()  # the cohort and one case
+    assert not (report / "sub-1002.html").exists()
+    printed = console.export_text()
+    assert str(report / "index.html") in printed and str(report / "sub-1001.html") in printed
