@@ -56,7 +56,7 @@ class Opened:
         self.page.goto(path.resolve().as_uri())
 
     def wait_for_viewer(self) -> str:
-        self.page.wait_for_function("document.body.dataset.viewer !== undefined", timeout=120_000)
+        self.page.wait_for_selector("body[data-viewer]", state="attached", timeout=120_000)
         return self.page.evaluate("document.body.dataset.viewer")
 
     def screenshot(self, name: str, tmp_path: Path) -> Path:
@@ -171,3 +171,14 @@ def test_cohort_page_opens_cleanly(browser: Any, predicted: dict[str, Path], tmp
     opened.page.wait_for_url("**/sub-001.html")
     assert opened.wait_for_viewer() == "ready"
     assert opened.errors == []
+
+
+def test_an_injected_inline_script_is_refused(browser: Any, predicted: dict[str, Path], tmp_path: Path) -> None:
+    """Defence in depth: were escaping ever to fail, the pages' Content-Security-Policy refuses inline script."""
+    result = write_reports(tmp_path / "report", evaluation=predicted["evaluation"], case_ids=["sub-001"], viewer=False)
+    for page in (result.index, result.cases["sub-001"]):
+        opened = Opened(browser, page)
+        opened.page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+                             " document.body.appendChild(s); }")  # fmt: skip
+        assert opened.page.evaluate("() => window.ran") is None
+        assert any("Content Security Policy" in e for e in opened.errors), opened.errors
