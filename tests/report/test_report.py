@@ -228,3 +228,18 @@ def test_bad_inputs_get_clear_errors(
     with pytest.raises(GdfreeError, match=r"NiiVue viewer is not installed.*--no-viewer"):
         write_reports(tmp_path / "r3", evaluation=predicted["evaluation"])
     assert not (tmp_path / "r3" / "index.html").exists()
+
+
+def test_cases_predict_could_not_do_are_listed(predicted: dict[str, Path], tmp_path: Path) -> None:
+    preds = tmp_path / "predictions"
+    shutil.copytree(predicted["predictions"], preds)
+    (preds / "failures.tsv").write_text("case_id\treason\nsub-009\tFLAIR: NaN voxels\n", encoding="utf-8")
+    result = write_reports(tmp_path / "report", predictions=preds, dataset=predicted["cohort"], viewer=False,
+                           case_ids=["sub-001"])  # fmt: skip
+    assert sorted(result.cases) == ["sub-001"] and result.failures == {}  # not asked for
+    result = write_reports(tmp_path / "report", predictions=preds, dataset=predicted["cohort"], viewer=False)
+    assert result.failures == {"sub-009": "predict failed: FLAIR: NaN voxels"}
+    assert "predict failed: FLAIR: NaN voxels" in "".join(_parse(result.index).text)
+    (preds / "predictions.tsv").unlink()
+    with pytest.raises(GdfreeError, match="not a gdfree predict folder"):
+        write_reports(tmp_path / "report2", predictions=preds, dataset=predicted["cohort"])

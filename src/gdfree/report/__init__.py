@@ -98,8 +98,13 @@ def write_reports(
     rows: list[dict[str, Any]] = []
     result = ReportResult(index=out / "index.html")
     if "predictions" in paths:
+        if not (paths["predictions"] / "predictions.tsv").is_file():
+            raise GdfreeError(f"{paths['predictions']}: not a gdfree predict folder (no predictions.tsv)")
         rows = read_rows(paths["predictions"] / "predictions.tsv")
         by_id = {r["case_id"]: r for r in rows}
+        for r in read_rows(paths["predictions"] / "failures.tsv"):  # cases predict could not do: listed too
+            if case_ids is None or r.get("case_id") in case_ids:
+                result.failures[r.get("case_id", "?")] = f"predict failed: {r.get('reason', '')}"
         cases = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id]
         if case_ids is not None:
             unknown = sorted(set(case_ids) - {c.case_id for c in cases})
@@ -113,7 +118,7 @@ def write_reports(
                     paths["predictions"], files, out, row=by_id.get(files.case_id), explain=paths.get("explain"),
                     viewer=viewer, cohort_link="index.html", slug=slug)  # fmt: skip
                 status = "written"
-            except (GdfreeError, ValueError, OSError, MemoryError) as exc:
+            except (GdfreeError, ValueError, OSError, MemoryError, RuntimeError) as exc:
                 result.failures[files.case_id] = str(exc)
                 status = f"failed: {exc}"
             if progress is not None:
