@@ -17,7 +17,7 @@ import numpy as np
 from gdfree.errors import GdfreeError
 from gdfree.report import figures
 from gdfree.report.case import read_rows
-from gdfree.report.render import render_page
+from gdfree.report.render import fmt, render_page
 
 __all__ = ["read_summary", "roc_band", "write_cohort_report"]
 
@@ -79,7 +79,7 @@ def _curves(
         fpr = np.array([float(p["fpr"]) for p in patient["roc_curve"]])
         tpr = np.array([float(p["tpr"]) for p in patient["roc_curve"]])
         ci = patient.get("auc_ci") or [None, None]
-        text = f"AUC {_num(patient.get('auc'))} [{_num(ci[0])}, {_num(ci[1])}]"
+        text = f"AUC {fmt(patient.get('auc'))} [{fmt(ci[0])}, {fmt(ci[1])}]"
         figures.roc_png(folder / "roc.png", fpr, tpr, band, text)
         written["roc"] = "roc.png"
     if (evaluation / "reliability.tsv").is_file():
@@ -95,12 +95,6 @@ def _curves(
         figures.retention_png(folder / "retention.png", fractions, curves)
         written["retention"] = "retention.png"
     return written
-
-
-def _num(value: Any) -> str:
-    from gdfree.report.render import fmt
-
-    return fmt(value)
 
 
 def read_summary(evaluation: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ __all__ = [
     "retention_png",
     "roc_png",
     "to_ras",
+    "window_range",
 ]
 
 
@@ -56,17 +57,15 @@ def mosaic_slices(brain: np.ndarray, focus: Sequence[int] = (), n: int = 12) -> 
     return sorted(set(chosen))
 
 
-def _plane_box(brain: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
+def _plane_box(brain: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
     """The in-plane (x, y) box of the brain over all slices, widened by ``margin`` voxels."""
-    plane = np.asarray(brain).any(axis=2)
-    if not plane.any():
-        return slice(None), slice(None)
-    xs, ys = np.nonzero(plane.any(axis=1))[0], np.nonzero(plane.any(axis=0))[0]
-    return (slice(max(int(xs[0]) - margin, 0), int(xs[-1]) + margin + 1),
-            slice(max(int(ys[0]) - margin, 0), int(ys[-1]) + margin + 1))  # fmt: skip
+    from gdfree.infer.forward import brain_box
+
+    return brain_box(np.asarray(brain).any(axis=2), margin) or (slice(None), slice(None))
 
 
-def _window(image: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
+def window_range(image: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
+    """The 0.5th and 99.5th percentiles of ``image`` in ``brain`` (everywhere for an empty mask); hi > lo."""
     values = image[brain] if brain.any() else image.ravel()
     lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
     return float(lo), float(max(hi, lo + 1e-6))
@@ -105,7 +104,7 @@ def mosaic_png(
         top = float(np.percentile(values, 99.5)) if values.size else 1.0
         lo, hi = -top, max(top, 1e-6)
     else:
-        lo, hi = _window(image, brain)
+        lo, hi = window_range(image, brain)
     shown = None
     xy = _plane_box(brain)
     for ax, z in zip(axes.ravel(), list(slices) + [None] * (rows * cols - len(slices)), strict=True):
@@ -147,8 +146,8 @@ def registration_png(
     from skimage.feature import canny
 
     centre = [int(np.mean(i)) for i in np.nonzero(brain)] if brain.any() else [s // 2 for s in fixed.shape]
-    lo, hi = _window(moving, brain)
-    flo, fhi = _window(fixed, brain)
+    lo, hi = window_range(moving, brain)
+    flo, fhi = window_range(fixed, brain)
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3), facecolor="black")
     planes = [(fixed[centre[0]], moving[centre[0]]), (fixed[:, centre[1]], moving[:, centre[1]]),
               (fixed[:, :, centre[2]], moving[:, :, centre[2]])]  # fmt: skip

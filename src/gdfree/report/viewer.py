@@ -21,7 +21,7 @@ import numpy as np
 
 from gdfree.errors import GdfreeError
 
-__all__ = ["NIIVUE", "ViewerVolume", "brain_box", "niivue_asset", "volume_entry", "write_viewer_data"]
+__all__ = ["NIIVUE", "ViewerVolume", "niivue_asset", "script_json", "volume_entry", "write_viewer_data"]
 
 NIIVUE = Path(__file__).parent / "assets" / "niivue.umd.js"
 """NiiVue's browser build, copied from viewer/node_modules by ``make`` (not in the repository)."""
@@ -55,19 +55,12 @@ class ViewerVolume:
     visible: bool = True
 
 
-def brain_box(mask: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
-    """The bounding box of ``mask`` widened by ``margin`` voxels (clipped); the whole grid for an empty mask."""
-    idx = np.nonzero(mask)
-    if not len(idx[0]):
-        return tuple(slice(0, n) for n in mask.shape)
-    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-                 for i, n in zip(idx, mask.shape, strict=True))  # fmt: skip
+def _image_bytes(data: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``data`` windowed to its 0.5-99.5th percentile inside ``inside``, as 0-255."""
+    from gdfree.report.figures import window_range
 
-
-def _window(data: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    values = data[inside] if inside.any() else data.ravel()
-    lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
-    scaled = (data.astype(np.float32) - lo) / max(float(hi - lo), 1e-6)
+    lo, hi = window_range(data, inside)
+    scaled = (data.astype(np.float32) - lo) / (hi - lo)
     return np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
@@ -78,7 +71,7 @@ def volume_entry(volume: ViewerVolume, affine: np.ndarray, box: tuple[slice, ...
     data = np.asarray(volume.data)[box]
     slope = 1.0
     if volume.kind == "image":
-        arr, cal = _window(data, np.asarray(brain)[box] > 0), (0.0, 255.0)
+        arr, cal = _image_bytes(data, np.asarray(brain)[box] > 0), (0.0, 255.0)
     elif volume.kind == "map":
         arr, slope, cal = np.round(np.clip(np.nan_to_num(data), 0, 1) * 255).astype(np.uint8), 1 / 255, (0.05, 1.0)
     elif volume.kind == "label":
@@ -108,8 +101,10 @@ def write_viewer_data(
 ) -> Path:
     """Write ``viewer.js`` for one case: its layers (cropped to the brain's box) and the lesion centroids (mm)
     the lesion table jumps to."""
+    from gdfree.infer.forward import brain_box
     from gdfree.io.images import write_text
 
-    box = brain_box(np.asarray(brain) > 0)
+    inside = np.asarray(brain) > 0
+    box = brain_box(inside) or tuple(slice(0, n) for n in inside.shape)
     entries = [volume_entry(v, affine, box, brain) for v in volumes]
     return write_text(path, "window.gdfreeViewer = " + script_json({"volumes": entries, "lesions": lesions}) + ";\n")
