@@ -104,8 +104,8 @@ def score_model(run: Path, cases: list[Any]) -> dict[str, Any]:
     """Per test patient: enhancing-lesion counts of the model's masks (its threshold and minimum volume, its
     rule), patient score (maximum enhancing probability in the brain), and per reference lesion its maximum
     enhancing probability and activity."""
-    from gdfree.evaluate.lesions import label_lesions, match_lesions
     from gdfree.infer.model import TrainedModel
+    from gdfree.metrics.lesions import label_lesions, match_lesions
 
     model = TrainedModel.load(run)
     head = model.heads.index("enhancing")
@@ -164,7 +164,7 @@ def _auc_matrix(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _metrics(result: dict[str, Any], idx: np.ndarray) -> dict[str, np.ndarray]:
     """Pooled lesion F1, lesion AUC and patient AUC for each resample row of patient indices ``idx``."""
-    from gdfree.evaluate.lesions import lesion_f1
+    from gdfree.metrics.lesions import lesion_f1
 
     counts = np.array([p["counts"] for p in result["patients"]])
     sums = counts[idx].sum(axis=1)

@@ -23,8 +23,8 @@ import numpy as np
 def main() -> None:
     from scipy import ndimage
 
-    from gdfree.evaluate.voxel import dice
     from gdfree.io.images import from_sitk, read_volume, save_figure, to_sitk
+    from gdfree.metrics.voxel import dice
     from gdfree.preprocess.brain import learned_brain_mask
     from gdfree.preprocess.prepare import atlas_brain_mask
 

@@ -24,7 +24,7 @@ import numpy as np
 
 def score_subject(cfg, seed: int, index: int) -> dict:
 
-    from gdfree.evaluate.lesions import label_lesions
+    from gdfree.metrics.lesions import label_lesions
     from gdfree.phantom.cohort import CONFOUNDER_KINDS, _vessels, lesion_confounders, render_subject, sample_subject
     from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing
 

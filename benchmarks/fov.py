@@ -47,12 +47,13 @@ def _train(args: argparse.Namespace) -> Path:
 def _logits(net: Any, image: np.ndarray, brain: np.ndarray, path: str) -> np.ndarray:
     import torch
 
-    from gdfree.infer.forward import brain_box, predict_volume
+    from gdfree.arrays import bounding_box
+    from gdfree.models.forward import predict_volume
 
     if path == "whole":
         return predict_volume(net, image, logits_only=True, crop=None)
     if path == "brain_box":
-        return predict_volume(net, image, logits_only=True, crop=brain_box(brain))
+        return predict_volume(net, image, logits_only=True, crop=bounding_box(brain, 4))
     from monai.inferers import sliding_window_inference
 
     roi, overlap = (48, 0.5) if path == "window48" else (96, 0.25)

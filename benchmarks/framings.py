@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from gdfree.demo import demo_config, evaluate_run
-from gdfree.evaluate.activity import LesionActivity, lesion_activity_summary
-from gdfree.evaluate.lesions import bootstrap_pooled_f1, label_lesions
-from gdfree.evaluate.patient import percentile_ci
 from gdfree.io.tables import write_json
+from gdfree.metrics.activity import LesionActivity, lesion_activity_summary
+from gdfree.metrics.lesions import bootstrap_pooled_f1, label_lesions
+from gdfree.metrics.patient import percentile_ci
 
 N_BOOT = 2000
 CRITERION = 0.8

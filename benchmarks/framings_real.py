@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args()
     from gdfree.evaluate.files import evaluate_dataset
-    from gdfree.infer.predict import predict_dataset
     from gdfree.io.adapters import discover
+    from gdfree.predict import predict_dataset
 
     for name in ("synth", "seg", "eval-synth", "eval-seg"):
         shutil.rmtree(args.out / name, ignore_errors=True)

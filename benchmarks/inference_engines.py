@@ -19,11 +19,11 @@ import numpy as np
 
 
 def main() -> None:
-    from gdfree.infer.forward import predict_volume
     from gdfree.infer.model import TrainedModel
     from gdfree.infer.onnx import OnnxNetwork
     from gdfree.infer.sampling import sample_predictions
     from gdfree.io.images import read_volume
+    from gdfree.models.forward import predict_volume
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, required=True)

@@ -19,9 +19,9 @@ import numpy as np
 
 
 def main() -> None:
-    from gdfree.evaluate.lesions import DetectionRule, match_lesions
     from gdfree.io.adapters import discover
     from gdfree.io.images import read_volume
+    from gdfree.metrics.lesions import DetectionRule, match_lesions
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
     from gdfree.phantom.misalign import misalign_cohort
     from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset

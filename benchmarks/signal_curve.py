@@ -41,9 +41,9 @@ import numpy as np
 from rich.console import Console
 
 from gdfree.demo import demo_config, evaluate_run, train_and_evaluate
-from gdfree.evaluate.lesions import bootstrap_pooled_f1
-from gdfree.evaluate.patient import percentile_ci
 from gdfree.io.tables import write_json
+from gdfree.metrics.lesions import bootstrap_pooled_f1
+from gdfree.metrics.patient import percentile_ci
 from gdfree.phantom.cohort import PhantomConfig, write_cohort
 
 

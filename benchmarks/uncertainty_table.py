@@ -41,10 +41,10 @@ def _cases(split: dict, part: str, meta: dict) -> list:
 def main() -> None:
     from scipy import ndimage
 
-    from gdfree.evaluate.calibration import expected_calibration_error, retention_auc, retention_curve
-    from gdfree.evaluate.lesions import DetectionRule, label_lesions, match_lesions
-    from gdfree.evaluate.patient import _auc_rows, bootstrap_ci, roc_auc
     from gdfree.infer.sampling import sample_predictions
+    from gdfree.metrics.calibration import expected_calibration_error, retention_auc, retention_curve
+    from gdfree.metrics.lesions import DetectionRule, label_lesions, match_lesions
+    from gdfree.metrics.patient import _auc_rows, bootstrap_ci, roc_auc
     from gdfree.models.checkpoint import load_model
     from gdfree.train.validation import fit_temperatures
     from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, voxel_uncertainty

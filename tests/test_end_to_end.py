@@ -251,8 +251,8 @@ def test_a_tiny_model_learns_lesions_on_an_easy_cohort(tiny_cohort: Path, tmp_pa
     above the rest of the brain far better than chance (voxel AUC 0.5)."""
     from gdfree.data.cases import load_array_case
     from gdfree.evaluate import roc_auc
-    from gdfree.infer.predict import predict_volume
     from gdfree.models import load_model
+    from gdfree.predict import predict_volume
     from gdfree.train import train
 
     cfg = _config(tiny_cohort, max_steps=60, val_every=60, batch_size=4, lr=1e-2, warmup_steps=5,
@@ -338,7 +338,7 @@ def test_explain_finds_the_predicted_lesions_that_predict_writes(
 def test_a_label_randomised_control_is_not_a_model_to_predict_with(trained: tuple[Path, Path], tiny_cohort: Path):
     import shutil
 
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
 
     root, run = trained
     control = root / "control"

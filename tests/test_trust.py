@@ -90,7 +90,7 @@ def test_prepare_and_predict_refuse_to_write_into_their_input(cohort: Path, run:
 def test_a_nan_block_fails_that_case_alone_and_a_rerun_does_no_repeated_work(
     cohort: Path, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from gdfree.infer import predict as predict_module
+    from gdfree import predict as predict_module
 
     original = (cohort / "sub-002" / "anat" / "sub-002_FLAIR.nii.gz").read_bytes()
     flair = _nan_block(cohort)
@@ -199,7 +199,7 @@ def test_leftover_temporary_files_are_cleaned_on_the_next_run(run: Path, cohort:
 
 
 def test_predict_opens_no_connection(run: Path, cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
 
     attempts: list[object] = []
 
@@ -254,7 +254,7 @@ def test_a_read_only_output_folder_is_refused(run: Path, cohort: Path, tmp_path:
 
 
 def test_one_lesion_connectivity_everywhere():
-    from gdfree.evaluate.lesions import LESION_CONNECTIVITY, DetectionRule, label_lesions
+    from gdfree.metrics.lesions import LESION_CONNECTIVITY, DetectionRule, label_lesions
     from gdfree.preprocess.enhancing import EnhancingConfig
 
     assert EnhancingConfig().connectivity == DetectionRule().connectivity == LESION_CONNECTIVITY == 6

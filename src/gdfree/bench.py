@@ -82,8 +82,9 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
 
     import torch
 
-    from gdfree.infer.forward import box_margin, brain_box, fov_independent
+    from gdfree.arrays import bounding_box
     from gdfree.infer.model import TrainedModel
+    from gdfree.models.forward import box_margin, fov_independent
 
     data = np.load(exam)
     image, brain, spacing = data["image"], data["brain"], tuple(float(s) for s in data["spacing"])
@@ -99,12 +100,14 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
     if mode == "monai_window96":
         from monai.inferers import sliding_window_inference
 
+        from gdfree.arrays import sigmoid
+
         def run() -> np.ndarray:
             with torch.no_grad():
                 z = sliding_window_inference(torch.from_numpy(image[None]), (96, 96, 96), 1, net, overlap=0.25,
                                              mode="gaussian")[0].numpy()  # fmt: skip
             temps = np.asarray(model.temperatures, np.float32).reshape(-1, 1, 1, 1)
-            return 1.0 / (1.0 + np.exp(-z / temps))
+            return sigmoid(z / temps)
 
         row["network_flops"] = _network_flops(net, (1, image.shape[0], 96, 96, 96)) * _windows(image.shape[1:])
     elif mode in ("torch", "torch_whole", "onnx"):
@@ -115,7 +118,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             t0 = time.perf_counter()
             used = dataclasses.replace(model, network=OnnxNetwork(net, image.shape[0]))
             row["export_s"] = time.perf_counter() - t0
-        crop = brain_box(brain, box_margin(net)) if fov_independent(net) and mode != "torch_whole" else None
+        crop = bounding_box(brain, box_margin(net)) if fov_independent(net) and mode != "torch_whole" else None
         row["cropped_to_brain_box"] = crop is not None
         run_shape = shape if crop is None else (1, image.shape[0],
                                                 *_padded(tuple(s.stop - s.start for s in crop), divisor))  # fmt: skip
@@ -124,7 +127,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
 
         def run() -> np.ndarray:
             if mode == "torch_whole":
-                from gdfree.infer.forward import predict_volume
+                from gdfree.models.forward import predict_volume
 
                 return predict_volume(used.network, image, temperature=used.temperatures)
             return used.predict(image, brain=brain)[0]

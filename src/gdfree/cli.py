@@ -498,7 +498,7 @@ def predict(
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
     in OUT/failures.tsv and the others go on (exit code 1); a rerun skips the finished cases."""
     from gdfree.errors import GdfreeError
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
 
     try:
         from gdfree.io.runs import parse_shard

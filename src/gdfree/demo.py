@@ -178,8 +178,8 @@ def run_pretrained_demo(
     from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
     from gdfree.infer.model import TrainedModel
-    from gdfree.infer.predict import predict_dataset
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
+    from gdfree.predict import predict_dataset
 
     if subjects < 1 or jobs < 1:
         raise ValueError(f"--subjects and --jobs: expected 1 or more, got {subjects} and {jobs}")
@@ -259,7 +259,7 @@ def evaluate_run(
     from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.cohort import summarize
     from gdfree.evaluate.files import evaluate_dataset
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
 
     test_ids = [c.split(":")[-1] for c in _test_cases(out / "run")]
     from gdfree.infer.model import TrainedModel

@@ -23,6 +23,7 @@ __all__ = [
     "Volume",
     "canonical_modality",
     "check_input_modalities",
+    "spacing_from_affine",
 ]
 
 PRE_CONTRAST: tuple[str, ...] = ("T1w", "T2w", "FLAIR", "PD")
@@ -82,6 +83,12 @@ def check_input_modalities(modalities: Iterable[str], *, oracle: bool = False) -
     return roles
 
 
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each array axis: the lengths of the affine's first three columns."""
+    sizes = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return float(sizes[0]), float(sizes[1]), float(sizes[2])
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """One 3-D image: voxel array, voxel-to-RAS+ affine in mm, and where it came from.
@@ -118,8 +125,7 @@ class Volume:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size along each array axis in mm (column norms of the affine)."""
-        sx, sy, sz = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-        return (float(sx), float(sy), float(sz))
+        return spacing_from_affine(self.affine)
 
     @property
     def voxel_volume_mm3(self) -> float:

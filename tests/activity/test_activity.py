@@ -9,8 +9,8 @@ import pytest
 
 from gdfree.activity import ActivityClassifier, case_lesions, fit_activity, lesion_activity_labels
 from gdfree.data.cases import ArrayCase
-from gdfree.evaluate.activity import lesion_activity_case, lesion_activity_summary
-from gdfree.evaluate.patient import roc_auc
+from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summary
+from gdfree.metrics.patient import roc_auc
 
 SHAPE = (24, 24, 24)
 

@@ -76,7 +76,7 @@ class _Copier(torch.nn.Module):
 
 
 def test_the_discriminator_check_tells_apart_what_differs(patches):
-    from gdfree.data.generative import _discriminator_accuracy
+    from gdfree.data.generative.quality import _discriminator_accuracy
 
     real = patches.images[:32]
     brain = (patches.label_maps[32:] > 0)[:, None]

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from gdfree.data.cases import ArrayCase, load_array_case
-from gdfree.evaluate.lesions import DetectionRule, label_lesions
 from gdfree.explain import (
     find_lesions,
     lesion_maps,
@@ -24,6 +23,7 @@ from gdfree.explain import (
 )
 from gdfree.explain.importance import ig_importance, occluded
 from gdfree.io.adapters import discover
+from gdfree.metrics.lesions import DetectionRule, label_lesions
 
 MODALITIES = ("T1w", "T2w", "FLAIR")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdfree.infer.forward import predict_volume_samples
 from gdfree.infer.sampling import dropout_layers, sample_predictions
+from gdfree.models.forward import predict_volume_samples
 from gdfree.models.unet import MultitaskUNet
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gdfree.infer.forward import OUTSIDE_LOGIT, brain_box, fov_independent, predict_volume
+from gdfree.arrays import bounding_box
 from gdfree.models import MultitaskUNet, save_model
+from gdfree.models.forward import OUTSIDE_LOGIT, fov_independent, predict_volume
 
 MODALITIES = ["T1w", "T2w", "FLAIR"]
 
@@ -21,11 +22,11 @@ def _net(norm: str = "INSTANCE") -> MultitaskUNet:
                          full_res_channels=4, norm=norm).eval()  # fmt: skip
 
 
-def test_brain_box_grows_by_the_margin_and_stays_inside_the_volume():
+def test_bounding_box_grows_by_the_margin_and_stays_inside_the_volume():
     brain = np.zeros((20, 30, 40), bool)
     brain[5:10, 0:3, 30:40] = True
-    assert brain_box(brain, margin=2) == (slice(3, 12), slice(0, 5), slice(28, 40))
-    assert brain_box(np.zeros((4, 4, 4), bool)) is None
+    assert bounding_box(brain, margin=2) == (slice(3, 12), slice(0, 5), slice(28, 40))
+    assert bounding_box(np.zeros((4, 4, 4), bool)) is None
 
 
 def test_only_networks_without_input_statistics_are_field_of_view_independent():

@@ -99,7 +99,7 @@ def test_each_ensemble_member_uses_its_own_temperature(tmp_path: Path):
     np.testing.assert_allclose(stack[0], a.probabilities(image), atol=1e-6)
     np.testing.assert_allclose(stack[1], b.probabilities(image), atol=1e-6)
     # and not member b's network under model a's temperatures (the old behaviour)
-    from gdfree.infer.forward import predict_volume
+    from gdfree.models.forward import predict_volume
 
     wrong = predict_volume(b.network, image, temperature=a.temperatures)
     assert not np.allclose(stack[1], wrong, atol=1e-4)

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.config import save_config
-from gdfree.infer.forward import predict_volume
 from gdfree.infer.onnx import OnnxNetwork
 from gdfree.io.images import read_volume
+from gdfree.models.forward import predict_volume
 from gdfree.models.unet import MultitaskUNet
 
 pytest.importorskip("onnxruntime")

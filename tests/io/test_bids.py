@@ -96,7 +96,11 @@ def test_open_ms_data_cross_sectional_and_longitudinal(shared_data: Path):
     assert p07.masks["lesion"].name.startswith("GOLD_STANDARD_")
     assert sum(c.source == "open_ms_data:MNI" for c in cases.values()) == 20
     long = [c for c in cases.values() if c.source == "open_ms_data:longitudinal"]
-    assert [c.case_id for c in long] == ["sub-longpatient01_ses-study1", "sub-longpatient01_ses-study2"]
+    # two studies per longitudinal patient (patient01, and more as the shared data grows)
+    assert [c.case_id for c in long][:2] == ["sub-longpatient01_ses-study1", "sub-longpatient01_ses-study2"]
+    subjects = {c.subject for c in long}
+    expected = [(s, t) for s in sorted(subjects) for t in ("study1", "study2")]
+    assert sorted((c.subject, c.session) for c in long) == expected
     assert set(long[0].extra["to_FLAIR_tfm"]) == {"T1w", "T2w"}
     with pytest.raises(GridMismatchError, match="study1_"):
         load_case(long[0])  # native space: each modality on its own grid

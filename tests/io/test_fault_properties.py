@@ -146,7 +146,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def predictions(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
     from tests.test_trust import _run
 
     root = tmp_path_factory.mktemp("options")

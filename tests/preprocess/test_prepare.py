@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from gdfree.evaluate.lesions import DetectionRule, match_lesions
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
+from gdfree.metrics.lesions import DetectionRule, match_lesions
 from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset, to_native
 from gdfree.preprocess.registration import mean_displacement, read_transform
 

@@ -28,7 +28,7 @@ def predicted(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     from gdfree.demo import PRETRAINED
     from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
 
     root = tmp_path_factory.mktemp("predicted")
     predict_dataset(PRETRAINED / "network", tiny_cohort, root / "predictions", mc=3, mc_layers="last",

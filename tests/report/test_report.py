@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gdfree.errors import GdfreeError
+from gdfree.io.colours import Label, write_colour_tables
 from gdfree.report import case_slug, write_reports
 from gdfree.report.cohort import roc_band, write_cohort_report
 from gdfree.report.figures import mosaic_slices
-from gdfree.report.labels import Label, write_colour_tables
 from gdfree.report.viewer import script_json
 
 EVIL = "<script>window.pwned=1</script>"

@@ -63,7 +63,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_translation_model_trains_and_writes_its_image_on_the_input_grid(tiny_cohort, tmp_path):
     from gdfree.config import load_config
-    from gdfree.infer.predict import predict_dataset
+    from gdfree.predict import predict_dataset
     from gdfree.train import train
 
     spec = {"datasets": [{"path": str(tiny_cohort)}], "heads": ["t1gd"], "head_weights": [1.0],

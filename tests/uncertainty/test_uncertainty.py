@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from gdfree.infer.forward import predict_volume
 from gdfree.infer.sampling import FLIPS, sample_predictions
+from gdfree.models.forward import predict_volume
 from gdfree.models.unet import MultitaskUNet
 from gdfree.uncertainty import fit_temperature, lesion_uncertainty, patient_uncertainty, voxel_uncertainty
 

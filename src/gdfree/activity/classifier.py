@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from gdfree.activity.features import feature_names, label_case_lesions, lesion_activity_labels, lesion_features
+from gdfree.arrays import sigmoid
 from gdfree.data.cases import NORMALISATION, ArrayCase
 from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json
@@ -122,7 +123,7 @@ class ActivityClassifier:
             return np.zeros(0, np.float32)
         raw = self.booster.predict(features, raw_score=True)
         a, b = self.calibration
-        return (1.0 / (1.0 + np.exp(-np.clip(a * raw + b, -60, 60)))).astype(np.float32)
+        return sigmoid(a * raw + b)
 
     def check_network(self, network: Any) -> None:
         """Refuse a network other than the one whose maps it was fitted on (or one when it used none)."""
@@ -206,7 +207,7 @@ def fit_activity(
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
 
-    from gdfree.evaluate.patient import roc_auc
+    from gdfree.metrics.patient import roc_auc
 
     cfg = cfg or ActivityConfig()
     overlap = {c.subject for c in train} & {c.subject for c in val}
@@ -230,7 +231,7 @@ def fit_activity(
     raw = model.booster_.predict(x_va, raw_score=True)
     platt = LogisticRegression(C=1e4).fit(raw[:, None], y_va)
     a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-    p_va = 1.0 / (1.0 + np.exp(-(a * raw + b)))
+    p_va = sigmoid(a * raw + b, dtype=np.float64)
     threshold, f1 = _f1_threshold(y_va, p_va)
     heads = tuple(network.heads) if network is not None else ()
     meta = {

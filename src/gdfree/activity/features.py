@@ -1,7 +1,7 @@
 """Features of each visible lesion for the lesion-level activity framing.
 
 A lesion is a connected component of an all-lesion mask (reference, or predicted by the lesion head) under
-the one lesion rule (:data:`gdfree.evaluate.lesions.LESION_CONNECTIVITY`). Per lesion and per input channel
+the one lesion rule (:data:`gdfree.metrics.lesions.LESION_CONNECTIVITY`). Per lesion and per input channel
 (normalised as the network sees it): intensity statistics inside the lesion, in its rim (lesion voxels with
 a non-lesion face neighbour) and core, and in two shells around it (1-2 and 3-4 voxels out, other lesions
 excluded), the lesion-minus-shell contrast and the mean gradient magnitude inside (texture); shape: volume,
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import LESION_CONNECTIVITY, label_lesions
+from gdfree.arrays import LESION_CONNECTIVITY, connectivity_structure, label_components
 
 __all__ = ["feature_names", "lesion_activity_labels", "lesion_features"]
 
@@ -58,7 +58,7 @@ def lesion_features(
     boxes = ndimage.find_objects(lesion_labels, max_label=n_lesions)
     rows = []
     width = len(_SHAPE) + image.shape[0] * len(_STATS) + 3 * len(probabilities)
-    struct = ndimage.generate_binary_structure(3, 1)
+    struct = connectivity_structure(LESION_CONNECTIVITY)
     shape = lesion_labels.shape
     for i, box in enumerate(boxes, start=1):
         if box is None:
@@ -109,4 +109,4 @@ def lesion_activity_labels(lesion_labels: np.ndarray, n_lesions: int, enhancing:
 def label_case_lesions(lesion: np.ndarray, spacing_mm: Sequence[float], min_volume_mm3: float = 0.0) -> tuple[
     np.ndarray, int]:  # fmt: skip
     """The lesions of an all-lesion mask under the one lesion rule (6-connected components)."""
-    return label_lesions(lesion, spacing_mm, LESION_CONNECTIVITY, min_volume_mm3)
+    return label_components(lesion, spacing_mm, LESION_CONNECTIVITY, min_volume_mm3)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gdfree.arrays import mask_stats, spacing_from_affine, zscore
 from gdfree.data.translation import TRANSLATION_HEAD, translation_target
 from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
@@ -56,7 +57,7 @@ class ArrayCase:
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return spacing_from_affine(self.affine)
 
 
 def normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -65,10 +66,7 @@ def normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
     if not brain.any():
         return out
     for c in range(image.shape[0]):
-        values = image[c][brain].astype(np.float64)
-        std = values.std()
-        z = (image[c] - values.mean()) / (std if std > 0 else 1.0)
-        out[c] = np.where(brain, np.clip(z, -5.0, 5.0), 0.0)
+        out[c] = zscore(image[c], brain, clip=(-5.0, 5.0))
     return out
 
 
@@ -139,12 +137,12 @@ def load_array_case(
         affine=first.affine,
         dataset=dataset,
         fingerprints=file_fingerprints([files.images[m] for m in modalities]),
-        raw_zero=tuple(_raw_zero(image[c][brain]) for c in range(image.shape[0])),
+        raw_zero=tuple(_raw_zero(image[c], brain) for c in range(image.shape[0])),
         raw_stats=tuple((float(image[c][brain].mean()), float(image[c][brain].std())) for c in range(len(image))),
     )
 
 
-def _raw_zero(values: np.ndarray) -> float:
-    values = values.astype(np.float64)
-    std = values.std()
-    return float(np.clip(-values.mean() / (std if std > 0 else 1.0), -5.0, 5.0))
+def _raw_zero(image: np.ndarray, brain: np.ndarray) -> float:
+    """Where a raw intensity of 0 lands after :func:`normalise` (clipped to [-5, 5])."""
+    mean, std = mask_stats(image, brain)
+    return float(np.clip(-mean / std, -5.0, 5.0))

@@ -17,7 +17,7 @@ CarveMix:
 
 CarveMix (Zhang et al., MICCAI 2021) carves a lesion and a margin of the tissue around it out of one case
 and pastes it into another, labels included. Here the carved region is every voxel within ``margin_mm`` of
-one lesion (6-connected component, the lesion rule of :mod:`gdfree.evaluate.lesions`); it is pasted at a
+one lesion (6-connected component, the lesion rule of :mod:`gdfree.metrics.lesions`); it is pasted at a
 place where it lies wholly inside the target's brain; each channel is shifted so that the median of the
 carved margin (the source's tissue around the lesion) equals the median of the tissue it replaces, so the
 lesion keeps its contrast to its surroundings rather than the source's absolute level. Randomness is
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import label_lesions
+from gdfree.arrays import label_components
 
 __all__ = [
     "LesionModel", "LesionSimConfig", "carved_region", "carvemix", "fit_lesion_model", "fits_inside", "insert_lesion",
@@ -47,7 +47,7 @@ def carved_region(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The lesion ``lesion_id`` (1-based, components of ``lesion_mask``) and every voxel within ``margin_mm``
     of it; returns (region, lesion) bool masks."""
-    labels, n = label_lesions(lesion_mask, spacing_mm)
+    labels, n = label_components(lesion_mask, spacing_mm)
     if not 1 <= lesion_id <= n:
         raise ValueError(f"lesion_id: the source has lesions 1..{n}, got {lesion_id}")
     lesion = labels == lesion_id
@@ -71,7 +71,7 @@ def sample_carvemix(
     Raises:
         ValueError: the source has no lesion, or no place in the target brain holds the region.
     """
-    n = label_lesions(source_lesion, spacing_mm)[1]
+    n = label_components(source_lesion, spacing_mm)[1]
     if n == 0:
         raise ValueError("sample_carvemix: the source case has no lesion to carve")
     lesion_id = int(rng.integers(1, n + 1))
@@ -188,7 +188,7 @@ def fit_lesion_model(
     Raises:
         ValueError: the case has no lesion.
     """
-    labels, n = label_lesions(lesion_mask, spacing_mm)
+    labels, n = label_components(lesion_mask, spacing_mm)
     if n == 0:
         raise ValueError("fit_lesion_model: the case has no lesion to fit")
     pad = int(np.ceil(3.0 / min(spacing_mm))) + 1
@@ -339,7 +339,7 @@ def sample_removal(lesion_mask: np.ndarray, spacing_mm: Sequence[float], rng: np
     Raises:
         ValueError: no lesion.
     """
-    n = label_lesions(lesion_mask, spacing_mm)[1]
+    n = label_components(lesion_mask, spacing_mm)[1]
     if n == 0:
         raise ValueError("sample_removal: no lesion to remove")
     return {"lesion_id": int(rng.integers(1, n + 1)), "noise_seed": int(rng.integers(2**31))}
@@ -363,7 +363,7 @@ def remove_lesion(
     The surroundings are whatever tissue lies there (white matter for most lesions; grey matter or CSF
     for juxtacortical and periventricular ones), not a tissue model.
     """
-    lesion_labels, n = label_lesions(np.asarray(labels[lesion_key], bool), spacing_mm)
+    lesion_labels, n = label_components(np.asarray(labels[lesion_key], bool), spacing_mm)
     lesion_id = int(params["lesion_id"])
     if not 1 <= lesion_id <= n:
         raise ValueError(f"remove_lesion: lesions 1..{n}, got {lesion_id}")

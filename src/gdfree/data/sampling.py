@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from gdfree.arrays import label_components
 from gdfree.data.cases import ArrayCase
 from gdfree.data.lesion_sim import LesionModel, fit_lesion_model
-from gdfree.evaluate.lesions import label_lesions
 
 __all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
 
@@ -120,7 +120,7 @@ class PatchSampler:
             return np.zeros((0, 3), np.int64)
         mask = np.zeros(self.cases[case].brain.shape, bool)
         mask.flat[flat] = True
-        labels, _ = label_lesions(mask, self.cases[case].spacing_mm)  # the one lesion rule (6-connected)
+        labels, _ = label_components(mask, self.cases[case].spacing_mm)  # the one lesion rule (6-connected)
         ids = labels.flat[flat]
         order = np.argsort(ids, kind="stable")
         self.index[case][category] = flat[order]
@@ -174,7 +174,7 @@ class PatchSampler:
 
     def crop_white_matter(self, params: PatchParams) -> np.ndarray | None:
         """White matter of the patch at ``params`` (the WM class of
-        :func:`gdfree.data.generative.case_label_map`, computed once per case from channel ``t1_channel``);
+        :func:`gdfree.data.label_maps.case_label_map`, computed once per case from channel ``t1_channel``);
         None when :attr:`t1_channel` is None."""
         if self.t1_channel is None:
             return None
@@ -185,7 +185,7 @@ class PatchSampler:
 
     def _case_white_matter(self, case: int) -> np.ndarray:
         if case not in self._white_matter:
-            from gdfree.data.generative import case_label_map
+            from gdfree.data.label_maps import case_label_map
 
             c = self.cases[case]
             assert self.t1_channel is not None

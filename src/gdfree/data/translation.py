@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
+from gdfree.arrays import mask_stats, nawm_mask, robust_stats, sigmoid, zscore
+from gdfree.preprocess.intensity import normalise_intensity
 
 __all__ = [
     "DEFAULT_CALIBRATION",
@@ -56,10 +57,7 @@ def translation_target(t1: np.ndarray, t1gd: np.ndarray, brain: np.ndarray) -> n
     _, pre = normalise_intensity(t1, brain, "nawm")
     _, post = normalise_intensity(t1gd, brain, "nawm")
     scaled = t1gd.astype(np.float64) * (pre["nawm_mode"] / post["nawm_mode"])
-    values = t1[brain].astype(np.float64)
-    std = values.std() or 1.0
-    z = np.clip((scaled - values.mean()) / std, *TARGET_CLIP)
-    return np.where(brain, z, 0.0).astype(np.float32)
+    return zscore(scaled, brain, clip=TARGET_CLIP, stats=mask_stats(t1, brain))
 
 
 def enhancement_z(t1: np.ndarray, synth: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -68,15 +66,14 @@ def enhancement_z(t1: np.ndarray, synth: np.ndarray, brain: np.ndarray) -> np.nd
     diff = np.where(brain, synth - t1, 0.0)
     nawm = nawm_mask(brain)
     values = diff[nawm] if nawm.sum() > 100 else diff[brain]
-    centre = float(np.median(values))
-    spread = float(1.4826 * np.median(np.abs(values - centre))) or float(values.std()) or 1e-6
+    centre, spread = robust_stats(values)
     return np.where(brain, (diff - centre) / spread, 0.0).astype(np.float32)
 
 
 def enhancement_probability(z: np.ndarray, calibration: Sequence[float]) -> np.ndarray:
     """sigmoid(a * z + b) for ``calibration`` (a, b)."""
     a, b = (float(v) for v in calibration)
-    return (1.0 / (1.0 + np.exp(-np.clip(a * z + b, -60, 60)))).astype(np.float32)
+    return sigmoid(a * z + b)
 
 
 def fit_enhancement_calibration(

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from gdfree.evaluate._checks import as_mask, as_spacing, same_shape
-from gdfree.evaluate.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
-from gdfree.evaluate.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
-from gdfree.evaluate.lesions import (
+from gdfree.arrays import as_mask, as_spacing, same_shape
+from gdfree.metrics.calibration import ReliabilityTable, reliability_table, retention_auc, retention_curve
+from gdfree.metrics.froc import DEFAULT_THRESHOLDS, FrocCounts, froc, froc_counts, sensitivity_at_fp
+from gdfree.metrics.lesions import (
     VOLUME_BINS,
     DetectionRule,
     LesionMatch,
@@ -26,9 +26,9 @@ from gdfree.evaluate.lesions import (
     lesion_f1,
     match_lesions,
 )
-from gdfree.evaluate.patient import PATIENT_SCORES, patient_metrics, percentile_ci, roc_curve_rows
-from gdfree.evaluate.translation import translation_metrics
-from gdfree.evaluate.voxel import surface_distances, voxel_metrics
+from gdfree.metrics.patient import PATIENT_SCORES, patient_metrics, percentile_ci, roc_curve_rows
+from gdfree.metrics.translation import translation_metrics
+from gdfree.metrics.voxel import surface_distances, voxel_metrics
 
 __all__ = ["CaseResult", "EvaluationConfig", "evaluate_case", "result_from_json", "result_to_json", "summarize"]
 
@@ -41,7 +41,7 @@ class EvaluationConfig:
         rule: lesion detection rule.
         threshold: probability at which a probability map becomes a mask when no mask is given.
         froc_thresholds: probability thresholds of the FROC curve.
-        patient_score: one of :data:`~gdfree.evaluate.patient.PATIENT_SCORES`.
+        patient_score: one of :data:`~gdfree.metrics.patient.PATIENT_SCORES`.
         patient_threshold: an exam is called active when its score is >= this; None = ``threshold`` for
             ``max_prob``, 1 lesion for ``count``, any volume (> 0 mm3) for ``volume``.
         n_bins: calibration bins. n_boot, seed: bootstrap resamples and their seed.
@@ -156,7 +156,7 @@ def result_to_json(result: CaseResult) -> dict[str, Any]:
 
 def result_from_json(data: dict[str, Any]) -> CaseResult:
     """The CaseResult :func:`result_to_json` wrote."""
-    from gdfree.evaluate.activity import LesionActivity
+    from gdfree.metrics.activity import LesionActivity
 
     types = {t.__name__: t for t in (CaseResult, LesionMatch, FrocCounts, ReliabilityTable, DetectionRule,
                                       LesionActivity)}  # fmt: skip

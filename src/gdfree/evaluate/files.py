@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 import gdfree
+from gdfree.arrays import mask_stats, zscore
 from gdfree.data.translation import translation_target
 from gdfree.errors import GdfreeError, GridMismatchError, MissingModalityError
 from gdfree.evaluate.cohort import (
@@ -226,7 +227,7 @@ def evaluate_dataset(
     summary = summarize(results, cfg)
     scored = [r.activity for r in results if r.activity is not None]
     if scored:  # lesion-level activity; the lesions called active are those with p_active >= the smallest called
-        from gdfree.evaluate.activity import lesion_activity_summary
+        from gdfree.metrics.activity import lesion_activity_summary
 
         threshold = min((p for _, _, called in scored for p in called), default=math.inf)
         summary["lesion_activity"] = {
@@ -295,8 +296,7 @@ def _evaluate_pair(
         target_image = _on_grid(ref.images[POST_CONTRAST], truth).data
         if "T1w" in ref.images and brain is not None:  # both in the T1w's normalised units (as trained)
             t1 = np.asarray(_on_grid(ref.images["T1w"], truth).data, np.float64)
-            inside = t1[np.asarray(brain, bool)]
-            synth = np.where(brain, (synth - inside.mean()) / (inside.std() or 1.0), 0.0)
+            synth = zscore(synth, np.asarray(brain, bool), stats=mask_stats(t1, np.asarray(brain, bool)))
             target_image = translation_target(t1, np.asarray(target_image), np.asarray(brain, bool))
     try:
         result = evaluate_case(
@@ -315,7 +315,7 @@ def _lesion_activity(pred: PredictionFiles, ref: CaseFiles, truth: Volume) -> tu
     ``desc-all_dseg`` ids and ``desc-all_lesions.tsv`` scores."""
     import csv
 
-    from gdfree.evaluate.activity import lesion_activity_case
+    from gdfree.metrics.activity import lesion_activity_case
 
     assert pred.lesion_ids is not None
     table = pred.lesion_ids.with_name(pred.lesion_ids.name.replace("_dseg", "_lesions").split(".nii")[0] + ".tsv")
@@ -372,7 +372,7 @@ def write_evaluation(
         written.append(write_tsv(out / "patient_roc.tsv", summary["patient"]["roc_curve"]))
     curves = [r for r in results if r.retention is not None]
     if curves:
-        from gdfree.evaluate.calibration import RETENTION_FRACTIONS
+        from gdfree.metrics.calibration import RETENTION_FRACTIONS
 
         rows = [{"case_id": r.case_id, "fraction": float(f), "ndsc": float(v)}
                 for r in curves for f, v in zip(RETENTION_FRACTIONS, r.retention, strict=True)]  # fmt: skip

@@ -82,7 +82,7 @@ def occluded(
 
 
 def _logits(model: nn.Module, image: np.ndarray, head: int, device: Any) -> np.ndarray:
-    from gdfree.infer.forward import predict_volume
+    from gdfree.models.forward import predict_volume
 
     return predict_volume(model, image, device, logits_only=True)[head]
 

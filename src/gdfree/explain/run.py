@@ -114,11 +114,11 @@ def explain_dataset(
     from gdfree.data.cases import load_array_case
     from gdfree.errors import GdfreeError
     from gdfree.infer.model import TrainedModel
-    from gdfree.infer.predict import dataset_root, select_cases
     from gdfree.io.bids import derivative_path
     from gdfree.io.images import write_volume
     from gdfree.io.runs import MANIFEST, RECORDS, RunManifest, check_output_folder, write_failures
     from gdfree.io.tables import write_json, write_tsv
+    from gdfree.predict import dataset_root, select_cases
     from gdfree.types import Volume
 
     for name, value, low in (("crop", crop, 8), ("steps", steps, 1), ("max_mapped", max_mapped, 0)):

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from gdfree.arrays import label_components
 from gdfree.data.cases import ArrayCase
-from gdfree.evaluate.lesions import DetectionRule, label_lesions
+from gdfree.metrics.lesions import DetectionRule
 
 __all__ = [
     "LESION_SOURCES",
@@ -108,7 +109,7 @@ def find_lesions(
         label = "enhancing" if source == "reference" else "lesion"
         raise ValueError(f"{case.case_id}: no {label} mask to take the {source} lesions from")
     mask = np.asarray(masks[source], bool)
-    labels, n = label_lesions(mask, case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+    labels, n = label_components(mask, case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
     if n == 0:
         return labels, []
     ids = np.arange(1, n + 1)

@@ -1,8 +1,7 @@
-"""Inference: the verified trained model, whole-volume or tiled prediction, sampled predictions (MC dropout,
-flips, ensembles), lesion tables and BIDS-derivative outputs."""
+"""Inference: the verified trained model (weights + validated model.json), sampled predictions (MC dropout,
+flips, ensembles) and the ONNX Runtime path. Predicting a dataset (lesion tables, BIDS derivatives) is
+:mod:`gdfree.predict`; the forward pass over a whole volume is :mod:`gdfree.models.forward`."""
 
-from gdfree.infer.forward import predict_volume
 from gdfree.infer.model import TrainedModel
-from gdfree.infer.predict import lesion_rows, predict_dataset
 
-__all__ = ["TrainedModel", "lesion_rows", "predict_dataset", "predict_volume"]
+__all__ = ["TrainedModel"]

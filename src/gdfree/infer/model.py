@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from gdfree.arrays import bounding_box, label_components, logit, sigmoid
 from gdfree.data.cases import NORMALISATION
 from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
-from gdfree.evaluate.lesions import DetectionRule, label_lesions
-from gdfree.infer.forward import box_margin, brain_box, fov_independent, predict_volume
+from gdfree.metrics.lesions import DetectionRule
+from gdfree.models.forward import box_margin, fov_independent, predict_volume
 from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
@@ -168,7 +169,7 @@ class TrainedModel:
         thresholds = {}
         for h in heads:
             raw = _fraction(chosen.get(h, validation.get(f"{h}_threshold", default)), f"{where}: thresholds.{h}")
-            thresholds[h] = 1 / (1 + math.exp(-math.log(raw / (1 - raw)) / temperature[h]))
+            thresholds[h] = float(sigmoid(logit(raw) / temperature[h], dtype=np.float64))
         min_mm3 = meta.get("min_lesion_mm3", 0.0)
         if (
             isinstance(min_mm3, bool)
@@ -184,7 +185,7 @@ class TrainedModel:
         if patient is not None:
             patient = _fraction(patient, f"{where}: patient_threshold")
             t = temperature.get("enhancing", 1.0)
-            patient = 1 / (1 + math.exp(-math.log(patient / (1 - patient)) / t))
+            patient = float(sigmoid(logit(patient) / t, dtype=np.float64))
         prints = meta.get("training_fingerprints", [])
         if not isinstance(prints, list) or not all(isinstance(p, str) for p in prints):
             raise ValueError(f"{where}: training_fingerprints: expected a list of SHA-256 strings")
@@ -216,7 +217,7 @@ class TrainedModel:
         for one normalised (C, X, Y, Z) image; ``brain`` (default: voxels non-zero in some channel) bounds the
         NAWM statistics of an enhancing head read from the synthetic image."""
         # a network whose output does not depend on the field of view runs on the brain's box only
-        crop = (brain_box(brain, box_margin(self.network)) if brain is not None and fov_independent(self.network)
+        crop = (bounding_box(brain, box_margin(self.network)) if brain is not None and fov_independent(self.network)
                 else None)  # fmt: skip
         if not self.synthesises:
             return predict_volume(self.network, image, device, temperature=self.temperatures, crop=crop), None
@@ -226,7 +227,7 @@ class TrainedModel:
         for h in self.heads:
             if h in self.network_heads:
                 z = logits[self.network_heads.index(h)] / self.temperature[h]
-                maps.append((1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32))
+                maps.append(sigmoid(z))
             else:  # enhancing, read from the synthetic image
                 assert self.translation is not None
                 region = np.any(image != 0, axis=0) if brain is None else brain
@@ -257,7 +258,7 @@ class TrainedModel:
         models = [self, *members]
         for other in members:
             self.check_member(other)
-        box = (brain_box(brain, max(box_margin(m.network) for m in models))
+        box = (bounding_box(brain, max(box_margin(m.network) for m in models))
                if brain is not None and all(fov_independent(m.network) for m in models) else None)  # fmt: skip
         inner = image if box is None else np.ascontiguousarray(image[(slice(None), *box)])
         samples = sample_predictions([m.network for m in models], inner, device, mc=mc, flips=flips,
@@ -274,7 +275,7 @@ class TrainedModel:
         loses its components of ``min_lesion_mm3`` or less (under the rule's connectivity)."""
         masks = {h: np.asarray(p) >= self.thresholds[h] for h, p in probs.items()}
         if self.min_lesion_mm3 > 0 and "enhancing" in masks:
-            labels, _ = label_lesions(masks["enhancing"], spacing_mm, self.rule.connectivity, self.min_lesion_mm3)
+            labels, _ = label_components(masks["enhancing"], spacing_mm, self.rule.connectivity, self.min_lesion_mm3)
             masks["enhancing"] = labels > 0
         return masks
 

@@ -3,7 +3,7 @@
 :class:`OnnxNetwork` exports a trained network (eval mode, dynamic batch and spatial axes, opset 17, the
 TorchScript-based exporter: ``dynamo=False`` needs no onnxscript) into a temporary file, loads it into an
 ONNX Runtime CPU session and is called like the module on (B, C, X, Y, Z) tensors, so
-:func:`gdfree.infer.forward.predict_volume`, the sliding window and test-time flips use it unchanged. ONNX
+:func:`gdfree.models.forward.predict_volume`, the sliding window and test-time flips use it unchanged. ONNX
 Runtime's graph optimisation folds dropout away, so it runs only deterministic passes: asking for train mode
 (MC dropout) raises; MC dropout stays on the torch engine.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdfree.infer.forward import fov_independent
+from gdfree.models.forward import fov_independent
 
 __all__ = ["ENGINES", "OnnxNetwork"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdfree.infer.forward import predict_volume, predict_volume_samples
+from gdfree.models.forward import predict_volume, predict_volume_samples
 
 __all__ = ["FLIPS", "MC_LAYERS", "dropout_layers", "sample_predictions"]
 
@@ -53,7 +53,7 @@ def sample_predictions(
         flips: also predict the 8 mirrorings of the image (flipped back before stacking).
         temperatures: one per model, dividing that model's logits (one value, or one per head); default 1.
         seed: seeds torch for the dropout masks, so a prediction is reproducible.
-        cheap: MC samples share one encoder pass (:func:`gdfree.infer.forward.predict_volume_samples`); the
+        cheap: MC samples share one encoder pass (:func:`gdfree.models.forward.predict_volume_samples`); the
             samples equal full passes (False) for the same seed.
         mc_layers: ``all`` dropout layers sample (MC dropout as trained), or only the ``last`` one (everything
             before it runs once: about the cost of one pass; a narrower estimate, see docs/uncertainty.md).

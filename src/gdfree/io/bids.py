@@ -21,9 +21,11 @@ from gdfree.io.images import NIFTI_SUFFIXES, image_suffix, read_mask, read_volum
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Case, Volume
 
 __all__ = [
+    "BIDS_VERSION",
     "MASK_ENTITIES",
     "CaseFiles",
     "bids_name",
+    "dataset_description",
     "derivative_path",
     "discover_bids",
     "image_entities",
@@ -32,6 +34,18 @@ __all__ = [
     "parse_entities",
     "read_grid",
 ]
+
+BIDS_VERSION = "1.9.0"
+"""The BIDS version every dataset_description.json gdfree writes declares."""
+
+
+def dataset_description(name: str, dataset_type: str, **fields: Any) -> dict[str, Any]:
+    """The content of a ``dataset_description.json``: ``Name``, ``BIDSVersion``, ``DatasetType`` (``raw`` or
+    ``derivative``), then ``fields`` (``GeneratedBy``, ``License``...) in their order."""
+    if dataset_type not in ("raw", "derivative"):
+        raise ValueError(f"DatasetType: expected raw or derivative, got {dataset_type!r}")
+    return {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": dataset_type, **fields}
+
 
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 MASK_ENTITIES: dict[str, dict[str, str]] = {

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 import gdfree
-from gdfree.io.bids import bids_name, image_entities
+from gdfree.io.bids import bids_name, dataset_description, image_entities
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST
 
@@ -199,10 +199,12 @@ def import_dicom(src: Path | str, dest: Path | str, rules: Path | str | None = N
             kept = {k: v for k, v in sidecar.items() if k not in IDENTIFYING}
             write_json(folder / name.replace(".nii.gz", ".json"), {**kept, **extra})
             row.update(role=role, destination=str((folder / name).relative_to(dest)))
-    description = {"Name": f"{src.name} imported by gdfree from DICOM", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-                   "GeneratedBy": [{"Name": "gdfree import", "Version": gdfree.__version__},
-                                   {"Name": "dcm2niix", "Version": _dcm2niix_version()}],
-                   "SourceDatasets": [{"URL": src.resolve().as_uri()}]}  # fmt: skip
+    description = dataset_description(
+        f"{src.name} imported by gdfree from DICOM", "raw",
+        GeneratedBy=[{"Name": "gdfree import", "Version": gdfree.__version__},
+                     {"Name": "dcm2niix", "Version": _dcm2niix_version()}],
+        SourceDatasets=[{"URL": src.resolve().as_uri()}],
+    )  # fmt: skip
     write_json(dest / "dataset_description.json", description)
     subjects = sorted({r["subject"] for r in rows if r["role"]})
     write_tsv(dest / "participants.tsv", [{"participant_id": f"sub-{s}"} for s in subjects])

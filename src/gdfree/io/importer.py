@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import gdfree
-from gdfree.io.bids import MASK_ENTITIES, bids_name, derivative_path, image_entities
+from gdfree.io.bids import MASK_ENTITIES, bids_name, dataset_description, derivative_path, image_entities
 from gdfree.io.images import file_sha256, read_mask, read_volume, write_volume
 from gdfree.io.tables import write_json, write_tsv
 
@@ -59,9 +59,9 @@ def import_dataset(src: Path | str, dest: Path | str, fmt: str = "auto") -> list
             write_volume(volume.with_data(volume.data.astype(np.uint8)), target)
             rows.append(_row(case.case_id, f"mask:{role}" + (f":{entities['desc']}" if "desc" in entities else ""),
                              path, target, dest))  # fmt: skip
-    description = {"Name": f"{src.name} imported by gdfree", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-                   "GeneratedBy": [{"Name": "gdfree import", "Version": gdfree.__version__}],
-                   "SourceDatasets": [{"URL": src.resolve().as_uri()}]}  # fmt: skip
+    description = dataset_description(f"{src.name} imported by gdfree", "raw",
+                                      GeneratedBy=[{"Name": "gdfree import", "Version": gdfree.__version__}],
+                                      SourceDatasets=[{"URL": src.resolve().as_uri()}])  # fmt: skip
     write_json(dest / "dataset_description.json", description)
     write_json(dest / "derivatives" / fmt_name / "dataset_description.json",
                {**description, "DatasetType": "derivative"})  # fmt: skip

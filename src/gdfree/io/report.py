@@ -17,6 +17,7 @@ from gdfree.errors import ImageReadError
 from gdfree.io.adapters import discover
 from gdfree.io.bids import CaseFiles, read_grid
 from gdfree.io.images import read_mask, read_volume
+from gdfree.types import spacing_from_affine
 
 __all__ = ["CaseReport", "describe_case", "describe_dataset", "print_report"]
 
@@ -58,7 +59,7 @@ def describe_case(files: CaseFiles, required: tuple[str, ...], quick: bool = Fal
     if grids:
         ref_role, (ref_shape, ref_affine) = next(iter(grids.items()))
         shape = ref_shape
-        spacing = tuple(round(float(s), 3) for s in np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0)))
+        spacing = tuple(round(s, 3) for s in spacing_from_affine(ref_affine))
         for role, (shp, aff) in grids.items():
             if len(shp) < 3 or (len(shp) > 3 and any(n != 1 for n in shp[3:])):
                 problems.append(f"{role}: {len(shp)}-D image of shape {shp}, expected 3-D")

@@ -399,19 +399,19 @@ def _is_synth_dataset(out: Path) -> bool:
 
 def _dataset_description(name: str, kind: str) -> str:
     from gdfree import __version__
+    from gdfree.io.bids import dataset_description
 
-    desc = {
-        "Name": name,
-        "BIDSVersion": "1.9.0",
-        "DatasetType": kind,
-        "License": "CC-BY-4.0",
-        "GeneratedBy": [{"Name": "gdfree-synth", "Version": __version__}],
-        "ReferencesAndLinks": [
+    desc = dataset_description(
+        name,
+        kind,
+        License="CC-BY-4.0",
+        GeneratedBy=[{"Name": "gdfree-synth", "Version": __version__}],
+        ReferencesAndLinks=[
             "Lesjak Z et al. A Novel Public MR Image Dataset of Multiple Sclerosis Patients With Lesion "
             "Segmentations Based on Multi-rater Consensus. Neuroinformatics 2017 (real lesion shapes)",
             "MNI ICBM152 2009a nonlinear symmetric templates, as shipped in nilearn (anatomy)",
         ],
-    }
+    )
     return json.dumps(desc, indent=2) + "\n"
 
 

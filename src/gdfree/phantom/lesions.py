@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from gdfree.phantom.anatomy import SubjectAnatomy
+from gdfree.types import spacing_from_affine
 
 __all__ = [
     "LesionLibrary", "LesionParams", "RenderedLesion", "lateral_ventricles", "lesion_library", "render_lesion",
@@ -340,7 +341,7 @@ def render_lesion(
 ) -> RenderedLesion:
     """Partial-volume fraction maps of one lesion on the grid (``affine``, ``shape``)."""
     lib = lesion_library() if lesion.shape == "real" else None
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = np.asarray(spacing_from_affine(affine))
     centre_vox = np.linalg.inv(affine)[:3, :3] @ np.asarray(lesion.centre_mm) + np.linalg.inv(affine)[:3, 3]
     reach = (lesion.bounding_radius_mm + halo_radius_mm + 3 * halo_width_mm) / spacing + 1
     lo = np.maximum(np.floor(centre_vox - reach).astype(int), 0)

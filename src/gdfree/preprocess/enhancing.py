@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import LESION_CONNECTIVITY, label_lesions
+from gdfree.arrays import LESION_CONNECTIVITY, connectivity_structure, label_components, nawm_mask, robust_stats
 from gdfree.io.images import save_figure
-from gdfree.preprocess.intensity import nawm_mask, normalise_intensity
+from gdfree.preprocess.intensity import normalise_intensity
 
 __all__ = [
     "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "apply_review", "derive_enhancing", "read_review",
@@ -68,7 +68,7 @@ class EnhancingConfig:
         dilate_mm: dilation of the lesion mask (enhancing rims can lie just outside a FLAIR lesion mask).
         min_volume_mm3: components of this volume or less are dropped.
         connectivity: 6, 18 or 26 for the components (default: the lesion rule of
-            :data:`gdfree.evaluate.lesions.LESION_CONNECTIVITY`, so ``prepare`` and ``evaluate`` count alike).
+            :data:`gdfree.metrics.lesions.LESION_CONNECTIVITY`, so ``prepare`` and ``evaluate`` count alike).
         peak_fraction: within each component keep the voxels at or above this fraction of its peak
             subtraction (its 90th percentile; 0 keeps all): a voxel at least half filled by enhancing tissue
             gives at least half the signal of a full one, so 0.5 removes the partial-volume rim that a noise
@@ -160,8 +160,7 @@ def derive_enhancing(
     diff = np.where(brain, post_n - pre_n, 0.0).astype(np.float32)
     nawm = nawm_mask(brain, lesion)
     values = diff[nawm] if nawm.sum() > 100 else diff[brain]
-    centre = float(np.median(values))
-    spread = float(1.4826 * np.median(np.abs(values - centre))) or float(values.std()) or 1e-6
+    centre, spread = robust_stats(values)
     threshold = centre + cfg.k * spread
     region_name = cfg.region if (cfg.region == "brain" or (lesion is not None and lesion.any())) else "brain"
     if region_name == "lesion":
@@ -172,13 +171,13 @@ def derive_enhancing(
         far = distance > cfg.dilate_mm + max(2.0, 1.5 * max(spacing_mm))
     else:
         region, far = brain, np.zeros_like(brain)
-    labels, n = label_lesions((diff > threshold) & region, spacing_mm, cfg.connectivity, cfg.min_volume_mm3)
+    labels, n = label_components((diff > threshold) & region, spacing_mm, cfg.connectivity, cfg.min_volume_mm3)
     if cfg.peak_fraction > 0 and n:
         # the 90th percentile, not the maximum: a vessel crossing the lesion must not raise the cut
         peaks = ndimage.labeled_comprehension(diff, labels, np.arange(1, n + 1), lambda v: np.percentile(v, 90),
                                               np.float64, 0.0)  # fmt: skip
         cut = np.concatenate([[np.inf], np.maximum(np.asarray(peaks) * cfg.peak_fraction, threshold)])
-        labels, n = label_lesions((labels > 0) & (diff >= cut[labels]), spacing_mm, cfg.connectivity,
+        labels, n = label_components((labels > 0) & (diff >= cut[labels]), spacing_mm, cfg.connectivity,
                                   cfg.min_volume_mm3)  # fmt: skip
     ctx = _Context(diff, pre_n, flair_n, brain, lesion if region_name == "lesion" else None, far,
                    (diff < centre - cfg.k * spread) & brain, spread, threshold,
@@ -240,7 +239,7 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     # that noise and a brighter neighbour's partial-volume rim (choroid plexus) do not chain it to the brain
     near = _box(where, labels.shape, np.ceil(15.0 / spacing).astype(int))
     level = max(ctx.threshold, cfg.continuation_level * peak)
-    pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], ndimage.generate_binary_structure(3, 1))
+    pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], connectivity_structure(LESION_CONNECTIVITY))
     inside = labels[near] == c
     ids = np.unique(pieces[inside])
     whole = np.isin(pieces, ids[ids > 0]) | inside
@@ -263,7 +262,7 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     overlap = float(ctx.lesion[box][comp].mean()) if ctx.lesion is not None else float("nan")
     flair = float(np.median(ctx.flair[box][comp])) if ctx.flair is not None else float("nan")
     t1 = float(np.median(ctx.pre[box][comp]))
-    shell = ndimage.binary_dilation(comp, ndimage.generate_binary_structure(3, 1),
+    shell = ndimage.binary_dilation(comp, connectivity_structure(LESION_CONNECTIVITY),
                                     iterations=max(1, round(2.0 / float(spacing.mean())))) & ~comp  # fmt: skip
     negative = float((ctx.dark[box] & shell).sum() / n_vox)
     shift, ncc = _local_shift(ctx.pre[box], ctx.post[box], ctx.brain[box] & ~ndimage.binary_dilation(comp))

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+
+from gdfree.arrays import histogram_mode, mask_stats, nawm_mask, zscore
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["NORMALISATIONS", "n4", "nawm_mask", "normalise_intensity"]
+__all__ = ["NORMALISATIONS", "n4", "normalise_intensity"]
 
 NORMALISATIONS = ("none", "zscore", "nawm")
 
@@ -59,29 +60,6 @@ def n4(
     return sitk.Cast(corrected, sitk.sitkFloat32), sitk.Cast(field, sitk.sitkFloat32)
 
 
-def nawm_mask(brain: np.ndarray, lesion: np.ndarray | None = None, dilate: int = 2) -> np.ndarray:
-    """Brain voxels away from lesions (``lesion`` dilated by ``dilate`` voxels) and from the brain edge."""
-    inner = ndimage.binary_erosion(brain, iterations=2) if brain.sum() > 1000 else brain.copy()
-    if lesion is not None and lesion.any():
-        inner &= ~ndimage.binary_dilation(lesion, iterations=dilate)
-    return inner
-
-
-def _mode(values: np.ndarray) -> float:
-    """Mode of a smoothed 256-bin histogram between the 1st and 99th percentiles of the values above 5% of the
-    99th percentile (background zeros inside a generous brain mask of a skull-stripped image are not tissue)."""
-    top = float(np.percentile(values, 99))
-    if top > 0 and (values > 0.05 * top).sum() > 100:
-        values = values[values > 0.05 * top]
-    lo, hi = np.percentile(values, [1, 99])
-    if hi <= lo:
-        return float(lo)
-    counts, edges = np.histogram(values, bins=256, range=(lo, hi))
-    smooth = ndimage.gaussian_filter1d(counts.astype(float), 3)
-    i = int(np.argmax(smooth))
-    return float((edges[i] + edges[i + 1]) / 2)
-
-
 def normalise_intensity(
     image: np.ndarray, brain: np.ndarray, method: str = "zscore", lesion: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -102,11 +80,10 @@ def normalise_intensity(
     if method == "none":
         return data, {}
     if method == "zscore":
-        values = data[brain].astype(np.float64)
-        mean, std = float(values.mean()), float(values.std()) or 1.0
-        return np.where(brain, (data - mean) / std, 0.0).astype(np.float32), {"mean": mean, "std": std}
+        mean, std = mask_stats(data, brain)
+        return zscore(data, brain, stats=(mean, std)), {"mean": mean, "std": std}
     region = nawm_mask(brain, lesion)
-    mode = _mode(data[region] if region.sum() > 100 else data[brain])
+    mode = histogram_mode(data[region] if region.sum() > 100 else data[brain])
     if mode <= 0:
         raise ValueError(f"normalise_intensity: the white-matter mode is {mode:.3g}; expected a positive intensity")
     return np.where(brain, data / mode, 0.0).astype(np.float32), {"nawm_mode": mode}

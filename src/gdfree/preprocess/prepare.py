@@ -34,16 +34,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import gdfree
-from gdfree.evaluate.voxel import dice
-from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, derivative_path, image_entities
+from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, dataset_description, derivative_path, image_entities
 from gdfree.io.images import file_sha256, from_sitk, read_mask, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json, write_tsv
+from gdfree.metrics.voxel import dice
 from gdfree.preprocess.brain import BrainExtractionUnavailable, learned_brain_mask
 from gdfree.preprocess.enhancing import (
     COMPONENT_COLUMNS,
@@ -57,15 +58,40 @@ from gdfree.preprocess.enhancing import (
 )  # fmt: skip
 from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
 from gdfree.preprocess.registration import RegistrationConfig, register, resample, write_transform
-from gdfree.types import POST_CONTRAST, Volume
+from gdfree.types import POST_CONTRAST, Volume, spacing_from_affine
 
 __all__ = [
-    "PIPELINE", "PrepareConfig", "atlas_brain_mask", "output_grid", "outputs_to_native", "prepare_case",
-    "prepare_dataset", "to_native",
+    "PIPELINE", "BrainMaskPolicy", "PrepareConfig", "atlas_brain_mask", "output_grid", "outputs_to_native",
+    "prepare_case", "prepare_dataset", "to_native",
 ]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
-BRAIN_MASKS = ("auto", "provided", "learned", "atlas")
+
+
+class BrainMaskPolicy(StrEnum):
+    """Where a case's brain mask comes from; checked once, when :class:`PrepareConfig` is made (the CLI, the YAML
+    and the pipeline all go through it)."""
+
+    AUTO = "auto"
+    """provided, else learned from the T1w by deepbet, else the atlas"""
+    PROVIDED = "provided"
+    """the dataset's own mask; a case without one fails"""
+    LEARNED = "learned"
+    """deepbet on the T1w; a case where it fails fails"""
+    ATLAS = "atlas"
+    """the MNI brain registered to the reference"""
+
+    @classmethod
+    def parse(cls, value: str | BrainMaskPolicy) -> BrainMaskPolicy:
+        """The policy named ``value``. Raises ValueError naming the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(p.value for p in cls)
+            raise ValueError(f"brain_mask: expected one of {allowed}, got {value!r}") from None
+
+
+BRAIN_MASKS = tuple(p.value for p in BrainMaskPolicy)
 
 
 COHORT_SAMPLING = (0.2, 0.1, 0.03)
@@ -107,15 +133,14 @@ class PrepareConfig:
     registration: RegistrationConfig = field(
         default_factory=lambda: RegistrationConfig(stages=COHORT_STAGES, sampling=COHORT_SAMPLING)
     )
-    brain_mask: str = "auto"
+    brain_mask: BrainMaskPolicy = BrainMaskPolicy.AUTO
     check_brain_mask: bool = True
     normalise: str = "none"
     derive_enhancing: bool = True
     enhancing: EnhancingConfig = field(default_factory=EnhancingConfig)
 
     def __post_init__(self) -> None:
-        if self.brain_mask not in ("auto", "provided", "atlas"):
-            raise ValueError(f"brain_mask: expected auto, provided or atlas, got {self.brain_mask!r}")
+        object.__setattr__(self, "brain_mask", BrainMaskPolicy.parse(self.brain_mask))
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"normalise: expected one of {', '.join(NORMALISATIONS)}, got {self.normalise!r}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
@@ -136,7 +161,7 @@ def output_grid(reference: Volume, spacing_mm: float | None = None) -> tuple[tup
     affine = reference.affine @ nib.orientations.inv_ornt_aff(ornt, reference.shape)
     if spacing_mm is None:
         return (shape[0], shape[1], shape[2]), affine
-    old = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    old = np.asarray(spacing_from_affine(affine))
     new_shape = np.maximum(np.ceil(np.asarray(shape) * old / spacing_mm).astype(int), 1)
     direction = affine[:3, :3] / old
     centre = affine @ np.append((np.asarray(shape) - 1) / 2, 1)
@@ -155,7 +180,7 @@ def atlas_brain_mask(image: Any, config: RegistrationConfig | None = None) -> tu
     """
     import SimpleITK as sitk
 
-    from gdfree.phantom.anatomy import template_maps
+    from gdfree.io.templates import template_maps
 
     maps = template_maps(2)
     template = to_sitk(Volume(maps.gm * 0.7 + maps.wm + maps.csf * 0.2, maps.affine))
@@ -297,11 +322,11 @@ def _brain_mask(
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """(brain mask, record entries, log line) by ``cfg.brain_mask``: provided, else deepbet on the T1w, else the
     atlas; with a provided mask and ``check_brain_mask``, the other two's Dice against it."""
-    if cfg.brain_mask == "provided" and provided is None:
+    if cfg.brain_mask == BrainMaskPolicy.PROVIDED and provided is None:
         raise ValueError(f"{case_id}: brain_mask 'provided' but the case has no brain mask")
     info: dict[str, Any] = {}
     learned = None
-    if cfg.brain_mask in ("learned", "auto") and (provided is None or cfg.check_brain_mask):
+    if cfg.brain_mask in (BrainMaskPolicy.LEARNED, BrainMaskPolicy.AUTO) and (provided is None or cfg.check_brain_mask):
         if "T1w" in resampled:
             try:
                 learned = learned_brain_mask(Volume(resampled["T1w"], affine))
@@ -312,14 +337,15 @@ def _brain_mask(
         if provided is not None and learned is not None:
             info["brain_mask_dice_learned_vs_provided"] = round(dice(learned, provided), 4)
     atlas = None
-    if cfg.brain_mask == "atlas" or (provided is None and learned is None) or (
+    if cfg.brain_mask == BrainMaskPolicy.ATLAS or (provided is None and learned is None) or (
             provided is not None and cfg.check_brain_mask):  # fmt: skip
         atlas = from_sitk(atlas_brain_mask(to_sitk(Volume(resampled[reference], affine)))[0]).data > 0
         if provided is not None:
             info["brain_mask_dice_atlas_vs_provided"] = round(dice(atlas, provided), 4)
-    if cfg.brain_mask == "atlas" or (provided is None and learned is None and cfg.brain_mask != "learned"):
+    policy = cfg.brain_mask
+    if policy == BrainMaskPolicy.ATLAS or (provided is None and learned is None and policy != BrainMaskPolicy.LEARNED):
         mask, source = atlas, "atlas"
-    elif provided is not None and cfg.brain_mask != "learned":
+    elif provided is not None and policy != BrainMaskPolicy.LEARNED:
         mask, source = provided, "provided"
     elif learned is not None:
         mask, source = learned, "learned (deepbet)"
@@ -633,8 +659,8 @@ def prepare_dataset(
     out = check_output_folder(out, [*inputs, *sorted(sources)])
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    description = {"Name": "gdfree prepare output", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                   "GeneratedBy": [{"Name": PIPELINE, "Version": gdfree.__version__}]}  # fmt: skip
+    description = dataset_description("gdfree prepare output", "derivative",
+                                      GeneratedBy=[{"Name": PIPELINE, "Version": gdfree.__version__}])
     write_json(out / "dataset_description.json", description)
     write_json(out / "derivatives" / PIPELINE / "dataset_description.json", description)
     result: dict[str, Any] = {"done": [], "skipped": [], "reviewed": [], "failed": {}}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gdfree.arrays import spacing_from_affine, zscore
 from gdfree.errors import GdfreeError
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import atomic_path, read_mask, read_volume
@@ -213,8 +214,7 @@ def _pictures(maps: CaseMaps, folder: Path) -> dict[str, str]:
 
 
 def _standardised(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    values = image[brain] if brain.any() else image.ravel()
-    return (image - float(values.mean())) / max(float(values.std()), 1e-6)
+    return zscore(image, brain if brain.any() else np.ones(image.shape, bool), outside=None)
 
 
 def _copy(source: Path, target: Path) -> str:
@@ -319,6 +319,6 @@ def write_case_report(
         uncertainty_name=maps.uncertainty_name,
         viewer=viewer,
         cohort_link=cohort_link,
-        voxel_mm=[float(v) for v in np.sqrt((maps.affine[:3, :3] ** 2).sum(axis=0))],
+        voxel_mm=list(spacing_from_affine(maps.affine)),
         shape=list(maps.brain.shape),
     )

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from gdfree.arrays import bounding_box, window_range
+from gdfree.io.colours import MASK_COLOURS
 from gdfree.io.images import save_figure
-from gdfree.report.labels import MASK_COLOURS
 
 __all__ = [
     "calibration_png",
@@ -25,7 +26,6 @@ __all__ = [
     "retention_png",
     "roc_png",
     "to_ras",
-    "window_range",
 ]
 
 
@@ -59,16 +59,7 @@ def mosaic_slices(brain: np.ndarray, focus: Sequence[int] = (), n: int = 12) -> 
 
 def _plane_box(brain: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
     """The in-plane (x, y) box of the brain over all slices, widened by ``margin`` voxels."""
-    from gdfree.infer.forward import brain_box
-
-    return brain_box(np.asarray(brain).any(axis=2), margin) or (slice(None), slice(None))
-
-
-def window_range(image: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
-    """The 0.5th and 99.5th percentiles of ``image`` in ``brain`` (everywhere for an empty mask); hi > lo."""
-    values = image[brain] if brain.any() else image.ravel()
-    lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
-    return float(lo), float(max(hi, lo + 1e-6))
+    return bounding_box(np.asarray(brain).any(axis=2), margin) or (slice(None), slice(None))
 
 
 def mosaic_png(
@@ -99,12 +90,7 @@ def mosaic_png(
     fig.subplots_adjust(
         left=0.01, right=0.92 if heat is not None else 0.99, bottom=0.01, top=0.92, wspace=0.02, hspace=0.08
     )
-    if symmetric:
-        values = np.abs(image[brain]) if brain.any() else np.abs(image.ravel())
-        top = float(np.percentile(values, 99.5)) if values.size else 1.0
-        lo, hi = -top, max(top, 1e-6)
-    else:
-        lo, hi = window_range(image, brain)
+    lo, hi = window_range(image, brain, symmetric=symmetric)
     shown = None
     xy = _plane_box(brain)
     for ax, z in zip(axes.ravel(), list(slices) + [None] * (rows * cols - len(slices)), strict=True):

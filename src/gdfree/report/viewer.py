@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gdfree.arrays import bounding_box, window_range
 from gdfree.errors import GdfreeError
 
 __all__ = ["NIIVUE", "ViewerVolume", "niivue_asset", "script_json", "volume_entry", "write_viewer_data"]
@@ -57,8 +58,6 @@ class ViewerVolume:
 
 def _image_bytes(data: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """``data`` windowed to its 0.5-99.5th percentile inside ``inside``, as 0-255."""
-    from gdfree.report.figures import window_range
-
     lo, hi = window_range(data, inside)
     scaled = (data.astype(np.float32) - lo) / (hi - lo)
     return np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)
@@ -101,10 +100,9 @@ def write_viewer_data(
 ) -> Path:
     """Write ``viewer.js`` for one case: its layers (cropped to the brain's box) and the lesion centroids (mm)
     the lesion table jumps to."""
-    from gdfree.infer.forward import brain_box
     from gdfree.io.images import write_text
 
     inside = np.asarray(brain) > 0
-    box = brain_box(inside) or tuple(slice(0, n) for n in inside.shape)
+    box = bounding_box(inside, margin=4) or tuple(slice(0, n) for n in inside.shape)
     entries = [volume_entry(v, affine, box, brain) for v in volumes]
     return write_text(path, "window.gdfreeViewer = " + script_json({"volumes": entries, "lesions": lesions}) + ";\n")

@@ -30,10 +30,10 @@ from gdfree.data.sampling import PatchSampler
 from gdfree.data.translation import (
     TRANSLATION_HEAD,
 )
-from gdfree.evaluate.lesions import DetectionRule
 from gdfree.io.bids import CaseFiles
 from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json, write_tsv
+from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.unet import MultitaskUNet
 from gdfree.train.config import HEADS, TrainConfig

@@ -1,7 +1,7 @@
 """Validation and calibration of a network on the validation patients: lesion F1 at every threshold and minimum
 lesion volume, the patient threshold, and one temperature per head (what ``model.json`` records).
 
-Full-volume predictions of the validation cases (:func:`gdfree.infer.forward.predict_volume`), scored with the
+Full-volume predictions of the validation cases (:func:`gdfree.models.forward.predict_volume`), scored with the
 evaluation code's FROC counts and lesion F1, so the thresholds chosen here are those ``evaluate`` would score.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
 
+from gdfree.arrays import sigmoid
 from gdfree.data.cases import ArrayCase
 from gdfree.data.translation import (
     DEFAULT_CALIBRATION,
@@ -24,12 +24,12 @@ from gdfree.data.translation import (
     enhancement_z,
     fit_enhancement_calibration,
 )
-from gdfree.evaluate.froc import froc_counts
-from gdfree.evaluate.lesions import DetectionRule, lesion_f1
-from gdfree.evaluate.patient import roc_auc
-from gdfree.infer.forward import predict_volume
 from gdfree.io.tables import write_json
+from gdfree.metrics.froc import froc_counts
+from gdfree.metrics.lesions import DetectionRule, lesion_f1
+from gdfree.metrics.patient import roc_auc
 from gdfree.models.checkpoint import load_model
+from gdfree.models.forward import predict_volume
 
 __all__ = ["MIN_LESION_MM3", "THRESHOLDS", "calibrate", "fit_temperatures", "patient_threshold", "validate"]
 
@@ -54,7 +54,7 @@ def validate(
     from channel ``t1_channel``) with a calibration fitted on these cases (``translation_calibration``)."""
     model.eval()
     logits = [predict_volume(model, c.image, device, logits_only=True) for c in cases]
-    probs = [{h: expit(z[i]) for i, h in enumerate(heads) if h != TRANSLATION_HEAD} for z in logits]
+    probs = [{h: sigmoid(z[i]) for i, h in enumerate(heads) if h != TRANSLATION_HEAD} for z in logits]
     out: dict[str, Any] = {}
     scored = [h for h in heads if h != TRANSLATION_HEAD]
     if TRANSLATION_HEAD in heads:

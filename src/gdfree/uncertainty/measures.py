@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import LESION_CONNECTIVITY
+from gdfree.arrays import LESION_CONNECTIVITY, connectivity_structure
 
 __all__ = ["VOXEL_MEASURES", "lesion_uncertainty", "patient_uncertainty", "voxel_uncertainty"]
 
@@ -89,7 +89,7 @@ def lesion_uncertainty(
         for row, m, x in zip(rows, np.atleast_1d(means), np.atleast_1d(maxes), strict=True):
             row[f"{name}_mean"] = float(m)
             row[f"{name}_max"] = float(x)
-    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity]) if labels.ndim == 3 else None
+    structure = connectivity_structure(connectivity) if labels.ndim == 3 else None
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     ious = np.zeros((samples.shape[0], n))
     for s, sample in enumerate(samples):

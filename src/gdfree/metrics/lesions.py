@@ -38,9 +38,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from gdfree.evaluate._checks import as_mask, as_spacing, bounding_box, same_shape
+from gdfree.arrays import (
+    LESION_CONNECTIVITY,
+    as_mask,
+    as_spacing,
+    bounding_box,
+    connectivity_structure,
+    label_components,
+    min_voxels,
+    same_shape,
+)
 
 __all__ = [
     "LESION_CONNECTIVITY",
@@ -54,9 +62,6 @@ __all__ = [
     "match_lesions",
 ]
 
-LESION_CONNECTIVITY = 6
-"""Lesions are 6-connected components (face neighbours), everywhere in gdfree unless a rule says otherwise."""
-
 RULES = ("msseg", "iou", "any")
 VOLUME_BINS: tuple[tuple[str, float, float], ...] = (
     ("<=10", 0.0, 10.0),
@@ -65,9 +70,6 @@ VOLUME_BINS: tuple[tuple[str, float, float], ...] = (
     (">200", 200.0, math.inf),
 )
 """Lesion volume bins in mm3, (name, low, high]: a lesion of exactly 10 mm3 falls in ``<=10``."""
-
-_STRUCTURE = {6: 1, 18: 2, 26: 3}
-
 
 @dataclass(frozen=True)
 class DetectionRule:
@@ -92,8 +94,7 @@ class DetectionRule:
     def __post_init__(self) -> None:
         if self.name not in RULES:
             raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {self.name!r}")
-        if self.connectivity not in _STRUCTURE:
-            raise ValueError(f"connectivity: expected 6, 18 or 26, got {self.connectivity}")
+        connectivity_structure(self.connectivity)  # raises for another connectivity
         if not (math.isfinite(self.min_volume_mm3) and self.min_volume_mm3 >= 0):
             raise ValueError(f"min_volume_mm3: expected a volume >= 0, got {self.min_volume_mm3}")
         for key in ("alpha", "beta", "gamma", "iou_threshold"):
@@ -109,37 +110,15 @@ class DetectionRule:
 
     def min_voxels(self, voxel_mm3: float) -> int:
         """Smallest voxel count of a kept component."""
-        return math.floor(self.min_volume_mm3 / voxel_mm3) + 1 if self.min_volume_mm3 > 0 else 1
+        return min_voxels(self.min_volume_mm3, voxel_mm3)
 
 
-def label_lesions(
-    mask: np.ndarray,
-    spacing_mm: Sequence[float],
-    connectivity: int = LESION_CONNECTIVITY,
-    min_volume_mm3: float = 0.0,
-) -> tuple[np.ndarray, int]:
-    """Label the connected components of ``mask``, dropping those of ``min_volume_mm3`` or less.
-
-    Returns:
-        (labels, n): int32 labels 1..n in scan order (0 = background) and the number of lesions kept.
-    """
-    rule = DetectionRule(connectivity=connectivity, min_volume_mm3=min_volume_mm3)
-    return _label(as_mask(mask, "mask"), rule, math.prod(as_spacing(spacing_mm)))
+label_lesions = label_components
+"""Lesions of a mask: :func:`gdfree.arrays.label_components` (the one connectivity rule, the minimum volume)."""
 
 
-def _label(mask: np.ndarray, rule: DetectionRule, voxel_mm3: float) -> tuple[np.ndarray, int]:
-    structure = ndimage.generate_binary_structure(3, _STRUCTURE[rule.connectivity])
-    labels, n = ndimage.label(mask, structure=structure)
-    labels = labels.astype(np.int32, copy=False)
-    min_voxels = rule.min_voxels(voxel_mm3)
-    if n and min_voxels > 1:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = sizes >= min_voxels
-        keep[0] = False
-        new_ids = np.zeros(n + 1, np.int32)
-        new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        labels, n = new_ids[labels], int(keep.sum())
-    return labels, int(n)
+def _label(mask: np.ndarray, rule: DetectionRule, spacing_mm: Sequence[float]) -> tuple[np.ndarray, int]:
+    return label_components(mask, spacing_mm, rule.connectivity, rule.min_volume_mm3)
 
 
 @dataclass(frozen=True)
@@ -307,13 +286,14 @@ def match_lesions(
     rule = rule or DetectionRule()
     pred, ref = as_mask(pred, "pred"), as_mask(ref, "ref")
     same_shape(("pred", pred), ("ref", ref))
-    voxel_mm3 = math.prod(as_spacing(spacing_mm))
+    spacing = as_spacing(spacing_mm)
+    voxel_mm3 = math.prod(spacing)
     box = bounding_box(pred | ref)
     if box is None:
         return _match_labels(np.zeros((1, 1, 1), np.int32), 0, np.zeros((1, 1, 1), np.int32), 0, voxel_mm3, rule)
     offset = np.array([s.start for s in box], float)
-    ref_labels, n_ref = _label(ref[box], rule, voxel_mm3)
-    pred_labels, n_pred = _label(pred[box], rule, voxel_mm3)
+    ref_labels, n_ref = _label(ref[box], rule, spacing)
+    pred_labels, n_pred = _label(pred[box], rule, spacing)
     return _match_labels(ref_labels, n_ref, pred_labels, n_pred, voxel_mm3, rule, offset)
 
 

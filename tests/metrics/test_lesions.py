@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from gdfree.evaluate import DetectionRule, label_lesions, match_lesions, voxel_metrics
-from gdfree.evaluate.lesions import bootstrap_pooled_f1, lesion_f1
-from gdfree.evaluate.patient import percentile_ci
+from gdfree.metrics.lesions import bootstrap_pooled_f1, lesion_f1
+from gdfree.metrics.patient import percentile_ci
 
 MSSEG = DetectionRule.preset("msseg")
 IOU = DetectionRule.preset("iou")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate.lesions import LESION_CONNECTIVITY, label_lesions
-from gdfree.evaluate.patient import percentile_ci, roc_auc
+from gdfree.metrics.lesions import LESION_CONNECTIVITY, label_lesions
+from gdfree.metrics.patient import percentile_ci, roc_auc
 
 __all__ = ["LesionActivity", "lesion_activity_case", "lesion_activity_summary"]
 

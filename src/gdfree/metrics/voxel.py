@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate._checks import as_mask, as_spacing, bounding_box, same_shape
+from gdfree.arrays import as_mask, as_spacing, bounding_box, connectivity_structure, same_shape
 
 __all__ = ["NDSC_REFERENCE_LOAD", "dice", "normalized_dice", "surface_distances", "voxel_metrics"]
 
@@ -102,7 +102,7 @@ def voxel_metrics(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float]
     }
 
 
-_CROSS = ndimage.generate_binary_structure(3, 1)
+_CROSS = connectivity_structure(6)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

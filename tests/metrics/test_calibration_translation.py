@@ -15,7 +15,7 @@ from gdfree.evaluate import (
     retention_curve,
     translation_metrics,
 )
-from gdfree.evaluate.calibration import RETENTION_FRACTIONS
+from gdfree.metrics.calibration import RETENTION_FRACTIONS
 
 
 def test_ece_by_hand():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MAX_WHOLE_VOXELS", "OUTSIDE_LOGIT", "box_margin", "brain_box", "fov_independent", "predict_volume",
+__all__ = ["MAX_WHOLE_VOXELS", "OUTSIDE_LOGIT", "box_margin", "fov_independent", "predict_volume",
            "predict_volume_samples"]  # fmt: skip
 
 OUTSIDE_LOGIT = -30.0
@@ -23,18 +23,6 @@ OUTSIDE_LOGIT = -30.0
 MAX_WHOLE_VOXELS = 10_000_000
 """Above this many (padded) voxels, inference runs in overlapping tiles with Gaussian blending. A 1 mm MNI
 exam pads to 192x224x192 = 8.3 M voxels and runs whole: 2.3 GB peak RSS (measured with the demo model)."""
-
-
-def brain_box(brain: np.ndarray, margin: int = 4) -> tuple[slice, ...] | None:
-    """The bounding box of ``brain`` (X, Y, Z) grown by ``margin`` voxels and clipped to the volume; None for
-    an empty mask."""
-    if not brain.any():
-        return None
-    box = []
-    for axis in range(brain.ndim):
-        hit = np.flatnonzero(brain.any(axis=tuple(a for a in range(brain.ndim) if a != axis)))
-        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, brain.shape[axis])))
-    return tuple(box)
 
 
 def box_margin(model: nn.Module) -> int:
@@ -74,7 +62,8 @@ def predict_volume(
     ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
     validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
 
-    ``crop`` (e.g. :func:`brain_box`) runs the network on that box only; outside it the logits are
+    ``crop`` (e.g. :func:`gdfree.arrays.bounding_box` of the brain) runs the network on that box only; outside
+    it the logits are
     :data:`OUTSIDE_LOGIT` (probability ~0). Only a :func:`fov_independent` network gives the same values
     inside the box as on the whole volume.
 

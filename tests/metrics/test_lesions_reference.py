@@ -2,7 +2,7 @@
 
 The re-statements follow the originals step by step: a dense overlap table as animaSegPerfAnalyzer builds
 it (row 0 / column 0 = background), and Shifts' per-component IoU loops. They share no code with
-``gdfree.evaluate.lesions`` beyond scipy's labelling.
+``gdfree.metrics.lesions`` beyond scipy's labelling.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gdfree.evaluate._checks import same_shape
-from gdfree.evaluate.voxel import NDSC_REFERENCE_LOAD
+from gdfree.arrays import same_shape
+from gdfree.metrics.voxel import NDSC_REFERENCE_LOAD
 
 __all__ = [
     "RETENTION_FRACTIONS",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gdfree.infer.predict import lesion_rows, predict_volume
 from gdfree.models import MultitaskUNet
+from gdfree.predict import lesion_rows, predict_volume
 
 
 def test_whole_and_tiled_inference_agree_in_shape_and_range():

@@ -1,7 +1,7 @@
 """Free-response ROC: lesion sensitivity against false-positive lesions per scan, over probability thresholds.
 
 At each threshold t the probability map is binarised (p >= t), its components are formed and matched
-against the reference lesions by a :class:`~gdfree.evaluate.lesions.DetectionRule`, exactly as for a
+against the reference lesions by a :class:`~gdfree.metrics.lesions.DetectionRule`, exactly as for a
 single mask. Counts are kept per scan (:class:`FrocCounts`) so a cohort curve is their sum: sensitivity
 = detected / reference lesions over all scans, false positives per scan = predicted lesions that are not
 true positives / number of scans.
@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gdfree.evaluate._checks import as_mask, as_spacing, bounding_box, same_shape
-from gdfree.evaluate.lesions import DetectionRule, _label, _match_labels
+from gdfree.arrays import as_mask, as_spacing, bounding_box, same_shape
+from gdfree.metrics.lesions import DetectionRule, _label, _match_labels
 
 __all__ = ["DEFAULT_THRESHOLDS", "Froc", "FrocCounts", "froc", "froc_counts", "sensitivity_at_fp"]
 
@@ -78,7 +78,8 @@ def froc_counts(
         raise ValueError(f"thresholds: expected values in (0, 1], got {list(thresholds)}")
     if prob.size and (np.isnan(prob).any() or prob.min() < 0 or prob.max() > 1):
         raise ValueError("prob: expected probabilities in [0, 1] without NaN")
-    voxel_mm3 = math.prod(as_spacing(spacing_mm))
+    spacing = as_spacing(spacing_mm)
+    voxel_mm3 = math.prod(spacing)
     candidates = prob >= levels[0]
     box = bounding_box(candidates | ref)
     detected = np.zeros(levels.size, np.int64)
@@ -87,7 +88,7 @@ def froc_counts(
     if box is None:
         return FrocCounts(levels, 0, detected, predicted, false_pos)
     crop = prob[box]
-    ref_labels, n_ref = _label(ref[box], rule, voxel_mm3)
+    ref_labels, n_ref = _label(ref[box], rule, spacing)
     ref_sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
     for i, level in enumerate(levels):
         # Label the predicted components in their own (shrinking) box; reference sizes come from above.
@@ -95,7 +96,7 @@ def froc_counts(
         sub = bounding_box(above)
         if sub is None:
             continue
-        pred_labels, n_pred = _label(above[sub], pred_rule, voxel_mm3)
+        pred_labels, n_pred = _label(above[sub], pred_rule, spacing)
         match = _match_labels(
             ref_labels[sub], n_ref, pred_labels, n_pred, voxel_mm3, rule, ref_sizes=ref_sizes, centroids=False
         )

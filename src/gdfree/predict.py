@@ -6,7 +6,7 @@ Per case, on the input grid (same affine and shape as the inputs), under ``OUT/s
 ``min_lesion_mm3`` or less, chosen on validation with the threshold), and ``_lesions.tsv`` (one row a
 predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean probability).
 Each mask and the ``desc-all_dseg`` of the visible lesions (with ``activity``) get colour tables beside them
-(``.tsv``, ``.itksnap.txt``, ``.lut``, ``.ctbl``; :mod:`gdfree.report.labels`): the lesions called active in red.
+(``.tsv``, ``.itksnap.txt``, ``.lut``, ``.ctbl``; :mod:`gdfree.io.colours`): the lesions called active in red.
 A model with a ``t1gd`` output also writes ``desc-synthT1gd_T1w.nii.gz``, the synthetic post-Gd T1w in the
 input T1w's intensity scale. ``OUT/predictions.tsv`` has one row a case with its activity score;
 ``OUT/dataset_description.json`` names the model and its hash.
@@ -30,17 +30,18 @@ from typing import Any
 import numpy as np
 
 import gdfree
+from gdfree.arrays import label_components, spacing_from_affine
 from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
 from gdfree.errors import GdfreeError
-from gdfree.evaluate.lesions import DetectionRule, label_lesions
-from gdfree.infer.forward import predict_volume
 from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
-from gdfree.io.bids import CaseFiles, derivative_path
+from gdfree.io.bids import CaseFiles, dataset_description, derivative_path
+from gdfree.io.colours import lesion_labels, mask_labels, write_colour_tables
 from gdfree.io.images import write_volume
 from gdfree.io.runs import RunManifest, check_output_folder, select_shard, write_failures
 from gdfree.io.tables import write_json, write_tsv
-from gdfree.report.labels import lesion_labels, mask_labels, write_colour_tables
+from gdfree.metrics.lesions import DetectionRule
+from gdfree.models.forward import predict_volume
 from gdfree.types import Volume
 from gdfree.uncertainty.measures import VOXEL_MEASURES
 
@@ -56,8 +57,8 @@ def lesion_rows(
     (maximum voxel probability in the lesion), ``mean_probability``.
     """
     rule = rule or DetectionRule.preset("msseg")
-    spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-    labels, n = label_lesions(mask, spacing, rule.connectivity, rule.min_volume_mm3)
+    spacing = spacing_from_affine(affine)
+    labels, n = label_components(mask, spacing, rule.connectivity, rule.min_volume_mm3)
     if n == 0:
         return []
     from scipy import ndimage
@@ -137,7 +138,7 @@ def predict_case(
         result["n_samples"] = int(stack.shape[0])
         if "enhancing" in probs:
             e = heads.index("enhancing")
-            labels, _ = label_lesions(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+            labels, _ = label_components(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
             for row, extra in zip(rows, lesion_uncertainty(np.where(case.brain, stack[:, e], 0.0), labels,
                                                            model.thresholds["enhancing"],
                                                            connectivity=rule.connectivity), strict=True):  # fmt: skip
@@ -297,11 +298,9 @@ def predict_dataset(
         if progress:
             progress(i + 1, len(cases))
     _write_tables(out, manifest)
-    write_json(out / "dataset_description.json", {
-        "Name": "gdfree predictions",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{
+    write_json(out / "dataset_description.json", dataset_description(
+        "gdfree predictions", "derivative",
+        GeneratedBy=[{
             "Name": "gdfree", "Version": gdfree.__version__,
             "Description": f"model {model.folder.resolve()} (weights sha256 {model.weights_sha256}), "
                            f"thresholds {dict(model.thresholds)}, inputs {', '.join(model.modalities)}"
@@ -309,8 +308,8 @@ def predict_dataset(
                            + (f"; {mc} MC dropout passes" + (" (last dropout layer)" if mc_layers == "last" else "")
                               if mc else "") + ("; test-time flips" if flips else ""),
         }],
-        "GeneratedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })  # fmt: skip
+        GeneratedAt=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    ))  # fmt: skip
     return rows
 
 
@@ -437,7 +436,7 @@ def _score_lesions(
     all_rows = [{k: r[k] for k in _ALL_LESION_COLUMNS[:5]} | {"source": source, "p_active": float(q),
                 "predicted_active": bool(q >= scorer.threshold)} for r, q in zip(rows, p, strict=True)]  # fmt: skip
     lookup = np.concatenate([[0.0], p])
-    enh_labels, _ = label_lesions(result["mask"].get("enhancing", np.zeros_like(lesion)), case.spacing_mm,
+    enh_labels, _ = label_components(result["mask"].get("enhancing", np.zeros_like(lesion)), case.spacing_mm,
                                   rule.connectivity, rule.min_volume_mm3)  # fmt: skip
     for i, row in enumerate(result["lesions"], start=1):
         row["p_active"] = float(lookup[ids[enh_labels == i]].max(initial=0.0))

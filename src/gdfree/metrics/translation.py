@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from gdfree.evaluate._checks import as_mask, bounding_box, same_shape
+from gdfree.arrays import as_mask, bounding_box, same_shape
 
 __all__ = ["translation_metrics"]
 
