@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The report's viewer: NiiVue from the npm registry (viewer/package-lock.json), copied into the package.
 NIIVUE := src/gdfree/report/assets/niivue.umd.js
 
-.PHONY: demo test lint browser
+.PHONY: demo test test-slow typecheck lint browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ demo: $(VENV)/.installed $(NIIVUE)
 test: $(VENV)/.installed-test $(NIIVUE) browser
 	$(BIN)/ruff check src tests benchmarks
 	GDFREE_BROWSER_TESTS=required $(BIN)/python -m pytest -q
+
+# The heavy checks (marked slow: the whole-pipeline expectation, real-scan registration, torchrun); CI runs them.
+test-slow: $(VENV)/.installed-test $(NIIVUE) browser
+	GDFREE_BROWSER_TESTS=required $(BIN)/python -m pytest -q -m slow
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy src/gdfree --ignore-missing-imports
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

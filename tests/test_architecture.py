@@ -27,8 +27,28 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
-EXCEPTIONS: dict[str, int] = {}
-"""Modules or functions allowed past a limit, each with its line count; docs/architecture.md says why."""
+EXCEPTIONS: dict[str, int] = {
+    # not yet split (issue 29 is open on these): ceilings at today's size, so none grows; docs/architecture.md
+    "gdfree.bench": 415,
+    "gdfree.cli": 716,
+    "gdfree.data.lesion_sim": 485,
+    "gdfree.phantom.cohort": 518,
+    "gdfree.predict": 449,
+    "gdfree.preprocess.enhancing": 529,
+    "gdfree.preprocess.prepare": 713,
+    # the dataset orchestrators the cohort runner is to replace
+    "gdfree.evaluate.files.evaluate_dataset": 96,
+    "gdfree.explain.run.explain_dataset": 200,
+    "gdfree.predict.predict_dataset": 138,
+    "gdfree.preprocess.prepare.prepare_dataset": 93,
+    "gdfree.report.write_reports": 84,
+    "gdfree.train.loop.train": 179,
+    # one validation branch per model.json field: the typed model record is to replace it
+    "gdfree.infer.model.TrainedModel.from_meta": 83,
+    "gdfree.preprocess.enhancing._judge": 82,
+}
+"""Modules or functions allowed past a limit, each with its line count as a ceiling; docs/architecture.md says
+why."""
 
 
 def _module_name(path: Path) -> str:
@@ -117,6 +137,18 @@ def test_neither_packages_nor_modules_import_a_circle():
     assert _circle(graph) is None, "module circle: " + " -> ".join(_circle(graph) or [])
 
 
+def _functions(node: ast.AST, prefix: str) -> list[tuple[str, int]]:
+    """(qualified name, lines) of every function under ``node``, methods as ``module.Class.method``."""
+    found = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            name = f"{prefix}.{child.name}"
+            if not isinstance(child, ast.ClassDef):
+                found.append((name, (child.end_lineno or child.lineno) - child.lineno + 1))
+            found += _functions(child, name)
+    return found
+
+
 def test_no_module_or_function_outgrows_its_limit():
     too_long = []
     for path in sorted(SRC.rglob("*.py")):
@@ -125,10 +157,7 @@ def test_no_module_or_function_outgrows_its_limit():
         lines = len(text.splitlines())
         if lines > EXCEPTIONS.get(module, MAX_MODULE_LINES):
             too_long.append(f"{module}: {lines} lines")
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                name = f"{module}.{node.name}"
-                length = (node.end_lineno or node.lineno) - node.lineno + 1
-                if length > EXCEPTIONS.get(name, MAX_FUNCTION_LINES):
-                    too_long.append(f"{name}: {length} lines")
+        for name, length in _functions(ast.parse(text), module):
+            if length > EXCEPTIONS.get(name, MAX_FUNCTION_LINES):
+                too_long.append(f"{name}: {length} lines")
     assert not too_long, "past the limits of docs/architecture.md:\n" + "\n".join(too_long)

@@ -122,6 +122,7 @@ def _compare(expected: Any, actual: Any, where: str, problems: list[str]) -> Non
         problems.append(f"{where}: {expected!r} expected, {actual!r} found")
 
 
+@pytest.mark.slow
 def test_the_pipeline_gives_the_stored_results(tmp_path: Path):
     actual = json.loads(json.dumps(observe(_pipeline(tmp_path))))
     if os.environ.get("GDFREE_GOLDEN_WRITE") == "1":

@@ -70,6 +70,7 @@ def test_a_batch_norm_model_predicts_on_the_brain_box(tmp_path: Path, monkeypatc
     assert stack.shape == (8, 2, 32, 32, 32) and shapes[-1] == (24, 24, 20)
 
 
+@pytest.mark.slow
 def test_bench_measures_a_path_in_its_own_process(tmp_path: Path):
     from gdfree.bench import _spawn, markdown
 

@@ -66,6 +66,7 @@ def test_predict_shards_into_one_folder_make_the_files_of_one_run(tiny_cohort: P
     assert len((shared / "predictions.tsv").read_text().splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_concurrent_shards_with_a_failing_case(tiny_cohort: Path, tmp_path: Path):
     """Two processes at once into one folder: all outputs, and the failure of one shard's case kept."""
     cohort = tmp_path / "cohort"

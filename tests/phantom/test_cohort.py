@@ -128,6 +128,7 @@ def _lesion_features(cfg: PhantomConfig, seeds: list[int], strength: float) -> d
     return out
 
 
+@pytest.mark.slow
 def test_strength_zero_active_and_chronic_lesions_look_alike_before_gd():
     """Two-sample KS tests on per-lesion features: no difference at strength 0, clear ones at strength 1."""
     cfg = PhantomConfig(resolution_mm=2, lesions_min=14, lesions_max=20, active_count_probs=(0,) * 6 + (1.0,),
@@ -199,6 +200,7 @@ def _tissue_medians(images, anat, masks, params) -> dict[str, dict[str, float]]:
     return out
 
 
+@pytest.mark.slow
 def test_domain_randomised_subjects_keep_the_tissue_ordering_they_promise():
     from gdfree.phantom.randomise import DomainRandomisation, check_ordering
 

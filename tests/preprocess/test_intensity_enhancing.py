@@ -118,6 +118,7 @@ def test_enhancing_label_finds_the_enhancing_lesion_only(tmp_path: Path):
         EnhancingConfig(region="skull")
 
 
+@pytest.mark.slow
 def test_prepare_command_on_aligned_tiny_cohort(tiny_cohort: Path, tmp_path: Path):
     out = tmp_path / "prepared"
     args = ["prepare", str(tiny_cohort), "--out", str(out), "--no-register", "--normalise", "zscore", "--jobs", "2"]

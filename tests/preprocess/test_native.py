@@ -27,6 +27,7 @@ def _world(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     return (affine[:3, :3] @ idx + affine[:3, 3:4]).reshape(3, *shape)
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 @pytest.mark.skipif(not LONGITUDINAL.is_dir(), reason="needs ../shared/data/open_ms_data")
 def test_native_round_trip_on_the_shared_longitudinal_patient(tmp_path: Path):

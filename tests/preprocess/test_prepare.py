@@ -30,6 +30,7 @@ def misaligned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     return truth, src, {k: np.asarray(v) for k, v in moves.items()}
 
 
+@pytest.mark.slow
 def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path: Path):
     truth, src, moves = misaligned
     out = tmp_path / "prepared"

@@ -99,6 +99,7 @@ def test_resample_then_inverse_restores_the_image():
         resample(img, img, shift, interpolation="cubic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", ["study1", "study2"])
 def test_longitudinal_patient_recovers_a_known_move(shared_data: Path, study: str):
     """Move T1W by 10-12 degrees and 10-12 mm, register it onto FLAIR, undo the move: the result agrees

@@ -81,6 +81,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path: P
     assert not torch.equal(p0["head.weight"], _net_and_optimiser()[0].state_dict()["head.weight"])  # it learned
 
 
+@pytest.mark.slow
 def test_train_nproc_2_runs_through_torchrun(tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):

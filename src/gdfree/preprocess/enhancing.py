@@ -42,7 +42,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gdfree.arrays import LESION_CONNECTIVITY, connectivity_structure, label_components, nawm_mask, robust_stats
+from gdfree.arrays import (
+    LESION_CONNECTIVITY,
+    connectivity_structure,
+    label_components,
+    nawm_mask,
+    robust_stats,
+    window_range,
+)
 from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import normalise_intensity
 
@@ -424,12 +431,11 @@ def write_qc_png(
         ends = (filled[0], filled[-1]) if len(filled) else (0, pre.shape[2] - 1)
         slices = sorted(set(np.linspace(*ends, 6)[1:-1].astype(int).tolist()))
     fig, axes = plt.subplots(len(slices), 4, figsize=(10, 2.6 * len(slices)), squeeze=False)
-    lim = float(np.percentile(np.abs(diff[diff != 0]), 99.5)) if (diff != 0).any() else 1.0
+    lim = window_range(diff, diff != 0, symmetric=True)[1]
 
     def window(image: np.ndarray) -> dict[str, Any]:  # the brain's 1-99.5th percentiles: vessels do not darken it
-        inside = image[image != 0]
-        lo, hi = np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0)
-        return {"cmap": "gray", "vmin": float(lo), "vmax": float(hi)}
+        lo, hi = window_range(image, image != 0, (1.0, 99.5))
+        return {"cmap": "gray", "vmin": lo, "vmax": hi}
 
     for row, z in zip(axes, slices, strict=True):
         for ax, data, name, kw in (
@@ -482,9 +488,8 @@ def write_components_png(
     columns = [("pre-Gd T1w", pre), ("post-Gd T1w", post), ("post - pre", result.diff)]
     if flair is not None:
         columns.append(("FLAIR", flair))
-    brain_vals = {name: image[image != 0] for name, image in columns}
-    windows = {name: np.percentile(v, [1, 99.5]) if v.size else (0.0, 1.0) for name, v in brain_vals.items()}
-    lim = float(np.percentile(np.abs(brain_vals["post - pre"]), 99.5)) if brain_vals["post - pre"].size else 1.0
+    windows = {name: window_range(image, image != 0, (1.0, 99.5)) for name, image in columns}
+    lim = window_range(result.diff, result.diff != 0, symmetric=True)[1]
     written = []
     for page, first in enumerate(range(0, len(rows), per_page), start=1):
         chunk = rows[first : first + per_page]
