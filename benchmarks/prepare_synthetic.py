@@ -66,7 +66,7 @@ def main() -> None:
                      "true_enhancing_voxels": int(t.sum()), "derived_voxels": int(d.sum()),
                      "seconds": round(sum(record["timings_s"].values()), 1)})  # fmt: skip
     summary = {
-        "subjects": len(cases), "failed": result["failed"], "prepare_s": round(seconds, 1),
+        "subjects": len(cases), "failed": result.failed, "prepare_s": round(seconds, 1),
         "max_registration_error_mm": max(max(v for k, v in r.items() if k.startswith("error")) for r in rows),
         "pooled_dice": round(2 * tp / max(2 * tp + fp + fn, 1), 4),
         "sensitivity_ge20mm3": round(float(np.mean(big)), 4) if big else None, "lesions_ge20mm3": len(big),

@@ -295,10 +295,10 @@ def prepare(
             result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset], shard=parts)
         except ValueError as exc:
             raise _fail(str(exc)) from exc
-    reviewed = f", review applied to {len(result['reviewed'])}" if result["reviewed"] else ""
-    console.print(f"prepared {len(result['done'])}, skipped {len(result['skipped'])} (done before){reviewed}, "
-                  f"failed {len(result['failed'])}; output in {out}")  # fmt: skip
-    if result["failed"]:
+    reviewed = f", review applied to {len(result.reviewed)}" if result.reviewed else ""
+    console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
+                  f"failed {len(result.failed)}; output in {out}")  # fmt: skip
+    if result.failed:
         console.print(f"the failures and their reasons are in {out}/failures.tsv; a rerun retries them")
         raise typer.Exit(code=1)
 

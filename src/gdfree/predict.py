@@ -36,9 +36,10 @@ from gdfree.errors import GdfreeError
 from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
 from gdfree.io.bids import CaseFiles, dataset_description, derivative_path
+from gdfree.io.cohort import CaseDone, run_cohort, select
 from gdfree.io.colours import lesion_labels, mask_labels, write_colour_tables
 from gdfree.io.images import write_volume
-from gdfree.io.runs import RunManifest, check_output_folder, select_shard, write_failures
+from gdfree.io.runs import RunManifest, check_output_folder, write_failures
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.forward import predict_volume
@@ -251,52 +252,41 @@ def predict_dataset(
         member.refuse_control()
         model.check_member(member)
         members.append(member)
-    cases = select_cases(input_path, fmt)
-    if case_ids is not None:
-        cases = [c for c in cases if c.case_id in set(case_ids)]
-    if not cases:
-        raise ValueError(f"{input_path}: none of the cases {list(case_ids or [])} found")
-    cases = select_shard(cases, shard, key=lambda c: c.case_id)
-    fingerprints: dict[str, tuple[str, ...]] = {}
-    failures: dict[str, str] = {}
-    for files in cases:
+    cases = select(select_cases(input_path, fmt), case_ids, shard, where=str(input_path))
+
+    def fingerprint(files: CaseFiles) -> tuple[str, ...]:
         missing = files.missing(model.modalities)
         if missing:
-            failures[files.case_id] = f"missing {', '.join(missing)} needed by the model"
-            continue
-        fingerprints[files.case_id] = file_fingerprints([files.images[m] for m in model.modalities])
+            raise ValueError(f"missing {', '.join(missing)} needed by the model")
+        return file_fingerprints([files.images[m] for m in model.modalities])
+
+    def refuse(files: CaseFiles, inputs: tuple[str, ...]) -> None:
         if not allow_training_cases:
             for m in (model, *members):
-                m.refuse_if_seen(files.case_id, fingerprints[files.case_id])
+                m.refuse_if_seen(files.case_id, inputs)
             if scorer is not None:
-                scorer.refuse_if_seen(files.case_id, fingerprints[files.case_id])
+                scorer.refuse_if_seen(files.case_id, inputs)
+
+    def work(files: CaseFiles, inputs: tuple[str, ...]) -> CaseDone:
+        return _predict_one(model, members, files, out, device, mc=mc, flips=flips, seed=seed, inputs=inputs,
+                            scorer=scorer, mc_layers=mc_layers)  # fmt: skip
+
     identity = {"command": "predict", "models": [m.weights_sha256 for m in (model, *members)],
                 **({"activity": scorer.meta["model_sha256"]} if scorer is not None else {}),
                 "mc": mc, "flips": flips, "seed": seed if mc else None,
                 **({"mc_layers": mc_layers} if mc and mc_layers != "all" else {}),
                 **({"engine": engine} if engine != "torch" else {})}  # fmt: skip
-    manifest = RunManifest.open(out, identity, replace=overwrite)
-    for case_id, reason in failures.items():
-        manifest.fail(case_id, reason)
-    rows = []
-    for i, files in enumerate(cases):
-        if files.case_id in fingerprints:
-            inputs = fingerprints[files.case_id]
-            row = manifest.finished(files.case_id, inputs)
-            if row is None:
-                try:
-                    row = _predict_one(model, members, files, out, device, mc=mc, flips=flips, seed=seed,
-                                       manifest=manifest, inputs=inputs, scorer=scorer,
-                                       mc_layers=mc_layers)  # fmt: skip
-                except (GdfreeError, ValueError, OSError, RuntimeError, MemoryError) as exc:
-                    failures[files.case_id] = str(exc)
-                    manifest.fail(files.case_id, str(exc))
-            if row is not None:
-                rows.append(row)
-        if files.case_id in failures:
-            rows.append({"case_id": files.case_id, "status": "failed", "reason": failures[files.case_id]})
+    done = 0
+
+    def tell(case_id: str, status: str) -> None:
+        nonlocal done
+        done += 1
         if progress:
-            progress(i + 1, len(cases))
+            progress(done, len(cases))
+
+    result = run_cohort(cases, out, identity, fingerprint=fingerprint, work=work, refuse=refuse,
+                        overwrite=overwrite, progress=tell)  # fmt: skip
+    manifest, rows = result.manifest, result.rows
     _write_tables(out, manifest)
     write_json(out / "dataset_description.json", dataset_description(
         "gdfree predictions", "derivative",
@@ -351,12 +341,11 @@ def _predict_one(
     mc: int,
     flips: bool,
     seed: int,
-    manifest: RunManifest,
     inputs: Sequence[str],
     scorer: Any = None,
     mc_layers: str = "all",
-) -> dict[str, Any]:
-    """Predict one case, write its files, record it in the manifest; returns its predictions.tsv row."""
+) -> CaseDone:
+    """Predict one case and write its files; returns its predictions.tsv row and the files written."""
     case = load_array_case(files, model.modalities, ("lesion",) if scorer is not None else (), oracle=model.oracle)
     if tuple(case.fingerprints) != tuple(inputs):
         raise GdfreeError(f"{files.case_id}: its input files changed while predicting")
@@ -404,8 +393,7 @@ def _predict_one(
         **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
         **extra,
     }
-    manifest.record(case.case_id, inputs, row, written)
-    return row
+    return CaseDone(row, written)
 
 
 _ALL_LESION_COLUMNS = ("lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "volume_mm3", "source",

@@ -97,7 +97,7 @@ def test_reviewed_decisions_survive_a_rerun(tmp_path: Path):
     case = _bids_case(tmp_path / "raw", s)
     out = tmp_path / "prepared"
     cfg = PrepareConfig(register=False, n4=False, check_brain_mask=False)
-    assert prepare_dataset([case], out, cfg)["done"] == ["sub-01"]
+    assert prepare_dataset([case], out, cfg).done == ["sub-01"]
     deriv = out / "derivatives" / PIPELINE
     table = derivative_path(deriv, "01", None, "components", ".tsv", desc="enhancing")
     mask_path = derivative_path(deriv, "01", None, "mask", label="enhancing")
@@ -120,7 +120,7 @@ def test_reviewed_decisions_survive_a_rerun(tmp_path: Path):
     record = derivative_path(deriv, "01", None, "prepare", ".json")
     stamp = record.stat().st_mtime_ns, read_volume(out / "sub-01" / "anat" / "sub-01_T1w.nii.gz").data.sum()
     outcome = prepare_dataset([case], out, cfg)
-    assert outcome["reviewed"] == ["sub-01"], outcome  # a new review: applied, nothing redone
+    assert outcome.reviewed == ["sub-01"], outcome  # a new review: applied, nothing redone
     assert (out / "sub-01" / "anat" / "sub-01_T1w.nii.gz").stat().st_mtime_ns < record.stat().st_mtime_ns
     assert stamp[0] < record.stat().st_mtime_ns
     reviewed = read_volume(mask_path).data > 0
@@ -130,19 +130,19 @@ def test_reviewed_decisions_survive_a_rerun(tmp_path: Path):
     assert after[through]["rule_verdict"] == "rejected" and after[nodule]["rule_verdict"] == "kept"
     # the cheap path gives what preparing the case again with the review gives
     fresh = tmp_path / "fresh"
-    assert prepare_dataset([case], fresh, cfg)["done"] == ["sub-01"]
+    assert prepare_dataset([case], fresh, cfg).done == ["sub-01"]
     shutil.copy(review, derivative_path(fresh / "derivatives" / PIPELINE, "01", None, "review", ".tsv",
                                         desc="enhancing"))  # fmt: skip
     shutil.rmtree(fresh / "sub-01")
-    assert prepare_dataset([case], fresh, cfg)["done"] == ["sub-01"]
+    assert prepare_dataset([case], fresh, cfg).done == ["sub-01"]
     again = read_volume(derivative_path(fresh / "derivatives" / PIPELINE, "01", None, "mask", label="enhancing"))
     assert np.array_equal(again.data > 0, reviewed)
-    assert prepare_dataset([case], out, cfg)["skipped"] == ["sub-01"]  # same review: nothing to redo
+    assert prepare_dataset([case], out, cfg).skipped == ["sub-01"]  # same review: nothing to redo
     assert file_sha256(review) == before  # prepare never writes the rater's file
     # a rerun from scratch (the derived files gone) still honours it
     shutil.rmtree(out / "sub-01")
-    assert prepare_dataset([case], out, cfg)["done"] == ["sub-01"]
+    assert prepare_dataset([case], out, cfg).done == ["sub-01"]
     assert (read_volume(mask_path).data > 0)[s["through"] & s["lesion"]].any()
     review.write_text("x_mm\ty_mm\tz_mm\tdecision\n1\t2\t3\tmaybe\n")
-    failed = prepare_dataset([case], out, cfg)["failed"]
+    failed = prepare_dataset([case], out, cfg).failed
     assert "decision must be accept or reject" in failed["sub-01"] and str(review) in failed["sub-01"]

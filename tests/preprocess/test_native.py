@@ -36,7 +36,7 @@ def test_native_round_trip_on_the_shared_longitudinal_patient(tmp_path: Path):
     prepared = tmp_path / "prepared"
     result = prepare_dataset([case], prepared, PrepareConfig(n4=False, registration=fast, spacing_mm=2.0,
                                                              check_brain_mask=False))  # fmt: skip
-    assert result["done"] == [case.case_id], result
+    assert result.done == [case.case_id], result
     record_path = derivative_path(prepared / "derivatives" / PIPELINE, case.subject, case.session, "prepare", ".json")
     record = json.loads(record_path.read_text())
     grid = Volume(np.zeros(record["output_grid"]["shape"], np.float32), np.asarray(record["output_grid"]["affine"]))

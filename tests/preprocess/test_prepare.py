@@ -37,7 +37,7 @@ def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path
     (case,) = discover(src)
     case.masks.pop("enhancing")  # derive it
     result = prepare_dataset([case], out, PrepareConfig())
-    assert result["done"] == ["sub-001"] and not result["failed"]
+    assert result.done == ["sub-001"] and not result.failed
     record = json.loads(next(out.rglob("*_prepare.json")).read_text())
     flair = sitk.ReadImage(str(case.images["FLAIR"]))
     brain = read_volume(next(truth.rglob("*desc-brain_mask.nii.gz"))).data > 0
@@ -65,6 +65,6 @@ def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path
     with pytest.raises(ValueError, match="output grid"):
         to_native(source_t1, record_path, "T1w")
     again = prepare_dataset([case], out, PrepareConfig())
-    assert again["skipped"] == ["sub-001"] and not again["done"]
+    assert again.skipped == ["sub-001"] and not again.done
     prepared = discover(out)
     assert {"T1w", "T2w", "FLAIR", "T1gd"} <= set(prepared[0].images) and "enhancing" in prepared[0].masks

@@ -27,10 +27,9 @@ and the JSON last, so an interrupted case is simply redone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import numpy as np
 
 import gdfree
 from gdfree.io.bids import MASK_ENTITIES, CaseFiles, bids_name, dataset_description, derivative_path, image_entities
+from gdfree.io.cohort import CaseDone
 from gdfree.io.images import file_sha256, from_sitk, read_mask, read_volume, to_sitk, write_text, write_volume
 from gdfree.io.tables import json_ready, write_json, write_tsv
 from gdfree.metrics.voxel import dice
@@ -61,8 +61,8 @@ from gdfree.preprocess.registration import RegistrationConfig, register, resampl
 from gdfree.types import POST_CONTRAST, Volume, spacing_from_affine
 
 __all__ = [
-    "PIPELINE", "BrainMaskPolicy", "PrepareConfig", "atlas_brain_mask", "output_grid", "outputs_to_native",
-    "prepare_case", "prepare_dataset", "to_native",
+    "PIPELINE", "BrainMaskPolicy", "PrepareConfig", "PrepareResult", "atlas_brain_mask", "output_grid",
+    "outputs_to_native", "prepare_case", "prepare_dataset", "to_native",
 ]  # fmt: skip
 
 PIPELINE = "gdfree-prepare"
@@ -601,21 +601,15 @@ def _number(cell: str) -> int | float | None:
     return int(value) if value.is_integer() and "." not in cell and "e" not in cell.lower() else value
 
 
-def _limit_threads(threads: int) -> None:
-    """Worker start-up: share the cores between the ``--jobs`` processes (ITK and torch threads)."""
-    import SimpleITK as sitk
-    import torch
+@dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare_dataset` did: case ids prepared now, skipped (done before), whose changed review was
+    applied, and case id -> reason for those that failed (also in ``out/failures.tsv``)."""
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    torch.set_num_threads(threads)
-
-
-def _run_one(args: tuple[CaseFiles, Path, PrepareConfig]) -> tuple[str, dict[str, Any] | None, str | None]:
-    case, out, cfg = args
-    try:
-        return case.case_id, prepare_case(case, out, cfg), None
-    except Exception as exc:  # reported per case; the other cases go on
-        return case.case_id, None, f"{exc.__class__.__name__}: {exc}"
+    done: list[str]
+    skipped: list[str]
+    reviewed: list[str]
+    failed: dict[str, str]
 
 
 def prepare_dataset(
@@ -627,87 +621,55 @@ def prepare_dataset(
     progress: Callable[[str, str], None] | None = None,
     inputs: Sequence[Path | str] = (),
     shard: tuple[int, int] | None = None,
-) -> dict[str, Any]:
-    """Prepare every case (``jobs`` processes; with ``shard`` (K, N) only those of part K of N, see
-    :func:`gdfree.io.runs.select_shard`: N jobs may share one ``out``), skipping those already done with the
-    same config from the same input files (by content), and only re-applying a rater's changed review to those
-    reviewed since (:func:`reapply_review`). ``out`` may not overlap ``inputs`` (the dataset folders) or the
-    folder of any case file: nothing is ever written under an input path.
-
-    Returns:
-        {"done": [...], "skipped": [...], "reviewed": [...], "failed": {case: error}}; failures do not stop
-        the other cases and are listed in ``out/failures.tsv`` (with every other shard's, until they succeed).
+) -> PrepareResult:
+    """Prepare every case through the cohort runner (:func:`gdfree.io.cohort.run_cohort`; ``jobs`` processes;
+    with ``shard`` (K, N) only part K of N: N jobs may share one ``out``), skipping those already done with the
+    same config from the same input files (by content) and the same rater's review, and only re-applying a
+    changed review to those reviewed since (:func:`reapply_review`). ``out`` may not overlap ``inputs`` (the
+    dataset folders) or the folder of any case file: nothing is ever written under an input path.
 
     Raises:
-        OutputConflictError: ``out`` overlaps an input.
+        OutputConflictError: ``out`` overlaps an input or holds another command's outputs.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from gdfree.io.runs import (
-        check_output_folder,
-        clear_failure,
-        record_failure,
-        remove_stale_temporaries,
-        select_shard,
-        write_failures,
-    )
+    from gdfree.io.cohort import run_cohort, select
+    from gdfree.io.runs import check_output_folder
 
     if jobs < 1:
         raise ValueError(f"--jobs: expected 1 or more processes, got {jobs}")
     cfg = config or PrepareConfig()
     sources = {p.parent for c in cases for p in (*c.images.values(), *c.masks.values())}
     out = check_output_folder(out, [*inputs, *sorted(sources)])
+    selected = select(cases, None, shard, where=str(inputs[0]) if inputs else "prepare")
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     description = dataset_description("gdfree prepare output", "derivative",
                                       GeneratedBy=[{"Name": PIPELINE, "Version": gdfree.__version__}])
     write_json(out / "dataset_description.json", description)
     write_json(out / "derivatives" / PIPELINE / "dataset_description.json", description)
-    result: dict[str, Any] = {"done": [], "skipped": [], "reviewed": [], "failed": {}}
-    todo = []
-    cases = select_shard(cases, shard, key=lambda c: c.case_id)
-    for case in cases:
-        state = _state(out, case, cfg)
-        if state == "review":
-            try:
-                reapply_review(out, case, cfg)
-                result["reviewed"].append(case.case_id)
-                if progress:
-                    progress(case.case_id, "review applied")
-            except Exception as exc:  # reported per case; the other cases go on
-                result["failed"][case.case_id] = f"{exc.__class__.__name__}: {exc}"
-                if progress:
-                    progress(case.case_id, f"failed: {exc}")
-        elif state == "done":
-            result["skipped"].append(case.case_id)
-            if progress:
-                progress(case.case_id, "skipped (done)")
-        else:
-            todo.append((case, out, cfg))
+    digest = cfg.digest()
 
-    def handle(case_id: str, record: dict[str, Any] | None, error: str | None) -> None:
-        if error is None:
-            result["done"].append(case_id)
-        else:
-            result["failed"][case_id] = error
-        if progress:
-            progress(case_id, "done" if error is None else f"failed: {error}")
+    def fingerprint(case: CaseFiles) -> tuple[str, ...]:
+        review = _review_path(out, case)
+        return (f"config:{digest}", *(f"{r}:{h}" for r, h in sorted(_source_hashes(case).items())),
+                f"review:{file_sha256(review) if review.is_file() else 'none'}")  # fmt: skip
 
-    if jobs <= 1 or len(todo) <= 1:
-        for item in todo:
-            handle(*_run_one(item))
+    result = run_cohort(selected, out, {"command": "prepare"}, fingerprint=fingerprint,
+                        work=functools.partial(_prepare_one, out=out, cfg=cfg), jobs=jobs,
+                        progress=progress)  # fmt: skip
+    reviewed = [r["case_id"] for r in result.rows if r.get("status") == "reviewed" and r["case_id"] in result.done]
+    return PrepareResult([c for c in result.done if c not in reviewed], result.skipped, reviewed, result.failed)
+
+
+def _prepare_one(case: CaseFiles, inputs: tuple[str, ...], *, out: Path, cfg: PrepareConfig) -> CaseDone:
+    """The per-case work of :func:`prepare_dataset`: nothing when the case's record says it is done (a folder
+    prepared before the runner kept a manifest), the rater's review alone when only it changed, else the whole
+    case."""
+    state = _state(out, case, cfg)
+    if state == "review":
+        record, status = reapply_review(out, case, cfg), "reviewed"
+    elif state == "done":
+        record, status = json.loads(_record_path(out, case).read_text()), "done"
     else:
-        # spawn, not fork: a forked child inherits the parent's torch/OpenMP thread pools and can hang in deepbet
-        context = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_limit_threads,
-                                 initargs=(threads,)) as pool:  # fmt: skip
-            for outcome in pool.map(_run_one, todo):
-                handle(*outcome)
-    for case in cases:
-        if case.case_id in result["failed"]:
-            record_failure(out, case.case_id, result["failed"][case.case_id])
-        else:
-            clear_failure(out, case.case_id)
-    write_failures(out)  # every shard's
-    return result
+        record, status = prepare_case(case, out, cfg), "done"
+    stem = _record_path(out, case)
+    outputs = [out / rel for rel in record["outputs"].values()] + [stem, stem.with_suffix(".log")]
+    return CaseDone({"case_id": case.case_id, "status": status}, [p for p in outputs if p.is_file()])
