@@ -312,6 +312,7 @@ def test_explain_lesions_of_a_case(trained: tuple[Path, Path], tiny_cohort: Path
     refused = runner.invoke(app, ["explain", "--model", str(run), "--case", str(tiny_cohort), "--out",
                                   str(root / "explain2")])  # fmt: skip
     assert refused.exit_code != 0 and "training/validation case" in refused.output
+    assert not (root / "explain2").exists()  # refused before anything is written (issue 29)
 
 
 def test_explain_finds_the_predicted_lesions_that_predict_writes(

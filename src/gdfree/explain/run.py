@@ -111,10 +111,11 @@ def explain_dataset(
     Raises:
         ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
     """
-    from gdfree.data.cases import load_array_case
+    from gdfree.data.cases import file_fingerprints, load_array_case
     from gdfree.errors import GdfreeError
     from gdfree.infer.model import TrainedModel
     from gdfree.io.bids import derivative_path
+    from gdfree.io.cohort import select
     from gdfree.io.images import write_volume
     from gdfree.io.runs import MANIFEST, RECORDS, RunManifest, check_output_folder, write_failures
     from gdfree.io.tables import write_json, write_tsv
@@ -142,6 +143,12 @@ def explain_dataset(
                 "occlusions": list(occlusions), "permutation": permutation, "crop": crop, "steps": steps,
                 "layer": layer, "sanity": sanity, "seed": seed,
                 "label_randomised": str(label_randomised) if label_randomised else None}  # fmt: skip
+    files_list = select(select_cases(input_path), case_ids, where=str(input_path))
+    if not allow_training_cases:  # every case, before anything is written
+        for files in files_list:
+            if not files.missing(modalities):
+                prints = file_fingerprints([files.images[m] for m in modalities])
+                trained.refuse_if_seen(files.case_id, prints, what="explaining")
     manifest = RunManifest.open(out, identity, replace=overwrite)
     head = list(trained.network_heads).index("enhancing")
     temperature, threshold = trained.temperature["enhancing"], trained.thresholds["enhancing"]
@@ -149,11 +156,6 @@ def explain_dataset(
     rule = trained.lesion_rule() if source == "predicted" else trained.rule
     randomised = randomised_copy(model, seed) if sanity else None
     shuffled = TrainedModel.load(label_randomised, device).network if label_randomised else None
-    files_list = select_cases(input_path)
-    if case_ids is not None:
-        files_list = [f for f in files_list if f.case_id in set(case_ids)]
-    if not files_list:
-        raise ValueError(f"{input_path}: no case to explain")
     cases, lesion_sets, rows, lesion_rows, profile_entries, sanity_rows = [], [], [], [], [], []
     failures: dict[str, str] = {}
     timings = {"occlusion_s": 0.0, "maps_s": 0.0, "sanity_s": 0.0, "permutation_s": 0.0}
@@ -164,8 +166,6 @@ def explain_dataset(
         except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
             failures[files.case_id] = str(exc)
             continue
-        if not allow_training_cases:
-            trained.refuse_if_seen(case.case_id, case.fingerprints, what="explaining")
         prob = np.where(case.brain, trained.probabilities(case.image, device)[head], 0.0)
         labels, found = find_lesions(case, prob, threshold, rule, source, case.labels.get("enhancing"),
                                      case.labels.get("lesion"))  # fmt: skip
