@@ -33,6 +33,7 @@ from gdfree.data.cases import NORMALISATION
 from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
 from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.forward import box_margin, fov_independent, predict_volume
+from gdfree.models.record import ModelRecord
 from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
@@ -117,6 +118,7 @@ class TrainedModel:
     @classmethod
     def from_meta(cls, folder: Path, network: nn.Module, meta: Mapping[str, Any], where: Path | str) -> TrainedModel:
         """Validate a model description against its schema and bind it to ``network``."""
+        ModelRecord.from_json(meta, where)  # the fields' types, as training wrote them
         heads = meta["heads"]
         if (not isinstance(heads, list) or not heads or len(set(heads)) != len(heads)
                 or any(h not in _HEADS for h in heads)):  # fmt: skip

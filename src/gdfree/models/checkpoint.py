@@ -11,6 +11,8 @@ atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +20,32 @@ import torch
 from torch import nn
 
 from gdfree.io.images import atomic_path, file_sha256
-from gdfree.io.tables import write_json
+from gdfree.models.record import ModelRecord
 from gdfree.models.unet import build_model
 
 __all__ = ["load_model", "save_model"]
 
-_REQUIRED = ("architecture", "heads", "modalities", "normalisation", "threshold")
-_BOUND = ("architecture", "heads", "modalities")
-"""model.json keys also written into the weights file's header and checked against it on load."""
-
-
-def save_model(folder: Path | str, model: nn.Module, meta: dict[str, Any], stem: str = "model") -> Path:
+def save_model(
+    folder: Path | str, model: nn.Module, meta: ModelRecord | Mapping[str, Any], stem: str = "model"
+) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` into ``folder``; returns the JSON path.
 
-    ``meta`` must hold ``architecture`` ({"class", "kwargs"}), ``heads``, ``modalities``, ``normalisation``
-    and ``threshold``; the SHA-256 of the weights file is added as ``weights_sha256``.
+    ``meta`` is the model's :class:`~gdfree.models.record.ModelRecord` (a mapping is read through it: it must
+    hold ``architecture`` ({"class", "kwargs"}), ``heads``, ``modalities``, ``normalisation`` and
+    ``threshold``); the SHA-256 of the weights file is recorded as ``weights_sha256``.
     """
     from safetensors.torch import save_file
 
-    missing = [k for k in _REQUIRED if k not in meta]
-    if missing:
-        raise ValueError(f"model metadata lacks {', '.join(missing)}")
+    record = meta if isinstance(meta, ModelRecord) else ModelRecord.from_json(meta, "model metadata")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{stem}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # one key: safetensors writes its metadata map in no fixed order, and the file's hash must be stable
-    header = {"gdfree": json.dumps({k: meta[k] for k in _BOUND}, sort_keys=True)}
+    header = {"gdfree": json.dumps(record.bound(), sort_keys=True)}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata=header)
-    return write_json(folder / f"{stem}.json", {**meta, "weights_sha256": file_sha256(weights)})
+    return replace(record, weights_sha256=file_sha256(weights)).write(folder / f"{stem}.json")
 
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str = "model") -> tuple[nn.Module, dict]:
@@ -70,22 +68,15 @@ def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str
     for path in (meta_path, weights):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (is {folder} a gdfree training run?)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-    missing = [k for k in (*_REQUIRED, "weights_sha256") if k not in meta]
-    if missing:
-        raise ValueError(f"{meta_path}: lacks {', '.join(missing)}; not a gdfree model description")
+    record = ModelRecord.read(meta_path)  # every field checked for its type
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if record.weights_sha256 is None:
+        raise ValueError(f"{meta_path}: lacks weights_sha256; not a gdfree model description")
     digest = file_sha256(weights)
     if digest != meta["weights_sha256"]:
         raise ValueError(f"{weights}: SHA-256 {digest} differs from the {meta['weights_sha256']} recorded in "
                          f"{meta_path.name}; the weights were changed or corrupted after training")  # fmt: skip
-    arch = meta["architecture"]
-    if not (isinstance(arch, dict) and isinstance(arch.get("class"), str) and isinstance(arch.get("kwargs"), dict)):
-        raise ValueError(f"{meta_path}: architecture must be {{'class': name, 'kwargs': {{...}}}}, got {arch!r}")
+    arch = record.architecture
     try:
         with safe_open(str(weights), framework="pt") as fh:
             bound = json.loads((fh.metadata() or {}).get("gdfree", "{}"))

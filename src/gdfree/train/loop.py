@@ -35,6 +35,7 @@ from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.checkpoint import load_model, save_model
+from gdfree.models.record import ModelRecord
 from gdfree.models.unet import MultitaskUNet
 from gdfree.train.config import HEADS, TrainConfig
 from gdfree.train.distributed import agree, barrier, gather, join, on_cuda, on_main, parameter_digest, world
@@ -349,13 +350,14 @@ def train(
                 val = (validate(net, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
                        else {"score": 0.0})  # fmt: skip
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
-                meta = {**meta_base, "threshold": val.get("threshold", 0.5),
-                        "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
-                        **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
-                           if "translation_calibration" in val else {}),
-                        "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
-                        **({"patient_threshold": val["patient_threshold"]}
-                           if val.get("patient_threshold") else {})}  # fmt: skip
+                meta = ModelRecord.from_json({
+                    **meta_base, "threshold": val.get("threshold", 0.5),
+                    "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
+                    **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
+                       if "translation_calibration" in val else {}),
+                    "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
+                    **({"patient_threshold": val["patient_threshold"]} if val.get("patient_threshold") else {}),
+                }, "model record")  # fmt: skip
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
                     best = val["score"]
@@ -382,9 +384,9 @@ def train(
     if place.main and val_cases:
         calibrate(run_dir, val_cases, cfg.heads, device, seed=cfg.seed)
     if place.main and place.distributed:
-        meta = json.loads((run_dir / "model.json").read_text())
-        meta["distributed"]["parameters_identical_across_ranks"] = len(set(same)) == 1
-        write_json(run_dir / "model.json", meta)
+        record = ModelRecord.read(run_dir / "model.json")
+        distributed = {**record.provenance["distributed"], "parameters_identical_across_ranks": len(set(same)) == 1}
+        record.updated(provenance={"distributed": distributed}).write(run_dir / "model.json")
     barrier(place)
     summary = json.loads((run_dir / "model.json").read_text())
     return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,

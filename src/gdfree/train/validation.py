@@ -24,12 +24,12 @@ from gdfree.data.translation import (
     enhancement_z,
     fit_enhancement_calibration,
 )
-from gdfree.io.tables import write_json
 from gdfree.metrics.froc import froc_counts
 from gdfree.metrics.lesions import DetectionRule, lesion_f1
 from gdfree.metrics.patient import roc_auc
 from gdfree.models.checkpoint import load_model
 from gdfree.models.forward import predict_volume
+from gdfree.models.record import ModelRecord
 
 __all__ = ["MIN_LESION_MM3", "THRESHOLDS", "calibrate", "fit_temperatures", "patient_threshold", "validate"]
 
@@ -172,8 +172,8 @@ def calibrate(run_dir: Path, cases: list[ArrayCase], heads: tuple[str, ...], dev
     without usable labels keeps temperature 1 (``temperature_notes`` says why). Each head's threshold
     (``thresholds``) stays as chosen on the uncalibrated scale; :class:`gdfree.infer.model.TrainedModel`
     maps it onto the calibrated one, so masks do not change."""
-    model, meta = load_model(run_dir, device)
+    model, _ = load_model(run_dir, device)
     temps, notes = fit_temperatures(model, cases, heads, device, seed)
-    write_json(run_dir / "model.json", {**meta, "temperature": {h: temps.get(h, 1.0) for h in heads
-                                                                if h != TRANSLATION_HEAD},
-                                        "temperature_notes": notes})  # fmt: skip
+    record = ModelRecord.read(run_dir / "model.json")
+    temperature = {h: temps.get(h, 1.0) for h in heads if h != TRANSLATION_HEAD}
+    record.updated(temperature=temperature, temperature_notes=notes).write(run_dir / "model.json")
