@@ -5,12 +5,15 @@ Heavy libraries are imported inside the commands so that ``gdfree --help`` stays
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gdfree.devices import check_device
+from gdfree.errors import GdfreeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help=__doc__.splitlines()[0] if __doc__ else None)  # fmt: skip
@@ -37,6 +40,27 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, GdfreeError)
+"""What a command reports as one line naming the file or option (exit 2): bad input or options, not a bug."""
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``app.command`` whose errors of :data:`USER_ERRORS` become one ``error:`` line and exit code 2: the one
+    error-to-exit mapping of every command (an unforeseen error: :func:`main`, exit 3)."""
+
+    def register(function: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(function)
+        def run(*a: Any, **k: Any) -> None:
+            try:
+                function(*a, **k)
+            except USER_ERRORS as exc:
+                raise _fail(str(exc)) from exc
+
+        return app.command(*args, **kwargs)(run)
+
+    return register
+
+
 def _exit_on_failures(console: Any, failures: dict[str, str], what: str) -> None:
     """Print each failed case and its reason, then exit 1; nothing when no case failed."""
     if not failures:
@@ -51,7 +75,7 @@ def _split(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-@app.command()
+@_command()
 def synth(
     out: Annotated[Path, typer.Option(help="Output BIDS folder.")],
     subjects: Annotated[int, typer.Option(help="Number of subjects.")] = 20,
@@ -83,18 +107,15 @@ def synth(
     from gdfree.config import config_from_dict, load_config
     from gdfree.phantom.cohort import PhantomConfig
 
-    try:
-        cfg = load_config(PhantomConfig, config) if config else config_from_dict(PhantomConfig, {})
-        overrides: dict[str, Any] = {"resolution_mm": resolution}
-        if signature_strength is not None:
-            overrides["signature_strength"] = signature_strength
-        if signature_modalities is not None:
-            overrides["signature_modalities"] = _split(signature_modalities)
-        if randomise is not None:
-            overrides["domain_randomisation"] = dataclasses.replace(cfg.domain_randomisation, enabled=randomise)
-        cfg = dataclasses.replace(cfg, **overrides)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    cfg = load_config(PhantomConfig, config) if config else config_from_dict(PhantomConfig, {})
+    overrides: dict[str, Any] = {"resolution_mm": resolution}
+    if signature_strength is not None:
+        overrides["signature_strength"] = signature_strength
+    if signature_modalities is not None:
+        overrides["signature_modalities"] = _split(signature_modalities)
+    if randomise is not None:
+        overrides["domain_randomisation"] = dataclasses.replace(cfg.domain_randomisation, enabled=randomise)
+    cfg = dataclasses.replace(cfg, **overrides)
     rows = _run_synth(out, cfg, subjects, seed, jobs, overwrite, first)
     _print_cohort(rows, out)
 
@@ -110,13 +131,10 @@ def _run_synth(
         TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console()
     ) as bar:
         task = bar.add_task("synth", total=subjects)
-        try:
-            return write_cohort(
-                out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite, first=first,
-                progress=lambda done: bar.update(task, completed=done),
-            )  # fmt: skip
-        except (FileExistsError, ValueError) as exc:
-            raise _fail(str(exc)) from exc
+        return write_cohort(
+            out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite, first=first,
+            progress=lambda done: bar.update(task, completed=done),
+        )  # fmt: skip
 
 
 def _print_cohort(rows: list[dict[str, Any]], out: Path) -> None:
@@ -138,7 +156,7 @@ def _print_cohort(rows: list[dict[str, Any]], out: Path) -> None:
     )
 
 
-@app.command()
+@_command()
 def info(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (BIDS or a known challenge layout).")],
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "auto",
@@ -150,16 +168,13 @@ def info(
     but usable, as prepare registers them)."""
     from gdfree.io.report import describe_dataset, print_report
 
-    try:
-        rows = describe_dataset(dataset, fmt, _split(required) or (), quick=quick)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    rows = describe_dataset(dataset, fmt, _split(required) or (), quick=quick)
     print_report(rows, dataset, _console())
     if any(r.unusable for r in rows):
         raise typer.Exit(code=1)
 
 
-@app.command()
+@_command()
 def evaluate(
     pred: Annotated[Path, typer.Option(help="Folder of predictions (sub-*_desc-<target>_probseg/_mask files).")],
     ref: Annotated[Path, typer.Option(help="Reference dataset (BIDS with derivative masks, or a challenge layout).")],
@@ -192,50 +207,46 @@ def evaluate(
     """Score predictions against a reference: voxel, surface, lesion, FROC, patient and calibration metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gdfree.errors import GdfreeError
     from gdfree.evaluate import DetectionRule, EvaluationConfig
     from gdfree.evaluate.display import print_summary
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
     from gdfree.io.runs import check_output_folder, parse_shard
 
-    try:
-        check_output_folder(out, [pred, ref])
-        overrides: dict[str, Any] = {"iou_threshold": iou_threshold}
-        if connectivity is not None:
-            overrides["connectivity"] = connectivity
-        if min_volume is not None:
-            overrides["min_volume_mm3"] = min_volume
-        cfg = EvaluationConfig(
-            rule=DetectionRule.preset(rule, **overrides), threshold=threshold, patient_score=patient_score,
-            patient_threshold=patient_threshold, n_boot=n_boot, seed=seed,
+    check_output_folder(out, [pred, ref])
+    overrides: dict[str, Any] = {"iou_threshold": iou_threshold}
+    if connectivity is not None:
+        overrides["connectivity"] = connectivity
+    if min_volume is not None:
+        overrides["min_volume_mm3"] = min_volume
+    cfg = EvaluationConfig(
+        rule=DetectionRule.preset(rule, **overrides), threshold=threshold, patient_score=patient_score,
+        patient_threshold=patient_threshold, n_boot=n_boot, seed=seed,
+    )  # fmt: skip
+    console = _console()
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    ) as bar:
+        task = bar.add_task("evaluate", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        results, summary, affines = evaluate_dataset(
+            pred, ref, target=target, config=cfg, fmt=fmt, uncertainty_desc=uncertainty,
+            only_predicted=only_predicted, progress=step, shard=parse_shard(shard), out=out,
         )  # fmt: skip
-        console = _console()
-        with Progress(
-            TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-        ) as bar:
-            task = bar.add_task("evaluate", total=None)
-
-            def step(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            results, summary, affines = evaluate_dataset(
-                pred, ref, target=target, config=cfg, fmt=fmt, uncertainty_desc=uncertainty,
-                only_predicted=only_predicted, progress=step, shard=parse_shard(shard), out=out,
-            )  # fmt: skip
-        if summary is None:
-            console.print(f"Scored {len(results)} cases of shard {shard} into {out}/gdfree_run; other shards still "
-                          "have cases to score, and the one that completes the set writes the tables.")  # fmt: skip
-            return
-        written = write_evaluation(out, results, summary, affines)
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    if summary is None:
+        console.print(f"Scored {len(results)} cases of shard {shard} into {out}/gdfree_run; other shards still "
+                      "have cases to score, and the one that completes the set writes the tables.")  # fmt: skip
+        return
+    written = write_evaluation(out, results, summary, affines)
     print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")
     console.print(f"Wrote {', '.join(p.name for p in written)} to {out}")
     _exit_on_failures(console, summary["failures"], f"could not be scored (listed in {out}/failures.tsv); the "
                       "table above leaves them out")  # fmt: skip
 
 
-@app.command()
+@_command()
 def prepare(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (BIDS or a known challenge layout).")],
     out: Annotated[Path, typer.Option(help="Output BIDS folder (prepared images + derivatives/gdfree-prepare).")],
@@ -262,25 +273,22 @@ def prepare(
     from gdfree.io.runs import parse_shard, select_shard
     from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
 
-    try:
-        base = PrepareConfig()
-        cfg = PrepareConfig(
-            reference=reference, spacing_mm=spacing, n4=n4, register=register, brain_mask=brain_mask,
-            normalise=normalise, enhancing=dataclasses.replace(
-                base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
-        )  # fmt: skip
-        found = discover(dataset, fmt)
-        wanted = _split(cases)
-        if wanted:
-            names = {c.case_id: c for c in found} | {c.subject: c for c in found if c.session is None}
-            missing = sorted(set(wanted) - set(names))
-            if missing:
-                raise ValueError(f"{dataset}: no case {', '.join(missing)} (case ids look like {found[0].case_id})")
-            found = [names[w] for w in wanted]
-        found = [c for c in found if c.images]
-        parts = parse_shard(shard)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    base = PrepareConfig()
+    cfg = PrepareConfig(
+        reference=reference, spacing_mm=spacing, n4=n4, register=register, brain_mask=brain_mask,
+        normalise=normalise, enhancing=dataclasses.replace(
+            base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
+    )  # fmt: skip
+    found = discover(dataset, fmt)
+    wanted = _split(cases)
+    if wanted:
+        names = {c.case_id: c for c in found} | {c.subject: c for c in found if c.session is None}
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise ValueError(f"{dataset}: no case {', '.join(missing)} (case ids look like {found[0].case_id})")
+        found = [names[w] for w in wanted]
+    found = [c for c in found if c.images]
+    parts = parse_shard(shard)
     console = _console()
     from rich.progress import Progress
 
@@ -291,10 +299,7 @@ def prepare(
             bar.update(task, advance=1)
             bar.console.print(f"{case_id}: {status}", highlight=False)
 
-        try:
-            result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset], shard=parts)
-        except ValueError as exc:
-            raise _fail(str(exc)) from exc
+        result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset], shard=parts)
     reviewed = f", review applied to {len(result.reviewed)}" if result.reviewed else ""
     console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
                   f"failed {len(result.failed)}; output in {out}")  # fmt: skip
@@ -303,7 +308,7 @@ def prepare(
         raise typer.Exit(code=1)
 
 
-@app.command(name="to-native")
+@_command(name="to-native")
 def to_native_command(
     predictions: Annotated[Path, typer.Argument(help="A gdfree predict output folder.")],
     prepared: Annotated[Path, typer.Option(help="The gdfree prepare output the predictions were made on.")],
@@ -311,19 +316,15 @@ def to_native_command(
     role: Annotated[str | None, typer.Option(help="Acquired image whose grid to use (default: the reference).")] = None,
 ) -> None:
     """Map predicted probabilities, masks and label maps back onto each exam's acquired grid (space-orig)."""
-    from gdfree.errors import GdfreeError
     from gdfree.preprocess.prepare import outputs_to_native
 
-    try:
-        rows = outputs_to_native(predictions, prepared, out, role)
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    rows = outputs_to_native(predictions, prepared, out, role)
     failed = [r for r in rows if r["error"]]
     _console().print(f"mapped {len(rows) - len(failed)} files onto their acquired grids into {out} (native.tsv)")
     _exit_on_failures(_console(), {r["source"]: r["error"] for r in failed}, "could not be mapped")
 
 
-@app.command(name="import")
+@_command(name="import")
 def import_command(
     src: Annotated[Path, typer.Argument(help="Dataset folder in a known layout (see --format), or DICOM files.")],
     dest: Annotated[Path, typer.Argument(help="New (or empty) folder for the BIDS dataset.")],
@@ -333,32 +334,28 @@ def import_command(
     ] = None,
 ) -> None:
     """Convert a challenge dataset (or any layout gdfree reads, or DICOM) to BIDS, with masks as derivatives."""
-    from gdfree.errors import GdfreeError
     from gdfree.io.dicom import import_dicom, is_dicom_folder
     from gdfree.io.importer import import_dataset
 
-    try:
-        if fmt == "dicom" or (fmt == "auto" and Path(src).is_dir() and is_dicom_folder(src)):
-            rows = import_dicom(src, dest, rules)
-            done = [r for r in rows if r["role"]]
-            console = _console()
-            for r in rows:
-                console.print(f"series {r['series']} {r['description']!r}: "
-                              f"{r['role'] + ' -> ' + r['destination'] if r['role'] else 'not imported'} ({r['why']})",
-                              highlight=False, markup=False)  # fmt: skip
-            exams = {(r["subject"], r["session"]) for r in done}
-            console.print(f"imported {len(done)} of {len(rows)} series, {len(exams)} exams, into {dest} (import.tsv)")
-            return
-        if rules is not None:
-            raise ValueError("--rules applies to DICOM input only")
-        rows = import_dataset(src, dest, fmt)
-    except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    if fmt == "dicom" or (fmt == "auto" and Path(src).is_dir() and is_dicom_folder(src)):
+        rows = import_dicom(src, dest, rules)
+        done = [r for r in rows if r["role"]]
+        console = _console()
+        for r in rows:
+            console.print(f"series {r['series']} {r['description']!r}: "
+                          f"{r['role'] + ' -> ' + r['destination'] if r['role'] else 'not imported'} ({r['why']})",
+                          highlight=False, markup=False)  # fmt: skip
+        exams = {(r["subject"], r["session"]) for r in done}
+        console.print(f"imported {len(done)} of {len(rows)} series, {len(exams)} exams, into {dest} (import.tsv)")
+        return
+    if rules is not None:
+        raise ValueError("--rules applies to DICOM input only")
+    rows = import_dataset(src, dest, fmt)
     cases = {r["case"] for r in rows}
     _console().print(f"imported {len(rows)} files of {len(cases)} cases into {dest} (sources listed in import.tsv)")
 
 
-@app.command(name="dicom-rules")
+@_command(name="dicom-rules")
 def dicom_rules_command() -> None:
     """Print the default DICOM series -> role rules (copy, edit, pass to gdfree import --rules)."""
     from gdfree.io.dicom import DEFAULT_RULES
@@ -366,7 +363,7 @@ def dicom_rules_command() -> None:
     typer.echo(DEFAULT_RULES.read_text(encoding="utf-8"), nl=False)
 
 
-@app.command(name="train")
+@_command(name="train")
 def train_command(
     config: Annotated[Path, typer.Argument(help="Training config (YAML); see gdfree.train.config.")],
     out: Annotated[Path, typer.Option(help="Run folder (new, or the one to --resume).")],
@@ -390,38 +387,34 @@ def train_command(
         raise _fail(f"--nproc: expected 1 or more processes, got {nproc}")
 
     from gdfree.config import load_config
-    from gdfree.errors import GdfreeError
     from gdfree.io.runs import check_output_folder
     from gdfree.train import TrainConfig, train
 
-    try:
-        cfg = load_config(TrainConfig, config)
-        overrides: dict[str, Any] = {}
-        if max_steps is not None:
-            overrides["max_steps"] = max_steps
-        if time_budget is not None:
-            overrides["time_budget_s"] = time_budget
-        if init is not None:
-            overrides["init"] = str(init)
-        cfg = dataclasses.replace(cfg, **overrides)
-        check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
-        device = check_device(device)
-        if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches torchrun, which runs us again
-            from gdfree.train.distributed import check_distributable, launch
+    cfg = load_config(TrainConfig, config)
+    overrides: dict[str, Any] = {}
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    if time_budget is not None:
+        overrides["time_budget_s"] = time_budget
+    if init is not None:
+        overrides["init"] = str(init)
+    cfg = dataclasses.replace(cfg, **overrides)
+    check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
+    device = check_device(device)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches torchrun, which runs us again
+        from gdfree.train.distributed import check_distributable, launch
 
-            check_distributable(cfg, nproc)
+        check_distributable(cfg, nproc)
 
-            argv = ["train", str(config), "--out", str(out), "--device", device, *(["--resume"] if resume else []),
-                    *(["--max-steps", str(max_steps)] if max_steps is not None else []),
-                    *(["--time-budget", str(time_budget)] if time_budget is not None else []),
-                    *(["--init", str(init)] if init is not None else [])]  # fmt: skip
-            code = launch(nproc, argv)
-            if code:
-                raise _fail(f"training in {nproc} processes failed (exit code {code}; their messages are above)")
-            return
-        summary = train(cfg, out, device=device, resume=resume, console=_console())
-    except (FileNotFoundError, FileExistsError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+        argv = ["train", str(config), "--out", str(out), "--device", device, *(["--resume"] if resume else []),
+                *(["--max-steps", str(max_steps)] if max_steps is not None else []),
+                *(["--time-budget", str(time_budget)] if time_budget is not None else []),
+                *(["--init", str(init)] if init is not None else [])]  # fmt: skip
+        code = launch(nproc, argv)
+        if code:
+            raise _fail(f"training in {nproc} processes failed (exit code {code}; their messages are above)")
+        return
+    summary = train(cfg, out, device=device, resume=resume, console=_console())
     if os.environ.get("RANK", "0") != "0":
         return
     val = summary["validation"]
@@ -433,7 +426,7 @@ def train_command(
     )
 
 
-@app.command()
+@_command()
 def activity(
     data: Annotated[list[Path], typer.Option(help="Dataset with lesion and enhancing masks (repeat the option).")],
     out: Annotated[Path, typer.Option(help="Folder for activity.json + activity_model.txt.")],
@@ -449,24 +442,20 @@ def activity(
     """Fit the lesion-level activity classifier (gradient boosting on each lesion's intensity, texture and shape
     features) on training patients, calibrated on validation patients; use it with predict --activity."""
     from gdfree.activity import ActivityConfig, fit_activity_dataset
-    from gdfree.errors import GdfreeError
     from gdfree.io.runs import check_output_folder
     from gdfree.train.config import SplitConfig
 
-    try:
-        check_output_folder(out, [*data, *([model] if model else [])])
-        clf = fit_activity_dataset(data, out, modalities=_split(modalities) or (), cfg=ActivityConfig(seed=seed),
-                                   split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
-                                   network=model, device=check_device(device))  # fmt: skip
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    check_output_folder(out, [*data, *([model] if model else [])])
+    clf = fit_activity_dataset(data, out, modalities=_split(modalities) or (), cfg=ActivityConfig(seed=seed),
+                               split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+                               network=model, device=check_device(device))  # fmt: skip
     val = clf.meta["validation"]
     _console().print(f"Activity classifier in {out}: validation lesion AUC {val['lesion_auc'] or float('nan'):.3f}, "
                      f"F1 {val['lesion_f1']:.3f} at p_active >= {clf.threshold:.2f} ({val['n_lesions']} lesions, "
                      f"{val['n_active']} active, {val['n_patients']} patients)")  # fmt: skip
 
 
-@app.command()
+@_command()
 def predict(
     model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
     input: Annotated[Path, typer.Option("--input", help="Dataset folder, or one sub-X or sub-X/ses-Y folder in it.")],
@@ -497,19 +486,14 @@ def predict(
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
     in OUT/failures.tsv and the others go on (exit code 1); a rerun skips the finished cases."""
-    from gdfree.errors import GdfreeError
+    from gdfree.io.runs import parse_shard
     from gdfree.predict import predict_dataset
 
-    try:
-        from gdfree.io.runs import parse_shard
-
-        device = check_device(device)
-        rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
-                               ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
-                               activity=activity, engine=engine, shard=parse_shard(shard),
-                               mc_layers=mc_layers)  # fmt: skip
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    device = check_device(device)
+    rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
+                           ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
+                           activity=activity, engine=engine, shard=parse_shard(shard),
+                           mc_layers=mc_layers)  # fmt: skip
     failed = [r for r in rows if r.get("status") == "failed"]
     active = sum(bool(r.get("predicted_active")) for r in rows)
     console = _console()
@@ -519,7 +503,7 @@ def predict(
                       f"failed (listed in {out}/failures.tsv); rerun to retry them")  # fmt: skip
 
 
-@app.command()
+@_command()
 def explain(
     model: Annotated[Path, typer.Option(help="Training run folder (model.safetensors + model.json).")],
     case: Annotated[Path, typer.Option(help="Dataset folder, or one sub-X or sub-X/ses-Y folder in it.")],
@@ -564,20 +548,16 @@ def explain(
     """Why the model predicts enhancement: modality importance (occlusion, permutation, integrated gradients)
     with patient-bootstrap CIs, signed attribution maps per lesion (integrated gradients, occlusion,
     Seg-Grad-CAM), lesion-centred profiles and randomisation sanity checks."""
-    from gdfree.errors import GdfreeError
     from gdfree.explain import explain_dataset
 
     split = [m.strip() for m in methods.split(",") if m.strip()]
     modes = [m.strip() for m in occlusions.split(",") if m.strip()]
-    try:
-        result = explain_dataset(model, case, out, lesion=lesion, all_lesions=all_lesions, max_mapped=max_mapped,
-                                 source=lesions,
-                                 methods=split, occlusions=modes, permutation=permutation, crop=crop, steps=steps,
-                                 layer=layer, sanity=sanity, label_randomised=label_randomised, seed=seed,
-                                 device=check_device(device), allow_training_cases=allow_training_cases,
-                                 overwrite=overwrite)  # fmt: skip
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    result = explain_dataset(model, case, out, lesion=lesion, all_lesions=all_lesions, max_mapped=max_mapped,
+                             source=lesions,
+                             methods=split, occlusions=modes, permutation=permutation, crop=crop, steps=steps,
+                             layer=layer, sanity=sanity, label_randomised=label_randomised, seed=seed,
+                             device=check_device(device), allow_training_cases=allow_training_cases,
+                             overwrite=overwrite)  # fmt: skip
     from rich.table import Table
 
     console = _console()
@@ -599,7 +579,7 @@ def explain(
     _exit_on_failures(console, result["failures"], f"could not be explained (listed in {out}/failures.tsv)")
 
 
-@app.command()
+@_command()
 def bench(
     out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md and the exams it makes.")],
     model: Annotated[Path | None, typer.Option(help="Run folder (default: the model shipped with gdfree).")] = None,
@@ -613,24 +593,20 @@ def bench(
     """Measure inference (MONAI sliding-window baseline, torch, ONNX, MC dropout, flips) and training speed on
     this machine, side by side; see gdfree.bench."""
     from gdfree.bench import run_bench
-    from gdfree.errors import GdfreeError
     from gdfree.io.runs import check_output_folder
 
     console = _console()
-    try:
-        if repeats < 1:
-            raise ValueError(f"--repeats: expected 1 or more, got {repeats}")
-        check_output_folder(out, [p for p in (model, input) if p is not None])
-        report = run_bench(out, model=model, dataset=input, case_id=case, repeats=repeats, training=training,
-                           progress=lambda what: console.print(f"measuring {what} ...", highlight=False))  # fmt: skip
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    if repeats < 1:
+        raise ValueError(f"--repeats: expected 1 or more, got {repeats}")
+    check_output_folder(out, [p for p in (model, input) if p is not None])
+    report = run_bench(out, model=model, dataset=input, case_id=case, repeats=repeats, training=training,
+                       progress=lambda what: console.print(f"measuring {what} ...", highlight=False))  # fmt: skip
     from gdfree.bench import markdown
 
     console.print(markdown(report), highlight=False, markup=False)
 
 
-@app.command()
+@_command()
 def report(
     out: Annotated[Path, typer.Option(help="Report folder (index.html, one page per case, assets/).")],
     predictions: Annotated[
@@ -654,18 +630,14 @@ def report(
     """Write HTML reports that open offline: a cohort page (from --evaluation) and a page per predicted case
     (activity score, viewer, sortable lesion tables, mosaics, explain, input QC). A case whose page fails is
     listed on the cohort page and the others go on (exit code 1)."""
-    from gdfree.errors import GdfreeError
     from gdfree.report import write_reports
 
     console = _console()
-    try:
-        result = write_reports(
-            out, predictions=predictions, dataset=input, evaluation=evaluation, explain=explain,
-            case_ids=_split(cases), fmt=fmt, viewer=viewer,
-            progress=lambda case_id, status: console.print(f"{case_id}: {status}", highlight=False, markup=False),
-        )  # fmt: skip
-    except (FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    result = write_reports(
+        out, predictions=predictions, dataset=input, evaluation=evaluation, explain=explain,
+        case_ids=_split(cases), fmt=fmt, viewer=viewer,
+        progress=lambda case_id, status: console.print(f"{case_id}: {status}", highlight=False, markup=False),
+    )  # fmt: skip
     console.print(f"Cohort report: {result.index}", highlight=False, markup=False, soft_wrap=True)
     if result.cases:
         console.print(f"{len(result.cases)} case report(s), e.g. {next(iter(result.cases.values()))}",
@@ -673,7 +645,7 @@ def report(
     _exit_on_failures(console, result.failures, "have no report (listed on the cohort page)")
 
 
-@app.command()
+@_command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("gdfree-demo"),
     subjects: Annotated[int, typer.Option(help="Subjects in the synthetic cohort (split by patient).")] = 30,
@@ -687,15 +659,11 @@ def demo(
     """The main job on the embedded default: synthesise, train, predict held-out patients, evaluate (or, with
     --pretrained, score the shipped phantom-trained model on fresh synthetic patients)."""
     from gdfree.demo import run_demo, run_pretrained_demo
-    from gdfree.errors import GdfreeError
 
-    try:
-        if pretrained:
-            run_pretrained_demo(out, subjects=subjects, seed=seed, jobs=jobs, console=_console())
-        else:
-            run_demo(out, subjects=subjects, seed=seed, jobs=jobs, steps=steps, console=_console())
-    except (FileExistsError, FileNotFoundError, ValueError, GdfreeError) as exc:
-        raise _fail(str(exc)) from exc
+    if pretrained:
+        run_pretrained_demo(out, subjects=subjects, seed=seed, jobs=jobs, console=_console())
+    else:
+        run_demo(out, subjects=subjects, seed=seed, jobs=jobs, steps=steps, console=_console())
 
 
 def main() -> None:
