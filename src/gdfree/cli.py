@@ -270,7 +270,8 @@ def prepare(
     import dataclasses
 
     from gdfree.io.adapters import discover
-    from gdfree.io.runs import parse_shard, select_shard
+    from gdfree.io.cohort import select
+    from gdfree.io.runs import parse_shard
     from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
 
     base = PrepareConfig()
@@ -279,27 +280,19 @@ def prepare(
         normalise=normalise, enhancing=dataclasses.replace(
             base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
     )  # fmt: skip
-    found = discover(dataset, fmt)
-    wanted = _split(cases)
-    if wanted:
-        names = {c.case_id: c for c in found} | {c.subject: c for c in found if c.session is None}
-        missing = sorted(set(wanted) - set(names))
-        if missing:
-            raise ValueError(f"{dataset}: no case {', '.join(missing)} (case ids look like {found[0].case_id})")
-        found = [names[w] for w in wanted]
-    found = [c for c in found if c.images]
-    parts = parse_shard(shard)
+    found = select([c for c in discover(dataset, fmt) if c.images], _split(cases), parse_shard(shard),
+                   where=str(dataset))  # fmt: skip
     console = _console()
     from rich.progress import Progress
 
     with Progress(console=console) as bar:
-        task = bar.add_task("preparing", total=len(select_shard(found, parts, key=lambda c: c.case_id)))
+        task = bar.add_task("preparing", total=len(found))
 
         def report(case_id: str, status: str) -> None:
             bar.update(task, advance=1)
             bar.console.print(f"{case_id}: {status}", highlight=False)
 
-        result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset], shard=parts)
+        result = prepare_dataset(found, out, cfg, jobs=jobs, progress=report, inputs=[dataset])
     reviewed = f", review applied to {len(result.reviewed)}" if result.reviewed else ""
     console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
                   f"failed {len(result.failed)}; output in {out}")  # fmt: skip
@@ -402,15 +395,12 @@ def train_command(
     check_output_folder(out, [d.path for d in cfg.datasets] + ([cfg.init] if cfg.init else []))
     device = check_device(device)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches torchrun, which runs us again
-        from gdfree.train.distributed import check_distributable, launch
+        from gdfree.train.distributed import check_distributable, launch, train_argv
 
         check_distributable(cfg, nproc)
 
-        argv = ["train", str(config), "--out", str(out), "--device", device, *(["--resume"] if resume else []),
-                *(["--max-steps", str(max_steps)] if max_steps is not None else []),
-                *(["--time-budget", str(time_budget)] if time_budget is not None else []),
-                *(["--init", str(init)] if init is not None else [])]  # fmt: skip
-        code = launch(nproc, argv)
+        options = {"--device": device, "--max-steps": max_steps, "--time-budget": time_budget, "--init": init}
+        code = launch(nproc, train_argv(config, out, resume, options))
         if code:
             raise _fail(f"training in {nproc} processes failed (exit code {code}; their messages are above)")
         return

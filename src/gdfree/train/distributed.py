@@ -14,9 +14,10 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "on_cuda",
     "on_main",
     "parameter_digest",
+    "train_argv",
     "world",
 ]
 
@@ -86,6 +88,13 @@ def init(place: World, device: str) -> str:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     return device
+
+
+def train_argv(config: Path | str, out: Path | str, resume: bool, options: Mapping[str, Any]) -> list[str]:
+    """The ``gdfree`` arguments each torchrun process runs: ``train CONFIG --out OUT`` with ``--resume`` and every
+    option of ``options`` (flag -> value) that is not None."""
+    given = [item for flag, value in options.items() if value is not None for item in (flag, str(value))]
+    return ["train", str(config), "--out", str(out), *(["--resume"] if resume else []), *given]
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
