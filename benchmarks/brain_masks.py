@@ -25,8 +25,7 @@ def main() -> None:
 
     from gdfree.io.images import from_sitk, read_volume, save_figure, to_sitk
     from gdfree.metrics.voxel import dice
-    from gdfree.preprocess.brain import learned_brain_mask
-    from gdfree.preprocess.prepare import atlas_brain_mask
+    from gdfree.preprocess.brain import atlas_brain_mask, learned_brain_mask
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared/data/open_ms_data"))

@@ -34,15 +34,12 @@ EXCEPTIONS: dict[str, int] = {
     "gdfree.data.lesion_sim": 485,
     "gdfree.phantom.cohort": 518,
     "gdfree.predict": 449,
-    "gdfree.preprocess.enhancing": 529,
-    "gdfree.preprocess.prepare": 713,
     # the dataset orchestrators the cohort runner is to replace
     "gdfree.evaluate.files.evaluate_dataset": 96,
     "gdfree.explain.run.explain_dataset": 200,
     "gdfree.predict.predict_dataset": 138,
-    "gdfree.preprocess.prepare.prepare_dataset": 93,
     "gdfree.report.write_reports": 84,
-    "gdfree.train.loop.train": 179,
+    "gdfree.train.loop.train": 172,
     # one validation branch per model.json field: the typed model record is to replace it
     "gdfree.infer.model.TrainedModel.from_meta": 83,
     "gdfree.preprocess.enhancing._judge": 82,

@@ -309,7 +309,7 @@ def to_native_command(
     role: Annotated[str | None, typer.Option(help="Acquired image whose grid to use (default: the reference).")] = None,
 ) -> None:
     """Map predicted probabilities, masks and label maps back onto each exam's acquired grid (space-orig)."""
-    from gdfree.preprocess.prepare import outputs_to_native
+    from gdfree.preprocess.native import outputs_to_native
 
     rows = outputs_to_native(predictions, prepared, out, role)
     failed = [r for r in rows if r["error"]]

@@ -45,7 +45,8 @@ def test_prepare_falls_back_to_the_atlas_when_deepbet_is_refused(tampered, tiny_
 
 
 def test_brain_mask_policy_is_checked_once_and_every_offered_value_is_accepted():
-    from gdfree.preprocess.prepare import BRAIN_MASKS, BrainMaskPolicy, PrepareConfig
+    from gdfree.preprocess.brain import BRAIN_MASKS, BrainMaskPolicy
+    from gdfree.preprocess.prepare import PrepareConfig
 
     assert BRAIN_MASKS == ("auto", "provided", "learned", "atlas")
     for name in BRAIN_MASKS:

@@ -12,8 +12,10 @@ import pytest
 
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import file_sha256, read_volume, write_volume
-from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, read_review, write_components_png
+from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing
 from gdfree.preprocess.prepare import PIPELINE, PrepareConfig, prepare_dataset
+from gdfree.preprocess.qc import write_components_png
+from gdfree.preprocess.review import read_review
 from gdfree.types import Volume
 
 

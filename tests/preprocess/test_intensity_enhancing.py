@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.io.images import from_sitk, to_sitk
-from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing, write_qc_png
+from gdfree.preprocess.enhancing import EnhancingConfig, derive_enhancing
 from gdfree.preprocess.intensity import n4, normalise_intensity
 from gdfree.preprocess.prepare import output_grid
+from gdfree.preprocess.qc import write_qc_png
 from gdfree.types import Volume
 
 

@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
 from gdfree.metrics.lesions import DetectionRule, match_lesions
-from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset, to_native
+from gdfree.preprocess.native import to_native
+from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
 from gdfree.preprocess.registration import mean_displacement, read_transform
 
 

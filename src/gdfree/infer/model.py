@@ -127,8 +127,6 @@ class TrainedModel:
         if list(kwargs.get("heads", heads)) != heads:
             raise ValueError(f"{where}: heads {heads} differ from the network's {kwargs.get('heads')}")
         oracle = meta.get("oracle", False)
-        if not isinstance(oracle, bool):
-            raise ValueError(f"{where}: oracle: expected true or false, got {oracle!r}")
         modalities = meta["modalities"]
         if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
             raise ValueError(f"{where}: modalities: expected a list of modality names, got {modalities!r}")
@@ -189,8 +187,6 @@ class TrainedModel:
             t = temperature.get("enhancing", 1.0)
             patient = float(sigmoid(logit(patient) / t, dtype=np.float64))
         prints = meta.get("training_fingerprints", [])
-        if not isinstance(prints, list) or not all(isinstance(p, str) for p in prints):
-            raise ValueError(f"{where}: training_fingerprints: expected a list of SHA-256 strings")
         config = meta.get("config", {})
         return cls(
             folder=folder, network=network, heads=tuple(heads), modalities=roles, normalisation=NORMALISATION,

@@ -28,15 +28,15 @@ judged (``reject: true``) by rules a radiologist applies when looking at it:
 
 Each component gets a verdict, the rule that decided it and a confidence: the distance of its nearest rule
 value from that rule's threshold, in units of the threshold, squashed to 0-1 (0.5 = on a boundary). It is a
-margin, not a calibrated probability. A rater's decisions (:func:`apply_review`) override the rules.
+margin, not a calibrated probability. A rater's decisions (:func:`gdfree.preprocess.review.apply_review`)
+override the rules.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,14 +48,11 @@ from gdfree.arrays import (
     label_components,
     nawm_mask,
     robust_stats,
-    window_range,
 )
-from gdfree.io.images import save_figure
 from gdfree.preprocess.intensity import normalise_intensity
 
 __all__ = [
-    "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "apply_review", "derive_enhancing", "read_review",
-    "write_components_png", "write_qc_png",
+    "COMPONENT_COLUMNS", "EnhancingConfig", "EnhancingResult", "derive_enhancing",
 ]  # fmt: skip
 
 COMPONENT_COLUMNS = (
@@ -337,193 +334,9 @@ def _local_shift(pre: np.ndarray, post: np.ndarray, where: np.ndarray) -> tuple[
     return ",".join(str(v) for v in best), zero
 
 
-def read_review(path: Path | str) -> list[dict[str, str]]:
-    """The rows of a reviewed-components TSV (a copy of ``*_desc-enhancing_components.tsv`` with ``decision``
-    filled in by a rater: accept, reject or empty).
-
-    Raises:
-        ValueError: not a tab-separated table with x_mm, y_mm, z_mm and decision columns.
-    """
-    import csv
-
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-            columns = set(rows[0]) if rows else set()
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"cannot read the review table ({exc})") from None
-    missing = {"x_mm", "y_mm", "z_mm", "decision"} - columns
-    if rows and missing:
-        raise ValueError(f"the review table lacks the column(s) {', '.join(sorted(missing))}")
-    return rows
 
 
-def apply_review(
-    result: EnhancingResult, review: Sequence[Mapping[str, Any]], tolerance_mm: float = 3.0
-) -> dict[str, Any]:
-    """Apply a rater's decisions (rows with ``x_mm, y_mm, z_mm`` and ``decision`` accept/reject, optional
-    ``rater``/``note``) to ``result`` in place: each row goes to the candidate whose centroid is nearest, within
-    ``tolerance_mm`` (component numbers change when the derivation's knobs do, positions do not).
-
-    Returns:
-        {"applied": n, "unmatched": [rows that matched no candidate], "accepted": n, "rejected": n}.
-
-    Raises:
-        ValueError: a row without a position or with a decision other than accept/reject (named by its row).
-    """
-    centres = np.asarray([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in result.components], float).reshape(-1, 3)
-    applied, unmatched, counts = 0, [], {"accept": 0, "reject": 0}
-    for number, row in enumerate(review, start=1):
-        decision = str(row.get("decision", "")).strip().lower()
-        if decision in ("", "none", "nan"):
-            continue
-        if decision not in ("accept", "reject"):
-            raise ValueError(f"review row {number}: decision must be accept or reject, got {row.get('decision')!r}")
-        try:
-            where = np.asarray([float(row[a]) for a in ("x_mm", "y_mm", "z_mm")])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"review row {number}: needs numeric x_mm, y_mm, z_mm") from None
-        distance = np.sqrt(((centres - where) ** 2).sum(axis=1)) if len(centres) else np.asarray([])
-        if not distance.size or distance.min() > tolerance_mm:
-            unmatched.append({**row, "row": number})
-            continue
-        comp = result.components[int(distance.argmin())]
-        comp["verdict"] = "kept" if decision == "accept" else "rejected"
-        who = str(row.get("rater") or "a rater")
-        note = str(row.get("note") or "").strip()
-        comp["reason"] = f"reviewed: {decision}ed by {who}" + (f" ({note})" if note else "")
-        comp["confidence"] = 1.0
-        applied += 1
-        counts[decision] += 1
-    keep = np.zeros(len(result.components) + 1, bool)
-    keep[1:] = [r["verdict"] == "kept" for r in result.components]
-    result.mask = keep[result.candidates]
-    result.info["n_components"] = int(keep.sum())
-    result.info["n_rejected"] = len(result.components) - int(keep.sum())
-    return {"applied": applied, "unmatched": unmatched, "accepted": counts["accept"], "rejected": counts["reject"]}
 
 
-def write_qc_png(
-    path: Path | str,
-    pre: np.ndarray,
-    post: np.ndarray,
-    diff: np.ndarray,
-    mask: np.ndarray,
-    title: str = "",
-    rejected: np.ndarray | None = None,
-) -> Path:
-    """A QC picture: up to four axial slices (those with the most enhancing voxels, kept or ``rejected``, else
-    evenly spaced through the brain), columns pre-Gd T1w, post-Gd T1w, subtraction, post-Gd with the mask
-    outlined in red and rejected components in blue. Zoomed views of each component:
-    :func:`write_components_png`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = mask if rejected is None else mask | rejected
-    per_slice = shown.sum(axis=(0, 1))
-    if per_slice.any():
-        slices = sorted(np.argsort(per_slice)[::-1][: min(4, int((per_slice > 0).sum()))].tolist())
-    else:
-        filled = np.flatnonzero(np.abs(pre).sum(axis=(0, 1)) > 0)
-        ends = (filled[0], filled[-1]) if len(filled) else (0, pre.shape[2] - 1)
-        slices = sorted(set(np.linspace(*ends, 6)[1:-1].astype(int).tolist()))
-    fig, axes = plt.subplots(len(slices), 4, figsize=(10, 2.6 * len(slices)), squeeze=False)
-    lim = window_range(diff, diff != 0, symmetric=True)[1]
-
-    def window(image: np.ndarray) -> dict[str, Any]:  # the brain's 1-99.5th percentiles: vessels do not darken it
-        lo, hi = window_range(image, image != 0, (1.0, 99.5))
-        return {"cmap": "gray", "vmin": lo, "vmax": hi}
-
-    for row, z in zip(axes, slices, strict=True):
-        for ax, data, name, kw in (
-            (row[0], pre, "pre-Gd T1w", window(pre)),
-            (row[1], post, "post-Gd T1w", window(post)),
-            (row[2], diff, "post - pre (NAWM units)", {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}),
-            (row[3], post, f"enhancing ({int(mask[:, :, z].sum())} voxels)", window(post)),
-        ):
-            ax.imshow(np.rot90(data[:, :, z]), **kw)
-            ax.set_title(f"{name}, z={z}", fontsize=8)
-            ax.axis("off")
-        if mask[:, :, z].any():
-            row[3].contour(np.rot90(mask[:, :, z].astype(float)), levels=[0.5], colors="red", linewidths=0.8)
-        if rejected is not None and rejected[:, :, z].any():
-            row[3].contour(np.rot90(rejected[:, :, z].astype(float)), levels=[0.5], colors="deepskyblue",
-                           linewidths=0.8)  # fmt: skip
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
 
 
-def write_components_png(
-    path: Path | str,
-    result: EnhancingResult,
-    pre: np.ndarray,
-    post: np.ndarray,
-    *,
-    flair: np.ndarray | None = None,
-    lesion: np.ndarray | None = None,
-    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
-    title: str = "",
-    half_width_mm: float = 14.0,
-    per_page: int = 24,
-) -> list[Path]:
-    """One row per candidate component, zoomed on its centroid (axial, +-``half_width_mm``): pre-Gd T1w, post-Gd
-    T1w, subtraction and FLAIR (with the lesion mask in yellow), the component outlined in green when kept and
-    red when rejected, its verdict, rule and confidence above. More than ``per_page`` rows go to further pages
-    ``<stem>-p2.png``...; returns the paths written (none without candidates)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result.components
-    if not rows:
-        return []
-    path = Path(path)
-    spacing = np.asarray(spacing_mm, float)
-    half = np.maximum(np.round(half_width_mm / spacing[:2]).astype(int), 4)
-    columns = [("pre-Gd T1w", pre), ("post-Gd T1w", post), ("post - pre", result.diff)]
-    if flair is not None:
-        columns.append(("FLAIR", flair))
-    windows = {name: window_range(image, image != 0, (1.0, 99.5)) for name, image in columns}
-    lim = window_range(result.diff, result.diff != 0, symmetric=True)[1]
-    written = []
-    for page, first in enumerate(range(0, len(rows), per_page), start=1):
-        chunk = rows[first : first + per_page]
-        fig, axes = plt.subplots(len(chunk), len(columns), figsize=(2.1 * len(columns), 2.35 * len(chunk)),
-                                 squeeze=False)  # fmt: skip
-        for ax_row, comp in zip(axes, chunk, strict=True):
-            i, j, k = comp["i"], comp["j"], comp["k"]
-            window = (slice(max(0, i - half[0]), i + half[0] + 1), slice(max(0, j - half[1]), j + half[1] + 1), k)
-            outline = result.candidates[window] == comp["component"]
-            colour = "lime" if comp["verdict"] == "kept" else "red"
-            for ax, (name, image) in zip(ax_row, columns, strict=True):
-                kw = ({"cmap": "RdBu_r", "vmin": -lim, "vmax": lim} if name == "post - pre" else
-                      {"cmap": "gray", "vmin": float(windows[name][0]), "vmax": float(windows[name][1])})  # fmt: skip
-                ax.imshow(np.rot90(image[window]), **kw)
-                if outline.any():
-                    ax.contour(np.rot90(outline.astype(float)), levels=[0.5], colors=colour, linewidths=0.9)
-                if name == "FLAIR" and lesion is not None and lesion[window].any():
-                    ax.contour(np.rot90(lesion[window].astype(float)), levels=[0.5], colors="yellow",
-                               linewidths=0.6)  # fmt: skip
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if ax is ax_row[0]:
-                    ax.set_ylabel(f"#{comp['component']} z={k}", fontsize=7)
-            ax_row[0].set_title(
-                f"#{comp['component']} {comp['verdict'].upper()} ({comp['confidence']:.2f}), "
-                f"{comp['volume_mm3']:.0f} mm3: {comp['reason']}"[:130],
-                fontsize=7, loc="left", color="darkgreen" if comp["verdict"] == "kept" else "darkred",
-            )  # fmt: skip
-        pages = -(-len(rows) // per_page)
-        where = f"page {page}/{pages}; " if pages > 1 else ""
-        fig.suptitle(f"{title} ({where}columns: {', '.join(n for n, _ in columns)})", fontsize=8)
-        # fixed margins, not tight_layout: a long verdict line must run across the row, not shrink the panels
-        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.01, top=1 - 0.75 / fig.get_figheight(), hspace=0.28,
-                            wspace=0.04)  # fmt: skip
-        target = path if page == 1 else path.with_name(path.name.replace(".png", f"-p{page}.png"))
-        written.append(save_figure(fig, target, dpi=90))
-    return written

@@ -212,6 +212,18 @@ def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
     return extra
 
 
+def _checkpoint_record(base: dict[str, Any], val: dict[str, Any], step: int, t1: int | None) -> ModelRecord:
+    """The model record of a checkpoint: the run's fields and what validation chose at ``step``."""
+    return ModelRecord.from_json({
+        **base, "threshold": val.get("threshold", 0.5),
+        "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
+        **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
+           if "translation_calibration" in val else {}),
+        "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
+        **({"patient_threshold": val["patient_threshold"]} if val.get("patient_threshold") else {}),
+    }, "model record")  # fmt: skip
+
+
 def train(
     cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -308,10 +320,9 @@ def train(
 
     sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
-    if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
-        t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
-        sampler.prepare_lesion_simulation(t1, synthesiser.label_maps if synthesiser is not None else None)
     t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
+    if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
+        sampler.prepare_lesion_simulation(t1, synthesiser.label_maps if synthesiser is not None else None)
     adversary = (Adversary(len(cfg.modalities), cfg.translation, device)
                  if TRANSLATION_HEAD in cfg.heads and cfg.translation.adversarial_weight > 0 else None)  # fmt: skip
     if adversary is not None and resume and (run_dir / "last_optim.pt").is_file():
@@ -350,14 +361,7 @@ def train(
                 val = (validate(net, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
                        else {"score": 0.0})  # fmt: skip
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
-                meta = ModelRecord.from_json({
-                    **meta_base, "threshold": val.get("threshold", 0.5),
-                    "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
-                    **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
-                       if "translation_calibration" in val else {}),
-                    "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
-                    **({"patient_threshold": val["patient_threshold"]} if val.get("patient_threshold") else {}),
-                }, "model record")  # fmt: skip
+                meta = _checkpoint_record(meta_base, val, step, t1)
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
                     best = val["score"]
