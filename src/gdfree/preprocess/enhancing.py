@@ -332,11 +332,3 @@ def _local_shift(pre: np.ndarray, post: np.ndarray, where: np.ndarray) -> tuple[
     if best_ncc - zero < 0.01:  # not clearly better: no shift
         best = (0, 0, 0)
     return ",".join(str(v) for v in best), zero
-
-
-
-
-
-
-
-

@@ -56,11 +56,6 @@ __all__ = [
 ]  # fmt: skip
 
 
-
-
-
-
-
 COHORT_SAMPLING = (0.2, 0.1, 0.03)
 """Registration samples per level in ``prepare``: as accurate as 10% at every level on the longitudinal test
 (0.93 / 0.83 mm from the upstream transform vs 0.92 / 0.85, rigid + affine) in half the time (a 1 mm exam's
@@ -136,8 +131,6 @@ def output_grid(reference: Volume, spacing_mm: float | None = None) -> tuple[tup
     new[:3, :3] = direction * spacing_mm
     new[:3, 3] = centre[:3] - new[:3, :3] @ ((new_shape - 1) / 2)
     return (int(new_shape[0]), int(new_shape[1]), int(new_shape[2])), new
-
-
 
 
 class _Log:
@@ -216,8 +209,6 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
     return record
 
 
-
-
 def _align(case: CaseFiles, cfg: PrepareConfig, log: _Log) -> dict[str, Any]:
     """Read, N4, register every image (post-Gd through the pre-Gd T1w) and resample it onto the output grid.
 
@@ -259,20 +250,6 @@ def _align(case: CaseFiles, cfg: PrepareConfig, log: _Log) -> dict[str, Any]:
             "grid": grid, "resampled": resampled}  # fmt: skip
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _source_hashes(case: CaseFiles) -> dict[str, str]:
     return {r: file_sha256(p) for r, p in {**case.images, **case.masks}.items()}
 
@@ -298,12 +275,6 @@ def _state(out: Path, case: CaseFiles, cfg: PrepareConfig) -> str:
     if (file_sha256(review) if review.is_file() else None) != reviewed:
         return "review" if "enhancing_candidates" in record["outputs"] else "todo"
     return "done"
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)
