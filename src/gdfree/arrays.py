@@ -25,6 +25,7 @@ __all__ = [
     "as_spacing",
     "bounding_box",
     "connectivity_structure",
+    "distance_shell",
     "histogram_mode",
     "label_components",
     "logit",
@@ -106,6 +107,12 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
             return None
         box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(box)
+
+
+def distance_shell(mask: np.ndarray, spacing_mm: Sequence[float], inner_mm: float, outer_mm: float) -> np.ndarray:
+    """Voxels outside ``mask`` whose distance to it (mm, under ``spacing_mm``) is in (inner_mm, outer_mm]."""
+    distance = ndimage.distance_transform_edt(~np.asarray(mask, bool), sampling=spacing_mm)
+    return (distance > inner_mm) & (distance <= outer_mm)
 
 
 def min_voxels(min_volume_mm3: float, voxel_mm3: float) -> int:
