@@ -90,7 +90,7 @@ def test_prepare_and_predict_refuse_to_write_into_their_input(cohort: Path, run:
 def test_a_nan_block_fails_that_case_alone_and_a_rerun_does_no_repeated_work(
     cohort: Path, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from gdfree import predict as predict_module
+    from gdfree.predict import case as predict_module
 
     original = (cohort / "sub-002" / "anat" / "sub-002_FLAIR.nii.gz").read_bytes()
     flair = _nan_block(cohort)
