@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gdfree.activity",),
     ("gdfree.predict", "gdfree.explain", "gdfree.evaluate"),
     ("gdfree.report",),
-    ("gdfree.demo", "gdfree.bench", "gdfree.cli", "gdfree.__main__"),
+    ("gdfree.demo", "gdfree.bench", "gdfree.bench_training", "gdfree.cli", "gdfree.__main__"),
 )
 """Bottom to top, as docs/architecture.md draws them; a module may import its own layer and those below."""
 
@@ -29,7 +29,6 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 EXCEPTIONS: dict[str, int] = {
     # not yet split (issue 29 is open on these): ceilings at today's size, so none grows; docs/architecture.md
-    "gdfree.bench": 415,
     # the dataset orchestrators the cohort runner is to replace
     "gdfree.evaluate.files.evaluate_dataset": 96,
     "gdfree.explain.run.explain_dataset": 200,

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gdfree.bench_training import timed, training_worker
+
 __all__ = ["MODES", "run_bench"]
 
 MODES = ("monai_window96", "torch", "torch_whole", "onnx", "mc10", "mc10_last", "flips8")
@@ -48,17 +50,6 @@ def _peak_rss_gb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux, bytes on macOS
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
-    """(seconds of each of ``repeats`` calls after one warm-up call, the last result)."""
-    result = fn()
-    seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - t0)
-    return seconds, result
 
 
 def _network_flops(net: Any, shape: tuple[int, ...]) -> float:
@@ -135,7 +126,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
         if mode == "torch":  # the network alone, for the achieved FLOP rate
             x = torch.zeros(run_shape)
             with torch.no_grad():
-                net_seconds, _ = _timed(lambda: net(x), repeats)
+                net_seconds, _ = timed(lambda: net(x), repeats)
             row["network_seconds"] = statistics.median(net_seconds)
     elif mode in ("mc10", "mc10_last", "flips8"):
         kwargs: dict[str, Any] = {"flips": True} if mode == "flips8" else {"mc": 10}
@@ -147,7 +138,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
 
     else:
         raise ValueError(f"bench: unknown mode {mode!r}")
-    seconds, prob = _timed(run, repeats)
+    seconds, prob = timed(run, repeats)
     probs = probabilities(prob)
     masks = model.masks(probs, spacing)
     np.savez_compressed(result.with_suffix(".npz"), **{h: m for h, m in masks.items()})
@@ -170,75 +161,9 @@ def _matmul_worker(result: Path) -> None:
 
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds, _ = _timed(lambda: a @ b, 5)
+    seconds, _ = timed(lambda: a @ b, 5)
     result.write_text(json.dumps({"mode": "matmul", "gflops": 2 * n**3 / min(seconds) / 1e9,
                                   "threads": torch.get_num_threads()}))  # fmt: skip
-
-
-def _training_worker(mode: str, exam_dir: Path, steps: int, result: Path) -> None:
-    """Patches per second of a training pipeline on the 2 mm exam: ``gdfree_data``, ``gdfree_step``,
-    ``monai_data``, ``monai_step`` (batches of 4 patches of 48^3, the default MultitaskUNet)."""
-    import torch
-
-    from gdfree.data.cases import load_array_case
-    from gdfree.io.adapters import discover
-    from gdfree.models import MultitaskUNet
-    from gdfree.train.config import TrainConfig
-
-    cfg = TrainConfig()
-    case = load_array_case(discover(exam_dir)[0], cfg.modalities, cfg.heads)
-    torch.manual_seed(0)
-    net = MultitaskUNet(len(cfg.modalities), cfg.heads, cfg.channels, cfg.strides, cfg.num_res_units, cfg.dropout,
-                        cfg.full_res_channels)  # fmt: skip
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    if mode.startswith("gdfree"):
-        from gdfree.data.loader import batch_stream
-        from gdfree.data.sampling import PatchSampler
-        from gdfree.train.step import LossSpec, train_step
-
-        sampler = PatchSampler([case], cfg.heads, cfg.patch_size, cfg.sampling)
-        stream = batch_stream(sampler, strength=cfg.augment, batch_size=cfg.batch_size,
-                              rng=np.random.default_rng(0), augmentation=cfg.augmentation)  # fmt: skip
-        spec = LossSpec(cfg.heads, cfg.head_weights)
-
-        def step() -> None:
-            batch = next(stream)
-            if mode == "gdfree_step":
-                train_step(net, optimiser, batch, spec)
-
-    else:
-        import monai.transforms as mt
-        from monai.losses import DiceCELoss
-
-        labels = np.stack([case.labels[h] for h in cfg.heads]).astype(np.float32)
-        item = {"image": case.image, "label": labels, "fg": np.any(labels > 0, axis=0, keepdims=True)}
-        transform = mt.Compose([
-            mt.RandCropByPosNegLabeld(("image", "label"), "fg", (cfg.patch_size,) * 3, pos=1, neg=1, num_samples=1),
-            mt.RandFlipd(("image", "label"), prob=0.5, spatial_axis=0),
-            mt.RandFlipd(("image", "label"), prob=0.5, spatial_axis=1),
-            mt.RandFlipd(("image", "label"), prob=0.5, spatial_axis=2),
-            mt.RandAffined(("image", "label"), prob=0.5, rotate_range=(0.26,) * 3, scale_range=(0.1,) * 3,
-                           mode=("bilinear", "nearest"), padding_mode="zeros"),
-            mt.RandGaussianNoised("image", prob=0.3, std=0.1),
-            mt.RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        ])  # fmt: skip
-        transform.set_random_state(0)
-        loss_fn = DiceCELoss(sigmoid=True)
-
-        def step() -> None:
-            samples = [transform(item)[0] for _ in range(cfg.batch_size)]
-            x = torch.stack([torch.as_tensor(np.asarray(s["image"])) for s in samples]).float()
-            y = torch.stack([torch.as_tensor(np.asarray(s["label"])) for s in samples]).float()
-            if mode == "monai_step":
-                optimiser.zero_grad()
-                loss = loss_fn(net(x), y)
-                loss.backward()
-                optimiser.step()
-
-    seconds, _ = _timed(step, steps)
-    result.write_text(json.dumps({"mode": mode, "patches_per_s": cfg.batch_size / statistics.median(seconds),
-                                  "seconds_per_batch": statistics.median(seconds)}))  # fmt: skip
 
 
 def _spawn(args: list[str], timeout: float = 1800) -> dict[str, Any]:
@@ -410,6 +335,6 @@ if __name__ == "__main__":  # the measurement processes
     elif kind == "--worker":
         _worker(rest[0], Path(rest[1]), Path(rest[2]), int(rest[3]), Path(rest[4]))
     elif kind == "--training":
-        _training_worker(rest[0], Path(rest[1]), int(rest[2]), Path(rest[3]))
+        training_worker(rest[0], Path(rest[1]), int(rest[2]), Path(rest[3]))
     else:
         raise SystemExit(f"gdfree.bench: unknown measurement {kind}")
