@@ -96,16 +96,18 @@ def same_shape(*named: tuple[str, np.ndarray]) -> None:
         raise ValueError(f"arrays must share one grid, got {listed}")
 
 
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding every True voxel of an N-D ``mask``, grown by ``margin`` voxels and
-    clipped to the array; None for an empty mask."""
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel of an N-D ``mask``, grown by ``margin`` voxels (one
+    value, or one per axis) and clipped to the array; None for an empty mask."""
     mask = np.asarray(mask)
+    margins = [int(m) for m in np.broadcast_to(np.asarray(margin, dtype=int), (mask.ndim,))]
     box = []
     for axis in range(mask.ndim):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if hits.size == 0:
             return None
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
+        pad = margins[axis]
+        box.append(slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + 1 + pad, mask.shape[axis])))
     return tuple(box)
 
 

@@ -44,6 +44,7 @@ from scipy import ndimage
 
 from gdfree.arrays import (
     LESION_CONNECTIVITY,
+    bounding_box,
     connectivity_structure,
     label_components,
     nawm_mask,
@@ -220,20 +221,16 @@ class _Context:
     post: np.ndarray
 
 
-def _box(where: np.ndarray, shape: Sequence[int], pad: Sequence[int]) -> tuple[slice, ...]:
-    lo, hi = where.min(axis=0), where.max(axis=0) + 1
-    return tuple(slice(max(0, int(a) - p), min(int(n), int(b) + p)) for a, b, p, n in zip(lo, hi, pad, shape,
-                                                                                      strict=True))  # fmt: skip
-
-
 def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> dict[str, Any]:
     """One candidate's rule values, verdict, deciding rule and confidence."""
     from skimage.filters import frangi
 
     spacing = np.asarray(ctx.spacing)
     pad = np.ceil(6.0 / spacing).astype(int)
-    where = np.argwhere(labels == c)
-    box = _box(where, labels.shape, pad)
+    mask = labels == c
+    where = np.argwhere(mask)
+    box = bounding_box(mask, pad)
+    assert box is not None  # c is a label of ``labels``
     comp = labels[box] == c
     n_vox = int(comp.sum())
     centroid = where.mean(axis=0)
@@ -241,7 +238,8 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     peak = float(np.percentile(ctx.diff[box][comp], 90))
     # continues outside: the structure it belongs to, within 15 mm, at 3/4 of its own peak and face-connected, so
     # that noise and a brighter neighbour's partial-volume rim (choroid plexus) do not chain it to the brain
-    near = _box(where, labels.shape, np.ceil(15.0 / spacing).astype(int))
+    near = bounding_box(mask, np.ceil(15.0 / spacing).astype(int))
+    assert near is not None
     level = max(ctx.threshold, cfg.continuation_level * peak)
     pieces, _ = ndimage.label((ctx.diff[near] >= level) & ctx.brain[near], connectivity_structure(LESION_CONNECTIVITY))
     inside = labels[near] == c
@@ -257,12 +255,7 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
     core = comp & (depth >= depth.max() - 0.5 * float(spacing.min()))
     vesselness = float(np.median(vessel[core]))
     # elongation: principal moments of the voxel coordinates in mm
-    if n_vox >= cfg.shape_min_voxels:
-        coords = where * spacing
-        eig = np.sort(np.linalg.eigvalsh(np.cov(coords.T) + np.eye(3) * (spacing**2).mean() / 12))[::-1]
-        elongation = float(math.sqrt(eig[0] / max(eig[1], 1e-9)))
-    else:
-        elongation = float("nan")
+    elongation = _elongation(where, spacing) if n_vox >= cfg.shape_min_voxels else float("nan")
     overlap = float(ctx.lesion[box][comp].mean()) if ctx.lesion is not None else float("nan")
     flair = float(np.median(ctx.flair[box][comp])) if ctx.flair is not None else float("nan")
     t1 = float(np.median(ctx.pre[box][comp]))
@@ -308,6 +301,13 @@ def _judge(ctx: _Context, labels: np.ndarray, c: int, cfg: EnhancingConfig) -> d
         "negative_lobe": round(negative, 3), "local_shift_vox": shift, "local_ncc": round(ncc, 4),
         "peak": round(peak / ctx.spread, 2),
     }  # fmt: skip
+
+
+def _elongation(where: np.ndarray, spacing: np.ndarray) -> float:
+    """sqrt of the ratio of the two largest principal moments of the voxel coordinates ``where`` in mm (each
+    voxel a uniform cube: + spacing^2 / 12)."""
+    eig = np.sort(np.linalg.eigvalsh(np.cov((where * spacing).T) + np.eye(3) * (spacing**2).mean() / 12))[::-1]
+    return float(math.sqrt(eig[0] / max(eig[1], 1e-9)))
 
 
 def _local_shift(pre: np.ndarray, post: np.ndarray, where: np.ndarray) -> tuple[str, float]:
