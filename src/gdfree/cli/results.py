@@ -72,8 +72,8 @@ def evaluate(
             only_predicted=only_predicted, progress=step, shard=parse_shard(shard), out=out,
         )  # fmt: skip
     if summary is None:
-        console.print(f"Scored {len(results)} cases of shard {shard} into {out}/gdfree_run; other shards still "
-                      "have cases to score, and the one that completes the set writes the tables.")  # fmt: skip
+        console.print(f"Scored the cases of shard {shard} into {out}/gdfree_run; other shards still have cases "
+                      "to score, and the one that completes the set writes the tables.")  # fmt: skip
         return
     written = write_evaluation(out, results, summary, affines)
     print_summary(summary, console, title=f"{target} predictions in {pred} against {ref}")

@@ -170,8 +170,8 @@ def evaluate_dataset(
     one, by whichever shard completes the set. Until then the summary is None.
 
     Returns:
-        (results, summary, affines): per-case results, the cohort summary (with provenance; None while other
-        shards have cases to score), and each case's affine (for lesion centroids in mm).
+        (results, summary, affines): per-case results, the cohort summary (with provenance), and each case's
+        affine (for lesion centroids in mm); ([], None, {}) while other shards have cases to score.
 
     Raises:
         FileNotFoundError, ValueError (with the file or case named), GridMismatchError, MissingModalityError.
@@ -182,48 +182,64 @@ def evaluate_dataset(
     preds = discover_predictions(pred_dir, target, uncertainty_desc)
     check_manifest(Path(pred_dir), preds)
     pairs = _pair(preds, discover(ref_dir, fmt), target, only_predicted)
-    manifest = None
     if shard is not None:
         if out is None:
             raise ValueError("evaluate --shard: needs the output folder for the per-case records")
-        from gdfree.io.runs import RunManifest, select_shard
-
-        manifest = RunManifest.open(Path(out), {"command": "evaluate", "predictions": str(Path(pred_dir).resolve()),
-                                                "reference": str(Path(ref_dir).resolve()), "target": target,
-                                                "config": cfg.as_dict(), "uncertainty_desc": uncertainty_desc,
-                                                "only_predicted": only_predicted})  # fmt: skip
-        todo = select_shard(pairs, shard, key=lambda p: p[1].case_id)
+        identity = {"command": "evaluate", "predictions": str(Path(pred_dir).resolve()),
+                    "reference": str(Path(ref_dir).resolve()), "target": target, "config": cfg.as_dict(),
+                    "uncertainty_desc": uncertainty_desc, "only_predicted": only_predicted}  # fmt: skip
+        recorded = _evaluate_shard(pairs, shard, Path(out), identity, target, cfg, progress)
+        if recorded is None:  # other shards still have cases to score
+            return [], None, {}
+        results, affines, failures = recorded
     else:
-        todo = pairs
-    results, affines, failures = [], {}, {}
-    for i, (pred, ref) in enumerate(todo):
-        inputs = _pair_hashes(pred, ref) if manifest is not None else []
-        if manifest is not None and manifest.finished(ref.case_id, inputs) is not None:
-            continue
-        try:
-            result, affine = _evaluate_pair(pred, ref, target, cfg)
-        except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
-            failures[ref.case_id] = str(exc)
-            if manifest is not None:
-                manifest.fail(ref.case_id, str(exc))
-        else:
-            results.append(result)
-            affines[ref.case_id] = affine
-            if manifest is not None:
-                manifest.record(ref.case_id, inputs, {"result": result_to_json(result),
-                                                      "affine": np.asarray(affine).tolist()}, [])  # fmt: skip
-        if progress:
-            progress(i + 1, len(todo))
-    if manifest is not None:  # the cohort from every shard's records, once all are there
-        recorded, failures = manifest.cases, manifest.failures()
-        if any(ref.case_id not in recorded and ref.case_id not in failures for _, ref in pairs):
-            return results, None, affines
-        results = [result_from_json(recorded[ref.case_id]["row"]["result"]) for _, ref in pairs
-                   if ref.case_id in recorded]  # fmt: skip
-        affines = {ref.case_id: np.asarray(recorded[ref.case_id]["row"]["affine"]) for _, ref in pairs
-                   if ref.case_id in recorded}  # fmt: skip
+        results, affines, failures = [], {}, {}
+        for i, (pred, ref) in enumerate(pairs):
+            try:
+                result, affine = _evaluate_pair(pred, ref, target, cfg)
+            except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
+                failures[ref.case_id] = str(exc)
+            else:
+                results.append(result)
+                affines[ref.case_id] = affine
+            if progress:
+                progress(i + 1, len(pairs))
     if not results:
         raise ValueError(f"{pred_dir}: no case could be scored; " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+    return results, _summary(results, cfg, failures, pred_dir, ref_dir, target, uncertainty_desc), affines
+
+
+def _evaluate_shard(
+    pairs: list[tuple[PredictionFiles, CaseFiles]], shard: tuple[int, int], out: Path, identity: dict[str, Any],
+    target: str, cfg: EvaluationConfig, progress: Callable[[int, int], None] | None,
+) -> tuple[list[CaseResult], dict[str, np.ndarray], dict[str, str]] | None:  # fmt: skip
+    """Score part K of N of ``pairs`` through the cohort runner, each result recorded in ``out``; every shard's
+    results once all pairs have a record, else None."""
+    from gdfree.io.cohort import CaseDone, run_cohort, select
+
+    todo = select(pairs, None, shard, where=str(out), key=lambda p: p[1].case_id)
+
+    def work(pair: tuple[PredictionFiles, CaseFiles], inputs: tuple[str, ...]) -> CaseDone:
+        result, affine = _evaluate_pair(*pair, target, cfg)
+        return CaseDone({"result": result_to_json(result), "affine": np.asarray(affine).tolist()})
+
+    count = iter(range(1, len(todo) + 1))
+    run = run_cohort(todo, out, identity, fingerprint=lambda p: _pair_hashes(*p), work=work,
+                     key=lambda p: p[1].case_id,
+                     progress=(lambda *_: progress(next(count), len(todo))) if progress else None)  # fmt: skip
+    recorded, failures = run.manifest.cases, run.manifest.failures()
+    if any(ref.case_id not in recorded and ref.case_id not in failures for _, ref in pairs):
+        return None
+    done = [ref.case_id for _, ref in pairs if ref.case_id in recorded]
+    results = [result_from_json(recorded[c]["row"]["result"]) for c in done]
+    return results, {c: np.asarray(recorded[c]["row"]["affine"]) for c in done}, failures
+
+
+def _summary(
+    results: list[CaseResult], cfg: EvaluationConfig, failures: dict[str, str], pred_dir: Path | str,
+    ref_dir: Path | str, target: str, uncertainty_desc: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The cohort summary of ``results`` with lesion-level activity (when scored), failures and provenance."""
     summary = summarize(results, cfg)
     scored = [r.activity for r in results if r.activity is not None]
     if scored:  # lesion-level activity; the lesions called active are those with p_active >= the smallest called
@@ -244,7 +260,7 @@ def evaluate_dataset(
         "cases": [r.case_id for r in results],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return results, summary, affines
+    return summary
 
 
 def _pair_hashes(pred: PredictionFiles, ref: CaseFiles) -> list[str]:
