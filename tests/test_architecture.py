@@ -31,7 +31,6 @@ EXCEPTIONS: dict[str, int] = {
     # not yet split (issue 29 is open on these): ceilings at today's size, so none grows; docs/architecture.md
     # the dataset orchestrators the cohort runner is to replace
     "gdfree.explain.run.explain_dataset": 200,
-    "gdfree.report.write_reports": 84,
     "gdfree.train.loop.train": 172,
 }
 """Modules or functions allowed past a limit, each with its line count as a ceiling; docs/architecture.md says

@@ -43,6 +43,36 @@ def case_slug(case_id: str) -> str:
     return f"{clean[:60]}-{hashlib.sha256(case_id.encode()).hexdigest()[:8]}"
 
 
+def _inputs(
+    predictions: Path | str | None,
+    dataset: Path | str | None,
+    evaluation: Path | str | None,
+    explain: Path | str | None,
+) -> dict[str, Path]:
+    """The report's input folders by role; ``predictions`` and ``dataset`` default to those the evaluation's
+    summary names. Raises GdfreeError for a missing folder or an incomplete pairing."""
+    from gdfree.errors import GdfreeError
+    from gdfree.report.cohort import read_summary
+
+    paths = {k: Path(v) for k, v in (("predictions", predictions), ("dataset", dataset), ("evaluation", evaluation),
+                                      ("explain", explain)) if v is not None}  # fmt: skip
+    for key, path in paths.items():
+        if not path.is_dir():
+            raise GdfreeError(f"{path}: the {key} folder does not exist")
+    if "evaluation" in paths:
+        provenance = read_summary(paths["evaluation"]).get("provenance", {})
+        for key, name in (("predictions", "predictions"), ("dataset", "reference")):
+            if key not in paths and provenance.get(name) and Path(provenance[name]).is_dir():
+                paths[key] = Path(provenance[name])
+    if not paths:
+        raise GdfreeError("report: give --predictions with --input, or --evaluation")
+    if ("predictions" in paths) != ("dataset" in paths):
+        raise GdfreeError(
+            "report: --predictions and --input go together (the predictions and the images they came from)"
+        )
+    return paths
+
+
 def write_reports(
     out: Path | str,
     *,
@@ -71,28 +101,14 @@ def write_reports(
     """
     from gdfree.errors import GdfreeError
     from gdfree.io.adapters import discover
+    from gdfree.io.cohort import select
     from gdfree.io.runs import check_output_folder
     from gdfree.report.case import read_rows, write_case_report
-    from gdfree.report.cohort import read_summary, write_cohort_report
+    from gdfree.report.cohort import write_cohort_report
     from gdfree.report.render import copy_assets
 
     out = Path(out)
-    paths = {k: Path(v) for k, v in (("predictions", predictions), ("dataset", dataset), ("evaluation", evaluation),
-                                      ("explain", explain)) if v is not None}  # fmt: skip
-    for key, path in paths.items():
-        if not path.is_dir():
-            raise GdfreeError(f"{path}: the {key} folder does not exist")
-    if "evaluation" in paths:
-        provenance = read_summary(paths["evaluation"]).get("provenance", {})
-        for key, name in (("predictions", "predictions"), ("dataset", "reference")):
-            if key not in paths and provenance.get(name) and Path(provenance[name]).is_dir():
-                paths[key] = Path(provenance[name])
-    if not paths:
-        raise GdfreeError("report: give --predictions with --input, or --evaluation")
-    if ("predictions" in paths) != ("dataset" in paths):
-        raise GdfreeError(
-            "report: --predictions and --input go together (the predictions and the images they came from)"
-        )
+    paths = _inputs(predictions, dataset, evaluation, explain)
     check_output_folder(out, list(paths.values()))
     copy_assets(out, viewer)
     rows: list[dict[str, Any]] = []
@@ -105,12 +121,8 @@ def write_reports(
         for r in read_rows(paths["predictions"] / "failures.tsv"):  # cases predict could not do: listed too
             if case_ids is None or r.get("case_id") in case_ids:
                 result.failures[r.get("case_id", "?")] = f"predict failed: {r.get('reason', '')}"
-        cases = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id]
-        if case_ids is not None:
-            unknown = sorted(set(case_ids) - {c.case_id for c in cases})
-            if unknown:
-                raise GdfreeError(f"{paths['predictions']}: no prediction of {', '.join(unknown)}")
-            cases = [c for c in cases if c.case_id in set(case_ids)]
+        predicted = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id]
+        cases = select(predicted, case_ids, where=f"{paths['predictions']} (predicted cases)") if predicted else []
         for files in cases:
             slug = case_slug(files.case_id)
             try:
