@@ -35,6 +35,7 @@ demo: $(VENV)/.installed $(NIIVUE)
 
 test: $(VENV)/.installed-test $(NIIVUE) browser
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	GDFREE_BROWSER_TESTS=required $(BIN)/python -m pytest -q
 
 # The heavy checks (marked slow: the whole-pipeline expectation, real-scan registration, torchrun); CI runs them.
@@ -42,7 +43,7 @@ test-slow: $(VENV)/.installed-test $(NIIVUE) browser
 	GDFREE_BROWSER_TESTS=required $(BIN)/python -m pytest -q -m slow
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy src/gdfree --ignore-missing-imports
+	$(BIN)/mypy
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

@@ -96,7 +96,7 @@ def same_shape(*named: tuple[str, np.ndarray]) -> None:
         raise ValueError(f"arrays must share one grid, got {listed}")
 
 
-def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] | np.ndarray = 0) -> tuple[slice, ...] | None:
     """Slices of the smallest box holding every True voxel of an N-D ``mask``, grown by ``margin`` voxels (one
     value, or one per axis) and clipped to the array; None for an empty mask."""
     mask = np.asarray(mask)

@@ -107,7 +107,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             from gdfree.infer.onnx import OnnxNetwork
 
             t0 = time.perf_counter()
-            used = dataclasses.replace(model, network=OnnxNetwork(net, image.shape[0]))
+            used = dataclasses.replace(model, network=OnnxNetwork(net, image.shape[0]))  # type: ignore[arg-type]
             row["export_s"] = time.perf_counter() - t0
         crop = bounding_box(brain, box_margin(net)) if fov_independent(net) and mode != "torch_whole" else None
         row["cropped_to_brain_box"] = crop is not None
@@ -141,7 +141,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
     seconds, prob = timed(run, repeats)
     probs = probabilities(prob)
     masks = model.masks(probs, spacing)
-    np.savez_compressed(result.with_suffix(".npz"), **{h: m for h, m in masks.items()})
+    np.savez_compressed(result.with_suffix(".npz"), **masks)  # type: ignore[arg-type]  # stubs: allow_pickle
     row.update({"seconds": statistics.median(seconds), "seconds_all": seconds, "peak_rss_gb": _peak_rss_gb()})
     result.write_text(json.dumps(row))
 

@@ -62,7 +62,7 @@ def training_worker(mode: str, exam_dir: Path, steps: int, result: Path) -> None
         import monai.transforms as mt
         from monai.losses import DiceCELoss
 
-        labels = np.stack([case.labels[h] for h in cfg.heads]).astype(np.float32)
+        labels = np.stack([np.asarray(case.labels[h]) for h in cfg.heads]).astype(np.float32)
         item = {"image": case.image, "label": labels, "fg": np.any(labels > 0, axis=0, keepdims=True)}
         transform = mt.Compose([
             mt.RandCropByPosNegLabeld(("image", "label"), "fg", (cfg.patch_size,) * 3, pos=1, neg=1, num_samples=1),

@@ -199,6 +199,7 @@ def run_pretrained_demo(
     prediction_s = time.perf_counter() - start
     config = EvaluationConfig(threshold=network.thresholds["enhancing"], patient_threshold=network.patient_threshold)
     results, evaluation, affines = evaluate_dataset(out / "predictions", out / "cohort", config=config)
+    assert evaluation is not None  # one process, no shard: the summary is there
     lesion_framing = _lesion_framing(out / "predictions", out / "cohort", [r.case_id for r in results])
     evaluation["lesion_framing"] = lesion_framing
     evaluation["demo"] = {"pretrained": str(model), "subjects": subjects, "seed": seed, "first": FRESH_FIRST,
@@ -270,7 +271,8 @@ def evaluate_run(
     parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
     if heldout is not None:
         parts.append((heldout, out / "predictions-heldout", None))
-    results, affines = [], {}
+    results: list[Any] = []
+    affines: dict[str, Any] = {}
     for reference, predictions, ids in parts:
         t0 = time.perf_counter()
         shutil.rmtree(predictions, ignore_errors=True)  # its own folder: predicted afresh, so timed afresh

@@ -185,7 +185,7 @@ def _stack(items: Sequence[CaseLesions]) -> tuple[np.ndarray, np.ndarray, np.nda
     if not with_labels:
         raise ValueError("activity: no case with an enhancing label")
     x = np.concatenate([c.features for c in with_labels])
-    y = np.concatenate([c.active for c in with_labels])  # type: ignore[misc]
+    y = np.concatenate([c.active for c in with_labels])
     groups = np.concatenate([np.full(c.n, i) for i, c in enumerate(with_labels)])
     return x, y.astype(bool), groups
 
@@ -218,7 +218,7 @@ def fit_activity(
         for c in cases:
             if c.labels.get("lesion") is None:
                 raise ValueError(f"activity: {name} case {c.case_id} has no lesion label")
-        items = [case_lesions(c, c.labels["lesion"], network, device, cfg.min_volume_mm3) for c in cases]
+        items = [case_lesions(c, np.asarray(c.labels["lesion"]), network, device, cfg.min_volume_mm3) for c in cases]
         x, y, groups = _stack(items)
         if y.all() or not y.any():
             raise ValueError(f"activity: the {name} lesions are all {'active' if y.all() else 'inactive'}")
@@ -228,13 +228,13 @@ def fit_activity(
                                num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples,
                                random_state=cfg.seed, deterministic=True, force_row_wise=True, n_jobs=1,
                                verbose=-1).fit(x_tr, y_tr)  # fmt: skip
-    raw = model.booster_.predict(x_va, raw_score=True)
+    raw = np.asarray(model.booster_.predict(x_va, raw_score=True))
     platt = LogisticRegression(C=1e4).fit(raw[:, None], y_va)
     a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     p_va = sigmoid(a * raw + b, dtype=np.float64)
     threshold, f1 = _f1_threshold(y_va, p_va)
     heads = tuple(network.heads) if network is not None else ()
-    meta = {
+    meta: dict[str, Any] = {
         "kind": "lightgbm", "config": asdict(cfg), "features": feature_names(modalities, heads),
         "modalities": list(modalities), "normalisation": NORMALISATION, "network_heads": list(heads),
         "network_sha256": getattr(network, "weights_sha256", "") if network is not None else "",

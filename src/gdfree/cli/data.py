@@ -174,11 +174,12 @@ def prepare(
     from gdfree.io.adapters import discover
     from gdfree.io.cohort import select
     from gdfree.io.runs import parse_shard
+    from gdfree.preprocess.brain import BrainMaskPolicy
     from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
 
     base = PrepareConfig()
     cfg = PrepareConfig(
-        reference=reference, spacing_mm=spacing, n4=n4, register=register, brain_mask=brain_mask,
+        reference=reference, spacing_mm=spacing, n4=n4, register=register, brain_mask=BrainMaskPolicy.parse(brain_mask),
         normalise=normalise, enhancing=dataclasses.replace(
             base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
     )  # fmt: skip

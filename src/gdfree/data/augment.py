@@ -174,12 +174,13 @@ def apply(
               "target": tio.LabelMap(tensor=torch.from_numpy(np.ascontiguousarray(target)))}  # fmt: skip
     if continuous:
         images["reference"] = tio.ScalarImage(tensor=torch.from_numpy(np.ascontiguousarray(target[list(continuous)])))
-    subject = tio.Subject(**images)
+    subject: Any = tio.Subject(**images)
     for p in params:
         if p["name"] == "anisotropy":  # thick slices along one axis, back on the patch grid (image only)
             spacing = [1.0, 1.0, 1.0]
             spacing[p["axis"]] = p["factor"]
-            down = tio.Resample(tuple(spacing), image_interpolation="nearest", include=["image"])(subject)
+            thick = (spacing[0], spacing[1], spacing[2])
+            down = tio.Resample(thick, image_interpolation="nearest", include=["image"])(subject)
             subject = tio.Resample("target", image_interpolation="bspline", include=["image"])(down)
         else:
             subject = _transform(p)(subject)

@@ -98,5 +98,5 @@ def _read_entry(folder: Path, files: CaseFiles, dataset: int) -> ArrayCase:
         image=np.load(folder / "image.npy", mmap_mode="r"), labels=labels,
         brain=np.load(folder / "brain.npy", mmap_mode="r"), affine=np.asarray(meta["affine"], float),
         dataset=dataset, fingerprints=tuple(meta["fingerprints"]), raw_zero=tuple(meta["raw_zero"]),
-        raw_stats=tuple(tuple(s) for s in meta["raw_stats"]),  # type: ignore[misc]
+        raw_stats=tuple(tuple(s) for s in meta["raw_stats"]),
     )  # fmt: skip

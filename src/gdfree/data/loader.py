@@ -11,7 +11,7 @@ count; a resumed run draws new batches from its resume step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def _simulate_lesion(
         model=sampler.lesion_model(params.case), donor=(donor_image, donor_labels),
         placement=sampler.crop_white_matter(params),
     )  # fmt: skip
-    target = np.stack([labels[h].astype(np.float32) if has[i] else target[i] for i, h in enumerate(sampler.heads)])
+    target = np.stack([np.asarray(labels[h], np.float32) if has[i] else target[i] for i, h in enumerate(sampler.heads)])
     return image, target
 
 
@@ -75,7 +75,7 @@ def make_batch(
     return np.stack(images), np.stack(targets), np.stack(present)
 
 
-class _WorkerBatches(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+class _WorkerBatches(torch.utils.data.IterableDataset):
     """An endless stream of batches; each DataLoader worker draws its own, seeded by its id."""
 
     def __init__(
@@ -114,7 +114,7 @@ def batch_stream(
     lesion_sim: LesionSimConfig | None = None,
     synthesiser: Synthesiser | None = None,
     stream: int = 0,
-) -> Iterator[tuple[torch.Tensor, ...]]:
+) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Endless training batches as CPU tensors (see :data:`Batch`): from ``rng`` in this process
     (``workers`` 0), else from ``workers`` DataLoader processes seeded by ``seed``, ``start_step`` and their id
     (``rng`` is then not used; ``pin_memory`` pins them for a faster copy to a GPU). ``augmentation``: which

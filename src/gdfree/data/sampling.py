@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -218,6 +219,7 @@ class PatchSampler:
         for h, head in enumerate(self.heads):
             label = case.labels.get(head)
             if label is not None:
-                target[(h, *dst)] = label[tuple(src)]
+                into: tuple[Any, ...] = (h, *dst)
+                target[into] = label[tuple(src)]
                 present[h] = True
         return image, target, present

@@ -218,16 +218,16 @@ def evaluate_case(
     if prob is not None:
         prob = np.asarray(prob, dtype=np.float32)
         same_shape(("ref", ref), ("prob", prob))
-    pred = as_mask(pred, "pred") if pred is not None else prob >= cfg.threshold  # type: ignore[operator]
-    same_shape(("ref", ref), ("pred", pred))
+    mask = as_mask(pred, "pred") if pred is not None else np.asarray(prob) >= cfg.threshold
+    same_shape(("ref", ref), ("pred", mask))
     region = as_mask(brain, "brain") if brain is not None else None
     if region is not None:
         same_shape(("ref", ref), ("brain", region))
 
     row: dict[str, Any] = {"case_id": case_id}
-    row.update(voxel_metrics(pred, ref, spacing))
-    row.update(surface_distances(pred, ref, spacing))
-    match = match_lesions(pred, ref, spacing, cfg.rule)
+    row.update(voxel_metrics(mask, ref, spacing))
+    row.update(surface_distances(mask, ref, spacing))
+    match = match_lesions(mask, ref, spacing, cfg.rule)
     row.update(match.summary())
     counts, table, curve = None, None, None
     if prob is not None:
@@ -239,7 +239,7 @@ def evaluate_case(
         unc = np.asarray(uncertainty)
         same_shape(("ref", ref), ("uncertainty", unc))
         sel = region if region is not None else slice(None)
-        curve = retention_curve(pred[sel], ref[sel], unc[sel])
+        curve = retention_curve(mask[sel], ref[sel], unc[sel])
         row["retention_auc"] = retention_auc(curve)
     if synth is not None and target_image is not None:
         row.update({f"synth_{k}": v for k, v in translation_metrics(synth, target_image, region).items()})
@@ -253,7 +253,7 @@ def evaluate_case(
         if prob is None:
             score = math.nan
         else:
-            labels, _ = label_lesions(pred, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
+            labels, _ = label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
             score = float(prob[labels > 0].max(initial=0.0))
     elif cfg.patient_score == "count":
         score = float(match.n_pred)

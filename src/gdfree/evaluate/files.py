@@ -391,7 +391,7 @@ def write_evaluation(
         from gdfree.metrics.calibration import RETENTION_FRACTIONS
 
         rows = [{"case_id": r.case_id, "fraction": float(f), "ndsc": float(v)}
-                for r in curves for f, v in zip(RETENTION_FRACTIONS, r.retention, strict=True)]  # fmt: skip
+                for r in curves for f, v in zip(RETENTION_FRACTIONS, np.asarray(r.retention), strict=True)]  # fmt: skip
         written.append(write_tsv(out / "retention.tsv", rows))
     written.append(write_json(out / "summary.json", summary))
     return written

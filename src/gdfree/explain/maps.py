@@ -55,7 +55,9 @@ def _place(local: np.ndarray, box: Sequence[slice], shape: Sequence[int]) -> np.
     out = np.zeros((*local.shape[:-3], *shape), np.float32)
     src = tuple(slice(0, min(b.stop, n) - b.start) for b, n in zip(box, shape, strict=True))
     dst = tuple(slice(b.start, min(b.stop, n)) for b, n in zip(box, shape, strict=True))
-    out[(..., *dst)] = local[(..., *src)]
+    into: tuple[Any, ...] = (..., *dst)
+    out_of: tuple[Any, ...] = (..., *src)
+    out[into] = local[out_of]
     return out
 
 
@@ -111,7 +113,7 @@ def lesion_maps(
         nb = int(np.ceil(reach / block))
         ids = (grid[0][:, None, None] * nb + grid[1][None, :, None]) * nb + grid[2][None, None, :]
         for c in range(x.shape[1]):
-            sl = (c, *(slice(a, a + reach) for a in lo))
+            sl: tuple[Any, ...] = (c, *(slice(a, a + reach) for a in lo))
             feature[sl] = ids + c * nb**3
         rest = feature < 0
         feature[rest] = x.shape[1] * nb**3  # everything outside the reach: one feature, never reported

@@ -152,7 +152,7 @@ class TrainedModel:
                         or not all(isinstance(v, int | float) and math.isfinite(v) for v in calib)):  # fmt: skip
                     raise ValueError(f"{where}: translation.calibration: expected [a, b] fitted on validation, "
                                      f"got {translation!r}")  # fmt: skip
-                if translation.get("t1_channel") != modalities.index("T1w"):
+                if translation is None or translation.get("t1_channel") != modalities.index("T1w"):
                     raise ValueError(f"{where}: translation.t1_channel: expected {modalities.index('T1w')} (T1w)")
                 heads = ["enhancing", *heads]
         elif translation is not None:

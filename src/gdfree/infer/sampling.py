@@ -70,7 +70,7 @@ def sample_predictions(
     if len(temps) != len(models):
         raise ValueError(f"sample_predictions: {len(temps)} temperatures for {len(models)} models")
     torch.manual_seed(seed)
-    samples = []
+    samples: list[np.ndarray] = []
     for k, (model, temperature) in enumerate(zip(models, temps, strict=True)):
         model.eval()
         if mc > 0:

@@ -223,7 +223,7 @@ def read_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
-            img = nib.load(path)
+            img: Any = nib.load(path)
             return tuple(int(s) for s in img.shape), np.asarray(img.affine)
         vol = read_volume(path)
         return vol.shape, vol.affine

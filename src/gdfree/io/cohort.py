@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +195,7 @@ def _limit_threads(threads: int) -> None:
 
 
 def _work_all(
-    todo: Sequence[C], inputs: Mapping[Hashable, tuple[str, ...]], work: Callable[[C, tuple[str, ...]], CaseDone],
+    todo: Sequence[C], inputs: Mapping[str, tuple[str, ...]], work: Callable[[C, tuple[str, ...]], CaseDone],
     jobs: int, key: Callable[[C], str],
 ) -> Iterator[tuple[C, CaseDone | str]]:  # fmt: skip
     """Each case with its outcome as soon as it is there (so it is recorded before the next one ends)."""

@@ -258,7 +258,7 @@ class RunManifest:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 old = {"identity": "unreadable", "cases": {}}
         if old is not None and old.get("identity") == identity:
-            manifest = cls(folder, identity)
+            manifest = cls(folder, dict(identity))
             if isinstance(old.get("cases"), dict):  # written by gdfree before per-case records
                 for case_id, entry in old["cases"].items():
                     write_json(_record_path(folder, case_id), entry)
@@ -273,7 +273,7 @@ class RunManifest:
             )
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
-        manifest = cls(folder, identity)
+        manifest = cls(folder, dict(identity))
         manifest.save()
         return manifest
 

@@ -114,13 +114,13 @@ def bootstrap_ci(
 def percentile_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
     """(low, high, n_valid): the central ``level`` percentile interval of bootstrap ``values``, NaNs
     dropped; NaN bounds if fewer than 2 values are valid."""
-    values = np.asarray(values, dtype=float).ravel()
-    values = values[~np.isnan(values)]
-    if values.size < 2:
-        return math.nan, math.nan, int(values.size)
+    arr = np.asarray(values, dtype=float).ravel()
+    arr = arr[~np.isnan(arr)]
+    if arr.size < 2:
+        return math.nan, math.nan, int(arr.size)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high), int(values.size)
+    low, high = np.percentile(arr, [tail, 100 - tail])
+    return float(low), float(high), int(arr.size)
 
 
 @dataclass(frozen=True)

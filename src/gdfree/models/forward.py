@@ -82,7 +82,7 @@ def predict_volume(
     shape = image.shape[1:]
     padded = [int(math.ceil(s / divisor) * divisor) for s in shape]
     x = np.zeros((1, image.shape[0], *padded), np.float32)
-    x[(0, slice(None), *(slice(0, s) for s in shape))] = image
+    x[0, :, : shape[0], : shape[1], : shape[2]] = image
     tensor = torch.from_numpy(x).to(device)
     with torch.no_grad():
         if math.prod(padded) <= max_whole_voxels:
@@ -125,7 +125,7 @@ def predict_volume_samples(
     if any(m.training for m in _encoder_modules(model) if isinstance(m, nn.modules.dropout._DropoutNd)):
         return None  # dropout in the encoder: each sample needs its own encoding
     x = np.zeros((1, image.shape[0], *padded), np.float32)
-    x[(0, slice(None), *(slice(0, s) for s in shape))] = image
+    x[0, :, : shape[0], : shape[1], : shape[2]] = image
     tensor = torch.from_numpy(x).to(device)
     samples = []
     with torch.no_grad():

@@ -133,8 +133,8 @@ class MultitaskUNet(nn.Module):
         """(input of the last dropout layer, residual branch of its block): everything of the network that no
         dropout mask of that layer changes; :meth:`after_last_dropout` finishes the pass. Raises ValueError for a
         network whose last block is not a one-unit MONAI ResidualUnit with norm, dropout, activation in order."""
-        block = self._last_block()
-        unit = getattr(getattr(block, "conv", None), "unit0", None)
+        block: Any = self._last_block()
+        unit: Any = getattr(getattr(block, "conv", None), "unit0", None)
         adn = getattr(unit, "adn", None)
         if block is None or adn is None or len(block.conv) != 1 or [n for n, _ in adn.named_children()] != [
                 "N", "D", "A"]:  # fmt: skip
@@ -146,8 +146,8 @@ class MultitaskUNet(nn.Module):
     def after_last_dropout(self, pre: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Logits from :meth:`before_last_dropout`'s tensors: dropout (as its mode says), activation, residual sum,
         heads (``decode == after_last_dropout(*before_last_dropout(...))``)."""
-        block = self._last_block()
-        adn = block.conv.unit0.adn  # type: ignore[union-attr]
+        block: Any = self._last_block()
+        adn = block.conv.unit0.adn
         return self.head(adn.A(adn.D(pre)) + residual)
 
 

@@ -229,7 +229,8 @@ def sample_lesions(
         lesion.black_hole = bool(rng.random() < black_hole_prob)
         lesion.texture_seed = int(rng.integers(2**31))
         placed.append(lesion)
-    active_ids = rng.choice(len(placed), size=min(n_active, len(placed)), replace=False) if placed else []
+    active_ids = (rng.choice(len(placed), size=min(n_active, len(placed)), replace=False) if placed
+                  else np.zeros(0, int))  # fmt: skip
     pnames = list(pattern_probs)
     pprobs = np.array([pattern_probs[k] for k in pnames], dtype=np.float64)
     for i in sorted(int(a) for a in active_ids):

@@ -241,7 +241,7 @@ def render_subject(
                 contrast = (contrast + contrasts[role]["CSF"]) / 2 if domain else cfg.black_hole_T1
             if "T1w" in cfg.signature_modalities and role in ("T1w", POST_CONTRAST):
                 contrast += (1.0 - contrast) * min(1.0, cfg.iso_shift * sig)
-            level = np.float32(contrast * lesion.contrast_jitter[role])
+            level: Any = np.float32(contrast * lesion.contrast_jitter[role])
             if role == "T2w" and "T2w" in cfg.signature_modalities:
                 level = level * (1 + cfg.heterogeneity * sig * lesion_texture)
             img = rel[role]
@@ -259,9 +259,9 @@ def render_subject(
     outside = m.brain < 0.01
     images = {}
     for role in roles:
-        level = WM_LEVEL * params.gain[role]
-        clean = rel[role] * level * _bias_field(params.bias[role], shape)
-        sd = np.float32(noise_sd[role] * level)
+        scale = WM_LEVEL * params.gain[role]
+        clean = rel[role] * scale * _bias_field(params.bias[role], shape)
+        sd = np.float32(noise_sd[role] * scale)
         n1 = noise_rng.standard_normal(shape, dtype=np.float32)
         n2 = noise_rng.standard_normal(shape, dtype=np.float32)
         noisy = np.sqrt((clean + sd * n1) ** 2 + (sd * n2) ** 2)

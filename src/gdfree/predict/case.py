@@ -206,8 +206,9 @@ def score_lesions(
     case's summary columns."""
     from gdfree.activity.features import label_case_lesions, lesion_features
 
-    if case.labels.get("lesion") is not None:
-        lesion, source = case.labels["lesion"], "reference"
+    reference = case.labels.get("lesion")
+    if reference is not None:
+        lesion, source = reference, "reference"
     elif "lesion" in result["mask"]:
         lesion, source = result["mask"]["lesion"], "predicted"
     else:

@@ -44,6 +44,7 @@ from scipy import ndimage
 
 from gdfree.arrays import (
     LESION_CONNECTIVITY,
+    as_spacing,
     bounding_box,
     connectivity_structure,
     label_components,
@@ -186,7 +187,7 @@ def derive_enhancing(
                                   cfg.min_volume_mm3)  # fmt: skip
     ctx = _Context(diff, pre_n, flair_n, brain, lesion if region_name == "lesion" else None, far,
                    (diff < centre - cfg.k * spread) & brain, spread, threshold,
-                   tuple(float(s) for s in spacing_mm), affine, post_n)  # fmt: skip
+                   as_spacing(spacing_mm), affine, post_n)  # fmt: skip
     components = [_judge(ctx, labels, c, cfg) for c in range(1, n + 1)]
     keep = np.zeros(n + 1, bool)
     keep[1:] = [row["verdict"] == "kept" for row in components]

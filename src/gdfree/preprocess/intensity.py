@@ -52,7 +52,7 @@ def n4(
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
     if fitting_levels is not None:
-        corrector.SetNumberOfFittingLevels(fitting_levels)
+        corrector.SetNumberOfFittingLevels(fitting_levels)  # type: ignore[attr-defined]  # absent from its stubs
     corrector.Execute(small, small_mask)
     log_field = corrector.GetLogBiasFieldAsImage(positive)
     field = sitk.Exp(log_field)

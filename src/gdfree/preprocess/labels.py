@@ -54,7 +54,7 @@ def write_enhancing(
     """Apply the review at ``review_path`` (if any) to ``result`` and write the table (the rules' own verdicts
     kept in ``rule_*`` columns), the candidate labels and the QC pictures; returns the files written."""
     deriv = out / "derivatives" / PIPELINE
-    where = {"subject": case.subject, "session": case.session}
+    where: dict[str, Any] = {"subject": case.subject, "session": case.session}
     spacing = Volume(np.zeros((1, 1, 1)), affine).spacing_mm
     for row in result.components:
         row.setdefault("rule_verdict", row["verdict"])

@@ -41,8 +41,8 @@ def write_qc_png(
         slices = sorted(np.argsort(per_slice)[::-1][: min(4, int((per_slice > 0).sum()))].tolist())
     else:
         filled = np.flatnonzero(np.abs(pre).sum(axis=(0, 1)) > 0)
-        ends = (filled[0], filled[-1]) if len(filled) else (0, pre.shape[2] - 1)
-        slices = sorted(set(np.linspace(*ends, 6)[1:-1].astype(int).tolist()))
+        lo, hi = (int(filled[0]), int(filled[-1])) if len(filled) else (0, pre.shape[2] - 1)
+        slices = sorted(set(np.linspace(lo, hi, 6)[1:-1].astype(int).tolist()))
     fig, axes = plt.subplots(len(slices), 4, figsize=(10, 2.6 * len(slices)), squeeze=False)
     lim = window_range(diff, diff != 0, symmetric=True)[1]
 

@@ -130,6 +130,7 @@ def register(
     else:
         current = initial
     for stage in cfg.stages:
+        transform: sitk.Transform
         if stage == "rigid":
             transform = sitk.Euler3DTransform()
             matrix = transform_matrix(current)

@@ -178,7 +178,7 @@ def _pictures(maps: CaseMaps, folder: Path) -> dict[str, str]:
     what = "predicted enhancing (red), predicted lesions (cyan)" + (
         ", reference lesions (yellow)" if "reference" in outlined else ""
     )
-    written = {}
+    written: dict[str, str] = {}
     for role in ("FLAIR", "T1w"):
         if role in ras:
             name = f"mosaic-{role.lower()}.png"

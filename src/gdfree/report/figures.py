@@ -59,7 +59,7 @@ def mosaic_slices(brain: np.ndarray, focus: Sequence[int] = (), n: int = 12) -> 
 
 def _plane_box(brain: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
     """The in-plane (x, y) box of the brain over all slices, widened by ``margin`` voxels."""
-    return bounding_box(np.asarray(brain).any(axis=2), margin) or (slice(None), slice(None))
+    return bounding_box(np.asarray(np.asarray(brain).any(axis=2)), margin) or (slice(None), slice(None))
 
 
 def mosaic_png(

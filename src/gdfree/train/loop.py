@@ -308,7 +308,7 @@ def train(
         **({"distributed": {"world_size": place.size, "backend": "nccl" if str(device).startswith("cuda")
                             else "gloo"}} if place.distributed else {}),
     }  # fmt: skip
-    step, best, log_rows = 0, -math.inf, []
+    step, best, log_rows = 0, -math.inf, list[dict[str, Any]]()
     if resume:
         step, best, log_rows = _resume(run_dir, net, optimiser, scheduler, rng, device, place.rank)
     model: torch.nn.Module = net

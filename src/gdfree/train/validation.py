@@ -71,7 +71,7 @@ def validate(
             try:
                 calibration = fit_enhancement_calibration(
                     [z for z, _ in pairs],
-                    [c.labels["enhancing"] for _, c in pairs],
+                    [np.asarray(c.labels["enhancing"]) for _, c in pairs],
                     [c.brain for _, c in pairs],
                     np.random.default_rng(seed),
                 )
@@ -150,7 +150,7 @@ def fit_temperatures(
     for h, head in enumerate(heads):
         if head == TRANSLATION_HEAD:
             continue
-        pairs = [(z[h][c.brain], c.labels[head][c.brain]) for c, z in zip(cases, logits, strict=True)
+        pairs = [(z[h][c.brain], np.asarray(c.labels[head])[c.brain]) for c, z in zip(cases, logits, strict=True)
                  if c.labels.get(head) is not None]  # fmt: skip
         if not pairs:
             notes[head] = "no validation case has this label"

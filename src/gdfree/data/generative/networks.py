@@ -3,6 +3,8 @@ losses; :func:`generate` samples a trained generator."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from monai.networks.blocks import Convolution
@@ -112,7 +114,7 @@ def _brain_of(y_onehot: torch.Tensor) -> torch.Tensor:
     return 1.0 - y_onehot[:, :1]
 
 
-def generate(model: nn.Module, label_maps: np.ndarray, seed: int) -> np.ndarray:
+def generate(model: Any, label_maps: np.ndarray, seed: int) -> np.ndarray:
     """Images (N, C, P, P, P) float32 for label maps (N, P, P, P), zero outside the brain, from ``seed``."""
     y = one_hot(label_maps)
     out = model.sample(y, torch.Generator().manual_seed(int(seed))) * _brain_of(y)

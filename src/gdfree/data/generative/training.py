@@ -64,7 +64,7 @@ def train_generator(
     rows per step: ``recon`` and ``kl`` for the cVAE, ``l1``, ``g_adv`` and ``d`` for the cGAN)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_generator(kind, patches.images.shape[1])
+    model: Any = build_generator(kind, patches.images.shape[1])
     model.train()
     rows: list[dict[str, float]] = []
     if kind == "cvae":

@@ -174,7 +174,7 @@ def insert_lesion(
         change = weight * contrast[c]
         if spread is not None:
             change = change + local * float(spread[c]) * texture
-        out[(c, *box)] = out[(c, *box)] + np.where(local, change, 0.0).astype(np.float32)
+        out[c][box] = out[c][box] + np.where(local, change, 0.0).astype(np.float32)
     new_labels: dict[str, np.ndarray | None] = {}
     for name, label in labels.items():
         if label is None:

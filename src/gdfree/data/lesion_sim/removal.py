@@ -58,7 +58,7 @@ def remove_lesion(
     rng = np.random.default_rng(int(params["noise_seed"]))
     out = image.copy()
     for c in range(image.shape[0]):
-        patch = out[(c, *box)].astype(np.float64)
+        patch = out[c][box].astype(np.float64)
         source = patch[around] if around.any() else patch[known] if known.any() else patch
         fill_value = float(np.median(source))
         work = np.where(hole, fill_value, patch)
@@ -70,7 +70,7 @@ def remove_lesion(
         values = patch[around]
         sd = 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size > 1 else 0.0  # robust
         work[hole] += sd * rng.standard_normal(int(hole.sum()))
-        out[(c, *box)] = work.astype(np.float32)
+        out[c][box] = work.astype(np.float32)
     filled = np.zeros(brain.shape, bool)
     filled[box] = hole
     new_labels = {name: None if lab is None else np.asarray(lab, bool) & ~filled for name, lab in labels.items()}
