@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gdfree.errors import GdfreeError
-from gdfree.io.colours import Label, write_colour_tables
+from gdfree.io.colours import MASK_COLOURS, Label, write_colour_tables
 from gdfree.report import case_slug, write_reports
 from gdfree.report.cohort import roc_band, write_cohort_report
 from gdfree.report.figures import mosaic_slices
@@ -98,6 +99,11 @@ def test_reports_of_a_predicted_cohort(predicted: dict[str, Path], tmp_path: Pat
         assert {f"{case_id}/mosaic-flair.png", f"{case_id}/mosaic-uncertainty.png"} <= set(page.images)
         viewer = (report / case_id / "viewer.js").read_text()
         assert viewer.startswith("window.gdfreeViewer = ") and "<" not in viewer
+        layers = json.loads(viewer.removeprefix("window.gdfreeViewer = ").rstrip().rstrip(";"))["volumes"]
+        colours = {v["name"]: tuple(v["rgb"]) for v in layers if v["kind"] == "label"}
+        # one source of colours (issue 29): the viewer draws masks as the mosaics and the colour tables do
+        assert colours["predicted lesions"] == MASK_COLOURS["lesion"]
+        assert set(colours.values()) <= set(MASK_COLOURS.values())
 
 
 def test_colour_tables_beside_predicted_labels(predicted: dict[str, Path]) -> None:

@@ -258,17 +258,21 @@ def _lesion_tables(predictions: Path, files: CaseFiles) -> dict[str, list[dict[s
 
 
 def _viewer(maps: CaseMaps, tables: dict[str, list[dict[str, Any]]], folder: Path) -> None:
+    from gdfree.io.colours import MASK_COLOURS
     from gdfree.report.viewer import ViewerVolume, write_viewer_data
 
     layers = [ViewerVolume(role, data, "image", visible=i == 0) for i, (role, data) in enumerate(maps.images.items())]
     if maps.prob is not None:
         layers.append(ViewerVolume("enhancing probability", maps.prob, "map", "warm", 0.8))
     if maps.enhancing is not None:
-        layers.append(ViewerVolume("enhancing mask", maps.enhancing, "label", "red", 0.6, visible=False))
+        layers.append(ViewerVolume("enhancing mask", maps.enhancing, "label", opacity=0.6, visible=False,
+                                   rgb=MASK_COLOURS["enhancing"]))  # fmt: skip
     if maps.lesions is not None:
-        layers.append(ViewerVolume("predicted lesions", maps.lesions, "label", "blue", 0.35))
+        layers.append(ViewerVolume("predicted lesions", maps.lesions, "label", opacity=0.35,
+                                   rgb=MASK_COLOURS["lesion"]))  # fmt: skip
     if maps.reference_lesions is not None:
-        layers.append(ViewerVolume("reference lesions", maps.reference_lesions, "label", "green", 0.35, visible=False))
+        layers.append(ViewerVolume("reference lesions", maps.reference_lesions, "label", opacity=0.35, visible=False,
+                                   rgb=MASK_COLOURS["reference"]))  # fmt: skip
     if maps.uncertainty is not None:
         layers.append(ViewerVolume(maps.uncertainty_name, _scale(maps.uncertainty), "map", "plasma", 0.7,  # type: ignore[arg-type]
                                    visible=False))  # fmt: skip

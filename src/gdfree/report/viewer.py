@@ -46,7 +46,8 @@ def niivue_asset() -> Path:
 @dataclass(frozen=True)
 class ViewerVolume:
     """One layer of the viewer: ``kind`` is ``image`` (windowed grey), ``map`` (values in [0, 1], e.g. a
-    probability) or ``label`` (integer labels, shown with ``colormap``)."""
+    probability) or ``label`` (integer labels, shown with ``colormap``, or in ``rgb``: one colour, the one
+    :data:`gdfree.io.colours.MASK_COLOURS` gives the mosaics and colour tables)."""
 
     name: str
     data: np.ndarray
@@ -54,6 +55,7 @@ class ViewerVolume:
     colormap: str = "gray"
     opacity: float = 1.0
     visible: bool = True
+    rgb: tuple[int, int, int] | None = None
 
 
 def _image_bytes(data: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -84,9 +86,11 @@ def volume_entry(volume: ViewerVolume, affine: np.ndarray, box: tuple[slice, ...
     image.header.set_slope_inter(slope, 0.0)
     image.header.set_xyzt_units("mm")
     raw = gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
-    return {"name": volume.name, "base64": base64.b64encode(raw).decode("ascii"), "colormap": volume.colormap,
+    colormap = volume.colormap if volume.rgb is None else f"gdfree{''.join(f'{c:02x}' for c in volume.rgb)}"
+    return {"name": volume.name, "base64": base64.b64encode(raw).decode("ascii"), "colormap": colormap,
             "opacity": volume.opacity if volume.visible else 0.0, "defaultOpacity": volume.opacity,
-            "cal_min": cal[0], "cal_max": cal[1], "kind": volume.kind}  # fmt: skip
+            "cal_min": cal[0], "cal_max": cal[1], "kind": volume.kind,
+            **({"rgb": list(volume.rgb)} if volume.rgb is not None else {})}  # fmt: skip
 
 
 def script_json(value: Any) -> str:

@@ -42,6 +42,9 @@ async function gdfreeStartViewer() {
   nv.onLocationChange = (loc) => { where.textContent = gdfreeLocationText(loc.mm); };
   const layers = document.getElementById("layers");
   for (const [index, v] of data.volumes.entries()) {
+    if (v.rgb) {  // one colour, the report's own (gdfree.io.colours.MASK_COLOURS): a two-entry lookup table
+      nv.addColormap(v.colormap, { R: [0, v.rgb[0]], G: [0, v.rgb[1]], B: [0, v.rgb[2]], A: [0, 255], I: [0, 255] });
+    }
     const image = await niivue.NVImage.loadFromBase64({
       base64: v.base64, name: v.name.replace(/[^A-Za-z0-9_-]/g, "_") + ".nii.gz", colormap: v.colormap,
       opacity: v.opacity, cal_min: v.cal_min, cal_max: v.cal_max,
