@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from gdfree.evaluate import DetectionRule, EvaluationConfig, evaluate_case, translation_metrics
+from gdfree.evaluate import EvaluationConfig, evaluate_case
 from gdfree.io.images import read_volume
+from gdfree.metrics import DetectionRule, translation_metrics
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms_data"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,3 +37,47 @@ def oblique_affine(spacing: tuple[float, float, float], degrees: float = 20.0) -
     affine[:3, :3] = rz @ rx @ np.diag(spacing)
     affine[:3, 3] = (-90.5, 12.25, -40.0)
     return affine
+
+
+def untrained_run(folder: Path, seed: int = 0) -> Path:
+    """An untrained tiny model (T1w, T2w, FLAIR) in a run folder: what predict needs when the weights do not
+    matter."""
+    import torch
+
+    from gdfree.models import MultitaskUNet
+    from gdfree.models.checkpoint import save_model
+
+    torch.manual_seed(seed)
+    net = MultitaskUNet(3, ("enhancing", "lesion"), channels=(4, 8), strides=(2, 2), num_res_units=1,
+                        full_res_channels=4)  # fmt: skip
+    kwargs = {"in_channels": 3, "heads": ["enhancing", "lesion"], "channels": [4, 8], "strides": [2, 2],
+              "num_res_units": 1, "full_res_channels": 4}  # fmt: skip
+    save_model(folder, net, {"architecture": {"class": "MultitaskUNet", "kwargs": kwargs},
+                             "heads": ["enhancing", "lesion"], "modalities": ["T1w", "T2w", "FLAIR"],
+                             "normalisation": "zscore-brain-clip5", "threshold": 0.5})  # fmt: skip
+    return folder
+
+
+def nan_block(cohort: Path, subject: str = "002") -> Path:
+    """Write NaN into a 3-voxel block of a cohort subject's FLAIR (a copy of the cohort!); returns its path."""
+    from gdfree.io.images import read_volume, write_volume
+
+    path = cohort / f"sub-{subject}" / "anat" / f"sub-{subject}_FLAIR.nii.gz"
+    vol = read_volume(path)
+    data = np.asarray(vol.data, np.float32).copy()
+    data[8:11, 8:11, 8:11] = np.nan
+    write_volume(vol.with_data(data), path)
+    return path
+
+
+def tiny_train_config(cohort: Path, **over: object) -> Any:
+    """The tiny network and 4-step schedule the end-to-end tests train on ``cohort`` (``over`` replaces fields)."""
+    from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
+
+    base = dict(
+        datasets=(DatasetSpec(str(cohort)),), channels=(4, 8), strides=(2, 2), num_res_units=1,
+        full_res_channels=4, patch_size=16, batch_size=2, max_steps=4, val_every=2, warmup_steps=1,
+        split=SplitConfig(val_fraction=0.5, test_fraction=0.34, seed=0),
+    )  # fmt: skip
+    base.update(over)
+    return TrainConfig(**base)  # type: ignore[arg-type]

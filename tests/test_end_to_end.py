@@ -11,30 +11,21 @@ from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.config import save_config
-from gdfree.evaluate import label_lesions
 from gdfree.infer.model import TrainedModel
 from gdfree.io.adapters import discover
 from gdfree.io.images import read_volume
+from gdfree.metrics import label_lesions
 from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
 from gdfree.types import Volume
+from tests.conftest import tiny_train_config
 
 runner = CliRunner()
-
-
-def _config(cohort: Path, **over: object) -> TrainConfig:
-    base = dict(
-        datasets=(DatasetSpec(str(cohort)),), channels=(4, 8), strides=(2, 2), num_res_units=1,
-        full_res_channels=4, patch_size=16, batch_size=2, max_steps=4, val_every=2, warmup_steps=1,
-        split=SplitConfig(val_fraction=0.5, test_fraction=0.34, seed=0),
-    )  # fmt: skip
-    base.update(over)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("e2e")
-    config = save_config(_config(tiny_cohort), root / "train.yaml")
+    config = save_config(tiny_train_config(tiny_cohort), root / "train.yaml")
     result = runner.invoke(app, ["train", str(config), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
     return root, root / "run"
@@ -60,7 +51,7 @@ def test_keep_best_keeps_the_best_validation(tiny_cohort: Path, tmp_path: Path):
     from gdfree.train import train
 
     # with a DataLoader worker drawing the batches
-    summary = train(_config(tiny_cohort, keep="best", max_steps=6, val_every=2, workers=1), tmp_path / "run")
+    summary = train(tiny_train_config(tiny_cohort, keep="best", max_steps=6, val_every=2, workers=1), tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     scores = {r["step"]: r["val_score"] for r in json.loads((tmp_path / "run" / "last_state.json").read_text())["log"]
@@ -75,7 +66,7 @@ def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], t
     root, run = trained
     again = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(run)])
     assert again.exit_code == 2 and "--resume" in again.output
-    other = save_config(_config(tiny_cohort, lr=1e-2), root / "other.yaml")
+    other = save_config(tiny_train_config(tiny_cohort, lr=1e-2), root / "other.yaml")
     mismatch = runner.invoke(app, ["train", str(other), "--out", str(run), "--resume"])
     assert mismatch.exit_code == 2 and "lr differ" in mismatch.output
     before = json.loads((run / "last_state.json").read_text())
@@ -121,21 +112,21 @@ def test_init_starts_from_a_trained_run_and_refuses_what_does_not_fit(trained: t
 
     root, run = trained
     tuned = root / "tuned"
-    train(_config(tiny_cohort, init=str(run), max_steps=1, val_every=1, lr=1e-9, warmup_steps=1), tuned)
+    train(tiny_train_config(tiny_cohort, init=str(run), max_steps=1, val_every=1, lr=1e-9, warmup_steps=1), tuned)
     meta = json.loads((tuned / "model.json").read_text())
     source = json.loads((run / "model.json").read_text())
     assert meta["init"] == {"run": str(run.resolve()), "weights_sha256": source["weights_sha256"]}
     before, after = load_file(str(run / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
     assert all(np.allclose(before[k], after[k], atol=1e-5) for k in before if "num_batches" not in k)
     with pytest.raises(ValueError, match="init network"):
-        train(_config(tiny_cohort, init=str(run), channels=(4, 16)), root / "wider")
+        train(tiny_train_config(tiny_cohort, init=str(run), channels=(4, 16)), root / "wider")
     with pytest.raises(ValueError, match="init modalities"):
-        train(_config(tiny_cohort, init=str(run), modalities=("FLAIR", "T2w", "T1w")), root / "reordered")
+        train(tiny_train_config(tiny_cohort, init=str(run), modalities=("FLAIR", "T2w", "T1w")), root / "reordered")
     # another split: this run's test patient trained the init model
     trained_on = json.loads((run / "split.json").read_text())["train_patients"][0]
     with pytest.raises(ValueError, match="trained or validated the init model"):
-        train(_config(tiny_cohort, init=str(run), split=SplitConfig(val_fraction=0.5, test_subjects=(trained_on,))),
-              root / "leak")  # fmt: skip
+        leak = SplitConfig(val_fraction=0.5, test_subjects=(trained_on,))
+        train(tiny_train_config(tiny_cohort, init=str(run), split=leak), root / "leak")
     missing = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(root / "none"), "--init",
                                   str(root / "nothing")])  # fmt: skip
     assert missing.exit_code == 2 and "model.json: not found" in missing.output
@@ -242,7 +233,7 @@ def test_a_test_subject_that_is_also_trained_on_is_refused(tiny_cohort: Path, tm
             target = copy / "sub-004" / path.relative_to(copy / "sub-001").as_posix().replace("sub-001", "sub-004")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
-    cfg = _config(copy, split=SplitConfig(val_fraction=0.0, test_subjects=(f"{copy}:004",)))
+    cfg = tiny_train_config(copy, split=SplitConfig(val_fraction=0.0, test_subjects=(f"{copy}:004",)))
     with pytest.raises(ValueError, match="identical to"):
         train(cfg, tmp_path / "run")
 
@@ -251,12 +242,12 @@ def test_a_tiny_model_learns_lesions_on_an_easy_cohort(tiny_cohort: Path, tmp_pa
     """FLAIR-bright lesions on the 4 mm phantom: 60 steps of a 4-8 channel net rank held-out lesion voxels
     above the rest of the brain far better than chance (voxel AUC 0.5)."""
     from gdfree.data.cases import load_array_case
-    from gdfree.evaluate import roc_auc
+    from gdfree.metrics import roc_auc
     from gdfree.models import load_model
     from gdfree.predict import predict_volume
     from gdfree.train import train
 
-    cfg = _config(tiny_cohort, max_steps=60, val_every=60, batch_size=4, lr=1e-2, warmup_steps=5,
+    cfg = tiny_train_config(tiny_cohort, max_steps=60, val_every=60, batch_size=4, lr=1e-2, warmup_steps=5,
                   heads=("lesion",), head_weights=(1.0,), augment=0.0)  # fmt: skip
     train(cfg, tmp_path / "run")
     model, meta = load_model(tmp_path / "run")

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from gdfree.cli import app
 from gdfree.config import save_config
 from gdfree.io.images import read_volume
-from gdfree.train import DatasetSpec, SplitConfig, TrainConfig
+from tests.conftest import tiny_train_config
 
 EXPECTED = Path(__file__).parent / "data" / "golden.json"
 TOLERANCE = 1e-6
@@ -42,12 +42,7 @@ def _pipeline(root: Path) -> dict[str, Path]:
     cohort, prepared, run = root / "cohort", root / "prepared", root / "run"
     _invoke("synth", "--out", str(cohort), "--subjects", "3", "--seed", "7", "--resolution", "4")
     _invoke("prepare", str(cohort), "--out", str(prepared), "--no-register")
-    config = TrainConfig(
-        datasets=(DatasetSpec(str(cohort)),), channels=(4, 8), strides=(2, 2), num_res_units=1,
-        full_res_channels=4, patch_size=16, batch_size=2, max_steps=4, val_every=2, warmup_steps=1,
-        split=SplitConfig(val_fraction=0.5, test_fraction=0.34, seed=0),
-    )  # fmt: skip
-    _invoke("train", str(save_config(config, root / "train.yaml")), "--out", str(run))
+    _invoke("train", str(save_config(tiny_train_config(cohort), root / "train.yaml")), "--out", str(run))
     test_case = json.loads((run / "split.json").read_text())["test_cases"][0].split(":")[-1]
     pred, evaluation, explain, report = root / "pred", root / "eval", root / "explain", root / "report"
     _invoke("predict", "--model", str(run), "--input", str(cohort / test_case), "--out", str(pred), "--mc", "2")

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gdfree.cli import app
 from gdfree.io.bids import derivative_path
 from gdfree.io.images import read_volume, write_volume
-from gdfree.models import MultitaskUNet, save_model
+from tests.conftest import nan_block, untrained_run
 
 runner = CliRunner()
 MODALITIES = ["T1w", "T2w", "FLAIR"]
@@ -31,21 +31,6 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-def _run(folder: Path, seed: int = 0) -> Path:
-    """An untrained tiny model in a run folder (what predict needs; the weights do not matter here)."""
-    import torch
-
-    torch.manual_seed(seed)
-    net = MultitaskUNet(3, ("enhancing", "lesion"), channels=(4, 8), strides=(2, 2), num_res_units=1,
-                        full_res_channels=4)  # fmt: skip
-    kwargs = {"in_channels": 3, "heads": ["enhancing", "lesion"], "channels": [4, 8], "strides": [2, 2],
-              "num_res_units": 1, "full_res_channels": 4}  # fmt: skip
-    save_model(folder, net, {"architecture": {"class": "MultitaskUNet", "kwargs": kwargs},
-                             "heads": ["enhancing", "lesion"], "modalities": MODALITIES,
-                             "normalisation": "zscore-brain-clip5", "threshold": 0.5})  # fmt: skip
-    return folder
-
-
 @pytest.fixture
 def cohort(tiny_cohort: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "cohort"
@@ -55,20 +40,11 @@ def cohort(tiny_cohort: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _run(tmp_path_factory.mktemp("run") / "run")
+    return untrained_run(tmp_path_factory.mktemp("run") / "run")
 
 
 def _predict(run: Path, source: Path, out: Path, *options: str):
     return runner.invoke(app, ["predict", "--model", str(run), "--input", str(source), "--out", str(out), *options])
-
-
-def _nan_block(cohort: Path, subject: str = "002") -> Path:
-    path = cohort / f"sub-{subject}" / "anat" / f"sub-{subject}_FLAIR.nii.gz"
-    vol = read_volume(path)
-    data = np.asarray(vol.data, np.float32).copy()
-    data[8:11, 8:11, 8:11] = np.nan
-    write_volume(vol.with_data(data), path)
-    return path
 
 
 def test_prepare_and_predict_refuse_to_write_into_their_input(cohort: Path, run: Path):
@@ -93,7 +69,7 @@ def test_a_nan_block_fails_that_case_alone_and_a_rerun_does_no_repeated_work(
     from gdfree.predict import case as predict_module
 
     original = (cohort / "sub-002" / "anat" / "sub-002_FLAIR.nii.gz").read_bytes()
-    flair = _nan_block(cohort)
+    flair = nan_block(cohort)
     out = tmp_path / "pred"
     result = _predict(run, cohort, out)
     assert result.exit_code == 1, result.output
@@ -126,7 +102,7 @@ def test_a_nan_block_fails_that_case_alone_and_a_rerun_does_no_repeated_work(
 
 
 def test_prepare_reports_a_nan_case_and_goes_on(cohort: Path, tmp_path: Path):
-    _nan_block(cohort)
+    nan_block(cohort)
     out = tmp_path / "prepared"
     result = runner.invoke(app, ["prepare", str(cohort), "--out", str(out), "--no-n4", "--no-register"])
     assert result.exit_code == 1, result.output
@@ -152,7 +128,7 @@ def test_tampered_models_are_refused(run: Path, cohort: Path, tmp_path: Path):
 
 
 def test_outputs_belong_to_one_run(run: Path, cohort: Path, tmp_path: Path):
-    other = _run(tmp_path / "other", seed=1)
+    other = untrained_run(tmp_path / "other", seed=1)
     out = tmp_path / "pred"
     assert _predict(run, cohort / "sub-001", out).exit_code == 0
     assert _predict(run, cohort / "sub-002", out).exit_code == 0  # one subject at a time, same model

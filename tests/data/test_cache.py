@@ -55,12 +55,12 @@ def test_an_edited_input_gets_a_new_entry(tiny_cohort: Path, tmp_path: Path):
 
 
 def test_training_from_the_cache_equals_training_from_the_files(tiny_cohort: Path, tmp_path: Path):
-    from tests.test_end_to_end import _config
+    from tests.conftest import tiny_train_config
 
     from gdfree.train import train
 
-    train(_config(tiny_cohort, max_steps=2, val_every=2), tmp_path / "plain")
-    train(_config(tiny_cohort, max_steps=2, val_every=2, cache=str(tmp_path / "cache")), tmp_path / "cached")
+    train(tiny_train_config(tiny_cohort, max_steps=2, val_every=2), tmp_path / "plain")
+    train(tiny_train_config(tiny_cohort, max_steps=2, val_every=2, cache=str(tmp_path / "cache")), tmp_path / "cached")
     plain, cached = (json.loads((tmp_path / r / "model.json").read_text()) for r in ("plain", "cached"))
     assert plain["weights_sha256"] == cached["weights_sha256"]
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the training and the validation case

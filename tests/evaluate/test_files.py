@@ -60,7 +60,8 @@ def test_rules_and_shifted_predictions(tiny_cohort: Path, tmp_path: Path):
     _write_predictions(tiny_cohort, preds, shift=1)
     by_rule = {}
     for rule in ("msseg", "iou", "any"):
-        from gdfree.evaluate import DetectionRule, EvaluationConfig
+        from gdfree.evaluate import EvaluationConfig
+        from gdfree.metrics import DetectionRule
 
         cfg = EvaluationConfig(rule=DetectionRule.preset(rule), n_boot=10)
         results, summary, _ = evaluate_dataset(preds, tiny_cohort, target="lesion", config=cfg)
@@ -159,7 +160,8 @@ def test_patient_scores_from_probabilities(tiny_cohort: Path, tmp_path: Path):
     lone = np.argwhere(brain & ~ndimage.binary_dilation(prob > 0, iterations=2))[0]
     prob[tuple(lone)] = 0.95  # a lone brain voxel: the highest probability but, 64 mm3, no lesion below
     write_volume(vol.with_data(prob), path)
-    from gdfree.evaluate import DetectionRule, EvaluationConfig
+    from gdfree.evaluate import EvaluationConfig
+    from gdfree.metrics import DetectionRule
 
     scores = {}
     for how in ("max_prob", "max_lesion_prob"):

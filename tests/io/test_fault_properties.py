@@ -104,9 +104,9 @@ _KEYS = ["architecture", "heads", "modalities", "normalisation", "threshold", "t
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_trust import _run
+    from tests.conftest import untrained_run
 
-    return _run(tmp_path_factory.mktemp("model") / "run")
+    return untrained_run(tmp_path_factory.mktemp("model") / "run")
 
 
 @SETTINGS
@@ -147,10 +147,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def predictions(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gdfree.predict import predict_dataset
-    from tests.test_trust import _run
+    from tests.conftest import untrained_run
 
     root = tmp_path_factory.mktemp("options")
-    predict_dataset(_run(root / "run"), tiny_cohort, root / "pred")
+    predict_dataset(untrained_run(root / "run"), tiny_cohort, root / "pred")
     return root / "pred"
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.io.runs import parse_shard, remove_stale_temporaries, select_shard
-from tests.test_trust import _nan_block, _run
+from tests.conftest import nan_block, untrained_run
 
 runner = CliRunner()
 
@@ -53,7 +53,7 @@ def _predict_args(run: Path, source: Path, out: Path, *options: str) -> list[str
 
 
 def test_predict_shards_into_one_folder_make_the_files_of_one_run(tiny_cohort: Path, tmp_path: Path):
-    run = _run(tmp_path / "run")
+    run = untrained_run(tmp_path / "run")
     whole = tmp_path / "whole"
     assert runner.invoke(app, _predict_args(run, tiny_cohort, whole)).exit_code == 0
     shared = tmp_path / "shared"
@@ -71,8 +71,8 @@ def test_concurrent_shards_with_a_failing_case(tiny_cohort: Path, tmp_path: Path
     """Two processes at once into one folder: all outputs, and the failure of one shard's case kept."""
     cohort = tmp_path / "cohort"
     shutil.copytree(tiny_cohort, cohort)
-    _nan_block(cohort, "003")  # sorted ids 001, 002, 003: shard 1/2 holds 001 and 003, shard 2/2 holds 002
-    run = _run(tmp_path / "run")
+    nan_block(cohort, "003")  # sorted ids 001, 002, 003: shard 1/2 holds 001 and 003, shard 2/2 holds 002
+    run = untrained_run(tmp_path / "run")
     out = tmp_path / "pred"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "gdfree", *_predict_args(run, cohort, out, "--shard", k)],
@@ -112,7 +112,7 @@ def test_a_temporary_of_a_live_process_is_not_removed(tmp_path: Path):
 def test_prepare_shards_into_one_folder_make_the_files_of_one_run(tiny_cohort: Path, tmp_path: Path):
     cohort = tmp_path / "cohort"
     shutil.copytree(tiny_cohort, cohort)
-    _nan_block(cohort, "002")  # the one case of shard 2/2 fails; shard 1/2 must not forget that
+    nan_block(cohort, "002")  # the one case of shard 2/2 fails; shard 1/2 must not forget that
     base = ["prepare", str(cohort), "--no-n4", "--no-register", "--brain-mask", "provided"]
     whole = runner.invoke(app, [*base, "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 1, whole.output
@@ -124,7 +124,7 @@ def test_prepare_shards_into_one_folder_make_the_files_of_one_run(tiny_cohort: P
 
 
 def test_evaluate_shards_write_the_tables_of_one_run(tiny_cohort: Path, tmp_path: Path):
-    run = _run(tmp_path / "run")
+    run = untrained_run(tmp_path / "run")
     pred = tmp_path / "pred"
     assert runner.invoke(app, _predict_args(run, tiny_cohort, pred)).exit_code == 0
     base = ["evaluate", "--pred", str(pred), "--ref", str(tiny_cohort), "--n-boot", "50", "--target", "lesion"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gdfree.evaluate import (
+from gdfree.metrics import (
     expected_calibration_error,
     normalized_dice,
     reliability_table,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gdfree.evaluate import DetectionRule, froc, froc_counts, patient_metrics, roc_auc, sensitivity_at_fp
+from gdfree.metrics import DetectionRule, froc, froc_counts, patient_metrics, roc_auc, sensitivity_at_fp
 from gdfree.metrics.patient import _auc_rows, bootstrap_ci
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.95)

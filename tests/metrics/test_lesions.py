@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gdfree.evaluate import DetectionRule, label_lesions, match_lesions, voxel_metrics
+from gdfree.metrics import DetectionRule, label_lesions, match_lesions, voxel_metrics
 from gdfree.metrics.lesions import bootstrap_pooled_f1, lesion_f1
 from gdfree.metrics.patient import percentile_ci
 
@@ -161,7 +161,7 @@ def test_real_lesion_mask_against_shifted_and_eroded_copies(shared_data: Path):
     assert (itself.tp_ref, itself.tp_pred, itself.f1) == (n_ref, n_ref, 1.0)
 
     # A 1 mm shift: every surface voxel of the copy has one of the original within 1 mm, so HD = 1 mm.
-    from gdfree.evaluate import surface_distances
+    from gdfree.metrics import surface_distances
 
     shifted = np.roll(ref, 1, axis=0)
     assert surface_distances(shifted, ref, spacing)["hd_mm"] == 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gdfree.evaluate import DetectionRule, match_lesions
+from gdfree.metrics import DetectionRule, match_lesions
 
 
 def _labels(mask: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:

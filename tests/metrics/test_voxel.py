@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gdfree.evaluate import dice, normalized_dice, surface_distances, voxel_metrics
+from gdfree.metrics import dice, normalized_dice, surface_distances, voxel_metrics
 
 
 def _mask(shape: tuple[int, int, int], *voxels: tuple[int, int, int]) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.test_end_to_end import _config
+from tests.conftest import tiny_train_config
 from typer.testing import CliRunner
 
 from gdfree.cli import app
@@ -86,7 +86,8 @@ def test_train_nproc_2_runs_through_torchrun(tiny_cohort: Path, tmp_path: Path, 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    config = save_config(_config(tiny_cohort, max_steps=3, val_every=2, batch_size=4), tmp_path / "train.yaml")
+    cfg = tiny_train_config(tiny_cohort, max_steps=3, val_every=2, batch_size=4)
+    config = save_config(cfg, tmp_path / "train.yaml")
     result = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--nproc", "2"])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -94,6 +95,6 @@ def test_train_nproc_2_runs_through_torchrun(tiny_cohort: Path, tmp_path: Path, 
     assert meta["step"] == 3
     state = json.loads((tmp_path / "run" / "last_state.json").read_text())
     assert len(state["numpy_rng_ranks"]) == 2 and state["numpy_rng_ranks"][0] != state["numpy_rng_ranks"][1]
-    odd = save_config(_config(tiny_cohort, batch_size=3), tmp_path / "odd.yaml")
+    odd = save_config(tiny_train_config(tiny_cohort, batch_size=3), tmp_path / "odd.yaml")
     refused = CliRunner().invoke(app, ["train", str(odd), "--out", str(tmp_path / "odd"), "--nproc", "2"])
     assert refused.exit_code == 2 and "split evenly" in refused.output

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from gdfree.data.cases import ArrayCase
-from gdfree.evaluate import DetectionRule
+from gdfree.metrics import DetectionRule
 from gdfree.train.validation import validate
 
 

@@ -43,10 +43,11 @@ def evaluate(
     """Score predictions against a reference: voxel, surface, lesion, FROC, patient and calibration metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gdfree.evaluate import DetectionRule, EvaluationConfig
+    from gdfree.evaluate import EvaluationConfig
     from gdfree.evaluate.display import print_summary
     from gdfree.evaluate.files import evaluate_dataset, write_evaluation
     from gdfree.io.runs import check_output_folder, parse_shard
+    from gdfree.metrics import DetectionRule
 
     check_output_folder(out, [pred, ref])
     overrides: dict[str, Any] = {"iou_threshold": iou_threshold}

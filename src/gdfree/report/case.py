@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gdfree.arrays import spacing_from_affine, zscore
+from gdfree.arrays import spacing_from_affine, window_range, zscore
 from gdfree.errors import GdfreeError
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import atomic_path, read_mask, read_volume
@@ -157,7 +157,7 @@ def _scale(data: np.ndarray | None) -> np.ndarray | None:
     """An uncertainty map scaled to [0, 1] by its 99.9th percentile (entropies run to ln 2, variances 0.25)."""
     if data is None:
         return None
-    top = float(np.percentile(data[data > 0], 99.9)) if (data > 0).any() else 1.0
+    top = window_range(data, data > 0, (0.0, 99.9))[1] if (data > 0).any() else 1.0
     return np.clip(data / max(top, 1e-9), 0, 1)
 
 
