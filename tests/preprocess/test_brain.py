@@ -38,7 +38,8 @@ def test_prepare_falls_back_to_the_atlas_when_deepbet_is_refused(tampered, tiny_
     case = discover(tiny_cohort)[0]
     case.masks.pop("brain")
     record = prepare_case(case, tmp_path / "out", PrepareConfig(register=False, n4=False, derive_enhancing=False))
-    assert record["brain_mask_source"] == "atlas" and "SHA-256" in record["brain_mask_learned_error"]
+    brain = record.brain_mask
+    assert brain["brain_mask_source"] == "atlas" and "SHA-256" in brain["brain_mask_learned_error"]
     # asked for by name, a refused deepbet fails the case (the policy itself is accepted: issue 29)
     with pytest.raises(ValueError, match=r"brain_mask 'learned' failed: .*SHA-256"):
         prepare_case(case, tmp_path / "out2", PrepareConfig(register=False, n4=False, brain_mask="learned"))
@@ -65,7 +66,7 @@ def test_prepare_brain_mask_learned_runs_deepbet_even_beside_a_provided_mask(tin
     out = tmp_path / "out"
     record = prepare_case(case, out, PrepareConfig(register=False, n4=False, derive_enhancing=False,
                                                    brain_mask="learned"))  # fmt: skip
-    assert record["brain_mask_source"] == "learned (deepbet)"
+    assert record.brain_mask["brain_mask_source"] == "learned (deepbet)"
     written = read_volume(next(out.rglob("*_desc-brain_mask.nii.gz"))).data > 0
     assert not np.array_equal(written, truth) and dice(written, truth) > 0.9  # measured 0.96 on the 4 mm phantom
 

@@ -3,7 +3,6 @@ shared longitudinal patient (native scanner space, anisotropic voxels, skull on)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from gdfree.io.adapters import discover
 from gdfree.io.bids import derivative_path
 from gdfree.io.images import from_sitk, read_volume, to_sitk, write_volume
 from gdfree.preprocess.prepare import PIPELINE, PrepareConfig, prepare_dataset
+from gdfree.preprocess.record import PrepareRecord
 from gdfree.preprocess.registration import RegistrationConfig, read_transform, resample
 from gdfree.types import Volume
 
@@ -38,13 +38,13 @@ def test_native_round_trip_on_the_shared_longitudinal_patient(tmp_path: Path):
                                                              check_brain_mask=False))  # fmt: skip
     assert result.done == [case.case_id], result
     record_path = derivative_path(prepared / "derivatives" / PIPELINE, case.subject, case.session, "prepare", ".json")
-    record = json.loads(record_path.read_text())
-    grid = Volume(np.zeros(record["output_grid"]["shape"], np.float32), np.asarray(record["output_grid"]["affine"]))
+    record = PrepareRecord.read(record_path)
+    grid = Volume(np.zeros(record.output_grid["shape"], np.float32), np.asarray(record.output_grid["affine"]))
     # the T1w's own world coordinates, carried forward onto the prepared grid as prepare carries images
     t1 = read_volume(case.images["T1w"])
     coords = _world(t1.shape, t1.affine)
     coords = np.concatenate([coords, np.ones((1, *t1.shape))])  # ones: where nothing outside a view mixed in
-    transform = read_transform(prepared / record["outputs"]["xfm_T1w"])
+    transform = read_transform(prepared / record.outputs["xfm_T1w"])
     forward = [from_sitk(resample(to_sitk(Volume(c.astype(np.float32), t1.affine)), to_sitk(grid), transform,
                                   interpolation="linear")).data for c in coords]  # fmt: skip
     predictions = tmp_path / "predictions"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from gdfree.io.images import read_volume
 from gdfree.metrics.lesions import DetectionRule, match_lesions
 from gdfree.preprocess.native import to_native
 from gdfree.preprocess.prepare import PrepareConfig, prepare_dataset
+from gdfree.preprocess.record import PrepareRecord
 from gdfree.preprocess.registration import mean_displacement, read_transform
 
 
@@ -39,25 +39,26 @@ def test_prepare_recovers_the_moves_and_the_enhancing_truth(misaligned, tmp_path
     case.masks.pop("enhancing")  # derive it
     result = prepare_dataset([case], out, PrepareConfig())
     assert result.done == ["sub-001"] and not result.failed
-    record = json.loads(next(out.rglob("*_prepare.json")).read_text())
+    record = PrepareRecord.read(next(out.rglob("*_prepare.json")))
     flair = sitk.ReadImage(str(case.images["FLAIR"]))
     brain = read_volume(next(truth.rglob("*desc-brain_mask.nii.gz"))).data > 0
     for role in ("T1w", "T2w", "T1gd"):
-        tfm = read_transform(out / record["outputs"][f"xfm_{role}"])
+        tfm = read_transform(out / record.outputs[f"xfm_{role}"])
         assert mean_displacement(tfm, moves[role], flair, brain) <= 2.0  # one voxel
     true_enh = read_volume(next(truth.rglob("*label-enhancing_mask.nii.gz")))
-    derived = read_volume(out / record["outputs"]["mask_enhancing"])
+    derived = read_volume(out / record.outputs["mask_enhancing"])
     assert derived.same_grid(true_enh)
     d, t = derived.data > 0, true_enh.data > 0
     assert 2 * (d & t).sum() / (d.sum() + t.sum()) >= 0.8
     match = match_lesions(d, t, true_enh.spacing_mm, DetectionRule.preset("msseg"))
     big = [det for det, v in zip(match.ref_detected, match.ref_volume_mm3, strict=True) if v >= 20]
     assert big and np.mean(big) >= 0.9
-    assert (out / record["outputs"]["qc_enhancing"]).stat().st_size > 10_000
-    assert record["brain_mask_source"] == "provided" and record["brain_mask_dice_atlas_vs_provided"] > 0.85
+    assert (out / record.outputs["qc_enhancing"]).stat().st_size > 10_000
+    brain = record.brain_mask
+    assert brain["brain_mask_source"] == "provided" and brain["brain_mask_dice_atlas_vs_provided"] > 0.85
     # back to the native (moved) T1w grid through the saved transform: the prepared T1w matches the source
     record_path = next(out.rglob("*_prepare.json"))
-    prepared_t1 = read_volume(out / record["outputs"]["T1w"])
+    prepared_t1 = read_volume(out / record.outputs["T1w"])
     native = to_native(prepared_t1, record_path, "T1w", interpolation="linear")
     source_t1 = read_volume(case.images["T1w"])
     assert native.same_grid(source_t1)

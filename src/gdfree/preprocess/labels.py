@@ -5,7 +5,6 @@ again from those files alone when only the review changed (:func:`reapply_review
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ import numpy as np
 
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.images import file_sha256, read_volume, write_volume
-from gdfree.io.tables import write_json, write_tsv
+from gdfree.io.tables import write_tsv
 from gdfree.preprocess.enhancing import COMPONENT_COLUMNS, EnhancingConfig, EnhancingResult, derive_enhancing
 from gdfree.preprocess.layout import PIPELINE, record_path, review_path
 from gdfree.preprocess.qc import write_components_png, write_qc_png
+from gdfree.preprocess.record import PrepareRecord
 from gdfree.preprocess.review import apply_review, read_review
 from gdfree.types import POST_CONTRAST, Volume
 
@@ -90,7 +90,7 @@ def write_enhancing(
     return {k: str(v.relative_to(out)) for k, v in files.items()}
 
 
-def reapply_review(out: Path | str, case: CaseFiles, enhancing: EnhancingConfig | None = None) -> dict[str, Any]:
+def reapply_review(out: Path | str, case: CaseFiles, enhancing: EnhancingConfig | None = None) -> PrepareRecord:
     """Apply a changed rater's review to a prepared case without redoing it: the rules' verdicts come back from
     the components table (``rule_*`` columns), the candidates from their label map, the subtraction from the
     written T1w images (so only for ``normalise: none``; ``prepare`` redoes a normalised case); the enhancing
@@ -98,8 +98,8 @@ def reapply_review(out: Path | str, case: CaseFiles, enhancing: EnhancingConfig 
     enhancing = enhancing or EnhancingConfig()
     out = Path(out)
     stem = record_path(out, case)
-    record = json.loads(stem.read_text())
-    outputs = record["outputs"]
+    record = PrepareRecord.read(stem)
+    outputs = record.outputs
     candidates = read_volume(out / outputs["enhancing_candidates"])
     with (out / outputs["enhancing_components"]).open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
@@ -115,16 +115,15 @@ def reapply_review(out: Path | str, case: CaseFiles, enhancing: EnhancingConfig 
     labels = candidates.data.astype(np.int32)
     images = {r: read_volume(out / outputs[r]).data for r in ("T1w", POST_CONTRAST, "FLAIR") if r in outputs}
     brain = read_volume(out / outputs["mask_brain"]).data > 0
-    enh = {k: v for k, v in record["enhancing"].items() if k != "review"}
+    enh = {k: v for k, v in (record.enhancing or {}).items() if k != "review"}
     diff = np.where(brain, images[POST_CONTRAST] / enh["post_nawm_mode"] - images["T1w"] / enh["pre_nawm_mode"],
                     0.0).astype(np.float32)  # fmt: skip
     result = EnhancingResult(keep[labels], diff, labels, components, enh)
     lesion = read_volume(out / outputs["mask_lesion"]).data > 0 if "mask_lesion" in outputs else None
     files = write_enhancing(case, enhancing, out, result, images, lesion, candidates.affine, review_path(out, case))
     write_volume(Volume(result.mask.astype(np.uint8), candidates.affine), out / outputs["mask_enhancing"])
-    record["enhancing"] = result.info
-    record["outputs"].update(files)
-    write_json(stem, record)
+    record = record.updated(enhancing=result.info, outputs={**record.outputs, **files})
+    record.write(stem)
     return record
 
 

@@ -13,6 +13,7 @@ from gdfree.io.bids import bids_name, derivative_path, parse_entities
 from gdfree.io.images import from_sitk, image_suffix, read_volume, to_sitk, write_volume
 from gdfree.io.tables import write_tsv
 from gdfree.preprocess.layout import PIPELINE
+from gdfree.preprocess.record import PrepareRecord
 from gdfree.preprocess.registration import read_transform, resample
 from gdfree.types import Volume
 
@@ -28,19 +29,19 @@ def to_native(volume: Volume, record_path: Path | str, role: str, interpolation:
     """
 
     record_path = Path(record_path)
-    record = json.loads(record_path.read_text())
-    grid = record["output_grid"]
+    record = PrepareRecord.read(record_path)
+    grid = record.output_grid
     expected = Volume(np.zeros(grid["shape"], np.uint8), np.asarray(grid["affine"]))
     if not volume.same_grid(expected):
-        raise ValueError(f"{volume.path or 'volume'}: not on the output grid of {record['case']} ({record_path})")
-    if role not in record["native_grid"]:
-        raise ValueError(f"{record['case']} has no {role} image; it has {', '.join(record['native_grid'])}")
-    native = record["native_grid"][role]
+        raise ValueError(f"{volume.path or 'volume'}: not on the output grid of {record.case} ({record_path})")
+    if role not in record.native_grid:
+        raise ValueError(f"{record.case} has no {role} image; it has {', '.join(record.native_grid)}")
+    native = record.native_grid[role]
     target = to_sitk(Volume(np.zeros(native["shape"], np.float32), np.asarray(native["affine"])))
-    if role == record["reference"]:
+    if role == record.reference:
         transform = None
     else:
-        transform = read_transform(_output_root(record_path) / record["outputs"][f"xfm_{role}"])
+        transform = read_transform(_output_root(record_path) / record.outputs[f"xfm_{role}"])
     moved = from_sitk(resample(to_sitk(volume, np.float32), target, transform, interpolation=interpolation,
                                inverse=True))  # fmt: skip
     return moved.with_data(moved.data.astype(volume.data.dtype, copy=False))

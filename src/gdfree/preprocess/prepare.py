@@ -48,6 +48,7 @@ from gdfree.preprocess.enhancing import EnhancingConfig
 from gdfree.preprocess.intensity import NORMALISATIONS, n4, normalise_intensity
 from gdfree.preprocess.labels import enhancing_labels, reapply_review
 from gdfree.preprocess.layout import PIPELINE, record_path, review_path, xfm_path
+from gdfree.preprocess.record import PrepareRecord
 from gdfree.preprocess.registration import RegistrationConfig, register, resample, write_transform
 from gdfree.types import POST_CONTRAST, Volume, spacing_from_affine
 
@@ -146,8 +147,8 @@ class _Log:
         self.lines.append(f"{name}: {self.timings[name]:.2f} s{' - ' + message if message else ''}")
 
 
-def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None = None) -> dict[str, Any]:
-    """Prepare one case into the dataset folder ``out``; returns its ``_prepare.json`` content.
+def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None = None) -> PrepareRecord:
+    """Prepare one case into the dataset folder ``out``; returns its record (``_prepare.json``).
 
     Steps: :func:`_align` (read, N4, register, resample), the provided masks onto the grid,
     :func:`_brain_mask`, :func:`enhancing_labels`, then the images, masks and the record are written.
@@ -193,19 +194,17 @@ def prepare_case(case: CaseFiles, out: Path | str, config: PrepareConfig | None 
         path = derivative_path(deriv, case.subject, case.session, "mask", **MASK_ENTITIES[role])
         written[f"mask_{role}"] = str(write_volume(Volume(mask.astype(np.uint8), affine), path).relative_to(out))
     log.step("write", f"{len(written)} files")
-    record = {
-        "status": "done", "case": case.case_id, "config_digest": cfg.digest(), "config": dataclasses.asdict(cfg),
-        "gdfree_version": gdfree.__version__, "sources": {r: str(p) for r, p in {**case.images, **case.masks}.items()},
-        "sources_sha256": _source_hashes(case),
-        "reference": aligned["reference"],
-        "native_grid": {r: {"shape": list(v.shape), "affine": v.affine.tolist()}
-                        for r, v in aligned["volumes"].items()},
-        "output_grid": {"shape": list(aligned["shape"]), "affine": affine.tolist()},
-        "outputs": written, "normalisation": norm_info, "timings_s": log.timings, **info,
-    }  # fmt: skip
-    stem = derivative_path(deriv, case.subject, case.session, "prepare", ".json")
+    record = PrepareRecord(
+        case=case.case_id, config_digest=cfg.digest(), config=json_ready(dataclasses.asdict(cfg)),
+        gdfree_version=gdfree.__version__, sources={r: str(p) for r, p in {**case.images, **case.masks}.items()},
+        sources_sha256=_source_hashes(case), reference=aligned["reference"],
+        native_grid={r: {"shape": list(v.shape), "affine": v.affine.tolist()} for r, v in aligned["volumes"].items()},
+        output_grid={"shape": list(aligned["shape"]), "affine": affine.tolist()}, outputs=written,
+        normalisation=norm_info, timings_s=log.timings, enhancing=info.pop("enhancing", None), brain_mask=info,
+    )  # fmt: skip
+    stem = record_path(out, case)
     write_text(stem.with_suffix(".log"), "\n".join(log.lines) + "\n")
-    write_json(stem, record)
+    record.write(stem)
     return record
 
 
@@ -261,19 +260,19 @@ def _state(out: Path, case: CaseFiles, cfg: PrepareConfig) -> str:
     if not path.is_file():
         return "todo"
     try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = PrepareRecord.read(path)
+    except ValueError:  # unreadable or not a record: prepared again
         return "todo"
-    if record.get("status") != "done" or record.get("config_digest") != cfg.digest():
+    if record.status != "done" or record.config_digest != cfg.digest():
         return "todo"
-    if not all((out / rel).is_file() for rel in record.get("outputs", {}).values()):
+    if not all((out / rel).is_file() for rel in record.outputs.values()):
         return "todo"
-    if record.get("sources_sha256") != _source_hashes(case):
+    if record.sources_sha256 != _source_hashes(case):
         return "todo"
     review = review_path(out, case)
-    reviewed = record.get("enhancing", {}).get("review", {}).get("sha256")
+    reviewed = (record.enhancing or {}).get("review", {}).get("sha256")
     if (file_sha256(review) if review.is_file() else None) != reviewed:
-        return "review" if "enhancing_candidates" in record["outputs"] else "todo"
+        return "review" if "enhancing_candidates" in record.outputs else "todo"
     return "done"
 
 
@@ -343,9 +342,9 @@ def _prepare_one(case: CaseFiles, inputs: tuple[str, ...], *, out: Path, cfg: Pr
     if state == "review" and cfg.normalise == "none":  # normalised images: the subtraction must be redone
         record, status = reapply_review(out, case, cfg.enhancing), "reviewed"
     elif state == "done":
-        record, status = json.loads(record_path(out, case).read_text()), "done"
+        record, status = PrepareRecord.read(record_path(out, case)), "done"
     else:
         record, status = prepare_case(case, out, cfg), "done"
     stem = record_path(out, case)
-    outputs = [out / rel for rel in record["outputs"].values()] + [stem, stem.with_suffix(".log")]
+    outputs = [out / rel for rel in record.outputs.values()] + [stem, stem.with_suffix(".log")]
     return CaseDone({"case_id": case.case_id, "status": status}, [p for p in outputs if p.is_file()])
