@@ -95,3 +95,22 @@ def test_jobs_run_the_cases_in_processes_and_record_each(tmp_path: Path):
                         work=functools.partial(_write, out=out), jobs=2)  # fmt: skip
     assert sorted(result.done) == ["sub-01_ses-1", "sub-01_ses-2", "sub-03"] and list(result.failed) == ["sub-02"]
     assert (out / "sub-01_ses-2.txt").read_text() == "2"
+
+
+def test_case_records_are_typed_and_those_from_before_still_count(tmp_path: Path):
+    import json
+
+    from gdfree.io.runs import RECORDS, CaseRecord
+
+    out = tmp_path / "out"
+    run_cohort(ITEMS[:1], out, {"command": "t"}, fingerprint=lambda i: [str(i.value)],
+               work=functools.partial(_write, out=out))  # fmt: skip
+    path = out / RECORDS / "sub-01_ses-1.json"
+    written = json.loads(path.read_text())
+    assert written["schema_version"] == 1 and CaseRecord.from_json(written).row["value"] == 1
+    path.write_text(json.dumps({k: v for k, v in written.items() if k != "schema_version"}))  # an older gdfree's
+    again = run_cohort(ITEMS[:1], out, {"command": "t"}, fingerprint=lambda i: [str(i.value)],
+                       work=functools.partial(_write, out=out))  # fmt: skip
+    assert again.skipped == ["sub-01_ses-1"] and again.manifest.cases["sub-01_ses-1"].schema_version == 0
+    with pytest.raises(ValueError, match="expected inputs"):
+        CaseRecord.from_json({"inputs": "x"}, "r.json")

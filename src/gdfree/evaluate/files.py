@@ -231,8 +231,8 @@ def _evaluate_shard(
     if any(ref.case_id not in recorded and ref.case_id not in failures for _, ref in pairs):
         return None
     done = [ref.case_id for _, ref in pairs if ref.case_id in recorded]
-    results = [result_from_json(recorded[c]["row"]["result"]) for c in done]
-    return results, {c: np.asarray(recorded[c]["row"]["affine"]) for c in done}, failures
+    results = [result_from_json(recorded[c].row["result"]) for c in done]
+    return results, {c: np.asarray(recorded[c].row["affine"]) for c in done}, failures
 
 
 def _summary(

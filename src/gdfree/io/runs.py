@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ __all__ = [
     "FAILURES",
     "MANIFEST",
     "RECORDS",
+    "CaseRecord",
     "OutputConflictError",
     "RunManifest",
     "check_output_folder",
@@ -157,16 +158,50 @@ def _record_path(folder: Path, case_id: str) -> Path:
     return folder / RECORDS / f"{case_id}.json"
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+RECORD_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One case's record, ``gdfree_run/<case>.json``: finished (the SHA-256 of its inputs, its row of the cohort
+    table, the SHA-256 of each file it wrote, by path relative to the folder) or failed (the reason).
+    ``schema_version`` 1; a record without it (written before) reads as 0."""
+
+    inputs: tuple[str, ...] = ()
+    row: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    failed: str | None = None
+    schema_version: int = RECORD_SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path | str = "record") -> CaseRecord:
+        """The record of a parsed JSON object. Raises ValueError (naming ``where``) for another shape."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        if "failed" in data:
+            return cls(failed=str(data["failed"]), schema_version=int(data.get("schema_version", 0)))
+        inputs, row, outputs = data.get("inputs", []), data.get("row", {}), data.get("outputs", {})
+        if not (isinstance(inputs, list) and isinstance(row, dict) and isinstance(outputs, dict)):
+            raise ValueError(f"{where}: expected inputs (list), row and outputs (objects)")
+        return cls(tuple(str(i) for i in inputs), row, {str(k): str(v) for k, v in outputs.items()},
+                   schema_version=int(data.get("schema_version", 0)))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        if self.failed is not None:
+            return {"schema_version": RECORD_SCHEMA_VERSION, "failed": " ".join(self.failed.split())}
+        return {"schema_version": RECORD_SCHEMA_VERSION, "inputs": list(self.inputs), "row": dict(self.row),
+                "outputs": dict(self.outputs)}  # fmt: skip
+
+
+def _read_record(path: Path) -> CaseRecord | None:
     """One record, or None when it is missing or unreadable (then the case counts as not finished: redone)."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return CaseRecord.from_json(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         return None
-    return entry if isinstance(entry, dict) else None
 
 
-def _read_records(folder: Path) -> dict[str, dict[str, Any]]:
+def _read_records(folder: Path) -> dict[str, CaseRecord]:
     """Every readable record of ``folder`` (for the cohort tables; per case, read its own file)."""
     records = {}
     for path in sorted((folder / RECORDS).glob("*.json")):
@@ -178,19 +213,20 @@ def _read_records(folder: Path) -> dict[str, dict[str, Any]]:
 
 def record_failure(folder: Path, case_id: str, reason: str) -> None:
     """Record that ``case_id`` failed in ``folder`` (kept until it succeeds; see :func:`write_failures`)."""
-    write_json(_record_path(folder, case_id), {"failed": " ".join(str(reason).split())})
+    write_json(_record_path(folder, case_id), CaseRecord(failed=str(reason)).to_json())
 
 
 def clear_failure(folder: Path, case_id: str) -> None:
     """Forget a recorded failure of ``case_id`` (it succeeded)."""
     path = _record_path(folder, case_id)
-    if "failed" in (_read_record(path) or {}):
+    record = _read_record(path)
+    if record is not None and record.failed is not None:
         path.unlink(missing_ok=True)
 
 
 def recorded_failures(folder: Path) -> dict[str, str]:
     """case_id -> reason of every failure recorded in ``folder`` (by any shard)."""
-    return {k: str(v["failed"]) for k, v in _read_records(folder).items() if "failed" in v}
+    return {k: v.failed for k, v in _read_records(folder).items() if v.failed is not None}
 
 
 def write_failures(folder: Path, failures: Mapping[str, str] | None = None) -> Path | None:
@@ -216,8 +252,9 @@ def listed_outputs(folder: Path) -> dict[str, str] | None:
         return None
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-        entries = list(old.get("cases", {}).values()) + list(_read_records(folder).values())
-        return {rel: d for e in entries for rel, d in e.get("outputs", {}).items()}
+        entries = [CaseRecord.from_json(e, path) for e in old.get("cases", {}).values()]
+        entries += list(_read_records(folder).values())
+        return {rel: d for e in entries for rel, d in e.outputs.items()}
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as exc:
         raise OutputConflictError(f"{path}: not a readable gdfree run manifest ({exc})") from exc
 
@@ -278,13 +315,14 @@ class RunManifest:
         return manifest
 
     def save(self) -> Path:
-        return write_json(self.folder / MANIFEST, {"identity": self.identity, "records": f"{RECORDS}/"})
+        return write_json(self.folder / MANIFEST, {"schema_version": RECORD_SCHEMA_VERSION, "identity": self.identity,
+                                                   "records": f"{RECORDS}/"})  # fmt: skip
 
     @property
-    def cases(self) -> dict[str, dict[str, Any]]:
-        """case_id -> {"inputs": [sha256...], "row": {...}, "outputs": {relative path: sha256}} of every finished
-        case (read from the folder now: other shards may have added some)."""
-        return {k: v for k, v in _read_records(self.folder).items() if "failed" not in v}
+    def cases(self) -> dict[str, CaseRecord]:
+        """case_id -> :class:`CaseRecord` of every finished case (read from the folder now: other shards may have
+        added some)."""
+        return {k: v for k, v in _read_records(self.folder).items() if v.failed is None}
 
     def failures(self) -> dict[str, str]:
         """case_id -> reason of every failed case (any shard's)."""
@@ -293,26 +331,23 @@ class RunManifest:
     def finished(self, case_id: str, inputs: Sequence[str]) -> dict[str, Any] | None:
         """The recorded row of ``case_id`` if it finished with these input hashes and its outputs are intact."""
         entry = _read_record(_record_path(self.folder, case_id))
-        if entry is None or "failed" in entry or list(entry.get("inputs", [])) != list(inputs):
+        if entry is None or entry.failed is not None or list(entry.inputs) != list(inputs):
             return None
-        for rel, digest in entry.get("outputs", {}).items():
+        for rel, digest in entry.outputs.items():
             path = self.folder / rel
             if not path.is_file() or file_sha256(path) != digest:
                 return None
-        return dict(entry.get("row", {}))
+        return dict(entry.row)
 
     def record(self, case_id: str, inputs: Sequence[str], row: Mapping[str, Any], outputs: Iterable[Path]) -> None:
         """Mark ``case_id`` finished (its record is written at once: a later crash keeps it)."""
-        write_json(_record_path(self.folder, case_id), {
-            "inputs": list(inputs),
-            "row": dict(row),
-            "outputs": {str(p.relative_to(self.folder)): file_sha256(p) for p in outputs},
-        })  # fmt: skip
+        outputs_sha = {str(p.relative_to(self.folder)): file_sha256(p) for p in outputs}
+        write_json(_record_path(self.folder, case_id), CaseRecord(tuple(inputs), dict(row), outputs_sha).to_json())
 
     def forget(self, case_id: str) -> None:
         """Drop a case; its old outputs are deleted."""
-        entry = _read_record(_record_path(self.folder, case_id)) or {}
-        for rel in entry.get("outputs", {}):
+        entry = _read_record(_record_path(self.folder, case_id)) or CaseRecord()
+        for rel in entry.outputs:
             (self.folder / rel).unlink(missing_ok=True)
         _record_path(self.folder, case_id).unlink(missing_ok=True)
 
@@ -323,13 +358,13 @@ class RunManifest:
 
     def listed(self) -> dict[str, str]:
         """Every output file of every finished case: relative path -> SHA-256."""
-        return {rel: d for entry in self.cases.values() for rel, d in entry.get("outputs", {}).items()}
+        return {rel: d for entry in self.cases.values() for rel, d in entry.outputs.items()}
 
 
 def _old_outputs(folder: Path, old: Mapping[str, Any] | None) -> list[Path]:
     if old is not None:
         entries = list(old.get("cases", {}).values()) if isinstance(old.get("cases"), dict) else []
-        entries += list(_read_records(folder).values())
+        entries += [e.to_json() for e in _read_records(folder).values()]
         listed = [folder / rel for e in entries for rel in e.get("outputs", {})]
         found = [p for p in listed if p.is_file()]
     else:

@@ -207,7 +207,7 @@ def _write_tables(out: Path, manifest: RunManifest) -> None:
     while True:
         cases, failures = manifest.cases, manifest.failures()
         write_failures(out, failures)
-        all_rows = [entry["row"] for _, entry in sorted(cases.items())]
+        all_rows = [entry.row for _, entry in sorted(cases.items())]
         write_tsv(out / "predictions.tsv", all_rows, PREDICTION_COLUMNS + sorted(
             {k for r in all_rows for k in r} - set(PREDICTION_COLUMNS)))  # fmt: skip
         if manifest.cases == cases and manifest.failures() == failures:
