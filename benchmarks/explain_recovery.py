@@ -51,14 +51,14 @@ def main() -> None:
                                  methods=("ig", "gradcam"), label_randomised=shuffled.get(name),
                                  seed=args.seed)  # fmt: skip
         seconds = time.perf_counter() - start
-        groups = [r["group"] for r in result["lesions"]]
+        groups = [r["group"] for r in result.lesions]
         lines.append(f"\n## {name}: signature planted in {planted}; {len(tests)} test patients, "
                      f"{groups.count('reference active')} active and {groups.count('reference inactive')} inactive "
                      f"lesions ({seconds:.0f} s)\n")  # fmt: skip
         verdicts = {}
         for title, table in (
-            ("separation (active minus inactive)", result["separation"]),
-            ("active lesions", [r for r in result["summary"] if r["group"] == "reference active"]),
+            ("separation (active minus inactive)", result.separation),
+            ("active lesions", [r for r in result.summary if r["group"] == "reference active"]),
         ):
             lines.append(f"\n{title}:\n")
             lines.append("| method | rank of planted | planted mean [95% CI] | best other: modality, mean [95% CI] | "
@@ -74,9 +74,9 @@ def main() -> None:
                 lines.append(f"| {method} | {mine['rank']} | {mine['mean']:.3f} [{mine['ci_low']:.3f}, "
                              f"{mine['ci_high']:.3f}] | {best['modality']}, {best['mean']:.3f} [{best['ci_low']:.3f}, "
                              f"{best['ci_high']:.3f}] | {'yes' if clear else 'no'} |")  # fmt: skip
-        profile = [r for r in result["profiles"] if r["method"] == "ig" and r["modality"] == planted
+        profile = [r for r in result.profiles if r["method"] == "ig" and r["modality"] == planted
                    and r["group"] == "reference active"]  # fmt: skip
-        inactive = [r for r in result["profiles"] if r["method"] == "ig" and r["modality"] == planted
+        inactive = [r for r in result.profiles if r["method"] == "ig" and r["modality"] == planted
                     and r["group"] == "reference inactive"]  # fmt: skip
         outside = [r for r in profile if r["bin_low_mm"] >= 0 and r["mean"] == r["mean"]]
         peak_all = max(profile, key=lambda r: r["mean"] if r["mean"] == r["mean"] else -np.inf) if profile else None
@@ -99,7 +99,7 @@ def main() -> None:
         checks = {}
         for control in ("parameters", "labels"):
             for method in ("ig", "gradcam"):
-                rho = [r["rank_correlation"] for r in result["sanity"] if r["control"] == control
+                rho = [r["rank_correlation"] for r in result.sanity if r["control"] == control
                        and r["method"] == method and r["rank_correlation"] == r["rank_correlation"]]  # fmt: skip
                 if rho:
                     checks[f"{control}/{method}"] = {
@@ -109,9 +109,9 @@ def main() -> None:
         lines.append("randomisation checks (Spearman of signed maps; pass < 0.3): " + "; ".join(
             f"{k}: median {v['median']:.3f}, max |rho| {v['max_abs']:.3f}, {v['passed']}/{v['n']} pass"
             for k, v in checks.items()))  # fmt: skip
-        report[name] = {"planted": planted, "verdicts": verdicts, "summary": result["summary"],
-                        "separation": result["separation"], "checks": checks,
-                        "profile": profile, "seconds": seconds, "lesions": len(result["lesions"])}  # fmt: skip
+        report[name] = {"planted": planted, "verdicts": verdicts, "summary": result.summary,
+                        "separation": result.separation, "checks": checks,
+                        "profile": profile, "seconds": seconds, "lesions": len(result.lesions)}  # fmt: skip
     first = args.run[0].split(":", 3)
     tests = json.loads((Path(first[2]) / "split.json").read_text())["test_patients"]
     one = f"sub-{tests[0].split(':')[-1]}"
@@ -119,8 +119,8 @@ def main() -> None:
     timed = explain_dataset(first[2], first[3], args.out / "one-lesion", case_ids=[one], seed=args.seed)
     seconds = time.perf_counter() - start
     lines.append(f"\nOne lesion of one 2 mm case ({one}, {first[0]} model, all methods and checks, the most probable "
-                 f"predicted lesion; occlusion importance for all {len(timed['lesions'])} of its lesions): "
-                 f"{seconds:.1f} s; " + ", ".join(f"{k} {v:.1f}" for k, v in timed["timings"].items()))  # fmt: skip
+                 f"predicted lesion; occlusion importance for all {len(timed.lesions)} of its lesions): "
+                 f"{seconds:.1f} s; " + ", ".join(f"{k} {v:.1f}" for k, v in timed.timings.items()))  # fmt: skip
     report["one_lesion_s"] = seconds
     text = "\n".join(lines) + "\n"
     print(text)

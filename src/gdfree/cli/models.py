@@ -207,18 +207,18 @@ def explain(
 
     console = new_console()
     for key, title in (("summary", "Modality importance"), ("separation", "Separation (active minus inactive)")):
-        if not result[key]:
+        if not getattr(result, key):
             continue
-        table = Table(title=f"{title}, {len(result['lesions'])} {lesions} lesions")
+        table = Table(title=f"{title}, {len(result.lesions)} {lesions} lesions")
         for name in ("group", "method", "modality", "rank", "mean", "95% CI", "lesions"):
             table.add_column(name)
-        for r in result[key]:
+        for r in getattr(result, key):
             table.add_row(r["group"], r["method"], r["modality"], str(r["rank"]), f"{r['mean']:.3f}",
                           f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["lesions"]))  # fmt: skip
         console.print(table)
-    checks = result["sanity"]
+    checks = result.sanity
     if checks:
         passed = sum(c["passed"] for c in checks)
         console.print(f"Randomisation checks passed: {passed}/{len(checks)} (rank correlation < 0.3).")
-    console.print(f"Everything is in {out} ({result['timings']['total_s']:.0f} s).")
-    exit_on_failures(console, result["failures"], f"could not be explained (listed in {out}/failures.tsv)")
+    console.print(f"Everything is in {out} ({result.timings['total_s']:.0f} s).")
+    exit_on_failures(console, result.failures, f"could not be explained (listed in {out}/failures.tsv)")

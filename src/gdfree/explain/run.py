@@ -52,7 +52,7 @@ from gdfree.io.bids import CaseFiles
 from gdfree.io.runs import MANIFEST, RECORDS
 from gdfree.io.tables import write_json, write_tsv
 
-__all__ = ["explain_dataset"]
+__all__ = ["ExplainResult", "explain_dataset"]
 
 
 CONTRASTS = (("reference active", "reference inactive"), ("predicted active", "predicted inactive"))
@@ -107,15 +107,14 @@ def explain_dataset(
     allow_training_cases: bool = False,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> ExplainResult:
     """Explain the ``enhancing`` head of the model in ``run_dir`` on the cases of ``input_path``.
 
     Which lesions are explained and how: the module docstring. A case that cannot be read is listed in
     ``out/failures.tsv`` and the others are explained.
 
     Returns:
-        {"summary": importance summary rows, "separation": rows, "sanity": rows, "profiles": rows,
-        "lesions": rows, "timings": seconds, "failures": case -> reason}
+        the tables' rows, timings and failures (:class:`ExplainResult`).
 
     Raises:
         ValueError: a lesion id that does not exist, training cases (unless allowed), no case.
@@ -160,7 +159,22 @@ def explain_dataset(
     outputs = [p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST and RECORDS not in
                p.relative_to(out).parts[:1]]  # fmt: skip
     manifest.record("explain", sorted(f for c in cases for f in c.fingerprints), {"cases": len(cases)}, outputs)
-    return {**result, "timings": timings, "failures": failures}
+    return ExplainResult(**result, timings=timings, failures=failures)
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """What :func:`explain_dataset` found: the rows of ``importance_summary.tsv``, ``separation_summary.tsv``,
+    ``sanity.tsv``, ``profiles.tsv`` and ``lesions.tsv``, seconds per part, and case id -> reason of the cases
+    that could not be read."""
+
+    summary: list[dict[str, Any]]
+    separation: list[dict[str, Any]]
+    sanity: list[dict[str, Any]]
+    profiles: list[dict[str, Any]]
+    lesions: list[dict[str, Any]]
+    timings: dict[str, float]
+    failures: dict[str, str]
 
 
 @dataclass(frozen=True)
