@@ -198,6 +198,11 @@ def test_cli_report(predicted: dict[str, Path], tmp_path: Path) -> None:
     assert not (out / "assets" / "niivue.umd.js").exists()
     missing = CliRunner().invoke(app, ["report", "--out", str(out), "--evaluation", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    base = ["report", "--predictions", str(predicted["predictions"]), "--input", str(predicted["cohort"])]
+    empty = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "e"), "--cases", ""])
+    assert empty.exit_code == 2 and "empty list of cases" in empty.output  # was: no page, exit 0 (issue 29)
+    unknown = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "u"), "--cases", "sub-003,sub-999"])
+    assert unknown.exit_code == 2 and "no case sub-999" in unknown.output
 
 
 def test_roc_band_by_hand() -> None:
