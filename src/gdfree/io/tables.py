@@ -15,7 +15,7 @@ import numpy as np
 
 from gdfree.io.images import write_text
 
-__all__ = ["json_ready", "write_json", "write_tsv"]
+__all__ = ["json_ready", "read_json", "write_json", "write_tsv"]
 
 
 def _cell(value: Any) -> str:
@@ -64,3 +64,12 @@ def json_ready(value: Any) -> Any:
 def write_json(path: Path | str, value: Any) -> Path:
     """Write ``value`` as indented strict JSON (see :func:`json_ready`)."""
     return write_text(path, json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    """The parsed content of a JSON file. Raises ValueError naming the file when it is not valid JSON text (and
+    OSError when it cannot be read)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc

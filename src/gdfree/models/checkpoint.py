@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gdfree.io.images import atomic_path, file_sha256
+from gdfree.io.tables import read_json
 from gdfree.models.record import ModelRecord
 from gdfree.models.unet import build_model
 
@@ -68,8 +69,8 @@ def load_model(folder: Path | str, device: str | torch.device = "cpu", stem: str
     for path in (meta_path, weights):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (is {folder} a gdfree training run?)")
-    record = ModelRecord.read(meta_path)  # every field checked for its type
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json(meta_path)
+    record = ModelRecord.from_json(meta, meta_path)  # every field checked for its type
     if record.weights_sha256 is None:
         raise ValueError(f"{meta_path}: lacks weights_sha256; not a gdfree model description")
     digest = file_sha256(weights)

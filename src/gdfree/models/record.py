@@ -10,14 +10,13 @@ holds the same fields and loads as version 0.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gdfree.io.tables import write_json
+from gdfree.io.tables import read_json, write_json
 
 __all__ = ["MODEL_SCHEMA_VERSION", "ModelRecord"]
 
@@ -131,11 +130,7 @@ class ModelRecord:
     @classmethod
     def read(cls, path: Path) -> ModelRecord:
         """Read and check ``path`` (a ``model.json``). Raises ValueError (naming the file) for bad content."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_json(data, path)
+        return cls.from_json(read_json(path), path)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``model.json`` (``None`` fields left out, as before the record)."""

@@ -9,13 +9,12 @@ before). ``schema_version`` 1 is this layout; a file without it (written before 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gdfree.io.tables import write_json
+from gdfree.io.tables import read_json, write_json
 
 __all__ = ["PREPARE_SCHEMA_VERSION", "PrepareRecord"]
 
@@ -100,11 +99,7 @@ class PrepareRecord:
     @classmethod
     def read(cls, path: Path | str) -> PrepareRecord:
         """Read and check ``path``. Raises ValueError (naming the file) for bad content."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_json(data, path)
+        return cls.from_json(read_json(path), path)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``_prepare.json`` (the layout of before the record, plus ``schema_version``)."""
