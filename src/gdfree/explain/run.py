@@ -42,21 +42,17 @@ from gdfree.explain.importance import (
     ig_rows,
     occlusion_importance,
     permutation_importance,
-    summarise,
 )
 from gdfree.explain.maps import METHODS, lesion_maps, overlay_png
-from gdfree.explain.patterns import DEFAULT_BINS_MM, cohort_profiles, lesion_profile
+from gdfree.explain.patterns import DEFAULT_BINS_MM, lesion_profile
 from gdfree.explain.sanity import PASS_BELOW, randomised_copy, rank_correlation
+from gdfree.explain.tables import write_tables
 from gdfree.explain.targets import find_lesions
 from gdfree.io.bids import CaseFiles
 from gdfree.io.runs import MANIFEST, RECORDS
-from gdfree.io.tables import write_json, write_tsv
+from gdfree.io.tables import write_json
 
 __all__ = ["ExplainResult", "explain_dataset"]
-
-
-CONTRASTS = (("reference active", "reference inactive"), ("predicted active", "predicted inactive"))
-"""Group pairs whose difference of importance is reported as the separation (active minus inactive)."""
 
 
 def _group(lesion: Any, source: str) -> str:
@@ -148,7 +144,7 @@ def explain_dataset(
     cases = [e.case for e in explained]
     rows = [r for e in explained for r in e.rows] + (_permutation_rows(explained, ctx, timings) if permutation else [])
     write_failures(out, failures)
-    result = _write_tables(out, explained, rows, opts)
+    result = write_tables(out, explained, rows, opts)
     timings["total_s"] = time.perf_counter() - start
     write_json(out / "explain.json", {
         "model": str(Path(run_dir).resolve()), "weights_sha256": trained.weights_sha256, "input": str(input_path),
@@ -370,37 +366,3 @@ def _map_lesion(item: Any, result: _Explained, ctx: _Setup, out: Path, timings: 
     timings["sanity_s"] += time.perf_counter() - t0
 
 
-def _write_tables(out: Path, explained: Sequence[_Explained], rows: list[dict[str, Any]], opts: _Options
-                  ) -> dict[str, Any]:  # fmt: skip
-    """The cohort tables and charts of an explanation; returns the rows the caller reports."""
-    lesion_rows = [r for e in explained for r in e.lesion_rows]
-    sanity_rows = [r for e in explained for r in e.sanity]
-    profile_entries = [r for e in explained for r in e.profiles]
-    group_of = {(r["case_id"], r["lesion_id"]): r["group"] for r in lesion_rows}
-    for row in rows:
-        row["group"] = group_of[(row["case_id"], row["lesion_id"])]
-    summary = summarise(rows, seed=opts.seed) if rows else []
-    present = {r["group"] for r in rows}
-    pair = next(((a, b) for a, b in CONTRASTS if a in present and b in present), None)
-    separation = summarise(rows, contrast=pair, seed=opts.seed) if pair else []
-    profiles = cohort_profiles(profile_entries, opts.bins_mm) if profile_entries else []
-    write_tsv(out / "lesions.tsv", lesion_rows)
-    write_tsv(out / "importance.tsv", rows)
-    write_tsv(out / "importance_summary.tsv", summary)
-    write_tsv(out / "separation_summary.tsv", separation)
-    write_tsv(out / "profiles.tsv", profiles)
-    write_tsv(out / "sanity.tsv", sanity_rows)
-    if summary:
-        from gdfree.explain.importance import bar_chart
-
-        bar_chart(summary, out / "importance_summary.png", title=f"Modality importance, {len(lesion_rows)} "
-                  f"{opts.source} lesions of {len(explained)} cases")  # fmt: skip
-        if separation:
-            bar_chart(separation, out / "separation_summary.png",
-                      title="Separation: importance on active minus inactive lesions")  # fmt: skip
-    if profiles:
-        from gdfree.explain.patterns import profile_png
-
-        profile_png(profiles, out / "profiles.png")
-    return {"summary": summary, "separation": separation, "sanity": sanity_rows, "profiles": profiles,
-            "lesions": lesion_rows}  # fmt: skip
