@@ -41,6 +41,7 @@ def test_run_folder_and_split(trained: tuple[Path, Path]):
     meta = json.loads((run / "model.json").read_text())
     assert meta["modalities"] == ["T1w", "T2w", "FLAIR"] and not meta["oracle"]
     assert meta["schema_version"] == 1  # written through gdfree.models.record.ModelRecord
+    assert meta["spacing_mm"] == [4.0, 4.0, 4.0]  # the voxel size it trained at (issue 30): predict runs there
     assert meta["architecture"]["class"] == "MultitaskUNet" and 0 < meta["threshold"] < 1
     assert len(meta["training_fingerprints"]) == 6  # 2 cases x 3 inputs
     last = json.loads((run / "last.json").read_text())

@@ -35,7 +35,8 @@ def test_updated_merges_provenance_and_checks_the_fields_again():
     ("field", "value", "message"),
     [("heads", "enhancing", "heads: expected a list of names"), ("threshold", None, "threshold: expected a number"),
      ("oracle", "no", "oracle: expected true or false"), ("schema_version", 99, "schema_version: expected 0 to"),
-     ("architecture", {"class": 3}, "architecture must be")],
+     ("architecture", {"class": 3}, "architecture must be"), ("spacing_mm", [1.0, 1.0, 0.0], "spacing_mm: expected"),
+     ("spacing_mm", [2.0, 2.0, 50.0], r"three voxel sizes in \[0.1, 10.0\] mm"), ("spacing_mm", [1, 1], "spacing_mm")],
 )  # fmt: skip
 def test_a_field_of_the_wrong_type_is_named(tmp_path: Path, field: str, value: object, message: str):
     data = {**json.loads(PRETRAINED.read_text()), field: value}

@@ -75,7 +75,7 @@ def case_lesions(
     labels, n = label_case_lesions(lesion, case.spacing_mm, min_volume_mm3)
     probs = None
     if network is not None:
-        maps = network.probabilities(case.image, device, case.brain)
+        maps = network.probabilities(case.image, device, case.brain, case.spacing_mm)
         probs = {h: np.where(case.brain, maps[i], 0.0) for i, h in enumerate(network.heads)}
     feats = lesion_features(case.image, labels, n, case.spacing_mm, probs)
     enh = case.labels.get("enhancing")

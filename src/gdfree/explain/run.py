@@ -298,7 +298,8 @@ def _permutation_rows(explained: Sequence[_Explained], ctx: _Setup, timings: dic
 def _explain_case(case: ArrayCase, ctx: _Setup, out: Path, timings: dict[str, float]) -> _Explained:
     """Occlusion importance of every lesion of one case, and maps, profiles and sanity checks of the mapped ones."""
     opts = ctx.opts
-    prob = np.where(case.brain, ctx.trained.probabilities(case.image, opts.device)[ctx.head], 0.0)
+    probs = ctx.trained.probabilities(case.image, opts.device, case.brain, case.spacing_mm)
+    prob = np.where(case.brain, probs[ctx.head], 0.0)
     labels, found = find_lesions(case, prob, ctx.threshold, ctx.rule, opts.source, case.labels.get("enhancing"),
                                  case.labels.get("lesion"))  # fmt: skip
     result = _Explained(case, labels, len(found))

@@ -75,6 +75,9 @@ class TrainedModel:
         weights_sha256: hash of the weights file, checked on load.
         training_fingerprints: SHA-256 of every input file the model trained or validated on.
         control: trained on randomised labels (the attribution sanity-check control), not for prediction.
+        spacing_mm: the voxel size it was trained at; given an exam's voxel size, :meth:`predict` and
+            :meth:`sample` run the network at this one (:mod:`gdfree.infer.grid`). None: a model from before it
+            was recorded, run at the exam's voxel size.
         meta: the whole ``model.json``, for provenance.
     """
 
@@ -95,6 +98,7 @@ class TrainedModel:
     network_heads: tuple[str, ...] = ()
     translation: Mapping[str, Any] | None = None
     patient_threshold: float | None = None
+    spacing_mm: tuple[float, float, float] | None = None
 
     @property
     def synthesises(self) -> bool:
@@ -118,7 +122,7 @@ class TrainedModel:
     @classmethod
     def from_meta(cls, folder: Path, network: nn.Module, meta: Mapping[str, Any], where: Path | str) -> TrainedModel:
         """Validate a model description against its schema and bind it to ``network``."""
-        ModelRecord.from_json(meta, where)  # the fields' types, as training wrote them
+        record = ModelRecord.from_json(meta, where)  # the fields' types, as training wrote them
         heads = meta["heads"]
         if (not isinstance(heads, list) or not heads or len(set(heads)) != len(heads)
                 or any(h not in _HEADS for h in heads)):  # fmt: skip
@@ -194,7 +198,7 @@ class TrainedModel:
             rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
             network_heads=network_heads, translation=translation if "enhancing" not in network_heads else None,
-            patient_threshold=patient,
+            patient_threshold=patient, spacing_mm=record.spacing_mm,
         )  # fmt: skip
 
     @property
@@ -203,17 +207,34 @@ class TrainedModel:
         return tuple(self.temperature[h] for h in self.heads)
 
     def probabilities(
-        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None
-    ) -> np.ndarray:
+        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None,
+        spacing_mm: Sequence[float] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Calibrated probabilities of every head for one normalised (C, X, Y, Z) image, (H, X, Y, Z)."""
-        return self.predict(image, device, brain)[0]
+        return self.predict(image, device, brain, spacing_mm)[0]
 
     def predict(
-        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+        self, image: np.ndarray, device: str | torch.device = "cpu", brain: np.ndarray | None = None,
+        spacing_mm: Sequence[float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """(probabilities (H, X, Y, Z) of :attr:`heads`, synthetic post-Gd T1w (X, Y, Z) in T1w z units or None)
         for one normalised (C, X, Y, Z) image; ``brain`` (default: voxels non-zero in some channel) bounds the
-        NAWM statistics of an enhancing head read from the synthetic image."""
+        NAWM statistics of an enhancing head read from the synthetic image. With the image's ``spacing_mm``, the
+        network runs at :attr:`spacing_mm` and its outputs come back on the image's grid."""
+        from gdfree.infer.grid import on_model_grid
+
+        def here(img: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+            prob, synth = self._predict_here(img, device, region)
+            return prob if synth is None else np.concatenate([prob, synth[None]])
+
+        maps = on_model_grid(here, image, brain, spacing_mm, self.spacing_mm, box_margin(self.network),
+                             crop=fov_independent(self.network))  # fmt: skip
+        return (maps, None) if not self.synthesises else (maps[:-1], maps[-1])
+
+    def _predict_here(
+        self, image: np.ndarray, device: str | torch.device, brain: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict` on the grid ``image`` is on."""
         # a network whose output does not depend on the field of view runs on the brain's box only
         crop = (bounding_box(brain, box_margin(self.network)) if brain is not None and fov_independent(self.network)
                 else None)  # fmt: skip
@@ -244,10 +265,30 @@ class TrainedModel:
         seed: int = 0,
         brain: np.ndarray | None = None,
         mc_layers: str = "all",
+        spacing_mm: Sequence[float] | None = None,
     ) -> np.ndarray:
         """Probability samples (S, H, X, Y, Z) of this model and ensemble ``members``, each with its own
         temperatures (see :func:`gdfree.infer.sampling.sample_predictions`); networks whose output does not
-        depend on the field of view run on ``brain``'s box only (0 outside it)."""
+        depend on the field of view run on ``brain``'s box only (0 outside it). With the image's ``spacing_mm``,
+        they run at :attr:`spacing_mm` (members must share it) and the samples come back on the image's grid."""
+        from gdfree.infer.grid import on_model_grid
+
+        for other in members:
+            if other.spacing_mm != self.spacing_mm:
+                raise ValueError(f"{other.folder}: trained at {other.spacing_mm} mm, the first model at "
+                                 f"{self.spacing_mm} mm; ensemble members must share their voxel size")  # fmt: skip
+
+        def here(img: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+            return self._sample_here(img, device, members, mc, flips, seed, region, mc_layers)
+
+        return on_model_grid(here, image, brain, spacing_mm, self.spacing_mm, box_margin(self.network),
+                             crop=all(fov_independent(m.network) for m in (self, *members)))  # fmt: skip
+
+    def _sample_here(
+        self, image: np.ndarray, device: str | torch.device, members: Sequence[TrainedModel], mc: int, flips: bool,
+        seed: int, brain: np.ndarray | None, mc_layers: str,
+    ) -> np.ndarray:  # fmt: skip
+        """:meth:`sample` on the grid ``image`` is on."""
         from gdfree.infer.sampling import sample_predictions
 
         if self.synthesises:

@@ -22,6 +22,8 @@ __all__ = ["MODEL_SCHEMA_VERSION", "ModelRecord"]
 
 MODEL_SCHEMA_VERSION = 1
 _REQUIRED = ("architecture", "heads", "modalities", "normalisation", "threshold")
+MIN_SPACING_MM, MAX_SPACING_MM = 0.1, 10.0
+"""A recorded training voxel size outside this range (per axis) is refused as absurd."""
 
 
 def _fail(where: str, key: str, expected: str, value: Any) -> ValueError:
@@ -47,6 +49,8 @@ class ModelRecord:
             an enhancing head read from a synthetic post-Gd T1w, or None.
         training_fingerprints: SHA-256 of every input file trained or validated on (predict refuses them).
         weights_sha256: SHA-256 of the weights file (set when the weights are saved).
+        spacing_mm: the voxel size (mm, per axis) of the data it was trained on: predict runs the network at it
+            (:mod:`gdfree.infer.grid`); None for a model from before it was recorded.
         provenance: everything else, written as it is (config, split, step, validation, distributed...).
         schema_version: the layout version (0: a file from before the record).
     """
@@ -66,6 +70,7 @@ class ModelRecord:
     translation: dict[str, Any] | None = None
     training_fingerprints: tuple[str, ...] = ()
     weights_sha256: str | None = None
+    spacing_mm: tuple[float, float, float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = MODEL_SCHEMA_VERSION
 
@@ -112,6 +117,10 @@ class ModelRecord:
             raise ValueError(f"{where}: training_fingerprints: expected a list of SHA-256 strings")
         if data.get("weights_sha256") is not None and not isinstance(data["weights_sha256"], str):
             raise _fail(where, "weights_sha256", "a SHA-256 string", data["weights_sha256"])
+        spacing = data.get("spacing_mm")
+        if spacing is not None and not (isinstance(spacing, list) and len(spacing) == 3
+                                        and all(_number(s) and MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing)):
+            raise _fail(where, "spacing_mm", f"three voxel sizes in [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm", spacing)
         version = data.get("schema_version", 0)
         if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MODEL_SCHEMA_VERSION:
             raise _fail(where, "schema_version", f"0 to {MODEL_SCHEMA_VERSION} (a newer gdfree wrote it?)", version)
@@ -124,6 +133,7 @@ class ModelRecord:
             temperature=dict(data.get("temperature", {})), temperature_notes=dict(data.get("temperature_notes", {})),
             patient_threshold=data.get("patient_threshold"), translation=data.get("translation"),
             training_fingerprints=tuple(prints), weights_sha256=data.get("weights_sha256"),
+            spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])) if spacing is not None else None,
             provenance={k: v for k, v in data.items() if k not in known}, schema_version=version,
         )  # fmt: skip
 
@@ -141,7 +151,8 @@ class ModelRecord:
                                "threshold": self.threshold, "thresholds": self.thresholds,
                                "min_lesion_mm3": self.min_lesion_mm3}  # fmt: skip
         optional = {"patient_threshold": self.patient_threshold, "translation": self.translation,
-                    "weights_sha256": self.weights_sha256}  # fmt: skip
+                    "weights_sha256": self.weights_sha256,
+                    "spacing_mm": list(self.spacing_mm) if self.spacing_mm is not None else None}  # fmt: skip
         out.update({k: v for k, v in optional.items() if v is not None})
         if self.temperature or self.temperature_notes:
             out.update(temperature=self.temperature, temperature_notes=self.temperature_notes)

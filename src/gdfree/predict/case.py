@@ -91,10 +91,10 @@ def predict_case(
     synth = None
     if sampled:
         stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain,
-                             mc_layers=mc_layers)  # fmt: skip
+                             mc_layers=mc_layers, spacing_mm=case.spacing_mm)  # fmt: skip
         prob = stack.mean(axis=0)
     else:
-        prob, synth = model.predict(case.image, device, case.brain)
+        prob, synth = model.predict(case.image, device, case.brain, case.spacing_mm)
     if not np.isfinite(prob).all():
         raise GdfreeError(f"{case.case_id}: the network's output holds NaN or infinite values; no prediction made")
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}

@@ -212,6 +212,12 @@ def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
     return extra
 
 
+def training_spacing(cases: list[ArrayCase]) -> list[float]:
+    """The voxel size a model is trained at, recorded in its model.json: the median of its training cases' per
+    axis, in mm (rounded to 0.1 um)."""
+    return [round(float(v), 4) for v in np.median([c.spacing_mm for c in cases], axis=0)]
+
+
 def _checkpoint_record(base: dict[str, Any], val: dict[str, Any], step: int, t1: int | None) -> ModelRecord:
     """The model record of a checkpoint: the run's fields and what validation chose at ``step``."""
     return ModelRecord.from_json({
@@ -305,6 +311,7 @@ def train(
         "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
         "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
         "gdfree_version": gdfree.__version__, **({"init": init} if init else {}),
+        "spacing_mm": training_spacing(train_cases),
         **({"distributed": {"world_size": place.size, "backend": "nccl" if str(device).startswith("cuda")
                             else "gloo"}} if place.distributed else {}),
     }  # fmt: skip
