@@ -193,7 +193,10 @@ def _description(model: TrainedModel, members: Sequence[TrainedModel], mc: int, 
     """``dataset_description.json`` of a predictions folder: the model, its hash, thresholds and sampling."""
     sampling = (f"; {len(members)} more ensemble members" if members else "") + (
         (f"; {mc} MC dropout passes" + (" (last dropout layer)" if mc_layers == "last" else "")) if mc else ""
-    ) + ("; test-time flips" if flips else "")
+    ) + ("; test-time flips" if flips else "") + (
+        f"; network run at its training voxel size {list(model.spacing_mm)} mm, outputs on each exam's grid"
+        if model.spacing_mm is not None else "; network run at each exam's voxel size (the model records none)"
+    )
     return dataset_description("gdfree predictions", "derivative", GeneratedBy=[{
         "Name": "gdfree", "Version": gdfree.__version__,
         "Description": f"model {model.folder.resolve()} (weights sha256 {model.weights_sha256}), "
