@@ -30,7 +30,7 @@ MAX_FUNCTION_LINES = 80
 EXCEPTIONS: dict[str, int] = {
     # the training loop: setup, the step, validation and checkpoints of one run, orchestrating pure functions
     # (STYLE: a loop under ~300 lines); a ceiling at today's size so it does not grow
-    "gdfree.train.loop.train": 172,
+    "gdfree.train.loop.train": 162,
 }
 """Modules or functions allowed past a limit, each with its line count as a ceiling; docs/architecture.md says
 why."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["check_device"]
+__all__ = ["PRECISIONS", "bf16_supported", "check_device", "check_precision"]
+
+PRECISIONS = ("fp32", "bf16", "auto")
+"""Inference arithmetic: float32; bfloat16 autocast with channels-last tensors (the CPU's matrix units, or a GPU's);
+``auto``: bfloat16 where :func:`bf16_supported`, else float32."""
 
 
 def check_device(device: str) -> str:
@@ -27,4 +31,29 @@ def check_device(device: str) -> str:
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return name
+
+
+def bf16_supported(device: str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that says so, or a CPU with AVX512-BF16 or AMX
+    (asked of torch; False when torch cannot tell)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def check_precision(precision: str, device: str = "cpu") -> str:
+    """``fp32`` or ``bf16`` for ``precision`` on ``device`` (``auto``: bf16 where :func:`bf16_supported`).
+
+    Raises:
+        ValueError: another name.
+    """
+    name = precision.strip().lower()
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if name == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
     return name

@@ -127,6 +127,9 @@ def predict(
     mc_layers: Annotated[
         str, typer.Option(help="all dropout layers sample (as trained), or only the last (about one pass's cost).")
     ] = "all",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 (bfloat16 autocast, channels-last: the CPU's matrix units) or auto.")
+    ] = "fp32",
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -137,8 +140,8 @@ def predict(
     device = check_device(device)
     rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
                            ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
-                           activity=activity, engine=engine, shard=parse_shard(shard),
-                           mc_layers=mc_layers)  # fmt: skip
+                           activity=activity, engine=engine, shard=parse_shard(shard), mc_layers=mc_layers,
+                           precision=precision)  # fmt: skip
     failed = [r for r in rows if r.get("status") == "failed"]
     active = sum(bool(r.get("predicted_active")) for r in rows)
     console = new_console()

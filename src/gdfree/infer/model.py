@@ -78,6 +78,8 @@ class TrainedModel:
         spacing_mm: the voxel size it was trained at; given an exam's voxel size, :meth:`predict` and
             :meth:`sample` run the network at this one (:mod:`gdfree.infer.grid`). None: a model from before it
             was recorded, run at the exam's voxel size.
+        precision: ``fp32``, or ``bf16`` (:meth:`predict` under bfloat16 autocast; MC dropout, flips and
+            ensembles stay float32), set by the caller (``gdfree predict --precision``).
         meta: the whole ``model.json``, for provenance.
     """
 
@@ -99,6 +101,7 @@ class TrainedModel:
     translation: Mapping[str, Any] | None = None
     patient_threshold: float | None = None
     spacing_mm: tuple[float, float, float] | None = None
+    precision: str = "fp32"
 
     @property
     def synthesises(self) -> bool:
@@ -239,8 +242,10 @@ class TrainedModel:
         crop = (bounding_box(brain, box_margin(self.network)) if brain is not None and fov_independent(self.network)
                 else None)  # fmt: skip
         if not self.synthesises:
-            return predict_volume(self.network, image, device, temperature=self.temperatures, crop=crop), None
-        logits = predict_volume(self.network, image, device, logits_only=True, crop=crop)
+            probs = predict_volume(self.network, image, device, temperature=self.temperatures, crop=crop,
+                                   precision=self.precision)  # fmt: skip
+            return probs, None
+        logits = predict_volume(self.network, image, device, logits_only=True, crop=crop, precision=self.precision)
         synth = logits[self.network_heads.index(TRANSLATION_HEAD)]
         maps = []
         for h in self.heads:

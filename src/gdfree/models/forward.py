@@ -56,8 +56,12 @@ def predict_volume(
     temperature: float | Sequence[float] = 1.0,
     logits_only: bool = False,
     crop: tuple[slice, ...] | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Sigmoid probabilities of every head for one (C, X, Y, Z) image, shape (H, X, Y, Z) float32.
+
+    ``precision`` ``bf16`` runs the network under bfloat16 autocast with channels-last tensors (the CPU's matrix
+    units); temperatures, the sigmoid and the result stay float32.
 
     ``temperature`` (one value, or one per head) divides the logits first (temperature scaling fitted on
     validation patients); ``logits_only=True`` returns the raw logits instead of probabilities.
@@ -74,7 +78,7 @@ def predict_volume(
     if crop is not None:
         inner = predict_volume(model, np.ascontiguousarray(image[(slice(None), *crop)]), device,
                                max_whole_voxels=max_whole_voxels, tile=tile, overlap=overlap, temperature=temperature,
-                               logits_only=logits_only)  # fmt: skip
+                               logits_only=logits_only, precision=precision)  # fmt: skip
         full = np.full((inner.shape[0], *image.shape[1:]), OUTSIDE_LOGIT if logits_only else 0.0, np.float32)
         full[(slice(None), *crop)] = inner
         return full
@@ -84,7 +88,14 @@ def predict_volume(
     x = np.zeros((1, image.shape[0], *padded), np.float32)
     x[0, :, : shape[0], : shape[1], : shape[2]] = image
     tensor = torch.from_numpy(x).to(device)
-    with torch.no_grad():
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected fp32 or bf16, got {precision!r}")
+    bf16 = precision == "bf16"
+    if bf16:
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # accepted at run time
+        tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
+    device_type = torch.device(device).type
+    with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
         if math.prod(padded) <= max_whole_voxels:
             logits = model(tensor)
         else:

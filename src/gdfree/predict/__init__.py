@@ -36,6 +36,10 @@ shard ends).
 ``engine`` ``onnx`` runs the networks through ONNX Runtime (:class:`gdfree.infer.onnx.OnnxNetwork`; CPU,
 deterministic passes and flips, not MC dropout).
 
+``precision`` ``bf16`` (or ``auto`` on a CPU or GPU with native bfloat16) runs the deterministic pass under
+bfloat16 autocast with channels-last tensors (:func:`gdfree.models.forward.predict_volume`); probabilities,
+thresholds and everything written stay float32. MC dropout, flips and ensembles run in float32.
+
 ``activity`` (a folder of :class:`gdfree.activity.ActivityClassifier`) scores every visible lesion: those of
 the case's reference lesion mask when the dataset has one, else those of the lesion head's mask. Each gets
 ``p_active`` in ``desc-all_lesions.tsv`` (ids in ``desc-all_dseg.nii.gz``); an enhancing lesion of
@@ -46,11 +50,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gdfree
 from gdfree.data.cases import file_fingerprints
+from gdfree.devices import check_precision
 from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
 from gdfree.io.bids import CaseFiles, dataset_description
@@ -108,13 +114,15 @@ def predict_dataset(
     engine: str = "torch",
     shard: tuple[int, int] | None = None,
     mc_layers: str = "all",
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
     into ``out`` with this model and options). A case that fails is reported in ``out/failures.tsv`` and in
     its row (``status`` "failed", ``reason``); the others go on.
 
-    The options (sampling, ``mc_layers``, ``shard``, ``engine``, ``activity``) are described in the module
+    The options (sampling, ``mc_layers``, ``shard``, ``engine``, ``activity``, ``precision``) are described in the
+    module
     docstring.
 
     Raises:
@@ -132,7 +140,7 @@ def predict_dataset(
     if engine == "onnx" and (mc or str(device) != "cpu"):
         raise ValueError("engine onnx: CPU only and without --mc (ONNX Runtime removes dropout); use --engine torch")
     out = check_output_folder(out, [dataset_root(input_path), run_dir, *ensemble])
-    model, members, scorer = _load_models(run_dir, ensemble, activity, device, engine)
+    model, members, scorer = _load_models(run_dir, ensemble, activity, device, engine, precision)
     cases = select(select_cases(input_path, fmt), case_ids, shard, where=str(input_path))
 
     def fingerprint(files: CaseFiles) -> tuple[str, ...]:
@@ -156,7 +164,8 @@ def predict_dataset(
                 **({"activity": scorer.meta["model_sha256"]} if scorer is not None else {}),
                 "mc": mc, "flips": flips, "seed": seed if mc else None,
                 **({"mc_layers": mc_layers} if mc and mc_layers != "all" else {}),
-                **({"engine": engine} if engine != "torch" else {})}  # fmt: skip
+                **({"engine": engine} if engine != "torch" else {}),
+                **({"precision": model.precision} if model.precision != "fp32" else {})}  # fmt: skip
     count = iter(range(1, len(cases) + 1))
     result = run_cohort(cases, out, identity, fingerprint=fingerprint, work=work, refuse=refuse, overwrite=overwrite,
                         progress=(lambda *_: progress(next(count), len(cases))) if progress else None)  # fmt: skip
@@ -166,10 +175,15 @@ def predict_dataset(
 
 
 def _load_models(
-    run_dir: Path | str, ensemble: Sequence[Path | str], activity: Path | str | None, device: str, engine: str
-) -> tuple[TrainedModel, list[TrainedModel], Any]:
-    """The model, its ensemble members (checked against it) and the activity classifier (or None), verified."""
-    model = _with_engine(TrainedModel.load(run_dir, device), engine)
+    run_dir: Path | str, ensemble: Sequence[Path | str], activity: Path | str | None, device: str, engine: str,
+    precision: str,
+) -> tuple[TrainedModel, list[TrainedModel], Any]:  # fmt: skip
+    """The model (at ``precision``), its ensemble members (checked against it) and the activity classifier (or
+    None), verified."""
+    chosen = check_precision(precision, device) if engine == "torch" or precision != "auto" else "fp32"
+    if chosen != "fp32" and engine != "torch":
+        raise ValueError(f"--precision {precision}: bfloat16 runs in torch only; use --engine torch, or fp32")
+    model = replace(_with_engine(TrainedModel.load(run_dir, device), engine), precision=chosen)
     model.refuse_control()
     scorer = None
     if activity is not None:

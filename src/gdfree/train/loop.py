@@ -11,7 +11,6 @@ Run folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -22,9 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import gdfree
 from gdfree.config import config_to_dict, load_config, save_config
-from gdfree.data.cases import NORMALISATION, ArrayCase, file_fingerprints, load_array_case
+from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
 from gdfree.data.loader import batch_stream
 from gdfree.data.sampling import PatchSampler
 from gdfree.data.translation import (
@@ -37,8 +35,9 @@ from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.checkpoint import load_model, save_model
 from gdfree.models.record import ModelRecord
 from gdfree.models.unet import MultitaskUNet
-from gdfree.train.config import HEADS, TrainConfig
+from gdfree.train.config import TrainConfig
 from gdfree.train.distributed import agree, barrier, gather, join, on_cuda, on_main, parameter_digest, world
+from gdfree.train.records import checkpoint_record, record_base
 from gdfree.train.splits import derangement, split_patients
 from gdfree.train.step import LossSpec, train_step
 from gdfree.train.translation import Adversary
@@ -212,24 +211,6 @@ def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
     return extra
 
 
-def training_spacing(cases: list[ArrayCase]) -> list[float]:
-    """The voxel size a model is trained at, recorded in its model.json: the median of its training cases' per
-    axis, in mm (rounded to 0.1 um)."""
-    return [round(float(v), 4) for v in np.median([c.spacing_mm for c in cases], axis=0)]
-
-
-def _checkpoint_record(base: dict[str, Any], val: dict[str, Any], step: int, t1: int | None) -> ModelRecord:
-    """The model record of a checkpoint: the run's fields and what validation chose at ``step``."""
-    return ModelRecord.from_json({
-        **base, "threshold": val.get("threshold", 0.5),
-        "thresholds": {h: val[f"{h}_threshold"] for h in HEADS if f"{h}_threshold" in val},
-        **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
-           if "translation_calibration" in val else {}),
-        "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
-        **({"patient_threshold": val["patient_threshold"]} if val.get("patient_threshold") else {}),
-    }, "model record")  # fmt: skip
-
-
 def train(
     cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -302,19 +283,8 @@ def train(
     optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(cfg))
     rule = DetectionRule.preset("msseg")
-    fingerprints = sorted(seen)
-    meta_base = {
-        "architecture": {"class": "MultitaskUNet", "kwargs": kwargs},
-        "heads": list(cfg.heads), "modalities": list(cfg.modalities), "oracle": cfg.oracle,
-        "normalisation": NORMALISATION, "rule": {"name": rule.name, "connectivity": rule.connectivity,
-                                                 "min_volume_mm3": rule.min_volume_mm3},
-        "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
-        "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
-        "gdfree_version": gdfree.__version__, **({"init": init} if init else {}),
-        "spacing_mm": training_spacing(train_cases),
-        **({"distributed": {"world_size": place.size, "backend": "nccl" if str(device).startswith("cuda")
-                            else "gloo"}} if place.distributed else {}),
-    }  # fmt: skip
+    meta_base = record_base(cfg, kwargs, parts, sorted(seen), train_cases, init, place.size if place.distributed else 0,
+                            str(device))  # fmt: skip
     step, best, log_rows = 0, -math.inf, list[dict[str, Any]]()
     if resume:
         step, best, log_rows = _resume(run_dir, net, optimiser, scheduler, rng, device, place.rank)
@@ -368,7 +338,7 @@ def train(
                 val = (validate(net, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
                        else {"score": 0.0})  # fmt: skip
                 log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
-                meta = _checkpoint_record(meta_base, val, step, t1)
+                meta = checkpoint_record(meta_base, val, step, t1)
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
                     best = val["score"]
