@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["PRECISIONS", "bf16_supported", "check_device", "check_precision"]
@@ -34,9 +35,10 @@ def check_device(device: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=8)
 def bf16_supported(device: str = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 natively: a CUDA GPU that says so, or a CPU with AVX512-BF16 or AMX
-    (asked of torch; False when torch cannot tell)."""
+    (asked of torch once per device kind; False when torch cannot tell)."""
     import torch
 
     if str(device).startswith("cuda"):

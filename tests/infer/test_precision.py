@@ -15,12 +15,17 @@ PRETRAINED = Path(__file__).resolve().parents[2] / "src" / "gdfree" / "pretraine
 def test_auto_falls_back_to_fp32_where_the_cpu_has_no_bf16(monkeypatch: pytest.MonkeyPatch):
     import torch
 
+    from gdfree.devices import bf16_supported
+
+    bf16_supported.cache_clear()  # asked once per run: ask again under the patched answers
     assert check_precision("fp32") == "fp32" and check_precision("BF16") == "bf16"
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
     assert check_precision("auto") == "fp32"
+    bf16_supported.cache_clear()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert check_precision("auto") == "bf16"
+    bf16_supported.cache_clear()
     with pytest.raises(ValueError, match="--precision: expected one of fp32, bf16, auto, got 'fp16'"):
         check_precision("fp16")
 

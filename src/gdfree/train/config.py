@@ -95,7 +95,9 @@ class TrainConfig:
             training process, exactly resumable; see :mod:`gdfree.data.loader`).
         cache: a folder for the preprocessed training cache (decompressed, memory-mapped arrays shared by every
             process on the machine; :mod:`gdfree.data.cache`); empty: cases are read into memory each run.
-        amp: bfloat16 autocast of the forward pass on CUDA (no effect on a CPU; may change on --resume).
+        amp: bfloat16 autocast of the forward pass where the device computes bfloat16 (CUDA; a CPU with
+            AVX512-BF16 or AMX, with channels-last tensors: measured 2x a float32 step of the default network at
+            4 x 48^3, docs/inference.md); float32 elsewhere (may change on --resume).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
             decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
         val_every: steps between full-volume validations (lesion F1 and patient AUC on validation patients).

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from gdfree.devices import bf16_supported
 from gdfree.train.losses import multitask_loss
 from gdfree.train.translation import TranslationConfig
 
@@ -66,8 +67,9 @@ def train_step(
 
     Args:
         model: the network (a DDP wrapper when ``distributed``).
-        amp: bfloat16 autocast for the forward pass (CUDA only; ignored elsewhere). bfloat16 keeps float32's
-            range, so no gradient scaler is needed.
+        amp: bfloat16 autocast with channels-last tensors for the forward pass where the device computes
+            bfloat16 (CUDA, or a CPU with AVX512-BF16 or AMX: :func:`gdfree.devices.bf16_supported`; float32
+            elsewhere). bfloat16 keeps float32's range, so no gradient scaler is needed; the loss is float32.
         distributed: the loss is computed on the batch gathered from every rank (see the module docstring).
         extra: ``extra(images, logits, targets, present)`` -> None or (a term added to the loss, its parts)
             (the adversarial loss of the ``t1gd`` head; it steps its own discriminator).
@@ -77,7 +79,10 @@ def train_step(
     """
     x, y, present = batch
     model.train()
-    use_amp = amp and x.device.type == "cuda"
+    use_amp = amp and bf16_supported(x.device.type)
+    if use_amp and x.device.type == "cpu":  # the CPU's bfloat16 kernels (oneDNN) want channels-last 3-D tensors
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # accepted at run time
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         out = model(x)
     logits = out.float()
