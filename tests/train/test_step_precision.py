@@ -1,5 +1,5 @@
-"""train_step's bfloat16 (issue 30): on a CPU with bfloat16 units it trains like float32; without them it is
-float32 exactly."""
+"""train_step's ``cpu_bf16`` (issue 30): on a CPU with bfloat16 units it trains like float32; without them it is
+float32 exactly; ``amp`` alone (CUDA) leaves a CPU step in float32."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ def _setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, tuple[torch.Tensor
     return net, torch.optim.SGD(net.parameters(), lr=0.05), (x, y, torch.ones(2, 2, dtype=torch.bool))
 
 
-def _losses(amp: bool, steps: int = 4) -> list[float]:
+def _losses(bf16: bool, steps: int = 4) -> list[float]:
     net, optimiser, batch = _setup()
-    return [float(train_step(net, optimiser, batch, LossSpec(HEADS, (1.0, 0.3)), amp=amp)[0]) for _ in range(steps)]
+    spec = LossSpec(HEADS, (1.0, 0.3))
+    return [float(train_step(net, optimiser, batch, spec, cpu_bf16=bf16)[0]) for _ in range(steps)]
 
 
-def test_without_bf16_units_amp_is_float32_exactly(monkeypatch: pytest.MonkeyPatch):
+def test_without_bf16_units_cpu_bf16_is_float32_exactly(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("gdfree.train.step.bf16_supported", lambda device: False)
     assert _losses(True) == _losses(False)
 
@@ -38,3 +39,10 @@ def test_bf16_trains_like_float32_on_this_cpu():
     fp32, bf16 = _losses(False), _losses(True)
     assert all(np.isfinite(bf16)) and bf16[-1] < bf16[0]  # it learns
     assert np.allclose(bf16, fp32, rtol=0.05), (bf16, fp32)  # the same losses to bfloat16's precision
+
+
+def test_amp_alone_leaves_a_cpu_step_in_float32():
+    net, optimiser, batch = _setup()
+    with_amp = [float(train_step(net, optimiser, batch, LossSpec(HEADS, (1.0, 0.3)), amp=True)[0]) for _ in range(2)]
+    assert with_amp == _losses(False, 2)
+

@@ -95,9 +95,10 @@ class TrainConfig:
             training process, exactly resumable; see :mod:`gdfree.data.loader`).
         cache: a folder for the preprocessed training cache (decompressed, memory-mapped arrays shared by every
             process on the machine; :mod:`gdfree.data.cache`); empty: cases are read into memory each run.
-        amp: bfloat16 autocast of the forward pass where the device computes bfloat16 (CUDA; a CPU with
-            AVX512-BF16 or AMX, with channels-last tensors: measured 2x a float32 step of the default network at
-            4 x 48^3, docs/inference.md); float32 elsewhere (may change on --resume).
+        amp: bfloat16 autocast of the forward pass on CUDA (no effect on a CPU; may change on --resume).
+        cpu_bf16: bfloat16 autocast with channels-last tensors on a CPU with bfloat16 units (AVX512-BF16 or AMX;
+            float32 elsewhere): measured 2x a float32 step of the default network at 4 x 48^3 (docs/inference.md);
+            off by default until the time to a validation Dice is measured with it.
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
             decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
         val_every: steps between full-volume validations (lesion F1 and patient AUC on validation patients).
@@ -140,6 +141,7 @@ class TrainConfig:
     workers: int = 0
     cache: str = ""
     amp: bool = True
+    cpu_bf16: bool = False
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50

@@ -60,6 +60,7 @@ def train_step(
     spec: LossSpec,
     *,
     amp: bool = False,
+    cpu_bf16: bool = False,
     distributed: bool = False,
     extra: Callable[..., Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
@@ -67,9 +68,10 @@ def train_step(
 
     Args:
         model: the network (a DDP wrapper when ``distributed``).
-        amp: bfloat16 autocast with channels-last tensors for the forward pass where the device computes
-            bfloat16 (CUDA, or a CPU with AVX512-BF16 or AMX: :func:`gdfree.devices.bf16_supported`; float32
-            elsewhere). bfloat16 keeps float32's range, so no gradient scaler is needed; the loss is float32.
+        amp: bfloat16 autocast for the forward pass on CUDA (ignored elsewhere). bfloat16 keeps float32's range,
+            so no gradient scaler is needed; the loss is float32.
+        cpu_bf16: on a CPU with bfloat16 units (AVX512-BF16 or AMX: :func:`gdfree.devices.bf16_supported`),
+            bfloat16 autocast with channels-last tensors; float32 elsewhere.
         distributed: the loss is computed on the batch gathered from every rank (see the module docstring).
         extra: ``extra(images, logits, targets, present)`` -> None or (a term added to the loss, its parts)
             (the adversarial loss of the ``t1gd`` head; it steps its own discriminator).
@@ -79,8 +81,9 @@ def train_step(
     """
     x, y, present = batch
     model.train()
-    use_amp = amp and bf16_supported(x.device.type)
-    if use_amp and x.device.type == "cpu":  # the CPU's bfloat16 kernels (oneDNN) want channels-last 3-D tensors
+    on_cpu = x.device.type == "cpu"
+    use_amp = (amp and x.device.type == "cuda") or (cpu_bf16 and on_cpu and bf16_supported("cpu"))
+    if use_amp and on_cpu:  # the CPU's bfloat16 kernels (oneDNN) want channels-last 3-D tensors
         model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # accepted at run time
         x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_amp):
