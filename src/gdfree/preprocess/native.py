@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +82,9 @@ def outputs_to_native(
         if not record.is_file():
             row["error"] = f"no prepare record {record}"
             continue
-        target_role = role or json.loads(record.read_text())["reference"]
         interpolation = "nearest" if ent["suffix"] in ("mask", "dseg") else "linear"
         try:
+            target_role = role or PrepareRecord.read(record).reference  # a damaged record fails this file only
             native = to_native(read_volume(path), record, target_role, interpolation=interpolation)
         except ValueError as exc:
             row["error"] = str(exc)

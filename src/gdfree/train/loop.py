@@ -369,7 +369,7 @@ def train(
         distributed = {**record.provenance["distributed"], "parameters_identical_across_ranks": len(set(same)) == 1}
         record.updated(provenance={"distributed": distributed}).write(run_dir / "model.json")
     barrier(place)
-    summary = json.loads((run_dir / "model.json").read_text())
-    return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start,
-            "kept": cfg.keep, "kept_step": summary.get("step"), "validation": summary.get("validation", {}),
-            "best_score": best, "threshold": summary["threshold"], "split": parts}  # fmt: skip
+    kept = ModelRecord.read(run_dir / "model.json")
+    return {"run_dir": str(run_dir), "steps": step, "seconds": time.perf_counter() - start, "kept": cfg.keep,
+            "kept_step": kept.provenance.get("step"), "validation": kept.provenance.get("validation", {}),
+            "best_score": best, "threshold": kept.threshold, "split": parts}  # fmt: skip
