@@ -141,6 +141,7 @@ def run_cohort(
     manifest = RunManifest.open(out, identity, replace=overwrite)
     for case_id, reason in failed.items():
         manifest.fail(case_id, reason)
+        _tell(progress, case_id, f"failed: {reason}")
     rows: dict[str, dict[str, Any]] = {}
     skipped, todo = [], []
     for case in cases:
