@@ -236,7 +236,8 @@ def fit_activity(
     heads = tuple(network.heads) if network is not None else ()
     meta: dict[str, Any] = {
         "kind": "lightgbm", "config": asdict(cfg), "features": feature_names(modalities, heads),
-        "modalities": list(modalities), "normalisation": NORMALISATION, "network_heads": list(heads),
+        "modalities": list(modalities), "normalisation": getattr(network, "normalisation", NORMALISATION),
+        "network_heads": list(heads),
         "network_sha256": getattr(network, "weights_sha256", "") if network is not None else "",
         "calibration": [a, b], "threshold": threshold,
         "validation": {"lesion_auc": roc_auc(y_va, p_va), "lesion_f1": f1, "n_lesions": int(y_va.size),
@@ -290,7 +291,8 @@ def fit_activity_dataset(
     for d, c in found:
         part = part_of[f"{d}:{c.subject}"]
         if part in loaded:
-            case = load_array_case(c, modalities, ("lesion", "enhancing"))
+            case = load_array_case(c, modalities, ("lesion", "enhancing"),
+                                   normalisation=model.normalisation if model is not None else NORMALISATION)
             if model is not None and model.training_fingerprints.intersection(case.fingerprints):
                 raise ValueError(f"{c.case_id} of {d}: trained or validated the network {network}; its maps there "
                                  "are optimistic. Fit the classifier on patients the network never saw")  # fmt: skip

@@ -33,14 +33,15 @@ CACHE_LAYOUT = 1
 
 
 def cache_key(
-    files: CaseFiles, modalities: Sequence[str], heads: Sequence[str], oracle: bool, label_sets: Sequence[str] | None
-) -> str:
+    files: CaseFiles, modalities: Sequence[str], heads: Sequence[str], oracle: bool, label_sets: Sequence[str] | None,
+    normalisation: str = NORMALISATION,
+) -> str:  # fmt: skip
     """The entry name of a case: SHA-256 over its files' contents and everything that shapes its arrays."""
     roles = [*(f"image:{r}" for r in sorted(files.images)), *(f"mask:{r}" for r in sorted(files.masks))]
     paths = [*(files.images[r] for r in sorted(files.images)), *(files.masks[r] for r in sorted(files.masks))]
     spec = {"files": dict(zip(roles, file_fingerprints(paths), strict=True)), "modalities": list(modalities),
             "heads": list(heads), "oracle": oracle,
-            "label_sets": None if label_sets is None else sorted(label_sets), "normalisation": NORMALISATION,
+            "label_sets": None if label_sets is None else sorted(label_sets), "normalisation": normalisation,
             "layout": CACHE_LAYOUT}  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -54,12 +55,14 @@ def cached_case(
     oracle: bool = False,
     dataset: int = 0,
     label_sets: Sequence[str] | None = None,
+    normalisation: str = NORMALISATION,
 ) -> ArrayCase:
     """:func:`gdfree.data.cases.load_array_case` through the cache folder ``cache`` (created if needed): the
     arrays come back memory-mapped, read-only. Raises what ``load_array_case`` raises."""
-    folder = Path(cache) / cache_key(files, modalities, heads, oracle, label_sets)
+    folder = Path(cache) / cache_key(files, modalities, heads, oracle, label_sets, normalisation)
     if not (folder / "meta.json").is_file():
-        case = load_array_case(files, modalities, heads, oracle=oracle, dataset=dataset, label_sets=label_sets)
+        case = load_array_case(files, modalities, heads, oracle=oracle, dataset=dataset, label_sets=label_sets,
+                               normalisation=normalisation)  # fmt: skip
         _write_entry(folder, case)
     return _read_entry(folder, files, dataset)
 

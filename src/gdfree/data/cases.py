@@ -1,8 +1,18 @@
 """A case as the network sees it: stacked, normalised input channels, labels per head, brain mask.
 
-Normalisation (recorded in every model): each channel is z-scored over the brain mask (the dataset's
+Normalisation (recorded in every model, chosen in the training config): over the brain mask (the dataset's
 ``desc-brain_mask`` if it has one, else the voxels that are non-zero in every input, which suits
-skull-stripped images), clipped to [-5, 5], and set to 0 outside the brain.
+skull-stripped images), each channel is either
+
+- ``zscore-brain-clip5`` (the default): z-scored over the brain, clipped to [-5, 5];
+- ``nawm-mode-clip8``: referenced to normal-appearing white matter: its histogram mode
+  (:func:`gdfree.arrays.histogram_mode` inside the eroded brain, :func:`gdfree.arrays.nawm_mask`) is 0 and the
+  brain's robust spread about that mode (1.4826 x the median absolute deviation) is the unit, clipped to
+  [-8, 8]. The mean and standard deviation of a brain move with its lesion load (patient19's 50 ml of bright
+  FLAIR lesions); white matter's mode and spread hardly do, so a lesion is as many units above white matter on
+  every exam;
+
+and set to 0 outside the brain.
 """
 
 from __future__ import annotations
@@ -13,16 +23,27 @@ from pathlib import Path
 
 import numpy as np
 
-from gdfree.arrays import mask_stats, spacing_from_affine, zscore
+from gdfree.arrays import histogram_mode, mask_stats, nawm_mask, spacing_from_affine, zscore
 from gdfree.data.translation import TRANSLATION_HEAD, translation_target
 from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
 from gdfree.types import POST_CONTRAST, check_input_modalities
 
-__all__ = ["NORMALISATION", "ArrayCase", "file_fingerprints", "load_array_case", "normalise"]
+__all__ = ["NORMALISATION", "NORMALISATIONS", "ArrayCase", "channel_reference", "check_normalisation",
+           "file_fingerprints", "load_array_case", "normalise"]  # fmt: skip
 
 NORMALISATION = "zscore-brain-clip5"
-"""Name of the normalisation above, stored in model.json and checked at prediction."""
+"""Name of the default normalisation above, stored in model.json and applied at prediction."""
+
+NORMALISATIONS = {NORMALISATION: 5.0, "nawm-mode-clip8": 8.0}
+"""The input normalisations a model may record, with the value each clips to."""
+
+
+def check_normalisation(name: str) -> str:
+    """``name`` if it is a known normalisation, else ValueError listing them."""
+    if name not in NORMALISATIONS:
+        raise ValueError(f"normalisation: expected one of {', '.join(NORMALISATIONS)}, got {name!r}")
+    return name
 
 
 @dataclass
@@ -60,13 +81,30 @@ class ArrayCase:
         return spacing_from_affine(self.affine)
 
 
-def normalise(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Z-score each channel of (C, X, Y, Z) ``image`` over ``brain``, clip to [-5, 5], 0 outside the brain."""
+def channel_reference(
+    channel: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION
+) -> tuple[float, float]:
+    """(centre, unit) of one 3-D channel under ``normalisation``: the brain's mean and standard deviation, or
+    white matter's mode and the brain's robust spread about it (see the module docstring)."""
+    if check_normalisation(normalisation) == NORMALISATION:
+        return mask_stats(channel, brain)
+    values = channel[brain]
+    inner = nawm_mask(brain)
+    mode = histogram_mode(channel[inner] if inner.sum() > 100 else values)
+    spread = float(1.4826 * np.median(np.abs(values - mode))) or float(values.std()) or 1e-6
+    return mode, spread
+
+
+def normalise(image: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION) -> np.ndarray:
+    """Each channel of (C, X, Y, Z) ``image`` normalised over ``brain`` by ``normalisation`` (module docstring),
+    clipped, 0 outside the brain."""
     out = np.zeros(image.shape, np.float32)
     if not brain.any():
         return out
+    clip = NORMALISATIONS[check_normalisation(normalisation)]
     for c in range(image.shape[0]):
-        out[c] = zscore(image[c], brain, clip=(-5.0, 5.0))
+        stats = channel_reference(image[c], brain, normalisation)
+        out[c] = zscore(image[c], brain, stats=stats, clip=(-clip, clip))
     return out
 
 
@@ -83,8 +121,9 @@ def load_array_case(
     oracle: bool = False,
     dataset: int = 0,
     label_sets: Sequence[str] | None = None,
+    normalisation: str = NORMALISATION,
 ) -> ArrayCase:
-    """Read and normalise one case.
+    """Read and normalise one case (``normalisation``: one of :data:`NORMALISATIONS`).
 
     Args:
         files: the discovered case.
@@ -127,22 +166,18 @@ def load_array_case(
         if translate:
             t1 = image[list(modalities).index("T1w")]
             labels[TRANSLATION_HEAD] = translation_target(t1, np.asarray(case.images[POST_CONTRAST].data), brain)
+    stats = [channel_reference(image[c], brain, normalisation) for c in range(len(image))]
+    clip = NORMALISATIONS[normalisation]
     return ArrayCase(
         case_id=files.case_id,
         subject=files.subject,
         session=files.session,
-        image=normalise(image, brain),
+        image=normalise(image, brain, normalisation),
         labels=labels,
         brain=brain,
         affine=first.affine,
         dataset=dataset,
         fingerprints=file_fingerprints([files.images[m] for m in modalities]),
-        raw_zero=tuple(_raw_zero(image[c], brain) for c in range(image.shape[0])),
-        raw_stats=tuple((float(image[c][brain].mean()), float(image[c][brain].std())) for c in range(len(image))),
+        raw_zero=tuple(float(np.clip(-centre / unit, -clip, clip)) for centre, unit in stats),
+        raw_stats=tuple((float(centre), float(unit)) for centre, unit in stats),
     )
-
-
-def _raw_zero(image: np.ndarray, brain: np.ndarray) -> float:
-    """Where a raw intensity of 0 lands after :func:`normalise` (clipped to [-5, 5])."""
-    mean, std = mask_stats(image, brain)
-    return float(np.clip(-mean / std, -5.0, 5.0))

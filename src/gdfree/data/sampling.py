@@ -30,7 +30,7 @@ from gdfree.arrays import label_components
 from gdfree.data.cases import ArrayCase
 from gdfree.data.lesion_sim import LesionModel, fit_lesion_model
 
-__all__ = ["PatchParams", "PatchSampler", "SamplingRatios"]
+__all__ = ["PatchParams", "PatchSampler", "SamplingRatios", "dataset_case_weights"]
 
 CATEGORIES = ("active", "chronic", "background")
 UNITS = ("voxel", "lesion")
@@ -74,13 +74,20 @@ class PatchSampler:
         heads: label heads in target channel order.
         patch_size: edge of the cubic patch in voxels.
         ratios: category shares and the sampling unit of lesion categories.
+        case_weights: per case, its weight when a case is drawn (within each category, among the cases that
+            have it; with unit ``lesion``, a case's weight is spread over its lesions); None: equal weights
+            (:func:`dataset_case_weights` turns per-dataset shares into these).
     """
 
     def __init__(
-        self, cases: Sequence[ArrayCase], heads: Sequence[str], patch_size: int, ratios: SamplingRatios
-    ) -> None:
+        self, cases: Sequence[ArrayCase], heads: Sequence[str], patch_size: int, ratios: SamplingRatios,
+        case_weights: Sequence[float] | None = None,
+    ) -> None:  # fmt: skip
         if not cases:
             raise ValueError("no training case to sample from")
+        if case_weights is not None and (len(case_weights) != len(cases) or min(case_weights) < 0):
+            raise ValueError(f"case_weights: expected {len(cases)} non-negative weights, got {list(case_weights)}")
+        self.weights = None if case_weights is None else np.asarray(case_weights, float)
         self.cases = list(cases)
         self.heads = tuple(heads)
         self.patch = int(patch_size)
@@ -134,11 +141,22 @@ class PatchSampler:
         to a quarter patch."""
         category = CATEGORIES[int(rng.choice(3, p=self.shares))]
         if category in self.lesions:
-            case, lo, hi = (int(v) for v in self.lesions[category][rng.integers(len(self.lesions[category]))])
+            rows = self.lesions[category]
+            if self.weights is None:
+                row = rows[rng.integers(len(rows))]
+            else:
+                per_case = np.bincount(rows[:, 0], minlength=len(self.cases))[rows[:, 0]]
+                p = self.weights[rows[:, 0]] / per_case
+                row = rows[int(rng.choice(len(rows), p=p / p.sum() if p.sum() > 0 else None))]
+            case, lo, hi = (int(v) for v in row)
             flat = self.index[case][category][lo:hi]
         else:
             candidates = [i for i, idx in enumerate(self.index) if idx[category].size]
-            case = candidates[int(rng.integers(len(candidates)))]
+            if self.weights is None:
+                case = candidates[int(rng.integers(len(candidates)))]
+            else:
+                p = self.weights[candidates]
+                case = candidates[int(rng.choice(len(candidates), p=p / p.sum() if p.sum() > 0 else None))]
             flat = self.index[case][category]
         centre = np.array(np.unravel_index(int(flat[rng.integers(flat.size)]), self.cases[case].brain.shape))
         jitter = rng.integers(-(self.patch // 4), self.patch // 4 + 1, 3)
@@ -223,3 +241,20 @@ class PatchSampler:
                 target[into] = label[tuple(src)]
                 present[h] = True
         return image, target, present
+
+
+def dataset_case_weights(datasets: Sequence[int], shares: Sequence[float | None]) -> list[float] | None:
+    """Per-case weights (for :class:`PatchSampler`) giving dataset ``d`` the share ``shares[d]`` of patches:
+    ``datasets`` holds each case's dataset index; datasets whose share is None split what the others leave in
+    proportion to their case counts. None when no dataset has a share (every case equally likely)."""
+    if all(s is None for s in shares):
+        return None
+    counts = np.bincount(np.asarray(datasets, int), minlength=len(shares))
+    fixed = sum(s for d, s in enumerate(shares) if s is not None and counts[d])
+    free = sum(int(counts[d]) for d, s in enumerate(shares) if s is None)
+    rest = max(1.0 - fixed, 0.0)
+    weights = []
+    for d in datasets:
+        share = shares[d]
+        weights.append(share / counts[d] if share is not None else (rest / free if free else 0.0))
+    return weights

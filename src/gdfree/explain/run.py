@@ -273,7 +273,8 @@ def _explain_all(
     for k, files in enumerate(files_list):
         want = tuple(h for h in ("enhancing", "lesion") if h in files.masks)
         try:
-            case = load_array_case(files, ctx.modalities, want, oracle=ctx.trained.oracle)
+            case = load_array_case(files, ctx.modalities, want, oracle=ctx.trained.oracle,
+                                   normalisation=ctx.trained.normalisation)  # fmt: skip
         except (GdfreeError, ValueError, OSError) as exc:  # reported per case; the other cases go on
             failures[files.case_id] = str(exc)
         else:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from gdfree.arrays import bounding_box, label_components, logit, sigmoid
-from gdfree.data.cases import NORMALISATION
+from gdfree.data.cases import NORMALISATIONS
 from gdfree.data.translation import TRANSLATION_HEAD, enhancement_probability, enhancement_z
 from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.forward import box_margin, fov_independent, predict_volume
@@ -145,8 +145,8 @@ class TrainedModel:
             raise ValueError(f"{where}: modalities {modalities}: expected canonical names {list(roles)}")
         if kwargs.get("in_channels", len(modalities)) != len(modalities):
             raise ValueError(f"{where}: {len(modalities)} modalities for a network of {kwargs['in_channels']} inputs")
-        if meta["normalisation"] != NORMALISATION:
-            raise ValueError(f"{where}: normalisation {meta['normalisation']!r} is not {NORMALISATION!r}")
+        if meta["normalisation"] not in NORMALISATIONS:
+            raise ValueError(f"{where}: normalisation {meta['normalisation']!r}: expected {', '.join(NORMALISATIONS)}")
         network_heads = tuple(heads)
         translation = meta.get("translation")
         if TRANSLATION_HEAD in heads:
@@ -196,7 +196,7 @@ class TrainedModel:
         prints = meta.get("training_fingerprints", [])
         config = meta.get("config", {})
         return cls(
-            folder=folder, network=network, heads=tuple(heads), modalities=roles, normalisation=NORMALISATION,
+            folder=folder, network=network, heads=tuple(heads), modalities=roles, normalisation=meta["normalisation"],
             oracle=oracle, temperature=temperature, thresholds=thresholds, min_lesion_mm3=float(min_mm3),
             rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),

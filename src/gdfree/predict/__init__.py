@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import gdfree
-from gdfree.data.cases import file_fingerprints
+from gdfree.data.cases import NORMALISATION, file_fingerprints
 from gdfree.devices import check_precision
 from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
@@ -194,6 +194,10 @@ def _load_models(
         if tuple(scorer.modalities) != tuple(model.modalities):
             raise ValueError(f"{activity}: the activity classifier's inputs {list(scorer.modalities)} differ from "
                              f"the model's {list(model.modalities)}")  # fmt: skip
+        fitted = scorer.meta.get("normalisation", NORMALISATION)
+        if fitted != model.normalisation:
+            raise ValueError(f"{activity}: the activity classifier was fitted on {fitted} inputs; the model "
+                             f"normalises by {model.normalisation}")  # fmt: skip
     members = []
     for other in ensemble:
         member = _with_engine(TrainedModel.load(other, device), engine)

@@ -144,7 +144,8 @@ def predict_one(
     mc_layers: str = "all",
 ) -> CaseDone:
     """Predict one case and write its files; returns its predictions.tsv row and the files written."""
-    case = load_array_case(files, model.modalities, ("lesion",) if scorer is not None else (), oracle=model.oracle)
+    case = load_array_case(files, model.modalities, ("lesion",) if scorer is not None else (), oracle=model.oracle,
+                           normalisation=model.normalisation)  # fmt: skip
     if tuple(case.fingerprints) != tuple(inputs):
         raise GdfreeError(f"{files.case_id}: its input files changed while predicting")
     result = predict_case(model, case, device, members=members, mc=mc, flips=flips, seed=seed, mc_layers=mc_layers)

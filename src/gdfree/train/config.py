@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gdfree.data.augment import AugmentConfig
+from gdfree.data.cases import NORMALISATION, check_normalisation
 from gdfree.data.generative import GenerativeConfig
 from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.sampling import SamplingRatios
@@ -31,16 +32,24 @@ NORMS = ("instance", "batch")
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One training dataset and the labels it provides (a head it lacks contributes no loss)."""
+    """One training dataset and the labels it provides (a head it lacks contributes no loss).
+
+    ``share``: the fraction of training patches drawn from this dataset's cases (in every sampling category
+    the dataset has: a dataset without enhancing labels gives no active patch); datasets without one split
+    what is left in proportion to their case counts. None everywhere: every training case is equally likely
+    (two real exams beside 36 phantoms would then get 1 patch in 19)."""
 
     path: str
     format: str = "auto"
     labels: tuple[str, ...] = HEADS
+    share: float | None = None
 
     def __post_init__(self) -> None:
         bad = [lab for lab in self.labels if lab not in HEADS]
         if bad:
             raise ValueError(f"datasets[{self.path}].labels: unknown {bad}; expected some of {', '.join(HEADS)}")
+        if self.share is not None and not 0 < self.share <= 1:
+            raise ValueError(f"datasets[{self.path}].share: expected a fraction in (0, 1], got {self.share}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class TrainConfig:
             generator, with the segmentation heads the multitask model (:mod:`gdfree.data.translation`).
         translation: the ``t1gd`` head's loss (:class:`gdfree.train.translation.TranslationConfig`).
         channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
+        normalisation: the input normalisation (:data:`gdfree.data.cases.NORMALISATIONS`), recorded in the model
+            and applied at prediction.
         norm: ``instance`` (statistics of each input: a whole exam then normalises otherwise than a training
             patch) or ``batch`` (running statistics from training: the prediction of a voxel no longer depends
             on the field of view, so a whole exam, its brain box and tiles agree; docs/inference.md).
@@ -129,6 +140,7 @@ class TrainConfig:
     dropout: float = 0.1
     full_res_channels: int = 8
     norm: str = "instance"
+    normalisation: str = NORMALISATION
     loss: str = "dice_ce"
     patch_size: int = 48
     batch_size: int = 4
@@ -175,6 +187,10 @@ class TrainConfig:
             divisor *= s
         if self.patch_size % divisor:
             raise ValueError(f"patch_size: {self.patch_size} must be a multiple of the strides' product {divisor}")
+        check_normalisation(self.normalisation)
+        shares = [d.share for d in self.datasets if d.share is not None]
+        if sum(shares) > 1 + 1e-9 or (shares and len(shares) == len(self.datasets) and abs(sum(shares) - 1) > 1e-6):
+            raise ValueError(f"datasets: shares {shares} must sum to 1 (at most 1 when some datasets have none)")
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.keep not in KEEP:

@@ -24,7 +24,7 @@ import torch
 from gdfree.config import config_to_dict, load_config, save_config
 from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
 from gdfree.data.loader import batch_stream
-from gdfree.data.sampling import PatchSampler
+from gdfree.data.sampling import PatchSampler, dataset_case_weights
 from gdfree.data.translation import (
     TRANSLATION_HEAD,
 )
@@ -101,6 +101,12 @@ def _synthesiser(
     if report is not None:
         write_json(run_dir / "generator_quality.json", report)
     return synthesiser
+
+
+def _sampler(cfg: TrainConfig, cases: list[ArrayCase]) -> PatchSampler:
+    """The patch sampler over the training cases, each dataset drawn by its ``share``."""
+    weights = dataset_case_weights([c.dataset for c in cases], [d.share for d in cfg.datasets])
+    return PatchSampler(cases, cfg.heads, cfg.patch_size, cfg.sampling, weights)
 
 
 def _schedule(cfg: TrainConfig) -> Any:
@@ -248,9 +254,9 @@ def train(
             from gdfree.data.cache import cached_case
 
             return cached_case(c, cfg.modalities, heads, cache=cfg.cache, oracle=cfg.oracle, dataset=d,
-                               label_sets=cfg.datasets[d].labels)  # fmt: skip
+                               label_sets=cfg.datasets[d].labels, normalisation=cfg.normalisation)  # fmt: skip
         return load_array_case(c, cfg.modalities, heads, oracle=cfg.oracle, dataset=d,
-                               label_sets=cfg.datasets[d].labels)  # fmt: skip
+                               label_sets=cfg.datasets[d].labels, normalisation=cfg.normalisation)  # fmt: skip
 
     # a translation model's enhancing probability is calibrated on the validation cases' enhancing labels
     derived = TRANSLATION_HEAD in cfg.heads and "enhancing" not in cfg.heads
@@ -295,7 +301,7 @@ def train(
                                                           find_unused_parameters=True)  # fmt: skip
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, place.rank, step]).generate_state(1)[0]))
 
-    sampler = PatchSampler(train_cases, cfg.heads, cfg.patch_size, cfg.sampling)
+    sampler = _sampler(cfg, train_cases)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
     t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
     if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel

@@ -11,7 +11,7 @@ import numpy as np
 
 import gdfree
 from gdfree.config import config_to_dict
-from gdfree.data.cases import NORMALISATION, ArrayCase
+from gdfree.data.cases import ArrayCase
 from gdfree.metrics.lesions import DetectionRule
 from gdfree.models.record import ModelRecord
 from gdfree.train.config import HEADS, TrainConfig
@@ -36,7 +36,7 @@ def record_base(
     return {
         "architecture": {"class": "MultitaskUNet", "kwargs": kwargs},
         "heads": list(cfg.heads), "modalities": list(cfg.modalities), "oracle": cfg.oracle,
-        "normalisation": NORMALISATION, "rule": {"name": rule.name, "connectivity": rule.connectivity,
+        "normalisation": cfg.normalisation, "rule": {"name": rule.name, "connectivity": rule.connectivity,
                                                  "min_volume_mm3": rule.min_volume_mm3},
         "config": config_to_dict(cfg), "split": parts, "training_fingerprints": fingerprints,
         "training_data_sha256": hashlib.sha256("".join(fingerprints).encode()).hexdigest(),
