@@ -141,21 +141,21 @@ def test_nawm_normalisation_keeps_white_matter_in_place_whatever_the_lesion_load
 def test_the_flair_rule_k_comes_from_the_training_cases_only():
     rng = np.random.default_rng(1)
 
-    def case(contrast: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def case(contrast: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
         brain = np.zeros((30, 30, 30), bool)
         brain[3:27, 3:27, 3:27] = True
         flair = np.where(brain, rng.normal(100, 5, brain.shape), 0).astype(np.float32)
         lesion = np.zeros(brain.shape, bool)
         lesion[10:16, 10:16, 10:16] = True
         flair[lesion] += contrast
-        return flair, brain, lesion
+        return flair, brain, lesion, (1.0, 1.0, 1.0)
 
     faint, bright = case(20.0), case(80.0)
     k_faint, dice_faint = fit_flair_k([faint])
     k_bright, _ = fit_flair_k([bright])
     assert k_faint < k_bright and dice_faint > 0.8  # each fit sees its own training case only
     assert fit_flair_k([faint], ks=(k_faint,))[0] == k_faint
-    held_out = flair_rule(bright[0], bright[1], k_faint)
+    held_out = flair_rule(bright[0], bright[1], k_faint, (1.0, 1.0, 1.0))
     assert held_out.sum() > 0 and not held_out[~bright[1]].any()
     with pytest.raises(ValueError, match="no training case"):
         fit_flair_k([])
