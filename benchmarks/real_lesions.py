@@ -158,11 +158,37 @@ def score(real: Path, out: Path, figures: Path | None) -> dict[str, Any]:
                          **_scores(mask, ref, mine.spacing_mm)})  # fmt: skip
         if figures is not None:
             _figure(flair[held], ref, masks[held], figures / f"real_lesions_{held}.png", held)
-    result = {"rows": rows, "command": " ".join(sys.argv)}
+    from gdfree.demo import PRETRAINED
+
+    activity = activity_plausibility(real, out, PRETRAINED / "network", PRETRAINED / "activity")
+    result = {"rows": rows, "shipped_activity_on_real": activity, "command": " ".join(sys.argv)}
+    print(json.dumps(activity, indent=1))
     (out / "real_lesions.json").write_text(json.dumps(result, indent=1))
     (out / "real_lesions.md").write_text(_markdown(rows))
     print(_markdown(rows))
     return result
+
+
+def activity_plausibility(real: Path, out: Path, network: Path, classifier: Path) -> list[dict[str, Any]]:
+    """How many of each real patient's visible lesions ``classifier`` (with ``network``'s maps) calls active:
+    each patient has at most one derived enhancing component, so a plausible classifier calls few."""
+    import csv
+    import shutil
+
+    from gdfree.predict import predict_dataset
+
+    where = out / f"activity-{network.parent.name}-{network.name}"
+    shutil.rmtree(where, ignore_errors=True)
+    predict_dataset(network, real, where, activity=classifier)
+    rows = []
+    for path in sorted(where.rglob("*desc-all_lesions.tsv")):
+        with open(path, newline="") as fh:
+            lesions = list(csv.DictReader(fh, delimiter="\t"))
+        called = [r for r in lesions if r.get("predicted_active", "").lower() in ("true", "1")]
+        top = max((float(r["p_active"]) for r in lesions if r.get("p_active") not in (None, "", "n/a")), default=0.0)
+        rows.append({"case": path.name.split("_")[0], "visible_lesions": len(lesions), "called_active": len(called),
+                     "fraction": len(called) / len(lesions) if lesions else 0.0, "max_p_active": top})  # fmt: skip
+    return rows
 
 
 def _raw_flair(files: Any) -> np.ndarray:
