@@ -9,7 +9,9 @@ enhancing head gets no gradient) and a share of the patches:
 - ``phantom``: phantoms only (z-score normalisation); ``phantom-nawm``: the same with NAWM-referenced inputs;
 - ``real``: + the other real patient (share 0.4 of the patches);
 - ``real-nawm``: the same with NAWM-referenced inputs;
-- ``real-sim``: ``real`` + lesion simulation (CarveMix, insertion, removal; probability 0.5 per patch).
+- ``real-sim``: ``real`` + lesion simulation (CarveMix, insertion, removal; probability 0.5 per patch);
+- ``real-fade``: ``real`` + lesion-contrast scaling (``augmentation.lesion_contrast`` 0.5, factors 0.3-1): the
+  phantom's lesions stand out more against its brain than real ones do.
 
 Baselines, scored by the same code on the same masks: the FLAIR rule (:mod:`gdfree.infer.flair_rule`) with
 ``k`` fitted on the fold's training real patient only, and the same rule at the issue's fixed ``k = 2.5``
@@ -40,12 +42,13 @@ import numpy as np
 
 PATIENTS = ("patient07", "patient19")
 REAL_SHARE = 0.4
-ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisation; real share; lesion sim)
-    "phantom": ("phantom", "zscore-brain-clip5", None, 0.0),
-    "phantom-nawm": ("phantom-nawm", "nawm-mode-clip8", None, 0.0),
-    "real": ("real-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0),
-    "real-nawm": ("real-nawm-{held}", "nawm-mode-clip8", REAL_SHARE, 0.0),
-    "real-sim": ("real-sim-{held}", "zscore-brain-clip5", REAL_SHARE, 0.5),
+ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisation; real share; lesion sim; fade)
+    "phantom": ("phantom", "zscore-brain-clip5", None, 0.0, 0.0),
+    "phantom-nawm": ("phantom-nawm", "nawm-mode-clip8", None, 0.0, 0.0),
+    "real": ("real-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.0),
+    "real-nawm": ("real-nawm-{held}", "nawm-mode-clip8", REAL_SHARE, 0.0, 0.0),
+    "real-sim": ("real-sim-{held}", "zscore-brain-clip5", REAL_SHARE, 0.5, 0.0),
+    "real-fade": ("real-fade-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.5),
 }
 
 
@@ -64,7 +67,7 @@ def write_configs(phantom: Path, real: Path, out: Path, steps: int) -> None:
     """One training config per run (JSON, which YAML reads)."""
     (out / "cfg").mkdir(parents=True, exist_ok=True)
     val = [f"{phantom}:{i:03d}" for i in range(33, 41)]
-    for arm, (pattern, norm, share, sim) in ARMS.items():
+    for arm, (pattern, norm, share, sim, fade) in ARMS.items():
         for held in PATIENTS if "{held}" in pattern else ("",):
             datasets: list[dict[str, Any]] = [{"path": str(phantom), "labels": ["enhancing", "lesion"]}]
             if share:
@@ -77,6 +80,8 @@ def write_configs(phantom: Path, real: Path, out: Path, steps: int) -> None:
             }  # fmt: skip
             if sim:
                 cfg["lesion_sim"] = {"probability": sim}
+            if fade:
+                cfg["augmentation"] = {"lesion_contrast": fade, "lesion_contrast_min": 0.3}
             name = pattern.format(held=held)
             (out / "cfg" / f"{name}.yaml").write_text(json.dumps(cfg, indent=1))
             print(f"{arm}: {out / 'cfg' / name}.yaml")

@@ -85,3 +85,30 @@ def test_bad_augmentation_values_are_named():
         AugmentConfig(degrees=-1)
     with pytest.raises(ValueError, match="unknown transform"):
         apply([{"name": "swirl"}], *_patch())
+
+
+def test_lesion_contrast_scaling_fades_lesions_only_and_replays():
+    from gdfree.data.augment import AugmentConfig, apply, sample_params, scale_lesion_contrast
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.1, (2, 16, 16, 16)).astype(np.float32)
+    target = np.zeros((2, 16, 16, 16), np.float32)
+    target[1, 6:10, 6:10, 6:10] = 1.0
+    image[:, 6:10, 6:10, 6:10] += 2.0
+    faded = scale_lesion_contrast(image, target > 0.5, 0.5)
+    inside = target[1] > 0.5
+    assert np.median(faded[:, inside]) == pytest.approx(1.0, abs=0.15)  # half of +2 over the surroundings
+    far = np.ones((16, 16, 16), bool)
+    far[3:13, 3:13, 3:13] = False
+    assert np.array_equal(faded[:, far], image[:, far])
+    assert scale_lesion_contrast(image, np.zeros_like(target, bool), 0.5) is image
+    cfg = AugmentConfig(flip=0, affine=0, bias=0, noise=0, lesion_contrast=1.0, lesion_contrast_min=0.3)
+    params = sample_params(cfg, 1.0, np.random.default_rng(1))
+    assert [p["name"] for p in params] == ["lesion_contrast"] and 0.3 <= params[0]["factor"] <= 1.0
+    a, ta = apply(params, image, target)
+    b, _ = apply(params, image, target)
+    assert np.array_equal(a, b) and np.array_equal(ta, target)
+    off = sample_params(AugmentConfig(lesion_contrast=0.0), 1.0, np.random.default_rng(1))
+    assert all(p["name"] != "lesion_contrast" for p in off)
+    with pytest.raises(ValueError, match="lesion_contrast_min"):
+        AugmentConfig(lesion_contrast_min=1.5)

@@ -4,7 +4,8 @@ Every random draw comes from the ``numpy.random.Generator`` passed in (never fro
 generator): :func:`sample_params` draws the parameters of each transform that fires, as a JSON-ready list,
 and :func:`apply` applies exactly those with TorchIO's deterministic transforms (``Flip``, ``Affine``,
 ``ElasticDeformation``, ``BiasField``, ``Gamma``, ``Noise``, ``Motion``, ``Ghosting``, ``Spike``, and two
-``Resample`` steps for anisotropy). So an augmented patch is reproduced from its logged parameters alone.
+``Resample`` steps for anisotropy) and gdfree's own lesion-contrast scaling (no TorchIO transform does it). So
+an augmented patch is reproduced from its logged parameters alone.
 Spatial transforms move the image and every label together (labels with nearest neighbour); intensity
 transforms touch the image only. Ranges are TorchIO's defaults scaled by ``strength``.
 """
@@ -17,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AugmentConfig", "apply", "augment", "sample_params"]
+__all__ = ["AugmentConfig", "apply", "augment", "sample_params", "scale_lesion_contrast"]
 
-TRANSFORMS = ("flip", "affine", "elastic", "anisotropy", "motion", "ghosting", "spike", "bias", "gamma", "noise")
+TRANSFORMS = ("flip", "affine", "elastic", "anisotropy", "motion", "ghosting", "spike", "bias", "gamma", "noise",
+              "lesion_contrast")
 """Order in which the transforms are drawn and applied (spatial first, then artefacts, then intensity)."""
 
 
@@ -35,6 +37,11 @@ class AugmentConfig:
         motion_degrees, motion_mm: motion ranges. ghosts: maximum ghost count. spikes: maximum spike count.
         bias: bias-field coefficient range. log_gamma: gamma exponent range in log space. noise_std: maximum
         noise standard deviation (the patch is z-scored, so in units of its spread).
+        lesion_contrast: probability of scaling every labelled lesion's contrast to its surroundings (each
+            channel, a soft edge) by a factor drawn in [``lesion_contrast_min``, 1] (at strength 1): fainter
+            lesions, as real FLAIR and T2w lesions are against a real brain's spread than the phantom's
+            (docs/real_lesions.md). Off by default; its draw is skipped entirely when off, so other runs'
+            random streams do not change.
     """
 
     flip: float = 0.5
@@ -59,6 +66,8 @@ class AugmentConfig:
     bias_coefficient: float = 0.2
     log_gamma: float = 0.3
     noise_std: float = 0.1
+    lesion_contrast: float = 0.0
+    lesion_contrast_min: float = 0.3
 
     def __post_init__(self) -> None:
         for name in TRANSFORMS:
@@ -69,6 +78,9 @@ class AugmentConfig:
                      "bias_coefficient", "log_gamma", "noise_std"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"augmentation.{name}: expected >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.lesion_contrast_min <= 1.0:
+            raise ValueError(f"augmentation.lesion_contrast_min: expected a factor in [0, 1], got "
+                             f"{self.lesion_contrast_min}")  # fmt: skip
         if self.anisotropy_max < 1 or self.ghosts < 1 or self.spikes < 1:
             raise ValueError("augmentation.anisotropy_max, ghosts and spikes: expected >= 1")
 
@@ -86,6 +98,8 @@ def sample_params(cfg: AugmentConfig, strength: float, rng: np.random.Generator)
 
     out: list[dict[str, Any]] = []
     for name in TRANSFORMS:
+        if name == "lesion_contrast" and cfg.lesion_contrast == 0:
+            continue  # no draw: runs without it keep their random stream
         if rng.random() >= getattr(cfg, name):
             continue
         if name == "flip":
@@ -115,6 +129,9 @@ def sample_params(cfg: AugmentConfig, strength: float, rng: np.random.Generator)
             out.append({"name": name, "coefficients": sym(cfg.bias_coefficient, 20), "order": 3})  # 20 terms
         elif name == "gamma":
             out.append({"name": name, "gamma": float(np.exp(rng.uniform(-1, 1) * cfg.log_gamma * strength))})
+        elif name == "lesion_contrast":
+            low = 1.0 - (1.0 - cfg.lesion_contrast_min) * min(strength, 1.0)
+            out.append({"name": name, "factor": float(rng.uniform(low, 1.0))})
         else:
             out.append({"name": name, "std": float(rng.uniform(0, cfg.noise_std * strength)),
                         "seed": int(rng.integers(2**31))})  # fmt: skip
@@ -182,6 +199,11 @@ def apply(
             thick = (spacing[0], spacing[1], spacing[2])
             down = tio.Resample(thick, image_interpolation="nearest", include=["image"])(subject)
             subject = tio.Resample("target", image_interpolation="bspline", include=["image"])(down)
+        elif p["name"] == "lesion_contrast":
+            binary = [h for h in range(target.shape[0]) if h not in continuous]
+            scaled = scale_lesion_contrast(subject["image"].data.numpy(), subject["target"].data.numpy()[binary] > 0.5,
+                                           p["factor"])  # fmt: skip
+            subject["image"].set_data(torch.from_numpy(scaled))
         else:
             subject = _transform(p)(subject)
     out_image = subject["image"].data.numpy().astype(np.float32)
@@ -200,3 +222,26 @@ def augment(
     params = sample_params(cfg, strength, rng)
     out_image, out_target = apply(params, image, target, continuous)
     return out_image, out_target, params
+
+
+def scale_lesion_contrast(image: np.ndarray, lesions: np.ndarray, factor: float) -> np.ndarray:
+    """(C, P, P, P) ``image`` with every channel's lesion contrast scaled by ``factor``: inside the union of the
+    (H, P, P, P) ``lesions`` masks (softened by a Gaussian of 1 voxel cut at 2), each voxel moves towards the median of
+    its channel in a 2-4 voxel shell around the lesions (non-zero voxels only). Nothing else changes."""
+    from scipy import ndimage
+
+    lesion = np.asarray(lesions, bool).any(axis=0)
+    if not lesion.any() or factor == 1.0:
+        return image
+    near = ndimage.binary_dilation(lesion, iterations=2)
+    shell = ndimage.binary_dilation(near, iterations=2) & ~near
+    soft = np.clip(ndimage.gaussian_filter(lesion.astype(np.float32), 1.0, truncate=2.0) * 2.0, 0.0, 1.0)
+    soft = np.maximum(soft, lesion)
+    out = image.astype(np.float32, copy=True)
+    for c in range(image.shape[0]):
+        ring = shell & (image[c] != 0)
+        if not ring.any():
+            continue
+        reference = float(np.median(image[c][ring]))
+        out[c] = image[c] + (factor - 1.0) * soft * (image[c] - reference)
+    return out
