@@ -25,6 +25,8 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     python benchmarks/real_lesions.py configs --phantom PHANTOM --real REAL --out OUT   # OUT/cfg/*.yaml
     python benchmarks/real_lesions.py train --out OUT --jobs 2                          # OUT/runs/*
     python benchmarks/real_lesions.py score --real REAL --phantom PHANTOM --out OUT [--figures docs/img]
+    python benchmarks/real_lesions.py activity --real REAL --phantom2 PHANTOM2 --out OUT  # seed-1 phantoms
+    python benchmarks/real_lesions.py contrast --real REAL --phantom PHANTOM --out OUT
 """
 
 from __future__ import annotations
@@ -268,6 +270,32 @@ def activity_refit(real: Path, phantom2: Path, out: Path, networks: dict[str, st
     return rows
 
 
+def contrast(real: Path, phantom: Path, out: Path) -> list[dict[str, Any]]:
+    """How far lesions stand out as the network sees them: per case (the real patients and the first three
+    phantoms) and normalisation, the median normalised value of each channel inside the lesion mask and in white
+    matter (the brightest third of non-lesion brain on T1w)."""
+    from gdfree.data.cases import NORMALISATIONS, load_array_case
+    from gdfree.io.adapters import discover
+
+    cases = [*sorted(discover(real), key=lambda c: c.subject),
+             *sorted(discover(phantom), key=lambda c: c.subject)[:3]]  # fmt: skip
+    rows = []
+    for norm in NORMALISATIONS:
+        for c in cases:
+            a = load_array_case(c, ("T1w", "T2w", "FLAIR"), ("lesion",), normalisation=norm)
+            lesion = np.asarray(a.labels["lesion"], bool)
+            rest = a.brain & ~lesion
+            wm = rest & (a.image[0] > np.percentile(a.image[0][rest], 66))
+            row: dict[str, Any] = {"normalisation": norm, "case": c.case_id}
+            for ch, name in enumerate(("T1w", "T2w", "FLAIR")):
+                row[f"{name}_wm"] = float(np.median(a.image[ch][wm]))
+                row[f"{name}_lesion"] = float(np.median(a.image[ch][lesion]))
+            rows.append(row)
+            print(row)
+    (out / "contrast.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def _raw_flair(files: Any) -> np.ndarray:
     from gdfree.io.bids import load_case
 
@@ -315,7 +343,7 @@ def _figure(flair: np.ndarray, ref: np.ndarray, masks: dict[str, np.ndarray], pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("configs", "train", "score", "activity"))
+    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast"))
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--real", type=Path)
@@ -328,6 +356,8 @@ def main() -> None:
         write_configs(args.phantom.resolve(), args.real.resolve(), args.out, args.steps)
     elif args.what == "train":
         train_all(args.out, args.jobs)
+    elif args.what == "contrast":
+        contrast(args.real.resolve(), args.phantom.resolve(), args.out)
     elif args.what == "score":
         score(args.real.resolve(), args.out, args.figures, args.phantom.resolve() if args.phantom else None)
     else:
