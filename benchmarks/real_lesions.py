@@ -27,6 +27,7 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     python benchmarks/real_lesions.py score --real REAL --phantom PHANTOM --out OUT [--figures docs/img]
     python benchmarks/real_lesions.py activity --real REAL --phantom2 PHANTOM2 --out OUT  # seed-1 phantoms
     python benchmarks/real_lesions.py contrast --real REAL --phantom PHANTOM --out OUT
+    python benchmarks/real_lesions.py features --real REAL --phantom2 PHANTOM2 --out OUT
 """
 
 from __future__ import annotations
@@ -296,6 +297,42 @@ def contrast(real: Path, phantom: Path, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def feature_ranges(real: Path, phantom2: Path, out: Path, top: int = 20) -> list[dict[str, Any]]:
+    """Where the real patients' lesions fall among phantom lesions, feature by feature, for the shipped activity
+    classifier (its shipped network's maps): each of its ``top`` features by split gain, the phantom lesions'
+    5th-95th percentile (12 seed-1 phantom patients), the real lesions' median and the fraction of real lesions
+    outside that range."""
+    from gdfree.activity import ActivityClassifier
+    from gdfree.activity.classifier import case_lesions
+    from gdfree.data.cases import load_array_case
+    from gdfree.demo import PRETRAINED
+    from gdfree.infer.model import TrainedModel
+    from gdfree.io.adapters import discover
+
+    clf = ActivityClassifier.load(PRETRAINED / "activity")
+    model = TrainedModel.load(PRETRAINED / "network")
+
+    def features(cases: list[Any]) -> np.ndarray:
+        rows = []
+        for c in cases:
+            case = load_array_case(c, model.modalities, ("lesion", "enhancing"), normalisation=model.normalisation)
+            rows.append(case_lesions(case, np.asarray(case.labels["lesion"]), model).features)
+        return np.concatenate(rows)
+
+    real_f = features(discover(real))
+    phantom_f = features(sorted(discover(phantom2), key=lambda c: c.subject)[:12])
+    lo, hi = np.percentile(phantom_f, 5, axis=0), np.percentile(phantom_f, 95, axis=0)
+    outside = ((real_f < lo) | (real_f > hi)).mean(axis=0)
+    gain = clf.booster.feature_importance("gain")
+    rows = [{"feature": clf.features[i], "gain_rank": rank + 1, "phantom_p5": float(lo[i]), "phantom_p95": float(hi[i]),
+             "real_median": float(np.median(real_f[:, i])), "real_outside": float(outside[i])}
+            for rank, i in enumerate(np.argsort(-gain)[:top])]  # fmt: skip
+    (out / "feature_ranges.json").write_text(json.dumps(rows, indent=1))
+    for r in rows:
+        print(r)
+    return rows
+
+
 def _raw_flair(files: Any) -> np.ndarray:
     from gdfree.io.bids import load_case
 
@@ -343,7 +380,7 @@ def _figure(flair: np.ndarray, ref: np.ndarray, masks: dict[str, np.ndarray], pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast"))
+    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features"))
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--real", type=Path)
@@ -356,6 +393,8 @@ def main() -> None:
         write_configs(args.phantom.resolve(), args.real.resolve(), args.out, args.steps)
     elif args.what == "train":
         train_all(args.out, args.jobs)
+    elif args.what == "features":
+        feature_ranges(args.real.resolve(), args.phantom2.resolve(), args.out)
     elif args.what == "contrast":
         contrast(args.real.resolve(), args.phantom.resolve(), args.out)
     elif args.what == "score":
