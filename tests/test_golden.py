@@ -1,8 +1,12 @@
 """Behaviour held fixed across refactors: the whole pipeline on the tiny cohort against a stored expectation.
 
 ``synth`` -> ``prepare`` -> ``train`` (fixed seed, 4 steps) -> ``predict`` -> ``evaluate`` -> ``explain`` ->
-``report``, run through the CLI; every mask (hash of its voxels), every table (numbers within 1e-6), and the
-probabilities (sums and 200 fixed voxels within 1e-6) must equal ``tests/data/golden.json``. After a change that
+``report``, run through the CLI; every mask (hash of its voxels), every table (numbers within 1e-6; explain's
+within 2e-5), and the probabilities (sums and 200 fixed voxels within 1e-6; the sum of an attribution map within
+2e-3) must equal ``tests/data/golden.json``. Explain's attributions are differences of network outputs summed
+over thousands of voxels, in an order that differs between CPUs: the same commit wrote importances up to 1e-5
+apart (the TSVs' sixth significant digit) and occlusion-map sums up to 8e-4 apart (relative) on an AVX2 and an
+AVX-512 machine, so they get those tolerances; everything else must agree to 1e-6. After a change that
 is meant to alter results, regenerate with ``GDFREE_GOLDEN_WRITE=1 pytest tests/test_golden.py`` and say why in
 the commit.
 """
@@ -28,6 +32,8 @@ from tests.conftest import tiny_train_config
 
 EXPECTED = Path(__file__).parent / "data" / "golden.json"
 TOLERANCE = 1e-6
+EXPLAIN_TOLERANCE = 2e-5
+ATTRIBUTION_SUM_TOLERANCE = 2e-3
 # columns that record where or when, not what
 VOLATILE = {"path", "file", "files", "source", "seconds", "time", "wall_s", "created", "duration_s", "elapsed_s"}
 runner = CliRunner()
@@ -111,7 +117,10 @@ def _compare(expected: Any, actual: Any, where: str, problems: list[str]) -> Non
         for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
             _compare(e, a, f"{where}[{i}]", problems)
     elif isinstance(expected, float) and isinstance(actual, float):
-        if not math.isclose(expected, actual, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+        tol = TOLERANCE
+        if where.startswith("/explain/"):
+            tol = ATTRIBUTION_SUM_TOLERANCE if where.endswith("_attribution.nii.gz/sum") else EXPLAIN_TOLERANCE
+        if not math.isclose(expected, actual, rel_tol=tol, abs_tol=tol):
             problems.append(f"{where}: {expected!r} expected, {actual!r} found")
     elif expected != actual:
         problems.append(f"{where}: {expected!r} expected, {actual!r} found")
