@@ -95,16 +95,19 @@ def channel_reference(
     return mode, spread
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION) -> np.ndarray:
+def normalise(
+    image: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION,
+    stats: Sequence[tuple[float, float]] | None = None,
+) -> np.ndarray:  # fmt: skip
     """Each channel of (C, X, Y, Z) ``image`` normalised over ``brain`` by ``normalisation`` (module docstring),
-    clipped, 0 outside the brain."""
+    clipped, 0 outside the brain; ``stats``: each channel's :func:`channel_reference` when already computed."""
     out = np.zeros(image.shape, np.float32)
     if not brain.any():
         return out
     clip = NORMALISATIONS[check_normalisation(normalisation)]
     for c in range(image.shape[0]):
-        stats = channel_reference(image[c], brain, normalisation)
-        out[c] = zscore(image[c], brain, stats=stats, clip=(-clip, clip))
+        reference = stats[c] if stats is not None else channel_reference(image[c], brain, normalisation)
+        out[c] = zscore(image[c], brain, stats=reference, clip=(-clip, clip))
     return out
 
 
@@ -172,7 +175,7 @@ def load_array_case(
         case_id=files.case_id,
         subject=files.subject,
         session=files.session,
-        image=normalise(image, brain, normalisation),
+        image=normalise(image, brain, normalisation, stats),
         labels=labels,
         brain=brain,
         affine=first.affine,

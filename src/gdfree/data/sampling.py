@@ -98,16 +98,27 @@ class PatchSampler:
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}
+        self._lesion_p: dict[str, np.ndarray | None] = {}  # with case weights: each lesion row's probability
         if ratios.unit == "lesion":
             for cat in CATEGORIES[:2]:
                 rows = [self._group_by_lesion(i, cat) for i in range(len(self.cases))]
                 self.lesions[cat] = np.concatenate([np.zeros((0, 3), np.int64), *rows])
+                self._lesion_p[cat] = self._row_probabilities(self.lesions[cat])
         shares = np.array([ratios.active, ratios.chronic, ratios.background], float)
         for i, cat in enumerate(CATEGORIES[:2]):
             if not any(idx[cat].size for idx in self.index):
                 shares[2] += shares[i]
                 shares[i] = 0.0
         self.shares = shares / shares.sum()
+
+    def _row_probabilities(self, rows: np.ndarray) -> np.ndarray | None:
+        """Each lesion row's probability under the case weights (a case's weight spread over its lesions); None
+        without weights or when no row has weight (then rows are equally likely)."""
+        if self.weights is None or not len(rows):
+            return None
+        per_case = np.bincount(rows[:, 0], minlength=len(self.cases))[rows[:, 0]]
+        p = self.weights[rows[:, 0]] / per_case
+        return p / p.sum() if p.sum() > 0 else None
 
     @staticmethod
     def _centres(case: ArrayCase) -> dict[str, np.ndarray]:
@@ -141,13 +152,8 @@ class PatchSampler:
         to a quarter patch."""
         category = CATEGORIES[int(rng.choice(3, p=self.shares))]
         if category in self.lesions:
-            rows = self.lesions[category]
-            if self.weights is None:
-                row = rows[rng.integers(len(rows))]
-            else:
-                per_case = np.bincount(rows[:, 0], minlength=len(self.cases))[rows[:, 0]]
-                p = self.weights[rows[:, 0]] / per_case
-                row = rows[int(rng.choice(len(rows), p=p / p.sum() if p.sum() > 0 else None))]
+            rows, p = self.lesions[category], self._lesion_p[category]
+            row = rows[rng.integers(len(rows))] if p is None else rows[int(rng.choice(len(rows), p=p))]
             case, lo, hi = (int(v) for v in row)
             flat = self.index[case][category][lo:hi]
         else:
