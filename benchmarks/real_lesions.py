@@ -11,7 +11,11 @@ enhancing head gets no gradient) and a share of the patches:
 - ``real-nawm``: the same with NAWM-referenced inputs;
 - ``real-sim``: ``real`` + lesion simulation (CarveMix, insertion, removal; probability 0.5 per patch);
 - ``real-fade``: ``real`` + lesion-contrast scaling (``augmentation.lesion_contrast`` 0.5, factors 0.3-1): the
-  phantom's lesions stand out more against its brain than real ones do.
+  phantom's lesions stand out more against its brain than real ones do;
+- ``phantom-wm`` and ``real-wm``: ``phantom`` and ``real`` with every channel as a ratio to its white matter
+  (``normalisation: wm-ratio-clip10``), the unit the phantom's contrasts were calibrated in;
+- ``phantom-dr`` and ``real-dr``: ``phantom`` and ``real`` on a domain-randomised phantom cohort (per-subject
+  contrasts, noise, bias, texture and blur; confluent periventricular lesions in 30% of subjects).
 
 Baselines, scored by the same code on the same masks: the FLAIR rule (:mod:`gdfree.infer.flair_rule`) with
 ``k`` fitted on the fold's training real patient only, and the same rule at the issue's fixed ``k = 2.5``
@@ -22,7 +26,9 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     gdfree prepare ../shared/data/open_ms_data/cross_sectional --out REAL --cases patient07,patient19 \\
         --no-register --spacing 2
     gdfree synth --out PHANTOM --subjects 40 --resolution 2 --seed 0
-    python benchmarks/real_lesions.py configs --phantom PHANTOM --real REAL --out OUT   # OUT/cfg/*.yaml
+    gdfree synth --out PHANTOM_DR --subjects 40 --resolution 2 --seed 0 --config dr.yaml
+    #   dr.yaml: {resolution_mm: 2, domain_randomisation: {enabled: true, confluent_probability: 0.3}}
+    python benchmarks/real_lesions.py configs --phantom PHANTOM --phantom-dr PHANTOM_DR --real REAL --out OUT
     python benchmarks/real_lesions.py train --out OUT --jobs 2                          # OUT/runs/*
     python benchmarks/real_lesions.py score --real REAL --phantom PHANTOM --out OUT [--figures docs/img]
     python benchmarks/real_lesions.py activity --real REAL --phantom2 PHANTOM2 --out OUT  # seed-1 phantoms
@@ -45,13 +51,18 @@ import numpy as np
 
 PATIENTS = ("patient07", "patient19")
 REAL_SHARE = 0.4
-ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisation; real share; lesion sim; fade)
-    "phantom": ("phantom", "zscore-brain-clip5", None, 0.0, 0.0),
-    "phantom-nawm": ("phantom-nawm", "nawm-mode-clip8", None, 0.0, 0.0),
-    "real": ("real-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.0),
-    "real-nawm": ("real-nawm-{held}", "nawm-mode-clip8", REAL_SHARE, 0.0, 0.0),
-    "real-sim": ("real-sim-{held}", "zscore-brain-clip5", REAL_SHARE, 0.5, 0.0),
-    "real-fade": ("real-fade-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.5),
+ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisation; real share; lesion sim; fade;
+    # phantom cohort: the default one, or the domain-randomised one)
+    "phantom": ("phantom", "zscore-brain-clip5", None, 0.0, 0.0, "default"),
+    "phantom-nawm": ("phantom-nawm", "nawm-mode-clip8", None, 0.0, 0.0, "default"),
+    "phantom-dr": ("phantom-dr", "zscore-brain-clip5", None, 0.0, 0.0, "dr"),
+    "real": ("real-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.0, "default"),
+    "real-nawm": ("real-nawm-{held}", "nawm-mode-clip8", REAL_SHARE, 0.0, 0.0, "default"),
+    "real-sim": ("real-sim-{held}", "zscore-brain-clip5", REAL_SHARE, 0.5, 0.0, "default"),
+    "real-fade": ("real-fade-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.5, "default"),
+    "real-dr": ("real-dr-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.0, "dr"),
+    "phantom-wm": ("phantom-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default"),
+    "real-wm": ("real-wm-{held}", "wm-ratio-clip10", REAL_SHARE, 0.0, 0.0, "default"),
 }
 
 
@@ -66,11 +77,16 @@ def _run_names() -> list[tuple[str, str]]:
     return names
 
 
-def write_configs(phantom: Path, real: Path, out: Path, steps: int) -> None:
-    """One training config per run (JSON, which YAML reads)."""
+def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps: int) -> None:
+    """One training config per run (JSON, which YAML reads); ``phantoms``: cohort kind -> path (an arm whose
+    cohort is None is left out)."""
     (out / "cfg").mkdir(parents=True, exist_ok=True)
-    val = [f"{phantom}:{i:03d}" for i in range(33, 41)]
-    for arm, (pattern, norm, share, sim, fade) in ARMS.items():
+    for arm, (pattern, norm, share, sim, fade, kind) in ARMS.items():
+        phantom = phantoms.get(kind)
+        if phantom is None:
+            print(f"{arm}: no {kind} phantom cohort given; no config")
+            continue
+        val = [f"{phantom}:{i:03d}" for i in range(33, 41)]
         for held in PATIENTS if "{held}" in pattern else ("",):
             datasets: list[dict[str, Any]] = [{"path": str(phantom), "labels": ["enhancing", "lesion"]}]
             if share:
@@ -90,13 +106,17 @@ def write_configs(phantom: Path, real: Path, out: Path, steps: int) -> None:
             print(f"{arm}: {out / 'cfg' / name}.yaml")
 
 
-def train_all(out: Path, jobs: int) -> None:
-    """Train every run not yet done, ``jobs`` at a time, one thread each; logs in OUT/logs."""
+def train_all(out: Path, jobs: int, only: list[str] | None = None) -> None:
+    """Train every run not yet done (of ``only``, when given), ``jobs`` at a time, one thread each; logs in
+    OUT/logs."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
     def one(name: str) -> None:
         run = out / "runs" / name
         if (run / "model.json").is_file() and (run / ".done").is_file():
+            return
+        if not (out / "cfg" / f"{name}.yaml").is_file():
+            print(f"{name}: no config in {out / 'cfg'}; not trained")
             return
         env = dict(os.environ, OMP_NUM_THREADS="1")
         with open(out / "logs" / f"{name}.log", "w") as log:
@@ -107,7 +127,7 @@ def train_all(out: Path, jobs: int) -> None:
         print(f"{name}: exit {done.returncode}")
 
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(one, [n for n, _ in _run_names()]))
+        list(pool.map(one, [n for n, _ in _run_names() if not only or n in only]))
 
 
 def _scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
@@ -383,16 +403,19 @@ def main() -> None:
     parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features"))
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
+    parser.add_argument("--phantom-dr", type=Path, help="a domain-randomised phantom cohort (the *-dr arms)")
     parser.add_argument("--real", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", default="", help="train: these runs only (comma-separated run names)")
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args()
     if args.what == "configs":
-        write_configs(args.phantom.resolve(), args.real.resolve(), args.out, args.steps)
+        cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None}
+        write_configs(cohorts, args.real.resolve(), args.out, args.steps)
     elif args.what == "train":
-        train_all(args.out, args.jobs)
+        train_all(args.out, args.jobs, [n for n in args.only.split(",") if n])
     elif args.what == "features":
         feature_ranges(args.real.resolve(), args.phantom2.resolve(), args.out)
     elif args.what == "contrast":

@@ -138,6 +138,33 @@ def test_nawm_normalisation_keeps_white_matter_in_place_whatever_the_lesion_load
     assert shift["nawm-mode-clip8"] < 0.15 < shift["zscore-brain-clip5"]
 
 
+def test_wm_ratio_puts_a_lesion_at_its_ratio_to_white_matter_whatever_else_the_brain_holds():
+    rng = np.random.default_rng(2)
+    shape = (40, 40, 40)
+    brain = np.zeros(shape, bool)
+    brain[4:36, 4:36, 4:36] = True
+    lesion = np.zeros(shape, bool)
+    lesion[20:26, 20:26, 20:26] = True
+
+    def exam(csf_slabs: int, scale: float) -> np.ndarray:
+        """T1w (WM 1, GM 0.7, CSF 0.1, lesion 0.75) and FLAIR (WM 1, GM 1.2, CSF 0.35, lesion 1.5), x ``scale``."""
+        t1 = np.where(brain, 1.0, 0.0) + rng.normal(0, 0.02, shape)
+        flair = np.where(brain, 1.0, 0.0) + rng.normal(0, 0.03, shape)
+        t1[4:10], flair[4:10] = 0.7, 1.2  # grey matter
+        t1[10 : 10 + csf_slabs], flair[10 : 10 + csf_slabs] = 0.1, 0.35  # a brain with more or less CSF
+        t1[lesion], flair[lesion] = 0.75, 1.5
+        return (np.stack([t1, flair]) * scale * brain).astype(np.float32)
+
+    lesion_value: dict[str, list[float]] = {"zscore-brain-clip5": [], "wm-ratio-clip10": []}
+    for csf_slabs, scale in ((1, 1.0), (8, 340.0)):
+        image = exam(csf_slabs, scale)
+        for name, values in lesion_value.items():
+            out = normalise(image, brain, name, modalities=("T1w", "FLAIR"))
+            values.append(float(np.median(out[1][lesion])))
+    assert lesion_value["wm-ratio-clip10"] == pytest.approx([2.0, 2.0], abs=0.05)  # (1.5 / 1 - 1) / 0.25
+    assert abs(np.subtract(*lesion_value["zscore-brain-clip5"])) > 0.3  # the brain's spread moves it
+
+
 def test_the_flair_rule_k_comes_from_the_training_cases_only():
     rng = np.random.default_rng(1)
 

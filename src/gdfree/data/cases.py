@@ -11,6 +11,13 @@ skull-stripped images), each channel is either
   [-8, 8]. The mean and standard deviation of a brain move with its lesion load (patient19's 50 ml of bright
   FLAIR lesions); white matter's mode and spread hardly do, so a lesion is as many units above white matter on
   every exam;
+- ``wm-ratio-clip10``: each channel as a ratio to its white-matter level, (x / WM - 1) / 0.25, clipped to
+  [-10, 10]. White matter is found on the T1w channel (the brightest tissue there: within 10% of the mode of
+  the brain's upper half, :func:`white_matter`), and each channel's level is its median over those voxels; an
+  input set without T1w takes each channel's histogram mode inside the eroded brain. The phantom's contrasts
+  are ratios to white matter measured on real exams, so a lesion has the same value on a phantom and on a
+  real exam whatever else (cerebrospinal fluid, grey matter, the brain mask's extent) the two brains hold; a
+  brain z-score divides by the brain's spread, which the phantom has at half a real brain's (docs/real_lesions.md);
 
 and set to 0 outside the brain.
 """
@@ -29,13 +36,19 @@ from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
 from gdfree.types import POST_CONTRAST, check_input_modalities
 
-__all__ = ["NORMALISATION", "NORMALISATIONS", "ArrayCase", "channel_reference", "check_normalisation",
-           "file_fingerprints", "load_array_case", "normalise"]  # fmt: skip
+__all__ = ["NORMALISATION", "NORMALISATIONS", "WM_RATIO", "ArrayCase", "channel_reference", "check_normalisation",
+           "file_fingerprints", "load_array_case", "normalise", "white_matter"]  # fmt: skip
 
 NORMALISATION = "zscore-brain-clip5"
 """Name of the default normalisation above, stored in model.json and applied at prediction."""
 
-NORMALISATIONS = {NORMALISATION: 5.0, "nawm-mode-clip8": 8.0}
+WM_RATIO = "wm-ratio-clip10"
+"""Name of the white-matter ratio normalisation above."""
+
+WM_RATIO_UNIT = 0.25
+"""One unit of :data:`WM_RATIO`: a quarter of the white-matter level."""
+
+NORMALISATIONS = {NORMALISATION: 5.0, "nawm-mode-clip8": 8.0, WM_RATIO: 10.0}
 """The input normalisations a model may record, with the value each clips to."""
 
 
@@ -81,32 +94,53 @@ class ArrayCase:
         return spacing_from_affine(self.affine)
 
 
+def white_matter(image: np.ndarray, brain: np.ndarray, modalities: Sequence[str]) -> np.ndarray | None:
+    """White matter as the T1w channel of (C, X, Y, Z) ``image`` shows it: brain voxels within 10% of the
+    histogram mode of the brain's brighter half (white matter is T1w's brightest tissue); None without a T1w
+    channel or when fewer than 100 voxels qualify."""
+    if "T1w" not in modalities:
+        return None
+    t1 = image[list(modalities).index("T1w")]
+    upper = brain & (t1 > np.median(t1[brain]))
+    if upper.sum() < 100:
+        return None
+    mode = histogram_mode(t1[upper])
+    wm = brain & (np.abs(t1 - mode) <= 0.1 * abs(mode))
+    return wm if wm.sum() >= 100 else None
+
+
 def channel_reference(
-    channel: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION
+    channel: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION, wm: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """(centre, unit) of one 3-D channel under ``normalisation``: the brain's mean and standard deviation, or
-    white matter's mode and the brain's robust spread about it (see the module docstring)."""
+    """(centre, unit) of one 3-D channel under ``normalisation`` (see the module docstring): the brain's mean and
+    standard deviation; white matter's mode and the brain's robust spread about it; or white matter's level
+    (the median over ``wm``, :func:`white_matter`, when given) and a quarter of it."""
     if check_normalisation(normalisation) == NORMALISATION:
         return mask_stats(channel, brain)
     values = channel[brain]
     inner = nawm_mask(brain)
     mode = histogram_mode(channel[inner] if inner.sum() > 100 else values)
+    if normalisation == WM_RATIO:
+        level = float(np.median(channel[wm])) if wm is not None else mode
+        return level, WM_RATIO_UNIT * abs(level) or 1e-6
     spread = float(1.4826 * np.median(np.abs(values - mode))) or float(values.std()) or 1e-6
     return mode, spread
 
 
 def normalise(
     image: np.ndarray, brain: np.ndarray, normalisation: str = NORMALISATION,
-    stats: Sequence[tuple[float, float]] | None = None,
+    stats: Sequence[tuple[float, float]] | None = None, modalities: Sequence[str] = (),
 ) -> np.ndarray:  # fmt: skip
     """Each channel of (C, X, Y, Z) ``image`` normalised over ``brain`` by ``normalisation`` (module docstring),
-    clipped, 0 outside the brain; ``stats``: each channel's :func:`channel_reference` when already computed."""
+    clipped, 0 outside the brain; ``stats``: each channel's :func:`channel_reference` when already computed;
+    ``modalities``: the channels' roles (white matter for ``wm-ratio-clip10`` comes from the T1w one)."""
     out = np.zeros(image.shape, np.float32)
     if not brain.any():
         return out
     clip = NORMALISATIONS[check_normalisation(normalisation)]
+    wm = white_matter(image, brain, modalities) if stats is None and normalisation == WM_RATIO else None
     for c in range(image.shape[0]):
-        reference = stats[c] if stats is not None else channel_reference(image[c], brain, normalisation)
+        reference = stats[c] if stats is not None else channel_reference(image[c], brain, normalisation, wm)
         out[c] = zscore(image[c], brain, stats=reference, clip=(-clip, clip))
     return out
 
@@ -169,7 +203,8 @@ def load_array_case(
         if translate:
             t1 = image[list(modalities).index("T1w")]
             labels[TRANSLATION_HEAD] = translation_target(t1, np.asarray(case.images[POST_CONTRAST].data), brain)
-    stats = [channel_reference(image[c], brain, normalisation) for c in range(len(image))]
+    wm = white_matter(image, brain, modalities) if normalisation == WM_RATIO else None
+    stats = [channel_reference(image[c], brain, normalisation, wm) for c in range(len(image))]
     clip = NORMALISATIONS[normalisation]
     return ArrayCase(
         case_id=files.case_id,
