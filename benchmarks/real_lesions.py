@@ -34,6 +34,7 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     python benchmarks/real_lesions.py activity --real REAL --phantom2 PHANTOM2 --out OUT  # seed-1 phantoms
     python benchmarks/real_lesions.py contrast --real REAL --phantom PHANTOM --out OUT
     python benchmarks/real_lesions.py features --real REAL --phantom2 PHANTOM2 --out OUT
+    python benchmarks/real_lesions.py curve --arm ARM --steps 2000 --real REAL --out OUT [--figures docs/img]
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps
             print(f"{arm}: {out / 'cfg' / name}.yaml")
 
 
-def train_all(out: Path, jobs: int, only: list[str] | None = None) -> None:
-    """Train every run not yet done (of ``only``, when given), ``jobs`` at a time, one thread each; logs in
-    OUT/logs."""
+def train_all(out: Path, jobs: int, only: list[str] | None = None, names: list[tuple[str, str]] | None = None) -> None:
+    """Train every run not yet done (of ``only``, when given; of the arms', or of ``names``), ``jobs`` at a time,
+    one thread each; logs in OUT/logs."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
     def one(name: str) -> None:
@@ -127,7 +128,7 @@ def train_all(out: Path, jobs: int, only: list[str] | None = None) -> None:
         print(f"{name}: exit {done.returncode}")
 
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(one, [n for n, _ in _run_names() if not only or n in only]))
+        list(pool.map(one, [n for n, _ in names or _run_names() if not only or n in only]))
 
 
 def _scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
@@ -369,6 +370,75 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve(arm: str, steps: int, real: Path, out: Path, figures: Path | None) -> list[dict[str, Any]]:
+    """A learning curve of a phantom-only ``arm``: trains it again for ``steps`` steps with a snapshot at each
+    validation (every 250 steps; run ``curve-<arm>-<steps>``), then scores every snapshot on both real patients
+    at its own (phantom-validated) threshold; the phantom validation score and the wall time come from the
+    run's log. Writes OUT/curve-<arm>-<steps>.json (and a plot in ``figures``)."""
+    import csv
+
+    from gdfree.data.cases import load_array_case
+    from gdfree.infer.model import TrainedModel
+
+    pattern = ARMS[arm][0]
+    if "{held}" in pattern:
+        raise SystemExit(f"curve: {arm} holds a real patient out; give a phantom-only arm")
+    name = f"curve-{arm}-{steps}"
+    cfg = json.loads((out / "cfg" / f"{pattern}.yaml").read_text())
+    (out / "cfg" / f"{name}.yaml").write_text(json.dumps({**cfg, "max_steps": steps, "val_every": 250,
+                                                          "snapshots": True}, indent=1))  # fmt: skip
+    train_all(out, 1, [name], names=[(name, "")])
+    run = out / "runs" / name
+    with open(run / "log.tsv", newline="") as fh:
+        logged = {int(float(r["step"])): r for r in csv.DictReader(fh, delimiter="\t") if r.get("val_score") not in
+                  (None, "", "n/a")}  # fmt: skip
+    files = _real_cases(real)
+    rows = []
+    for snap in sorted(run.glob("step-*.json")):
+        step = int(snap.stem.split("-")[1])
+        model = TrainedModel.load(run, stem=snap.stem)
+        row: dict[str, Any] = {"step": step, "seconds": float(logged[step]["seconds"]),
+                               "phantom_val_score": float(logged[step]["val_score"]),
+                               "phantom_val_lesion_f1": float(logged[step]["val_lesion_f1"]),
+                               "lesion_threshold": model.thresholds["lesion"]}  # fmt: skip
+        for patient in PATIENTS:
+            case = load_array_case(files[patient], model.modalities, ("lesion",), normalisation=model.normalisation)
+            prob, _ = model.predict(case.image, brain=case.brain, spacing_mm=case.spacing_mm)
+            lesion = np.where(case.brain, prob[model.heads.index("lesion")], 0.0)
+            mask = model.masks({"lesion": lesion}, case.spacing_mm)["lesion"]
+            row[f"{patient}_dice"] = _scores(mask, np.asarray(case.labels["lesion"], bool), case.spacing_mm)["dice"]
+        rows.append(row)
+        print(row)
+    (out / f"{name}.json").write_text(json.dumps({"rows": rows, "command": " ".join(sys.argv)}, indent=1))
+    if figures is not None and rows:
+        _curve_figure(rows, figures / f"real_lesions_{name}.png", f"{arm}: learning curve ({steps} steps)")
+    return rows
+
+
+def _curve_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["phantom_val_lesion_f1"] for r in rows], "k-o", ms=3, label="phantom validation lesion F1")
+    for patient, colour in zip(PATIENTS, ("tab:red", "tab:blue"), strict=True):
+        ax.plot(steps, [r[f"{patient}_dice"] for r in rows], "-o", color=colour, ms=3, label=f"{patient} lesion Dice")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * rows[-1]["seconds"] / rows[-1]["step"] / 60,
+                                               lambda m: m * 60 * rows[-1]["step"] / rows[-1]["seconds"]))  # fmt: skip
+    top.set_xlabel("wall time (min, one core)", fontsize=7)
+    ax.set_xlabel("training steps (4 patches of 48^3)", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _figure(flair: np.ndarray, ref: np.ndarray, masks: dict[str, np.ndarray], path: Path, title: str) -> None:
     import matplotlib
 
@@ -400,7 +470,8 @@ def _figure(flair: np.ndarray, ref: np.ndarray, masks: dict[str, np.ndarray], pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features"))
+    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features", "curve"))
+    parser.add_argument("--arm", default="phantom", help="curve: the phantom-only arm to train again")
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--phantom-dr", type=Path, help="a domain-randomised phantom cohort (the *-dr arms)")
@@ -418,6 +489,8 @@ def main() -> None:
         train_all(args.out, args.jobs, [n for n in args.only.split(",") if n])
     elif args.what == "features":
         feature_ranges(args.real.resolve(), args.phantom2.resolve(), args.out)
+    elif args.what == "curve":
+        curve(args.arm, args.steps, args.real.resolve(), args.out, args.figures)
     elif args.what == "contrast":
         contrast(args.real.resolve(), args.phantom.resolve(), args.out)
     elif args.what == "score":

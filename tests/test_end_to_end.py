@@ -48,11 +48,13 @@ def test_run_folder_and_split(trained: tuple[Path, Path]):
     assert meta["step"] == 4 and meta["weights_sha256"] == last["weights_sha256"]  # keep: last (the default)
 
 
-def test_keep_best_keeps_the_best_validation(tiny_cohort: Path, tmp_path: Path):
+def test_keep_best_keeps_the_best_validation_and_snapshots_every_one(tiny_cohort: Path, tmp_path: Path):
+    from gdfree.infer.model import TrainedModel
     from gdfree.train import train
 
     # with a DataLoader worker drawing the batches
-    summary = train(tiny_train_config(tiny_cohort, keep="best", max_steps=6, val_every=2, workers=1), tmp_path / "run")
+    cfg = tiny_train_config(tiny_cohort, keep="best", max_steps=6, val_every=2, workers=1, snapshots=True)
+    summary = train(cfg, tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     scores = {r["step"]: r["val_score"] for r in json.loads((tmp_path / "run" / "last_state.json").read_text())["log"]
@@ -61,6 +63,14 @@ def test_keep_best_keeps_the_best_validation(tiny_cohort: Path, tmp_path: Path):
     assert meta["weights_sha256"] == best["weights_sha256"] and summary["kept"] == "best"
     top = max(scores.values())
     assert meta["validation"]["score"] == top and meta["step"] == max(s for s, v in scores.items() if v == top)
+    snaps = {json.loads(p.read_text())["step"]: p.stem for p in (tmp_path / "run").glob("step-*.json")}
+    assert snaps == {2: "step-000002", 4: "step-000004", 6: "step-000006"}
+    last = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert json.loads((tmp_path / "run" / "step-000006.json").read_text())["weights_sha256"] == last["weights_sha256"]
+    assert TrainedModel.load(tmp_path / "run", stem="step-000002").modalities == cfg.modalities
+    seconds = [r["seconds"] for r in json.loads((tmp_path / "run" / "last_state.json").read_text())["log"]
+               if "val_score" in r]  # fmt: skip
+    assert seconds == sorted(seconds) and seconds[0] >= 0
 
 
 def test_resume_continues_from_the_last_checkpoint(trained: tuple[Path, Path], tiny_cohort: Path):

@@ -118,6 +118,8 @@ class TrainConfig:
             handful of validation patients the best score is mostly noise: on the 50-subject signal-curve
             cohort the best of six validations on 6 patients tested at lesion F1 0.24 where the final
             weights reached 0.39 (docs/signal_curve.md).
+        snapshots: also keep the weights of every validation as ``step-NNNNNN.*`` (learning curves on other
+            data, e.g. ``benchmarks/real_lesions.py curve``); off by default.
         randomise_labels: the label-randomisation control of attribution sanity checks (Adebayo et al.
             2018): every training and validation case gets the enhancing label of another case (a seeded
             derangement; the cases must share one grid). Never a product model.
@@ -161,6 +163,7 @@ class TrainConfig:
     time_budget_s: float = 0.0
     val_every: int = 100
     keep: str = "last"
+    snapshots: bool = False
     randomise_labels: bool = False
     seed: int = 0
     init: str = ""

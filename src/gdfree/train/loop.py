@@ -217,6 +217,15 @@ def _adversarial(adversary: Any, cfg: TrainConfig) -> Any:
     return extra
 
 
+def _save_optimiser(run_dir: Path, optimiser: Any, scheduler: Any, adversary: Adversary | None) -> None:
+    """``last_optim.pt``: what --resume needs beside the weights (written whole, then renamed)."""
+    with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
+        torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    **({"discriminator": adversary.state_dict()} if adversary else {})}, fh)  # fmt: skip
+    (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
+
+
 def train(
     cfg: TrainConfig, run_dir: Path | str, *, device: str = "cpu", resume: bool = False, console: Any = None
 ) -> dict[str, Any]:
@@ -343,7 +352,8 @@ def train(
                     continue
                 val = (validate(net, val_cases, cfg.heads, rule, device, t1, cfg.seed) if val_cases
                        else {"score": 0.0})  # fmt: skip
-                log_rows.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
+                log_rows.append({"step": step, "seconds": round(time.perf_counter() - start, 1),
+                                 **{f"val_{k}": v for k, v in val.items()}})  # fmt: skip
                 meta = checkpoint_record(meta_base, val, step, t1)
                 is_best = val["score"] >= best or not val_cases
                 if is_best:
@@ -352,12 +362,9 @@ def train(
                 final = step >= cfg.max_steps or out_of_time
                 if (is_best and cfg.keep == "best") or (final and cfg.keep == "last"):
                     save_model(run_dir, net, meta)
-                save_model(run_dir, net, meta, stem="last")
-                with open(run_dir / "last_optim.pt.tmp", "wb") as fh:
-                    torch.save({"optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                                "torch_rng": torch.get_rng_state(),
-                                **({"discriminator": adversary.state_dict()} if adversary else {})}, fh)  # fmt: skip
-                (run_dir / "last_optim.pt.tmp").replace(run_dir / "last_optim.pt")
+                for stem in ("last", *([f"step-{step:06d}"] if cfg.snapshots else [])):
+                    save_model(run_dir, net, meta, stem=stem)
+                _save_optimiser(run_dir, optimiser, scheduler, adversary)
                 write_json(run_dir / "last_state.json", {"step": step, "best_score": best, "log": log_rows,
                                                    "numpy_rng": rng.bit_generator.state,
                                                    **({"numpy_rng_ranks": rng_states} if place.distributed
