@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from gdfree.errors import GdfreeError
 
-__all__ = ["FORMAT_HELP", "SHARD_HELP", "USER_ERRORS", "app", "command", "exit_on_failures", "fail", "new_console",
-           "split"]  # fmt: skip
+__all__ = ["FORMAT_HELP", "SHARD_HELP", "USER_ERRORS", "account", "app", "command", "exit_on_failures", "fail",
+           "new_console", "split"]  # fmt: skip
 
 
 app = typer.Typer(
@@ -75,6 +76,27 @@ def exit_on_failures(console: Any, failures: dict[str, str], what: str) -> None:
         console.print(f"failed: {case_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"{len(failures)} cases {what}.", highlight=False, markup=False)
     raise typer.Exit(code=1)
+
+
+def account(console: Any, dataset: Path, fmt: str, out: Path | None, *, within: Path | None = None) -> int:
+    """Print what in ``dataset`` looks like a case but is not one, with the reason
+    (:func:`gdfree.io.accounting.not_cases`; only under ``within``, a sub-X or sub-X/ses-Y folder, when given),
+    write them to ``out/not_cases.tsv`` (``out`` None: nowhere) and return how many."""
+    from gdfree.io.accounting import NOT_CASES, not_cases, write_not_cases
+
+    found = not_cases(dataset, fmt)
+    if within is not None:
+        rel = Path(within).resolve().relative_to(Path(dataset).resolve()).as_posix()
+        found = [n for n in found if n.path == rel or n.path.startswith(rel + "/")]
+    if out is not None:
+        write_not_cases(out, found)
+    for item in found:
+        console.print(f"not a case: {item.path}: {item.reason}", highlight=False, markup=False, soft_wrap=True)
+    if found:
+        where = f" (listed in {Path(out) / NOT_CASES})" if out is not None else ""
+        console.print(f"{len(found)} folders or files of {dataset} look like cases but are not{where}.",
+                      highlight=False, markup=False)  # fmt: skip
+    return len(found)
 
 
 def split(text: str | None) -> tuple[str, ...] | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gdfree.cli.common import FORMAT_HELP, SHARD_HELP, command, exit_on_failures, new_console, split
+from gdfree.cli.common import FORMAT_HELP, SHARD_HELP, account, command, exit_on_failures, new_console, split
 
 
 @command()
@@ -104,8 +104,9 @@ def info(
     from gdfree.io.report import describe_dataset, print_report
 
     rows = describe_dataset(dataset, fmt, split(required) or (), quick=quick)
-    print_report(rows, dataset, new_console())
-    if any(r.unusable for r in rows):
+    console = new_console()
+    print_report(rows, dataset, console)
+    if account(console, dataset, fmt, None) or any(r.unusable for r in rows):
         raise typer.Exit(code=1)
 
 
@@ -199,8 +200,10 @@ def prepare(
     reviewed = f", review applied to {len(result.reviewed)}" if result.reviewed else ""
     console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
                   f"failed {len(result.failed)}; output in {out}")  # fmt: skip
+    dropped = account(console, dataset, fmt, out) if cases is None else 0
     if result.failed:
         console.print(f"the failures and their reasons are in {out}/failures.tsv; a rerun retries them")
+    if result.failed or dropped:
         raise typer.Exit(code=1)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gdfree.cli.common import FORMAT_HELP, SHARD_HELP, command, exit_on_failures, fail, new_console, split
+from gdfree.cli.common import FORMAT_HELP, SHARD_HELP, account, command, exit_on_failures, fail, new_console, split
 from gdfree.devices import check_device
 
 
@@ -135,7 +135,7 @@ def predict(
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
     in OUT/failures.tsv and the others go on (exit code 1); a rerun skips the finished cases."""
     from gdfree.io.runs import parse_shard
-    from gdfree.predict import predict_dataset
+    from gdfree.predict import dataset_root, predict_dataset
 
     device = check_device(device)
     rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
@@ -147,8 +147,12 @@ def predict(
     console = new_console()
     console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} with predicted enhancing "
                   "lesions.")  # fmt: skip
+    root = dataset_root(input)
+    dropped = account(console, root, fmt, out, within=None if root == input else input)
     exit_on_failures(console, {r["case_id"]: r["reason"] for r in failed},
                       f"failed (listed in {out}/failures.tsv); rerun to retry them")  # fmt: skip
+    if dropped:
+        raise typer.Exit(code=1)
 
 
 @command()

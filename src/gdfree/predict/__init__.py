@@ -74,25 +74,31 @@ def select_cases(input_path: Path | str, fmt: str = "auto") -> list[CaseFiles]:
     from gdfree.io.adapters import discover
 
     path = Path(input_path)
-    if path.name.startswith("ses-") and path.parent.name.startswith("sub-"):
+    if path.name.lower().startswith("ses-") and path.parent.name.lower().startswith("sub-"):
         sub, ses = path.parent.name[4:], path.name[4:]
         cases = [c for c in discover(path.parent.parent, fmt) if c.subject == sub and c.session == ses]
-    elif path.name.startswith("sub-"):
+    elif path.name.lower().startswith("sub-"):
         sub = path.name[4:]
         cases = [c for c in discover(path.parent, fmt) if c.subject == sub]
     else:
         cases = discover(path, fmt)
     if not cases:
-        raise ValueError(f"{path}: no case found to predict")
+        from gdfree.io.accounting import not_cases
+
+        root = dataset_root(path)
+        rel = "" if root == path else path.resolve().relative_to(root.resolve()).as_posix()
+        why = [f"{n.path}: {n.reason}" for n in not_cases(root, fmt) if not rel or n.path == rel
+               or n.path.startswith(rel + "/")]  # fmt: skip
+        raise ValueError(f"{path}: no case found to predict" + (" (" + "; ".join(why[:5]) + ")" if why else ""))
     return cases
 
 
 def dataset_root(input_path: Path | str) -> Path:
     """The dataset folder of ``input_path`` (a dataset, or a sub-X or sub-X/ses-Y folder inside one)."""
     path = Path(input_path)
-    if path.name.startswith("ses-") and path.parent.name.startswith("sub-"):
+    if path.name.lower().startswith("ses-") and path.parent.name.lower().startswith("sub-"):
         return path.parent.parent
-    return path.parent if path.name.startswith("sub-") else path
+    return path.parent if path.name.lower().startswith("sub-") else path
 
 
 def predict_dataset(
