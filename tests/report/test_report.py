@@ -254,3 +254,37 @@ def test_cases_predict_could_not_do_are_listed(predicted: dict[str, Path], tmp_p
     (preds / "predictions.tsv").unlink()
     with pytest.raises(GdfreeError, match="not a gdfree predict folder"):
         write_reports(tmp_path / "report2", predictions=preds, dataset=predicted["cohort"])
+
+
+def test_predictions_are_drawn_only_over_the_images_they_were_made_from(
+    predicted: dict[str, Path], tmp_path: Path
+) -> None:
+    from gdfree.io.pairing import PairingError
+    from gdfree.phantom.cohort import PhantomConfig, write_cohort
+
+    other = tmp_path / "other"  # another dataset with the same case ids
+    write_cohort(other, PhantomConfig(resolution_mm=4), 3, seed=8)
+    with pytest.raises(PairingError, match=r"was not predicted from .*other \(--input\).*3 of 3 cases"):
+        write_reports(tmp_path / "r1", predictions=predicted["predictions"], dataset=other, viewer=False)
+    assert not list((tmp_path / "r1").glob("sub-*"))
+    later = tmp_path / "later"  # a dataset holding none of the predicted cases (sub-101)
+    write_cohort(later, PhantomConfig(resolution_mm=4), 1, seed=7, first=100)
+    with pytest.raises(PairingError, match="none of its 3 predicted cases"):
+        write_reports(tmp_path / "r2", predictions=predicted["predictions"], dataset=later, viewer=False)
+    partial = tmp_path / "partial"  # one predicted case missing from --input: listed, not skipped in silence
+    shutil.copytree(predicted["cohort"], partial)
+    shutil.rmtree(partial / "sub-002")
+    result = write_reports(tmp_path / "r3", predictions=predicted["predictions"], dataset=partial, viewer=False)
+    assert sorted(result.cases) == ["sub-001", "sub-003"]
+    assert "not found in" in result.failures["sub-002"]
+
+
+def test_to_native_refuses_a_prepared_folder_of_another_dataset(predicted: dict[str, Path], tmp_path: Path) -> None:
+    from gdfree.cli import app
+    from gdfree.phantom.cohort import PhantomConfig, write_cohort
+
+    other = tmp_path / "other"
+    write_cohort(other, PhantomConfig(resolution_mm=4), 3, seed=8)
+    run = CliRunner().invoke(app, ["to-native", str(predicted["predictions"]), "--prepared", str(other),
+                                   "--out", str(tmp_path / "native")])  # fmt: skip
+    assert run.exit_code == 2 and "was not predicted from" in run.output and "--prepared" in run.output

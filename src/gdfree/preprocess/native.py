@@ -63,7 +63,10 @@ def outputs_to_native(
 
     Raises:
         OutputConflictError: ``out`` overlaps an input. FileNotFoundError: no predicted NIfTI found.
+        PairingError: the predictions were made from other images than ``prepared``'s.
     """
+    from gdfree.io.adapters import discover
+    from gdfree.io.pairing import check_pairing
     from gdfree.io.runs import check_output_folder
 
     predictions, prepared = Path(predictions), Path(prepared)
@@ -71,6 +74,11 @@ def outputs_to_native(
     files = sorted(p for p in predictions.rglob("sub-*") if p.is_file() and image_suffix(p) in (".nii.gz", ".nii"))
     if not files:
         raise FileNotFoundError(f"{predictions}: no sub-*.nii.gz files (a gdfree predict output folder)")
+    try:
+        prepared_cases = discover(prepared)
+    except (ValueError, FileNotFoundError):  # no prepared dataset there: each file says "no prepare record"
+        prepared_cases = []
+    check_pairing(predictions, prepared, prepared_cases, "--prepared")
     rows: list[dict[str, Any]] = []
     for path in files:
         ent = parse_entities(path.name)

@@ -97,11 +97,13 @@ def write_reports(
         progress: called with (case id, "written" or "failed: ...") after each case.
 
     Raises:
-        GdfreeError: ``out`` is inside an input folder, an input is not what it should be, or NiiVue is missing.
+        GdfreeError: ``out`` is inside an input folder, an input is not what it should be, the predictions were
+            not made from ``dataset``'s images (:class:`gdfree.io.pairing.PairingError`), or NiiVue is missing.
     """
     from gdfree.errors import GdfreeError
     from gdfree.io.adapters import discover
     from gdfree.io.cohort import select
+    from gdfree.io.pairing import PairingError, check_pairing
     from gdfree.io.runs import check_output_folder
     from gdfree.report.case import read_rows, write_case_report
     from gdfree.report.cohort import write_cohort_report
@@ -121,7 +123,14 @@ def write_reports(
         for r in read_rows(paths["predictions"] / "failures.tsv"):  # cases predict could not do: listed too
             if case_ids is None or r.get("case_id") in case_ids:
                 result.failures[r.get("case_id", "?")] = f"predict failed: {r.get('reason', '')}"
-        predicted = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id]
+        predicted = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id and c.images]
+        if by_id and not predicted:
+            raise PairingError(f"{paths['predictions']}: none of its {len(by_id)} predicted cases is in "
+                               f"{paths['dataset']} (--input); give the folder they were predicted from")  # fmt: skip
+        check_pairing(paths["predictions"], paths["dataset"], predicted, "--input")
+        for case_id in sorted(set(by_id) - {c.case_id for c in predicted}):  # listed, not skipped in silence
+            if case_ids is None or case_id in case_ids:
+                result.failures[case_id] = f"predicted but not found in {paths['dataset']} (--input): no page"
         cases = select(predicted, case_ids, where=f"{paths['predictions']} (predicted cases)") if predicted else []
         for files in cases:
             slug = case_slug(files.case_id)

@@ -1,0 +1,68 @@
+"""Predictions and the images they were made from belong together (issue 33: pairings never checked).
+
+A ``gdfree predict`` folder keeps, per case, the SHA-256 of every input file the network read
+(``gdfree_run/<case>.json``, :mod:`gdfree.io.runs`). :func:`check_pairing` compares them with the files of the
+same case in the folder a command is given as the predictions' inputs (``report --input``, ``to-native
+--prepared``): a case whose recorded inputs are not among that folder's files for it was predicted from another
+dataset, or its images changed since, and drawing or resampling its maps there would look right and be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from gdfree.errors import GdfreeError
+from gdfree.io.bids import CaseFiles
+from gdfree.io.images import file_sha256
+from gdfree.io.runs import RECORDS
+
+__all__ = ["PairingError", "check_pairing", "predicted_inputs"]
+
+
+class PairingError(GdfreeError, ValueError):
+    """Predictions given with images (or a prepare output) they were not made from."""
+
+
+def predicted_inputs(predictions: Path | str) -> dict[str, tuple[str, ...]]:
+    """case id -> the SHA-256 of the input files ``gdfree predict`` read for it (finished cases of the folder's
+    records; a record that cannot be read is left out)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for path in sorted((Path(predictions) / RECORDS).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        row = data.get("row") if isinstance(data, dict) else None
+        if isinstance(inputs, list) and inputs and isinstance(row, dict) and row.get("case_id"):
+            found[str(row["case_id"])] = tuple(str(i) for i in inputs)
+    return found
+
+
+def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[CaseFiles], option: str) -> int:
+    """Check that every case of ``cases`` (from ``dataset``) that ``predictions`` holds a record of was predicted
+    from that case's files; returns how many were checked.
+
+    Raises:
+        PairingError: naming both folders, ``option`` (the command's option for ``dataset``) and the cases whose
+            recorded inputs are not files of ``dataset``.
+    """
+    recorded = predicted_inputs(predictions)
+    checked, wrong = 0, []
+    for case in cases:
+        inputs = recorded.get(case.case_id)
+        if not inputs:
+            continue
+        checked += 1
+        if not set(inputs) <= {file_sha256(p) for p in case.images.values()}:
+            wrong.append(case.case_id)
+    if wrong:
+        raise PairingError(
+            f"{predictions} was not predicted from {dataset} ({option}): the input files recorded for "
+            f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''} ({len(wrong)} of {checked} cases) are not "
+            f"{dataset}'s files of those cases (another dataset, or images changed since); give {option} the "
+            "folder the predictions were made from"
+        )
+    return checked
