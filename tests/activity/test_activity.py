@@ -69,6 +69,15 @@ def test_classifier_separates_active_lesions_on_held_out_patients(cases, tmp_pat
     (tmp_path / "act" / "activity_model.txt").write_text(text.replace("learning_rate", "learning_rat3", 1))
     with pytest.raises(ValueError, match="SHA-256"):
         ActivityClassifier.load(tmp_path / "act")
+    (tmp_path / "act" / "activity_model.txt").write_text(text)
+    meta = json.loads((tmp_path / "act" / "activity.json").read_text())
+    for field, edited in (("threshold", 0.01), ("calibration", [1.0, 5.0]), ("meta_sha256", None)):
+        changed = {k: v for k, v in meta.items() if not (k == field and edited is None)}
+        if edited is not None:
+            changed[field] = edited
+        (tmp_path / "act" / "activity.json").write_text(json.dumps(changed))
+        with pytest.raises(ValueError, match="meta_sha256"):
+            ActivityClassifier.load(tmp_path / "act")
 
 
 def test_classifier_refuses_a_patient_it_was_fitted_on(cases):

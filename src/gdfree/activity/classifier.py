@@ -7,11 +7,12 @@ probability. With a network (a :class:`gdfree.infer.model.TrainedModel`), its pr
 there are optimistic. Folder::
 
     activity.json        features, inputs, calibration, threshold, validation metrics, training fingerprints,
-                         the network's weights hash (if any) and the SHA-256 of the model file
+                         the network's weights hash (if any), the SHA-256 of the model file and of its own
+                         fields (``meta_sha256``)
     activity_model.txt   the LightGBM booster as text (no pickle: loading runs no code)
 
-Loading checks the model file's hash; applying it to a case whose input files trained or validated it is
-refused (:meth:`ActivityClassifier.refuse_if_seen`).
+Loading checks both hashes (an edited calibration or threshold is refused like an edited model); applying it
+to a case whose input files trained or validated it is refused (:meth:`ActivityClassifier.refuse_if_seen`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gdfree.io.tables import write_json
 
 __all__ = [
     "ActivityClassifier", "ActivityConfig", "CaseLesions", "case_lesions", "fit_activity", "fit_activity_dataset",
+    "meta_digest",
 ]  # fmt: skip
 
 MODEL_FILE, META_FILE = "activity_model.txt", "activity.json"
@@ -146,7 +148,9 @@ class ActivityClassifier:
         text = self.booster.model_to_string()
         with atomic_path(folder / MODEL_FILE) as tmp:
             tmp.write_text(text, encoding="utf-8")
-        write_json(folder / META_FILE, {**self.meta, "model_sha256": hashlib.sha256(text.encode()).hexdigest()})
+        meta = {k: v for k, v in self.meta.items() if k != "meta_sha256"}
+        meta["model_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        write_json(folder / META_FILE, {**meta, "meta_sha256": meta_digest(meta)})
         return folder
 
     @classmethod
@@ -168,6 +172,10 @@ class ActivityClassifier:
         text = model_path.read_text(encoding="utf-8")
         if hashlib.sha256(text.encode()).hexdigest() != meta.get("model_sha256"):
             raise ValueError(f"{model_path}: its SHA-256 differs from {meta_path}'s model_sha256 (changed or corrupt)")
+        if meta.get("meta_sha256") != meta_digest({k: v for k, v in meta.items() if k != "meta_sha256"}):
+            raise ValueError(f"{meta_path}: its fields differ from the ones it was saved with (meta_sha256; an edited "
+                             "calibration, threshold or feature list would score lesions unnoticed); refit with "
+                             "gdfree activity")  # fmt: skip
         try:
             a, b = (float(v) for v in meta["calibration"])
             return cls(
@@ -178,6 +186,11 @@ class ActivityClassifier:
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{meta_path}: missing or bad field ({exc})") from exc
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of ``activity.json``'s fields (keys sorted, compact JSON): what ``meta_sha256`` records."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _stack(items: Sequence[CaseLesions]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
