@@ -288,3 +288,28 @@ def test_to_native_refuses_a_prepared_folder_of_another_dataset(predicted: dict[
     run = CliRunner().invoke(app, ["to-native", str(predicted["predictions"]), "--prepared", str(other),
                                    "--out", str(tmp_path / "native")])  # fmt: skip
     assert run.exit_code == 2 and "was not predicted from" in run.output and "--prepared" in run.output
+    taken = tmp_path / "taken"
+    (taken / "sub-001").mkdir(parents=True)
+    run = CliRunner().invoke(app, ["to-native", str(predicted["predictions"]), "--prepared", str(predicted["cohort"]),
+                                   "--out", str(taken)])  # fmt: skip
+    assert run.exit_code == 2 and "no earlier gdfree to-native wrote" in run.output
+
+
+def test_a_report_owns_its_folder_and_a_rerun_leaves_no_orphan_page(predicted: dict[str, Path], tmp_path: Path) -> None:
+    from gdfree.io.runs import OutputConflictError
+
+    bids = tmp_path / "bids"  # a folder that is not a report's: refused, untouched
+    shutil.copytree(predicted["cohort"], bids / "data")
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    with pytest.raises(OutputConflictError, match="no earlier gdfree report wrote"):
+        write_reports(bids, predictions=predicted["predictions"], dataset=predicted["cohort"], viewer=False)
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
+    out = tmp_path / "report"
+    first = write_reports(out, predictions=predicted["predictions"], dataset=predicted["cohort"], viewer=False)
+    assert sorted(first.cases) == ["sub-001", "sub-002", "sub-003"]
+    (out / "my notes.txt").write_text("mine", encoding="utf-8")  # the user's own file in the report folder
+    again = write_reports(out, predictions=predicted["predictions"], dataset=predicted["cohort"], viewer=False,
+                          case_ids=["sub-002"])  # fmt: skip
+    assert sorted(again.cases) == ["sub-002"]
+    assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "sub-002.html"]  # no page of the first run
+    assert not (out / "sub-001").exists() and (out / "my notes.txt").read_text(encoding="utf-8") == "mine"

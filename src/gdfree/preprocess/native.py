@@ -62,10 +62,12 @@ def outputs_to_native(
         its ``error`` and the others go on).
 
     Raises:
-        OutputConflictError: ``out`` overlaps an input. FileNotFoundError: no predicted NIfTI found.
+        OutputConflictError: ``out`` overlaps an input or holds files no earlier to-native wrote.
+        FileNotFoundError: no predicted NIfTI found.
         PairingError: the predictions were made from other images than ``prepared``'s.
     """
     from gdfree.io.adapters import discover
+    from gdfree.io.owned import claim_folder, mark_folder
     from gdfree.io.pairing import check_pairing
     from gdfree.io.runs import check_output_folder
 
@@ -79,6 +81,7 @@ def outputs_to_native(
     except (ValueError, FileNotFoundError):  # no prepared dataset there: each file says "no prepare record"
         prepared_cases = []
     check_pairing(predictions, prepared, prepared_cases, "--prepared")
+    foreign = claim_folder(out, "to-native")
     rows: list[dict[str, Any]] = []
     for path in files:
         ent = parse_entities(path.name)
@@ -103,6 +106,7 @@ def outputs_to_native(
         write_volume(native, target)
         row.update(destination=str(target.relative_to(out)), role=target_role, interpolation=interpolation)
     write_tsv(out / "native.tsv", rows)
+    mark_folder(out, "to-native", foreign)
     return rows
 
 

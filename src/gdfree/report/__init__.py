@@ -97,12 +97,14 @@ def write_reports(
         progress: called with (case id, "written" or "failed: ...") after each case.
 
     Raises:
-        GdfreeError: ``out`` is inside an input folder, an input is not what it should be, the predictions were
-            not made from ``dataset``'s images (:class:`gdfree.io.pairing.PairingError`), or NiiVue is missing.
+        GdfreeError: ``out`` is inside an input folder or holds files no earlier report wrote, an input is not
+            what it should be, the predictions were not made from ``dataset``'s images
+            (:class:`gdfree.io.pairing.PairingError`), or NiiVue is missing.
     """
     from gdfree.errors import GdfreeError
     from gdfree.io.adapters import discover
     from gdfree.io.cohort import select
+    from gdfree.io.owned import claim_folder, mark_folder
     from gdfree.io.pairing import PairingError, check_pairing
     from gdfree.io.runs import check_output_folder
     from gdfree.report.case import read_rows, write_case_report
@@ -112,6 +114,7 @@ def write_reports(
     out = Path(out)
     paths = _inputs(predictions, dataset, evaluation, explain)
     check_output_folder(out, list(paths.values()))
+    foreign = claim_folder(out, "report")  # an earlier report's pages go: no orphans
     copy_assets(out, viewer)
     rows: list[dict[str, Any]] = []
     result = ReportResult(index=out / "index.html")
@@ -147,4 +150,5 @@ def write_reports(
     pages = {case_id: path.name for case_id, path in result.cases.items()}
     write_cohort_report(out, evaluation=paths.get("evaluation"), predictions=rows, case_pages=pages,
                         failures=result.failures)  # fmt: skip
+    mark_folder(out, "report", foreign)
     return result
