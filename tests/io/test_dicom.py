@@ -87,6 +87,29 @@ def test_a_tiny_dicom_exam_imports_to_the_right_roles(tmp_path: Path):
     src.chmod(0o755)
 
 
+def test_import_goes_on_past_a_bad_series_and_says_why(tmp_path: Path):
+    src = tmp_path / "dicom"
+    write_series(src / "a", 2, "t1_mprage", _volume(0))
+    write_series(src / "b", 3, "flair", _volume(1))
+    write_series(src / "c", 4, "t2_tse", _volume(2))
+    for f in sorted((src / "b").glob("*.dcm")):  # the FLAIR series truncated: its pixel data is cut short
+        f.write_bytes(f.read_bytes()[:-60])
+    dest = tmp_path / "bids"
+    run = CliRunner().invoke(app, ["import", str(src), str(dest), "--format", "dicom"])
+    assert run.exit_code == 1, run.output
+    assert "T1w -> " in run.output and "T2w -> " in run.output and "not large enough" in run.output
+    rows = (dest / "import.tsv").read_text(encoding="utf-8")
+    assert "3_0.dcm" in rows and "dcm2niix (exit" in rows
+    assert {c.case_id: sorted(c.images) for c in discover(dest)} == {"sub-PAT7": ["T1w", "T2w"]}
+    only_bad = tmp_path / "only_bad"  # nothing convertible: a clear error and no empty destination
+    (only_bad / "b").mkdir(parents=True)
+    for f in (src / "b").glob("*.dcm"):
+        (only_bad / "b" / f.name).write_bytes(f.read_bytes())
+    run = CliRunner().invoke(app, ["import", str(only_bad), str(tmp_path / "none"), "--format", "dicom"])
+    assert run.exit_code == 2 and "converted no series" in run.output and "not large enough" in run.output
+    assert not (tmp_path / "none").exists()
+
+
 def test_rules_are_editable_and_checked(tmp_path: Path):
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - role: FLAIR\n    match: {SeriesDescription: 'dark'}\n"
@@ -106,9 +129,17 @@ def test_rules_are_editable_and_checked(tmp_path: Path):
     bad.write_text("rules:\n  - role: T1w\n    match: {SeriesDescription: '(['}\n")
     with pytest.raises(ValueError, match="regular expression"):
         load_rules(bad)
+    bad.write_text("ignore:\n  - SeriesDescription: 'scout|(['\n"
+                   "rules:\n  - role: T1w\n    match: {SeriesDescription: t1}\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"bad.yaml: ignore entry 1, SeriesDescription: bad regular expression"):
+        load_rules(bad)
+    bad.write_text("just some words, not a rule file\n")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no dicom here")
+    args = ["import", str(empty), str(tmp_path / "o2"), "--format", "dicom", "--rules", str(bad)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 2 and "bad.yaml: expected a YAML mapping" in run.output
     run = CliRunner().invoke(app, ["import", str(empty), str(tmp_path / "out"), "--format", "dicom"])
     assert run.exit_code == 2 and "no DICOM files" in run.output
     shown = CliRunner().invoke(app, ["dicom-rules"])

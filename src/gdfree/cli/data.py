@@ -132,7 +132,13 @@ def import_command(
                           f"{r['role'] + ' -> ' + r['destination'] if r['role'] else 'not imported'} ({r['why']})",
                           highlight=False, markup=False)  # fmt: skip
         exams = {(r["subject"], r["session"]) for r in done}
-        console.print(f"imported {len(done)} of {len(rows)} series, {len(exams)} exams, into {dest} (import.tsv)")
+        unconverted = [r for r in rows if str(r["why"]).startswith("dcm2niix")]
+        series = len(rows) - len(unconverted)
+        console.print(f"imported {len(done)} of {series} series, {len(exams)} exams, into {dest} (import.tsv)")
+        if unconverted:
+            console.print(f"{len(unconverted)} problems of dcm2niix (files not converted; listed above and in "
+                          f"{dest}/import.tsv)", highlight=False, markup=False)  # fmt: skip
+            raise typer.Exit(code=1)
         return
     if rules is not None:
         raise ValueError("--rules applies to DICOM input only")

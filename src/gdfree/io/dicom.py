@@ -66,6 +66,9 @@ def load_rules(path: Path | str | None = None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read the DICOM rule file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping with 'rules' (and 'ignore'), got {type(data).__name__}: "
+                         f"{str(data)[:60]!r}")  # fmt: skip
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
         raise ValueError(f"{path}: expected a non-empty list under 'rules'")
@@ -80,10 +83,18 @@ def load_rules(path: Path | str | None = None) -> dict[str, Any]:
                 try:
                     re.compile(str(pattern))
                 except re.error as exc:
-                    raise ValueError(f"{path}: rule {n}, {key}.{field}: bad regular expression ({exc})") from None
+                    raise ValueError(f"{path}: rule {n}, {key}.{field}: bad regular expression {pattern!r} "
+                                     f"({exc})") from None
     ignore = data.get("ignore") or []
     if not isinstance(ignore, list) or not all(isinstance(i, dict) for i in ignore):
         raise ValueError(f"{path}: 'ignore' must be a list of field: expression entries")
+    for n, entry in enumerate(ignore, start=1):
+        for field, pattern in entry.items():
+            try:
+                re.compile(str(pattern))
+            except re.error as exc:
+                raise ValueError(f"{path}: ignore entry {n}, {field}: bad regular expression {pattern!r} "
+                                 f"({exc})") from None
     return {"rules": rules, "ignore": ignore, "path": str(path)}
 
 
@@ -118,7 +129,9 @@ def _label(text: str, fallback: str) -> str:
     return clean or fallback
 
 
-def _run_dcm2niix(src: Path, work: Path) -> str:
+def _run_dcm2niix(src: Path, work: Path) -> tuple[int, str, list[str]]:
+    """(exit code, log, why files were not converted): dcm2niix's errors, and its warnings that name a file under
+    ``src`` (a truncated or unreadable file), so that a series it skipped is listed with the reason."""
     import dcm2niix
 
     # -ba n: the sidecar keeps PatientID/StudyDate to name subjects and sessions; they are removed before writing
@@ -127,10 +140,66 @@ def _run_dcm2niix(src: Path, work: Path) -> str:
         done = subprocess.run(args, capture_output=True, text=True, timeout=3600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ValueError(f"{src}: dcm2niix could not run ({exc})") from None
-    if done.returncode not in (0, 2):  # 2: no DICOM found; reported below as such
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise ValueError(f"{src}: dcm2niix failed (exit {done.returncode}): {' | '.join(tail)}")
-    return done.stdout
+    log = f"{done.stdout}\n{done.stderr}"
+    why = [line.strip() for line in log.splitlines() if line.strip().lower().startswith("error")
+           or (line.strip().lower().startswith("warning") and str(src) in line)]  # fmt: skip
+    return done.returncode, log, why
+
+
+def _convert_and_place(src: Path, work: Path, dest: Path, ruleset: dict[str, Any]) -> list[dict[str, Any]]:
+    """Convert ``src`` with dcm2niix into ``work``, then move each series that a rule gives a role into ``dest``
+    as BIDS; returns the rows of import.tsv (one per series, and one per file dcm2niix did not convert).
+
+    Raises:
+        ValueError: dcm2niix converted no series (with its reasons).
+    """
+    rows: list[dict[str, Any]] = []
+    code, log, why_not = _run_dcm2niix(src, work)
+    series = sorted(work.glob("*.json"))
+    if not series:
+        reason = " | ".join(why_not[-5:]) or (log.strip().splitlines()[-1:] or ["no output"])[0]
+        raise ValueError(f"{src}: dcm2niix (exit {code}) converted no series: {reason}")
+    rows += [{"series": "", "description": "(files dcm2niix did not convert)", "protocol": "", "subject": "",
+              "session": "", "role": "", "why": f"dcm2niix (exit {code}): {line}", "destination": ""}
+             for line in why_not]  # fmt: skip
+    sidecars = {p: json.loads(p.read_text(encoding="utf-8")) for p in series}
+    studies: dict[str, set[str]] = {}
+    for s in sidecars.values():
+        studies.setdefault(_label(str(s.get("PatientID", "")), "01"), set()).add(str(s.get("StudyDate", "")))
+    taken: dict[tuple[str, str | None, str], str] = {}
+    for path, sidecar in sorted(sidecars.items(), key=lambda kv: (int(kv[1].get("SeriesNumber", 0) or 0),
+                                                                   kv[0].name)):  # fmt: skip
+        nifti = next((path.with_suffix(e) for e in (".nii.gz", ".nii") if path.with_suffix(e).is_file()), None)
+        if nifti is None:
+            nifti = path.with_name(path.stem + ".nii.gz")
+        subject = _label(str(sidecar.get("PatientID", "")), "01")
+        session = _label(str(sidecar.get("StudyDate", "")), "1") if len(studies[subject]) > 1 else None
+        row = {"series": sidecar.get("SeriesNumber", ""), "description": sidecar.get("SeriesDescription", ""),
+               "protocol": sidecar.get("ProtocolName", ""), "subject": subject, "session": session or "",
+               "role": "", "why": "", "destination": ""}  # fmt: skip
+        rows.append(row)
+        role, why = match_role(sidecar, ruleset)
+        row["why"] = why
+        if role is None:
+            continue
+        key = (subject, session, role)
+        if key in taken:
+            row["why"] = f"{why}; duplicate: {role} already imported from series {taken[key]}"
+            continue
+        if not nifti.is_file():
+            row["why"] = f"{why}; dcm2niix wrote no image for this sidecar"
+            continue
+        taken[key] = str(row["series"])
+        entities, suffix = image_entities(role)
+        folder = dest / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+        name = bids_name({"sub": subject, **({"ses": session} if session else {}), **entities}, suffix)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(nifti), folder / name)  # same file system: a rename, never a half file
+        extra = {"GeneratedBy": "gdfree import (dcm2niix)", "gdfreeRole": role, "gdfreeRule": why}
+        kept = {k: v for k, v in sidecar.items() if k not in IDENTIFYING}
+        write_json(folder / name.replace(".nii.gz", ".json"), {**kept, **extra})
+        row.update(role=role, destination=str((folder / name).relative_to(dest)))
+    return rows
 
 
 def import_dicom(src: Path | str, dest: Path | str, rules: Path | str | None = None) -> list[dict[str, Any]]:
@@ -141,7 +210,11 @@ def import_dicom(src: Path | str, dest: Path | str, rules: Path | str | None = N
 
     Raises:
         FileExistsError: ``dest`` exists and is not empty. OutputConflictError: ``dest`` overlaps ``src``.
-        ValueError: no DICOM under ``src``, dcm2niix failed, or the rule file is invalid (all named).
+        ValueError: no DICOM under ``src``, dcm2niix converted no series, or the rule file is invalid (all
+            named; ``dest`` is then not left behind empty).
+
+    dcm2niix's errors, and its warnings about files under ``src`` (a truncated or unreadable file), become rows of
+    import.tsv with an empty ``role``: the series it could convert are imported, the others are listed with why.
     """
     from gdfree.io.runs import check_output_folder
 
@@ -154,51 +227,15 @@ def import_dicom(src: Path | str, dest: Path | str, rules: Path | str | None = N
     ruleset = load_rules(rules)
     if not is_dicom_folder(src):
         raise ValueError(f"{src}: no DICOM files found (none of the first files has the DICM marker)")
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix=".gdfree-dcm2niix-", dir=dest) as tmp:
-        work = Path(tmp)
-        log = _run_dcm2niix(src, work)
-        series = sorted(work.glob("*.json"))
-        if not series:
-            raise ValueError(f"{src}: dcm2niix converted no series ({log.strip().splitlines()[-1:] or 'no output'})")
-        sidecars = {p: json.loads(p.read_text(encoding="utf-8")) for p in series}
-        studies: dict[str, set[str]] = {}
-        for s in sidecars.values():
-            studies.setdefault(_label(str(s.get("PatientID", "")), "01"), set()).add(str(s.get("StudyDate", "")))
-        taken: dict[tuple[str, str | None, str], str] = {}
-        for path, sidecar in sorted(sidecars.items(), key=lambda kv: (int(kv[1].get("SeriesNumber", 0) or 0),
-                                                                       kv[0].name)):  # fmt: skip
-            nifti = next((path.with_suffix(e) for e in (".nii.gz", ".nii") if path.with_suffix(e).is_file()), None)
-            if nifti is None:
-                nifti = path.with_name(path.stem + ".nii.gz")
-            subject = _label(str(sidecar.get("PatientID", "")), "01")
-            session = _label(str(sidecar.get("StudyDate", "")), "1") if len(studies[subject]) > 1 else None
-            row = {"series": sidecar.get("SeriesNumber", ""), "description": sidecar.get("SeriesDescription", ""),
-                   "protocol": sidecar.get("ProtocolName", ""), "subject": subject, "session": session or "",
-                   "role": "", "why": "", "destination": ""}  # fmt: skip
-            rows.append(row)
-            role, why = match_role(sidecar, ruleset)
-            row["why"] = why
-            if role is None:
-                continue
-            key = (subject, session, role)
-            if key in taken:
-                row["why"] = f"{why}; duplicate: {role} already imported from series {taken[key]}"
-                continue
-            if not nifti.is_file():
-                row["why"] = f"{why}; dcm2niix wrote no image for this sidecar"
-                continue
-            taken[key] = str(row["series"])
-            entities, suffix = image_entities(role)
-            folder = dest / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
-            name = bids_name({"sub": subject, **({"ses": session} if session else {}), **entities}, suffix)
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(nifti), folder / name)  # same file system: a rename, never a half file
-            extra = {"GeneratedBy": "gdfree import (dcm2niix)", "gdfreeRole": role, "gdfreeRule": why}
-            kept = {k: v for k, v in sidecar.items() if k not in IDENTIFYING}
-            write_json(folder / name.replace(".nii.gz", ".json"), {**kept, **extra})
-            row.update(role=role, destination=str((folder / name).relative_to(dest)))
+    try:
+        with tempfile.TemporaryDirectory(prefix=".gdfree-dcm2niix-", dir=dest) as tmp:
+            rows = _convert_and_place(src, Path(tmp), dest, ruleset)
+    except ValueError:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)  # no empty destination left behind
+        raise
     description = dataset_description(
         f"{src.name} imported by gdfree from DICOM", "raw",
         GeneratedBy=[{"Name": "gdfree import", "Version": gdfree.__version__},
