@@ -84,3 +84,9 @@ def test_native_round_trip_on_the_shared_longitudinal_patient(tmp_path: Path):
     bad = CliRunner().invoke(app, ["to-native", str(predictions), "--prepared", str(tmp_path / "none"),
                                    "--out", str(tmp_path / "n2")])  # fmt: skip
     assert bad.exit_code == 1 and "no prepare record" in bad.output
+    # a damaged transform file: that file's row says which and why, the others go on (was: a TSV error)
+    xfm = prepared / record.outputs["xfm_T1w"]
+    xfm.write_text("#Insight Transform File V1.0\n#Transform 0\nTransform: nonsense\n")
+    damaged = CliRunner().invoke(app, ["to-native", str(predictions), "--prepared", str(prepared), "--out",
+                                       str(tmp_path / "n3"), "--role", "T1w"])  # fmt: skip
+    assert damaged.exit_code == 1 and "not an ITK transform file" in damaged.output, damaged.output

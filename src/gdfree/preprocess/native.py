@@ -97,8 +97,8 @@ def outputs_to_native(
         try:
             target_role = role or PrepareRecord.read(record).reference  # a damaged record fails this file only
             native = to_native(read_volume(path), record, target_role, interpolation=interpolation)
-        except ValueError as exc:
-            row["error"] = str(exc)
+        except (ValueError, OSError, RuntimeError) as exc:  # a missing or unreadable transform: this file only
+            row["error"] = " ".join(str(exc).split()) or type(exc).__name__  # one line: a TSV cell
             continue
         names = {k: v for k, v in ent.items() if k not in ("suffix", "extension")}
         names["space"] = "orig"
