@@ -98,11 +98,16 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_and_a_damaged_one_say
     stuck.mkdir()
     shutil.copy(run / "config.yaml", stuck / "config.yaml")  # what a kill before step val_every leaves
     shutil.copy(run / "split.json", stuck / "split.json")
-    refused = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(stuck)])
-    assert refused.exit_code == 2 and "before its first checkpoint; pass --resume" in refused.output
+    shutil.copytree(stuck, tmp_path / "stuck2")
     restarted = runner.invoke(app, ["train", str(root / "train.yaml"), "--out", str(stuck), "--resume"])
     assert restarted.exit_code == 0, restarted.output
     assert json.loads((stuck / "last_state.json").read_text())["step"] == 4
+    # a start that failed on its config (nothing trained): rerun into the same folder with the corrected config,
+    # without --resume (was: refused both ways, a new folder was the only way on)
+    fixed = save_config(tiny_train_config(tiny_cohort, lr=1e-2), tmp_path / "fixed.yaml")
+    again = runner.invoke(app, ["train", str(fixed), "--out", str(tmp_path / "stuck2")])
+    assert again.exit_code == 0, again.output
+    assert "lr: 0.01" in (tmp_path / "stuck2" / "config.yaml").read_text()
     damaged = tmp_path / "damaged"
     shutil.copytree(stuck, damaged)
     optim = damaged / "last_optim.pt"

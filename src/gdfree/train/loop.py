@@ -122,28 +122,29 @@ def _schedule(cfg: TrainConfig) -> Any:
 _RESUMABLE = ("max_steps", "time_budget_s", "workers", "amp", "cache")
 
 
+_STARTED_ONLY = {"config.yaml", "split.json"}
+"""What a run writes before its first checkpoint: a folder holding only these has nothing trained to lose."""
+
+
 def _prepare_run(cfg: TrainConfig, run_dir: Path, resume: bool) -> bool:
-    """Check or create the run folder; returns whether to resume from its last checkpoint. A run killed
-    before its first checkpoint is restarted from step 0 by ``--resume`` (with the same config)."""
+    """Check or create the run folder; returns whether to resume from its last checkpoint. A run that stopped
+    before its first checkpoint (killed, or a config error) holds nothing trained: it restarts from step 0,
+    with or without ``--resume`` and with a corrected config."""
+    started_only = run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _STARTED_ONLY
     if resume:
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"{run_dir}: no run to resume (no config.yaml); train into it without --resume")
         before, now = config_to_dict(load_config(TrainConfig, saved)), config_to_dict(cfg)
         changed = sorted(k for k in now if now[k] != before.get(k) and k not in _RESUMABLE)
-        if changed:
+        if changed and not started_only:
             raise ValueError(
                 f"{saved}: the run was started with another config ({', '.join(changed)} differ); resume may only "
                 f"change {' and '.join(_RESUMABLE)}"
             )
         save_config(cfg, saved)
         return (run_dir / "last_state.json").is_file()
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if (run_dir / "config.yaml").is_file() and not (run_dir / "last_state.json").is_file():
-            raise FileExistsError(
-                f"{run_dir}: holds a run that stopped before its first checkpoint; pass "
-                "--resume to restart it from step 0 with the same config, or choose a new folder"
-            )
+    if run_dir.exists() and any(run_dir.iterdir()) and not started_only:
         raise FileExistsError(f"{run_dir}: not empty; choose a new run folder or pass --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
