@@ -313,3 +313,25 @@ def test_a_report_owns_its_folder_and_a_rerun_leaves_no_orphan_page(predicted: d
     assert sorted(again.cases) == ["sub-002"]
     assert sorted(p.name for p in out.glob("*.html")) == ["index.html", "sub-002.html"]  # no page of the first run
     assert not (out / "sub-001").exists() and (out / "my notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_deleted_or_edited_output_is_said_on_the_page_and_in_the_exit_code(
+    predicted: dict[str, Path], tmp_path: Path
+) -> None:
+    from gdfree.cli import app
+
+    preds = tmp_path / "predictions"
+    shutil.copytree(predicted["predictions"], preds)
+    prob = next((preds / "sub-001" / "anat").glob("*desc-enhancing_probseg.nii.gz"))
+    prob.unlink()
+    lesions = next((preds / "sub-002" / "anat").glob("*lesions.tsv"))
+    lesions.write_text(lesions.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    out = tmp_path / "report"
+    run = CliRunner().invoke(app, ["report", "--out", str(out), "--predictions", str(preds), "--input",
+                                   str(predicted["cohort"]), "--no-viewer"])  # fmt: skip
+    assert run.exit_code == 1, run.output
+    page = (out / "sub-001.html").read_text(encoding="utf-8")
+    assert "Incomplete outputs" in page and f"{prob.name} (missing)" in page
+    assert "changed since predict wrote it" in (out / "sub-002.html").read_text(encoding="utf-8")
+    assert "Incomplete outputs" not in (out / "sub-003.html").read_text(encoding="utf-8")
+    assert prob.name in (out / "index.html").read_text(encoding="utf-8")

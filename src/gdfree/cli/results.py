@@ -119,7 +119,7 @@ def report(
     if result.cases:
         console.print(f"{len(result.cases)} case report(s), e.g. {next(iter(result.cases.values()))}",
                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
-    exit_on_failures(console, result.failures, "have no report (listed on the cohort page)")
+    exit_on_failures(console, result.failures, "have no report or an incomplete one (listed on the cohort page)")
 
 
 @command()

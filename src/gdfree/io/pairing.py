@@ -18,7 +18,7 @@ from gdfree.io.bids import CaseFiles
 from gdfree.io.images import file_sha256
 from gdfree.io.runs import RECORDS
 
-__all__ = ["PairingError", "check_pairing", "predicted_inputs"]
+__all__ = ["PairingError", "changed_outputs", "check_pairing", "predicted_inputs"]
 
 
 class PairingError(GdfreeError, ValueError):
@@ -66,3 +66,24 @@ def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[
             "folder the predictions were made from"
         )
     return checked
+
+
+def changed_outputs(predictions: Path | str, case_id: str) -> list[str]:
+    """The files ``gdfree predict`` wrote for ``case_id`` (its record's outputs) that are gone or changed since
+    (SHA-256), as "<path> (missing)" / "<path> (changed)"; [] when none, or without a record."""
+    predictions = Path(predictions)
+    path = predictions / RECORDS / f"{case_id}.json"
+    try:
+        outputs = json.loads(path.read_text()).get("outputs", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    found = []
+    for rel, sha in sorted(outputs.items() if isinstance(outputs, dict) else []):
+        file = predictions / str(rel)
+        if ".." in Path(str(rel)).parts:  # a record names files inside its folder only
+            continue
+        if not file.is_file():
+            found.append(f"{rel} (missing)")
+        elif file_sha256(file) != sha:
+            found.append(f"{rel} (changed since predict wrote it)")
+    return found

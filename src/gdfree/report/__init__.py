@@ -27,7 +27,8 @@ __all__ = ["ReportResult", "case_slug", "write_reports"]
 
 @dataclass
 class ReportResult:
-    """What :func:`write_reports` wrote: the cohort page, case id -> case page, and case id -> why it failed."""
+    """What :func:`write_reports` wrote: the cohort page, case id -> case page, and case id -> why it failed (no
+    page) or what its page lacks (outputs of predict gone or changed since)."""
 
     index: Path
     cases: dict[str, Path] = field(default_factory=dict)
@@ -105,7 +106,7 @@ def write_reports(
     from gdfree.io.adapters import discover
     from gdfree.io.cohort import select
     from gdfree.io.owned import claim_folder, mark_folder
-    from gdfree.io.pairing import PairingError, check_pairing
+    from gdfree.io.pairing import PairingError, changed_outputs, check_pairing
     from gdfree.io.runs import check_output_folder
     from gdfree.report.case import read_rows, write_case_report
     from gdfree.report.cohort import write_cohort_report
@@ -138,10 +139,15 @@ def write_reports(
         for files in cases:
             slug = case_slug(files.case_id)
             try:
+                changed = changed_outputs(paths["predictions"], files.case_id)  # shown on its page, not skipped
                 result.cases[files.case_id] = write_case_report(
                     paths["predictions"], files, out, row=by_id.get(files.case_id), explain=paths.get("explain"),
-                    viewer=viewer, cohort_link="index.html", slug=slug)  # fmt: skip
+                    viewer=viewer, cohort_link="index.html", slug=slug, problems=changed)  # fmt: skip
                 status = "written"
+                if changed:
+                    result.failures[files.case_id] = "page written, but predict's outputs are incomplete: " + (
+                        "; ".join(changed))
+                    status = f"written, with {len(changed)} missing or changed outputs"
             except (GdfreeError, ValueError, OSError, MemoryError, RuntimeError) as exc:
                 result.failures[files.case_id] = str(exc)
                 status = f"failed: {exc}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,11 +292,13 @@ def write_case_report(
     viewer: bool = True,
     cohort_link: str | None = None,
     slug: str | None = None,
+    problems: Sequence[str] = (),
 ) -> Path:
     """Write ``report/<slug>.html`` and its folder ``report/<slug>/`` (``slug``: a file name for the case,
     default its id); returns the page's path.
 
-    ``row`` is the case's ``predictions.tsv`` row (patient activity score and its uncertainty).
+    ``row`` is the case's ``predictions.tsv`` row (patient activity score and its uncertainty); ``problems``:
+    what the page cannot show as predict wrote it (outputs missing or changed), stated at its top.
 
     Raises:
         GdfreeError: missing or unreadable predictions, or predictions on another grid than the inputs.
@@ -323,6 +326,7 @@ def write_case_report(
         uncertainty_name=maps.uncertainty_name,
         viewer=viewer,
         cohort_link=cohort_link,
+        problems=list(problems),
         voxel_mm=list(spacing_from_affine(maps.affine)),
         shape=list(maps.brain.shape),
     )
