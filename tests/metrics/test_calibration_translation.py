@@ -27,6 +27,28 @@ def test_ece_by_hand():
     assert math.isnan(expected_calibration_error(np.zeros(0), np.zeros(0)))
 
 
+def test_a_pooled_ece_that_hides_an_overconfident_top_bin_is_not_the_only_headline():
+    from gdfree.evaluate.display import headline, threshold_text
+
+    # the demo's case: a brain of near-zero background, and 50 voxels predicted 0.97 of which 19 are lesion
+    prob = np.concatenate([np.full(100_000, 0.001), np.full(50, 0.97)])
+    ref = np.concatenate([np.zeros(100_000, bool), np.arange(50) < 19])
+    table = reliability_table(prob, ref)
+    assert table.ece < 0.002  # what the pooled headline said (the demo: "ECE 0.0001")
+    assert table.ece_above(0.1) == pytest.approx(0.97 - 0.38)
+    gap = table.largest_gap()
+    assert gap is not None and gap["bin_low"] == pytest.approx(0.9) and gap["gap"] == pytest.approx(0.59)
+    pooled = {"lesion_f1": 0.5, "lesion_sensitivity": 0.5, "lesion_precision": 0.5, "lesion_tp_ref": 1,
+              "n_ref_lesions": 2, "lesion_tp_pred": 1, "n_pred_lesions": 2, "fp_per_scan": 1.0}  # fmt: skip
+    summary = {"per_case": {}, "pooled_lesions": pooled, "n_cases": 1,
+               "config": {"rule": {"name": "msseg", "connectivity": 26, "min_volume_mm3": 0}},
+               "calibration": {"ece": table.ece, "ece_p_ge_0.1": table.ece_above(0.1), "n_bins": 10,
+                               "largest_gap": gap, "table": table.rows()}}  # fmt: skip
+    shown = {metric: value for metric, value, _ in headline(summary)}
+    assert shown["ECE, voxels with p >= 0.1"] == "0.5900" and shown["Largest calibration gap"] == "0.590"
+    assert threshold_text(0.99999) == "0.99999" and threshold_text(0.5) == "0.5" and threshold_text(1.0) == "1"
+
+
 def test_reliability_tables_add_up_to_the_pooled_table():
     rng = np.random.default_rng(1)
     p, y = rng.random(500), rng.random(500) < 0.3

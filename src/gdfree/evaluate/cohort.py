@@ -343,7 +343,8 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
         for r in with_prob[1:]:
             table = table + r.reliability  # type: ignore[operator]
         assert table is not None
-        summary["calibration"] = {"ece": table.ece, "n_bins": cfg.n_bins, "table": table.rows()}
+        summary["calibration"] = {"ece": table.ece, "ece_p_ge_0.1": table.ece_above(0.1), "n_bins": cfg.n_bins,
+                                  "largest_gap": table.largest_gap(), "table": table.rows()}  # fmt: skip
     scores = [r.score for r in results]
     if not all(math.isfinite(s) for s in scores):
         notes.append(f"patient score {cfg.patient_score} needs a probability map in every case; try count or volume")

@@ -16,6 +16,15 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def threshold_text(value: float) -> str:
+    """A threshold with as many digits as it takes not to read as 0 or 1 when it is neither (0.99999, not 1)."""
+    for digits in range(3, 13):
+        text = f"{value:.{digits}g}"
+        if float(text) not in (0.0, 1.0) or value in (0.0, 1.0):
+            return text
+    return repr(value)
+
+
 def _ci(value: Any, ci: Any) -> str:
     low, high = ci if ci is not None else (None, None)
     return f"{_num(value)} [{_num(low)}, {_num(high)}]"
@@ -60,11 +69,20 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((
             "Patient sensitivity / specificity",
             f"{_ci(p['sensitivity'], p['sensitivity_ci'])} / {_ci(p['specificity'], p['specificity_ci'])}",
-            f"score >= {p['threshold']:g}",
+            f"score >= {threshold_text(p['threshold'])}",
         ))  # fmt: skip
     if "calibration" in summary:
         c = summary["calibration"]
-        rows.append(("ECE", _num(c["ece"], 4), f"{c['n_bins']} bins, voxels pooled (in the brain mask if given)"))
+        rows.append(("ECE, every voxel", _num(c["ece"], 4),
+                     f"{c['n_bins']} bins, voxels pooled (in the brain mask if given): the background dominates"))
+        if "ece_p_ge_0.1" in c:
+            rows.append(("ECE, voxels with p >= 0.1", _num(c["ece_p_ge_0.1"], 4),
+                         "the voxels the model calls at least 10% likely"))
+        gap = c.get("largest_gap")
+        if gap:
+            rows.append(("Largest calibration gap", _num(gap["gap"], 3),
+                         f"bin {gap['bin_low']:g}-{gap['bin_high']:g}: predicts {_num(gap['mean_prob'])}, observed "
+                         f"{_num(gap['positive_fraction'])} ({gap['count']} voxels)"))  # fmt: skip
     for part, label in (("reference_lesions", "reference"), ("scored_lesions", "scored")):
         a = summary.get("lesion_activity", {}).get(part)
         if a and a["n_lesions"]:
@@ -93,7 +111,7 @@ def compact_headline(summary: dict[str, Any], width: int = 78) -> list[str]:
         lines.append(f"Patient AUC             {_ci(p['auc'], p['auc_ci'])}  ({p['n_active']} active, "
                      f"{p['n_inactive']} not)")  # fmt: skip
         lines.append(f"Patient sens. / spec.   {_num(p['sensitivity'])} / {_num(p['specificity'])}  "
-                     f"(max probability >= {p['threshold']:.3g})")  # fmt: skip
+                     f"({p['score']} score >= {threshold_text(p['threshold'])})")  # fmt: skip
     a = summary.get("lesion_activity", {}).get("reference_lesions")
     if a and a["n_lesions"]:
         lines.append(f"Lesion activity AUC     {_ci(a['auc'], a['auc_ci'])}  ({a['n_active']}/{a['n_lesions']} "

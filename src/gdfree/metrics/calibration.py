@@ -60,6 +60,25 @@ class ReliabilityTable:
         gap = np.abs(self.sum_prob[used] - self.positives[used])  # = n_b |mean p_b - fraction_b|
         return float(gap.sum() / total)
 
+    def ece_above(self, low: float) -> float:
+        """ECE over the bins from probability ``low`` up only (the voxels the model calls at least that likely);
+        NaN if none. Pooled over a whole brain, the near-zero bin of the background outweighs every other and
+        hides an overconfident top bin: this one does not."""
+        keep = self.edges[:-1] >= low - 1e-12
+        total = self.count[keep].sum()
+        if total == 0:
+            return math.nan
+        return float(np.abs(self.sum_prob[keep] - self.positives[keep]).sum() / total)
+
+    def largest_gap(self, min_count: int = 20) -> dict[str, float | int] | None:
+        """The bin (of at least ``min_count`` voxels) whose mean probability is furthest from its observed
+        positive fraction: its row of :meth:`rows` plus ``gap`` (mean probability - fraction); None if none."""
+        rows = [r for r in self.rows() if int(r["count"]) >= min_count]
+        if not rows:
+            return None
+        worst = max(rows, key=lambda r: abs(float(r["mean_prob"]) - float(r["positive_fraction"])))
+        return {**worst, "gap": float(worst["mean_prob"]) - float(worst["positive_fraction"])}
+
     def rows(self) -> list[dict[str, float | int]]:
         """One row per bin: bounds, count, mean probability, observed positive fraction (NaN if empty)."""
         out = []
