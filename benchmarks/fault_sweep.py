@@ -6,6 +6,8 @@ Every fault runs the real ``gdfree`` command in a subprocess on a fresh copy of 
 - ``clear error``: exit 2, one ``error:`` line naming what is wrong (the expected words are checked);
 - ``case failed, others done``: exit 1, ``failures.tsv`` names the damaged case, the other cases have outputs;
 - ``correct``: exit 0 and the result checked (finite maps, every case, the expected rows);
+- ``listed with its reason, rest done``: exit 1, the folder or file that is not a case (or a missing output) named
+  with why, the rest done (issue 33);
 - ``TRACEBACK``, ``HANG`` (timeout), ``INPUT CHANGED`` (any byte or mode of the inputs), ``WRONG``
   (exit 0 with an unchecked or wrong result, or an error that does not say what is wrong).
 
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-GDFREE = [sys.executable, "-m", "gdfree.cli"]
+GDFREE = [sys.executable, "-m", "gdfree"]
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Fault:
     command: str
     damage: Callable[[Path, Path], None]
     args: Callable[[Path, Path, Path], list[str]]
-    expect: str  # "error", "case", "ok"
+    expect: str  # "error", "case", "ok", "info", "listed"
     words: tuple[str, ...] = ()
     check: Callable[[Path], bool] | None = None
 
@@ -160,6 +162,41 @@ def _faults() -> list[Fault]:
         stale = ds.parent / "pred" / "sub-002" / "anat" / "sub-002_desc-enhancing_probseg.nii.gz"
         _edit_image(stale, lambda d, a: (d * 0 + 0.9, a))
 
+    def odd_subject(name: str, outside_anat: bool = False) -> Callable[[Path, Path], None]:
+        """A copy of sub-002 as folder ``name`` (its files renamed to match), or with its images outside anat/."""
+
+        def damage(ds: Path, run: Path) -> None:
+            target = ds / name / ("" if outside_anat else "anat")
+            target.mkdir(parents=True)
+            for f in (ds / "sub-002" / "anat").glob("sub-002_*.nii.gz"):
+                shutil.copy(f, target / f.name.replace("sub-002", name))
+
+        return damage
+
+    def other_dataset(ds: Path, run: Path) -> None:
+        from gdfree.phantom.cohort import PhantomConfig, write_cohort
+
+        predicted(ds, run)
+        write_cohort(ds.parent / "other", PhantomConfig(resolution_mm=4), 3, seed=8)
+
+    def predicted_into_other(ds: Path, run: Path) -> None:
+        predicted(ds, run)
+        shutil.copytree(ds, ds.parent / "other")  # a BIDS dataset as --out
+
+    def deleted_map(ds: Path, run: Path) -> None:
+        predicted(ds, run)
+        next((ds.parent / "pred" / "sub-002" / "anat").glob("*desc-enhancing_probseg.nii.gz")).unlink()
+
+    def edited_activity(ds: Path, run: Path) -> None:
+        from gdfree.demo import PRETRAINED
+
+        shutil.copytree(PRETRAINED / "activity", ds.parent / "activity")
+        meta = json.loads((ds.parent / "activity" / "activity.json").read_text())
+        (ds.parent / "activity" / "activity.json").write_text(json.dumps({**meta, "threshold": 0.01}))
+
+    report = lambda ds, run, out, where="ds": ["report", "--out", str(out), "--predictions",  # noqa: E731
+                                               str(ds.parent / "pred"), "--input", str(ds.parent / where),
+                                               "--no-viewer"]  # fmt: skip
     evaluate = lambda ds, run, out: ["evaluate", "--pred", str(ds.parent / "pred"), "--ref", str(ds),  # noqa: E731
                                      "--out", str(out), "--n-boot", "10"]  # fmt: skip
     return [
@@ -254,6 +291,22 @@ def _faults() -> list[Fault]:
                                     "--steps", "0"], "error", ("steps",)),
         Fault("--steps 0", "demo", _none, lambda ds, run, out: ["demo", "--out", str(out), "--steps", "0"], "error",
               ("steps",)),
+        Fault("subject folder sub-02_baseline (label not BIDS)", "info", odd_subject("sub-02_baseline"),
+              lambda ds, run, out: ["info", str(ds), "--quick"], "info", ("not a BIDS subject folder name",
+                                                                          "sub-02baseline")),
+        Fault("subject folder Sub-04 (upper case)", "prepare", odd_subject("Sub-04"),
+              lambda ds, run, out: ["prepare", str(ds), "--out", str(out), "--no-n4", "--no-register"], "listed",
+              ("Sub-04",)),
+        Fault("subject images outside anat/", "predict", odd_subject("sub-05", outside_anat=True), _predict(),
+              "listed", ("outside sub-05/anat/",)),
+        Fault("report --input of another dataset", "report", other_dataset,
+              lambda ds, run, out: report(ds, run, out, "other"), "error", ("was not predicted from",)),
+        Fault("report into a folder it does not own", "report", predicted_into_other,
+              lambda ds, run, out: report(ds, run, ds.parent / "other"), "error", ("no earlier gdfree report wrote",)),
+        Fault("a deleted probability map", "report", deleted_map, report, "listed", ("missing",)),
+        Fault("activity.json threshold edited", "predict", edited_activity,
+              lambda ds, run, out: [*_predict()(ds, run, out), "--activity", str(ds.parent / "activity")], "error",
+              ("meta_sha256",)),
         Fault("NaN block in one FLAIR", "explain", _block(np.nan),
               lambda ds, run, out: ["explain", "--model", str(run), "--case", str(ds), "--out", str(out),
                                     "--methods", "occlusion", "--occlusions", "mean", "--crop", "8",
@@ -273,6 +326,9 @@ def _classify(fault: Fault, proc: subprocess.CompletedProcess | None, out: Path,
                for w in fault.words)  # fmt: skip
     if fault.expect == "info":
         return "unusable case reported" if proc.returncode == 1 and said else f"WRONG (exit {proc.returncode})"
+    if fault.expect == "listed":  # the command did the rest, named what it could not, and exits 1
+        ok = proc.returncode == 1 and said
+        return "listed with its reason, rest done" if ok else f"WRONG (exit {proc.returncode})"
     if proc.returncode == 2:
         return "clear error" if "error:" in text and said else "WRONG (error does not say what)"
     if proc.returncode == 1:
@@ -296,12 +352,12 @@ def main() -> None:
     from gdfree.phantom.cohort import PhantomConfig, write_cohort
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_trust import _run
+    from tests.conftest import untrained_run
 
     base = args.out / "base"
     if not (base / "ds").is_dir():
         write_cohort(base / "ds", PhantomConfig(resolution_mm=4), 3, seed=7)
-        _run(base / "run")
+        untrained_run(base / "run")
     rows = []
     for k, fault in enumerate(_faults()):
         if args.only and args.only not in fault.name:
