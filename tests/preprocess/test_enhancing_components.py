@@ -145,6 +145,12 @@ def test_reviewed_decisions_survive_a_rerun(tmp_path: Path):
     shutil.rmtree(out / "sub-01")
     assert prepare_dataset([case], out, cfg).done == ["sub-01"]
     assert (read_volume(mask_path).data > 0)[s["through"] & s["lesion"]].any()
+    assert prepare_dataset([case], out, cfg).unmatched_review == {}
+    # a row far from every candidate: counted in the result (the CLI prints it and exits 1), not only in the record
+    with review.open("a") as fh:
+        fh.write("\t".join("reject" if k == "decision" else ("90" if k.endswith("_mm") else "")
+                           for k in rows[0]) + "\n")  # fmt: skip
+    assert prepare_dataset([case], out, cfg).unmatched_review == {"sub-01": 1}
     review.write_text("x_mm\ty_mm\tz_mm\tdecision\n1\t2\t3\tmaybe\n")
     failed = prepare_dataset([case], out, cfg).failed
     assert "decision must be accept or reject" in failed["sub-01"] and str(review) in failed["sub-01"]

@@ -207,9 +207,13 @@ def prepare(
     console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
                   f"failed {len(result.failed)}; output in {out}")  # fmt: skip
     dropped = account(console, dataset, fmt, out) if cases is None else 0
+    for case_id, n in result.unmatched_review.items():
+        console.print(f"{case_id}: {n} row(s) of its review match no enhancing candidate within 3 mm (listed under "
+                      "enhancing.review.unmatched in its _prepare.json): fix their positions or remove them",
+                      highlight=False, markup=False)  # fmt: skip
     if result.failed:
         console.print(f"the failures and their reasons are in {out}/failures.tsv; a rerun retries them")
-    if result.failed or dropped:
+    if result.failed or dropped or result.unmatched_review:
         raise typer.Exit(code=1)
 
 

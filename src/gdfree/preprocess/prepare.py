@@ -279,12 +279,14 @@ def _state(out: Path, case: CaseFiles, cfg: PrepareConfig) -> str:
 @dataclass(frozen=True)
 class PrepareResult:
     """What :func:`prepare_dataset` did: case ids prepared now, skipped (done before), whose changed review was
-    applied, and case id -> reason for those that failed (also in ``out/failures.tsv``)."""
+    applied, case id -> reason for those that failed (also in ``out/failures.tsv``), and case id -> how many rows
+    of its rater's review matched no enhancing candidate (listed in its ``_prepare.json``)."""
 
     done: list[str]
     skipped: list[str]
     reviewed: list[str]
     failed: dict[str, str]
+    unmatched_review: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_dataset(
@@ -331,7 +333,9 @@ def prepare_dataset(
                         work=functools.partial(_prepare_one, out=out, cfg=cfg), jobs=jobs,
                         progress=progress)  # fmt: skip
     reviewed = [r["case_id"] for r in result.rows if r.get("status") == "reviewed" and r["case_id"] in result.done]
-    return PrepareResult([c for c in result.done if c not in reviewed], result.skipped, reviewed, result.failed)
+    unmatched = {r["case_id"]: int(r["review_unmatched"]) for r in result.rows if r.get("review_unmatched")}
+    return PrepareResult([c for c in result.done if c not in reviewed], result.skipped, reviewed, result.failed,
+                         unmatched)  # fmt: skip
 
 
 def _prepare_one(case: CaseFiles, inputs: tuple[str, ...], *, out: Path, cfg: PrepareConfig) -> CaseDone:
@@ -347,4 +351,6 @@ def _prepare_one(case: CaseFiles, inputs: tuple[str, ...], *, out: Path, cfg: Pr
         record, status = prepare_case(case, out, cfg), "done"
     stem = record_path(out, case)
     outputs = [out / rel for rel in record.outputs.values()] + [stem, stem.with_suffix(".log")]
-    return CaseDone({"case_id": case.case_id, "status": status}, [p for p in outputs if p.is_file()])
+    unmatched = len((record.enhancing or {}).get("review", {}).get("unmatched", []))
+    return CaseDone({"case_id": case.case_id, "status": status, "review_unmatched": unmatched},
+                    [p for p in outputs if p.is_file()])  # fmt: skip
