@@ -83,3 +83,27 @@ def test_predict_on_such_a_folder_says_why_there_is_no_case(odd_dataset: Path, t
                                      str(odd_dataset / folder), "--out", str(tmp_path / f"pred-{folder}")])  # fmt: skip
         assert result.exit_code == 2, result.output
         assert "no case found" in result.output and f"{folder}:" in result.output
+
+
+def test_import_renames_unusual_labels_into_valid_bids_and_keeps_the_mapping(odd_dataset: Path, tmp_path: Path):
+    import csv
+
+    from gdfree.io.adapters import discover
+
+    dest = tmp_path / "bids"
+    result = runner.invoke(app, ["import", str(odd_dataset), str(dest)])
+    assert result.exit_code == 0, result.output
+    subjects = {c.subject: sorted(c.images) for c in discover(dest)}
+    assert set(subjects) == {"001", "002", "003", "01baseline", "P01", "01a", "Muller", "02"}
+    assert subjects["01baseline"] == subjects["001"]
+    with (dest / "import.tsv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    mapping = {r["case"]: r["renamed_from"] for r in rows if r["renamed_from"]}
+    assert mapping == {f"sub-{rename[4:]}": folder for folder, (_, _, rename) in ODD.items()}
+    assert all(Path(r["source"]).is_file() and "gdfree-import-" not in r["source"] for r in rows)
+    assert runner.invoke(app, ["info", str(dest), "--quick"]).exit_code == 0  # every folder a case now
+    clash = tmp_path / "clash"  # two folders that would get one name: refused, naming both
+    shutil.copytree(odd_dataset, clash)
+    shutil.copytree(clash / "sub-01-a", clash / "sub-01_a")
+    refused = runner.invoke(app, ["import", str(clash), str(tmp_path / "b2")])
+    assert refused.exit_code == 2 and "sub-01a" in refused.output and "rename one of them" in refused.output

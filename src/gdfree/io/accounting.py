@@ -27,7 +27,7 @@ from gdfree.io.bids import CaseFiles, is_bids, parse_entities
 from gdfree.io.images import NIFTI_SUFFIXES, image_suffix
 from gdfree.io.tables import write_tsv
 
-__all__ = ["NOT_CASES", "NotACase", "bids_label", "not_cases", "write_not_cases"]
+__all__ = ["NOT_CASES", "NotACase", "bad_subject_label", "bids_label", "not_cases", "write_not_cases"]
 
 NOT_CASES = "not_cases.tsv"
 """The file cohort commands list :func:`not_cases` in, beside ``failures.tsv``."""
@@ -60,13 +60,19 @@ def _images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(p for p in found if p.is_file() and image_suffix(p) in NIFTI_SUFFIXES)
 
 
+def bad_subject_label(name: str) -> bool:
+    """Whether folder ``name`` looks like a subject folder (``sub-`` in any letter case) but is not a BIDS one."""
+    return name.lower().startswith("sub-") and not (name.startswith("sub-") and bool(_LABEL.match(name[4:])))
+
+
 def _bad_label(rel: str, prefix: str, name: str) -> NotACase | None:
     """A NotACase when folder ``name`` is ``prefix-<label>`` with a label that is not BIDS (or a wrong case)."""
     label = name[len(prefix) + 1 :]
     if name.startswith(f"{prefix}-") and _LABEL.match(label):
         return None
     fixed = bids_label(label)
-    fix = f"; rename it to {prefix}-{fixed} (and its files to match)" if fixed else ""
+    how = " (gdfree import does it, with the mapping in import.tsv)" if prefix == "sub" else ""
+    fix = f"; rename it to {prefix}-{fixed} (and its files to match){how}" if fixed else ""
     return NotACase(rel, f"{name!r} is not a BIDS {'subject' if prefix == 'sub' else 'session'} folder name "
                          f"({prefix}- in lower case, then letters and digits only){fix}")  # fmt: skip
 
