@@ -428,7 +428,7 @@ def _curve_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.plot(steps, [r[f"{patient}_dice"] for r in rows], "-o", color=colour, ms=3, label=f"{patient} lesion Dice")
     top = ax.secondary_xaxis("top", functions=(lambda s: s * rows[-1]["seconds"] / rows[-1]["step"] / 60,
                                                lambda m: m * 60 * rows[-1]["step"] / rows[-1]["seconds"]))  # fmt: skip
-    top.set_xlabel("wall time (min, one core)", fontsize=7)
+    top.set_xlabel("wall time (min, as logged by the run)", fontsize=7)
     ax.set_xlabel("training steps (4 patches of 48^3)", fontsize=7)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=6)
