@@ -74,6 +74,31 @@ def _inputs(
     return paths
 
 
+
+def _paired_cases(
+    predictions: Path, dataset: Path, fmt: str, by_id: dict[str, Any], case_ids: Sequence[str] | None,
+    failures: dict[str, str],
+) -> list[Any]:  # fmt: skip
+    """The cases of ``dataset`` that ``predictions`` holds, checked to be the images they were predicted from
+    (:func:`gdfree.io.pairing.check_pairing`); predicted cases not in ``dataset`` go to ``failures``.
+
+    Raises:
+        PairingError: none of the predicted cases is in ``dataset``, or one was predicted from other images.
+    """
+    from gdfree.io.adapters import discover
+    from gdfree.io.pairing import PairingError, check_pairing
+
+    predicted = [c for c in discover(dataset, fmt) if c.case_id in by_id and c.images]
+    if by_id and not predicted:
+        raise PairingError(f"{predictions}: none of its {len(by_id)} predicted cases is in {dataset} (--input); "
+                           "give the folder they were predicted from")  # fmt: skip
+    check_pairing(predictions, dataset, predicted, "--input")
+    for case_id in sorted(set(by_id) - {c.case_id for c in predicted}):  # listed, not skipped in silence
+        if case_ids is None or case_id in case_ids:
+            failures[case_id] = f"predicted but not found in {dataset} (--input): no page"
+    return predicted
+
+
 def write_reports(
     out: Path | str,
     *,
@@ -103,10 +128,9 @@ def write_reports(
             (:class:`gdfree.io.pairing.PairingError`), or NiiVue is missing.
     """
     from gdfree.errors import GdfreeError
-    from gdfree.io.adapters import discover
     from gdfree.io.cohort import select
     from gdfree.io.owned import claim_folder, mark_folder
-    from gdfree.io.pairing import PairingError, changed_outputs, check_pairing
+    from gdfree.io.pairing import changed_outputs
     from gdfree.io.runs import check_output_folder
     from gdfree.report.case import read_rows, write_case_report
     from gdfree.report.cohort import write_cohort_report
@@ -127,14 +151,7 @@ def write_reports(
         for r in read_rows(paths["predictions"] / "failures.tsv"):  # cases predict could not do: listed too
             if case_ids is None or r.get("case_id") in case_ids:
                 result.failures[r.get("case_id", "?")] = f"predict failed: {r.get('reason', '')}"
-        predicted = [c for c in discover(paths["dataset"], fmt) if c.case_id in by_id and c.images]
-        if by_id and not predicted:
-            raise PairingError(f"{paths['predictions']}: none of its {len(by_id)} predicted cases is in "
-                               f"{paths['dataset']} (--input); give the folder they were predicted from")  # fmt: skip
-        check_pairing(paths["predictions"], paths["dataset"], predicted, "--input")
-        for case_id in sorted(set(by_id) - {c.case_id for c in predicted}):  # listed, not skipped in silence
-            if case_ids is None or case_id in case_ids:
-                result.failures[case_id] = f"predicted but not found in {paths['dataset']} (--input): no page"
+        predicted = _paired_cases(paths["predictions"], paths["dataset"], fmt, by_id, case_ids, result.failures)
         cases = select(predicted, case_ids, where=f"{paths['predictions']} (predicted cases)") if predicted else []
         for files in cases:
             slug = case_slug(files.case_id)
