@@ -296,7 +296,9 @@ def test_to_native_refuses_a_prepared_folder_of_another_dataset(predicted: dict[
 
 
 def test_a_report_owns_its_folder_and_a_rerun_leaves_no_orphan_page(predicted: dict[str, Path], tmp_path: Path) -> None:
+    from gdfree.io.pairing import PairingError
     from gdfree.io.runs import OutputConflictError
+    from gdfree.phantom.cohort import PhantomConfig, write_cohort
 
     bids = tmp_path / "bids"  # a folder that is not a report's: refused, untouched
     shutil.copytree(predicted["cohort"], bids / "data")
@@ -307,6 +309,11 @@ def test_a_report_owns_its_folder_and_a_rerun_leaves_no_orphan_page(predicted: d
     out = tmp_path / "report"
     first = write_reports(out, predictions=predicted["predictions"], dataset=predicted["cohort"], viewer=False)
     assert sorted(first.cases) == ["sub-001", "sub-002", "sub-003"]
+    other = tmp_path / "other"  # inputs checked before the folder is claimed: a refused rerun keeps the report
+    write_cohort(other, PhantomConfig(resolution_mm=4), 1, seed=8)
+    with pytest.raises(PairingError):
+        write_reports(out, predictions=predicted["predictions"], dataset=other, viewer=False)
+    assert sorted(p.name for p in out.glob("sub-*.html")) == ["sub-001.html", "sub-002.html", "sub-003.html"]
     (out / "my notes.txt").write_text("mine", encoding="utf-8")  # the user's own file in the report folder
     again = write_reports(out, predictions=predicted["predictions"], dataset=predicted["cohort"], viewer=False,
                           case_ids=["sub-002"])  # fmt: skip

@@ -78,13 +78,16 @@ def exit_on_failures(console: Any, failures: dict[str, str], what: str) -> None:
     raise typer.Exit(code=1)
 
 
-def account(console: Any, dataset: Path, fmt: str, out: Path | None, *, within: Path | None = None) -> int:
+def account(
+    console: Any, dataset: Path, fmt: str, out: Path | None, *, within: Path | None = None, cases: Any = None
+) -> int:
     """Print what in ``dataset`` looks like a case but is not one, with the reason
-    (:func:`gdfree.io.accounting.not_cases`; only under ``within``, a sub-X or sub-X/ses-Y folder, when given),
-    write them to ``out/not_cases.tsv`` (``out`` None: nowhere) and return how many."""
+    (:func:`gdfree.io.accounting.not_cases`; only under ``within``, a sub-X or sub-X/ses-Y folder, when given;
+    ``cases``: the dataset's discovered cases when at hand), write them to ``out/not_cases.tsv`` (``out`` None:
+    nowhere) and return how many."""
     from gdfree.io.accounting import NOT_CASES, not_cases, write_not_cases
 
-    found = not_cases(dataset, fmt)
+    found = not_cases(dataset, fmt, cases)
     if within is not None:
         rel = Path(within).resolve().relative_to(Path(dataset).resolve()).as_posix()
         found = [n for n in found if n.path == rel or n.path.startswith(rel + "/")]

@@ -190,8 +190,8 @@ def prepare(
         normalise=normalise, enhancing=dataclasses.replace(
             base.enhancing, k=enhancing_k, region=enhancing_region, min_volume_mm3=enhancing_min_volume),
     )  # fmt: skip
-    found = select([c for c in discover(dataset, fmt) if c.images], split(cases), parse_shard(shard),
-                   where=str(dataset))  # fmt: skip
+    discovered = discover(dataset, fmt)
+    found = select([c for c in discovered if c.images], split(cases), parse_shard(shard), where=str(dataset))
     console = new_console()
     from rich.progress import Progress
 
@@ -206,7 +206,7 @@ def prepare(
     reviewed = f", review applied to {len(result.reviewed)}" if result.reviewed else ""
     console.print(f"prepared {len(result.done)}, skipped {len(result.skipped)} (done before){reviewed}, "
                   f"failed {len(result.failed)}; output in {out}")  # fmt: skip
-    dropped = account(console, dataset, fmt, out) if cases is None else 0
+    dropped = account(console, dataset, fmt, out, cases=discovered) if cases is None else 0
     for case_id, n in result.unmatched_review.items():
         console.print(f"{case_id}: {n} row(s) of its review match no enhancing candidate within 3 mm (listed under "
                       "enhancing.review.unmatched in its _prepare.json): fix their positions or remove them",

@@ -117,12 +117,14 @@ def channel_reference(
     (the median over ``wm``, :func:`white_matter`, when given) and a quarter of it."""
     if check_normalisation(normalisation) == NORMALISATION:
         return mask_stats(channel, brain)
+    if normalisation == WM_RATIO and wm is not None:
+        level = float(np.median(channel[wm]))
+        return level, WM_RATIO_UNIT * abs(level) or 1e-6
     values = channel[brain]
     inner = nawm_mask(brain)
     mode = histogram_mode(channel[inner] if inner.sum() > 100 else values)
-    if normalisation == WM_RATIO:
-        level = float(np.median(channel[wm])) if wm is not None else mode
-        return level, WM_RATIO_UNIT * abs(level) or 1e-6
+    if normalisation == WM_RATIO:  # no T1w to find white matter on: the channel's own NAWM mode
+        return mode, WM_RATIO_UNIT * abs(mode) or 1e-6
     spread = float(1.4826 * np.median(np.abs(values - mode))) or float(values.std()) or 1e-6
     return mode, spread
 

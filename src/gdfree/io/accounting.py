@@ -62,7 +62,7 @@ def _images(folder: Path, recursive: bool) -> list[Path]:
 
 def bad_subject_label(name: str) -> bool:
     """Whether folder ``name`` looks like a subject folder (``sub-`` in any letter case) but is not a BIDS one."""
-    return name.lower().startswith("sub-") and not (name.startswith("sub-") and bool(_LABEL.match(name[4:])))
+    return name.lower().startswith("sub-") and _bad_label(name, "sub", name) is not None
 
 
 def _bad_label(rel: str, prefix: str, name: str) -> NotACase | None:
@@ -130,7 +130,8 @@ def not_cases(root: Path | str, fmt: str = "auto", cases: list[CaseFiles] | None
     found = [NotACase(c.case_id, "; ".join(c.problems) or "masks but no image")
              for c in cases if not c.images]  # fmt: skip
     if fmt == "bids" or (fmt == "auto" and is_bids(root)):
-        found += [n for n in _bids(root, cases) if n.path not in {c.case_id for c in cases if not c.images}]
+        named = {n.path for n in found}
+        found += [n for n in _bids(root, cases) if n.path not in named]
     return found
 
 

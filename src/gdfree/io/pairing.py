@@ -9,14 +9,13 @@ dataset, or its images changed since, and drawing or resampling its maps there w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from gdfree.errors import GdfreeError
 from gdfree.io.bids import CaseFiles
 from gdfree.io.images import file_sha256
-from gdfree.io.runs import RECORDS
+from gdfree.io.runs import CaseRecord, finished_records
 
 __all__ = ["PairingError", "changed_outputs", "check_pairing", "predicted_inputs"]
 
@@ -26,19 +25,8 @@ class PairingError(GdfreeError, ValueError):
 
 
 def predicted_inputs(predictions: Path | str) -> dict[str, tuple[str, ...]]:
-    """case id -> the SHA-256 of the input files ``gdfree predict`` read for it (finished cases of the folder's
-    records; a record that cannot be read is left out)."""
-    found: dict[str, tuple[str, ...]] = {}
-    for path in sorted((Path(predictions) / RECORDS).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        inputs = data.get("inputs") if isinstance(data, dict) else None
-        row = data.get("row") if isinstance(data, dict) else None
-        if isinstance(inputs, list) and inputs and isinstance(row, dict) and row.get("case_id"):
-            found[str(row["case_id"])] = tuple(str(i) for i in inputs)
-    return found
+    """case id -> the SHA-256 of the input files ``gdfree predict`` read for it (its finished cases' records)."""
+    return {k: r.inputs for k, r in finished_records(Path(predictions)).items() if r.inputs}
 
 
 def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[CaseFiles], option: str) -> int:
@@ -68,19 +56,14 @@ def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[
     return checked
 
 
-def changed_outputs(predictions: Path | str, case_id: str) -> list[str]:
-    """The files ``gdfree predict`` wrote for ``case_id`` (its record's outputs) that are gone or changed since
-    (SHA-256), as "<path> (missing)" / "<path> (changed)"; [] when none, or without a record."""
-    predictions = Path(predictions)
-    path = predictions / RECORDS / f"{case_id}.json"
-    try:
-        outputs = json.loads(path.read_text()).get("outputs", {})
-    except (OSError, ValueError, AttributeError):
-        return []
+def changed_outputs(predictions: Path | str, record: CaseRecord | None) -> list[str]:
+    """The files a case's ``record`` (:func:`gdfree.io.runs.finished_records`) says ``gdfree predict`` wrote into
+    ``predictions`` that are gone or changed since (SHA-256), as "<path> (missing)" / "<path> (changed ...)"; []
+    when none, or without a record."""
     found = []
-    for rel, sha in sorted(outputs.items() if isinstance(outputs, dict) else []):
-        file = predictions / str(rel)
-        if ".." in Path(str(rel)).parts:  # a record names files inside its folder only
+    for rel, sha in sorted(record.outputs.items() if record is not None else []):
+        file = Path(predictions) / rel
+        if ".." in Path(rel).parts:  # a record names files inside its folder only
             continue
         if not file.is_file():
             found.append(f"{rel} (missing)")

@@ -40,6 +40,7 @@ __all__ = [
     "RunManifest",
     "check_output_folder",
     "clear_failure",
+    "finished_records",
     "listed_outputs",
     "parse_shard",
     "record_failure",
@@ -224,6 +225,11 @@ def clear_failure(folder: Path, case_id: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def finished_records(folder: Path) -> dict[str, CaseRecord]:
+    """case_id -> :class:`CaseRecord` of every case finished in ``folder`` (by any shard)."""
+    return {k: v for k, v in _read_records(folder).items() if v.failed is None}
+
+
 def recorded_failures(folder: Path) -> dict[str, str]:
     """case_id -> reason of every failure recorded in ``folder`` (by any shard)."""
     return {k: v.failed for k, v in _read_records(folder).items() if v.failed is not None}
@@ -322,7 +328,7 @@ class RunManifest:
     def cases(self) -> dict[str, CaseRecord]:
         """case_id -> :class:`CaseRecord` of every finished case (read from the folder now: other shards may have
         added some)."""
-        return {k: v for k, v in _read_records(self.folder).items() if v.failed is None}
+        return finished_records(self.folder)
 
     def failures(self) -> dict[str, str]:
         """case_id -> reason of every failed case (any shard's)."""

@@ -131,7 +131,7 @@ def write_reports(
     from gdfree.io.cohort import select
     from gdfree.io.owned import claim_folder, mark_folder
     from gdfree.io.pairing import changed_outputs
-    from gdfree.io.runs import check_output_folder
+    from gdfree.io.runs import check_output_folder, finished_records
     from gdfree.report.case import read_rows, write_case_report
     from gdfree.report.cohort import write_cohort_report
     from gdfree.report.render import copy_assets
@@ -139,11 +139,10 @@ def write_reports(
     out = Path(out)
     paths = _inputs(predictions, dataset, evaluation, explain)
     check_output_folder(out, list(paths.values()))
-    foreign = claim_folder(out, "report")  # an earlier report's pages go: no orphans
-    copy_assets(out, viewer)
     rows: list[dict[str, Any]] = []
     result = ReportResult(index=out / "index.html")
-    if "predictions" in paths:
+    cases: list[Any] = []
+    if "predictions" in paths:  # every input checked before the folder is claimed (an earlier report kept)
         if not (paths["predictions"] / "predictions.tsv").is_file():
             raise GdfreeError(f"{paths['predictions']}: not a gdfree predict folder (no predictions.tsv)")
         rows = read_rows(paths["predictions"] / "predictions.tsv")
@@ -153,10 +152,14 @@ def write_reports(
                 result.failures[r.get("case_id", "?")] = f"predict failed: {r.get('reason', '')}"
         predicted = _paired_cases(paths["predictions"], paths["dataset"], fmt, by_id, case_ids, result.failures)
         cases = select(predicted, case_ids, where=f"{paths['predictions']} (predicted cases)") if predicted else []
+    foreign = claim_folder(out, "report")  # an earlier report's pages go: no orphans
+    copy_assets(out, viewer)
+    if "predictions" in paths:
+        records = finished_records(paths["predictions"])
         for files in cases:
             slug = case_slug(files.case_id)
             try:
-                changed = changed_outputs(paths["predictions"], files.case_id)  # shown on its page, not skipped
+                changed = changed_outputs(paths["predictions"], records.get(files.case_id))  # said on its page
                 result.cases[files.case_id] = write_case_report(
                     paths["predictions"], files, out, row=by_id.get(files.case_id), explain=paths.get("explain"),
                     viewer=viewer, cohort_link="index.html", slug=slug, problems=changed)  # fmt: skip
