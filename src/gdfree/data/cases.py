@@ -12,8 +12,8 @@ skull-stripped images), each channel is either
   FLAIR lesions); white matter's mode and spread hardly do, so a lesion is as many units above white matter on
   every exam;
 - ``wm-ratio-clip10``: each channel as a ratio to its white-matter level, (x / WM - 1) / 0.25, clipped to
-  [-10, 10]. White matter is found on the T1w channel (the brightest tissue there: within 10% of the mode of
-  the brain's upper half, :func:`white_matter`), and each channel's level is its median over those voxels; an
+  [-10, 10]. White matter is found on the T1w channel (the brightest of three k-means classes there,
+  :func:`white_matter`), and each channel's level is its median over those voxels; an
   input set without T1w takes each channel's histogram mode inside the eroded brain. The phantom's contrasts
   are ratios to white matter measured on real exams, so a lesion has the same value on a phantom and on a
   real exam whatever else (cerebrospinal fluid, grey matter, the brain mask's extent) the two brains hold; a
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdfree.arrays import histogram_mode, mask_stats, nawm_mask, spacing_from_affine, zscore
+from gdfree.arrays import histogram_mode, mask_stats, nawm_mask, spacing_from_affine, tissue_map, zscore
 from gdfree.data.translation import TRANSLATION_HEAD, translation_target
 from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
@@ -95,17 +95,12 @@ class ArrayCase:
 
 
 def white_matter(image: np.ndarray, brain: np.ndarray, modalities: Sequence[str]) -> np.ndarray | None:
-    """White matter as the T1w channel of (C, X, Y, Z) ``image`` shows it: brain voxels within 10% of the
-    histogram mode of the brain's brighter half (white matter is T1w's brightest tissue); None without a T1w
-    channel or when fewer than 100 voxels qualify."""
+    """White matter as the T1w channel of (C, X, Y, Z) ``image`` shows it: the brightest class of a 3-class
+    k-means of the brain (:func:`gdfree.arrays.tissue_map`; white matter is T1w's brightest tissue); None
+    without a T1w channel or when fewer than 100 voxels qualify."""
     if "T1w" not in modalities:
         return None
-    t1 = image[list(modalities).index("T1w")]
-    upper = brain & (t1 > np.median(t1[brain]))
-    if upper.sum() < 100:
-        return None
-    mode = histogram_mode(t1[upper])
-    wm = brain & (np.abs(t1 - mode) <= 0.1 * abs(mode))
+    wm = tissue_map(image[list(modalities).index("T1w")], brain) == 3
     return wm if wm.sum() >= 100 else None
 
 
