@@ -2,8 +2,10 @@
 
 For a training run (its ``split.json`` names the test and validation patients) and each sampling method:
 - lesion level: predicted enhancing lesions (mean of the samples >= the calibrated threshold) are TP or FP
-  by the msseg rule; the AUROC of each lesion measure for telling FP (positive) from TP, with a patient
-  bootstrap 95% CI;
+  by the msseg rule; the AUROC of each lesion measure for telling FP (positive) from TP, beside the two
+  baselines that need no sampling (1 - the lesion's mean probability, and its smallness: minus its volume),
+  and each measure's paired difference from the probability baseline, all with 95% CIs from resampling
+  patients (a patient's lesions stay together);
 - voxel level: the retention curve (nDSC, Shifts 2022) of the mutual information and of the predictive
   entropy over the brain voxels, its area R-AUC (lower is better) against random retention (seeded);
 - calibration: ECE of the mean probability with temperature 1 and with the temperature fitted on the
@@ -12,7 +14,10 @@ For a training run (its ``split.json`` names the test and validation patients) a
 - seconds per exam.
 
     python benchmarks/uncertainty_table.py --run RUN [--ensemble RUN2 ...] [--mc 10] [--out DIR]
-        [--methods mc,mc-last,flips]
+        [--methods mc,mc-last,flips] [--cohort DATASET]
+
+``--cohort``: score every case of DATASET (fresh patients, e.g. for a shipped model without its training
+folders) instead of the run's test patients, with the temperature ``model.json`` records.
 """
 
 from __future__ import annotations
@@ -26,16 +31,46 @@ from pathlib import Path
 import numpy as np
 
 
-def _cases(split: dict, part: str, meta: dict) -> list:
-    from gdfree.data.cases import load_array_case
+def _cases(split: dict, part: str, meta: dict, cohort: Path | None = None) -> list:
+    from gdfree.data.cases import NORMALISATION, load_array_case
     from gdfree.io.adapters import discover
 
-    by_root: dict[str, set[str]] = {}
-    for key in split[f"{part}_patients"]:
+    by_root: dict[str, set[str] | None] = {str(cohort): None} if cohort else {}
+    for key in [] if cohort else split[f"{part}_patients"]:
         root, subject = key.rsplit(":", 1)
-        by_root.setdefault(root, set()).add(subject)
-    return [load_array_case(c, meta["modalities"], tuple(meta["heads"]), oracle=bool(meta.get("oracle")))
-            for root, subjects in by_root.items() for c in discover(root) if c.subject in subjects]  # fmt: skip
+        by_root.setdefault(root, set()).add(subject)  # type: ignore[union-attr]
+    return [load_array_case(c, meta["modalities"], tuple(meta["heads"]), oracle=bool(meta.get("oracle")),
+                            normalisation=meta.get("normalisation", NORMALISATION))
+            for root, subjects in by_root.items() for c in discover(root)
+            if subjects is None or c.subject in subjects]  # fmt: skip
+
+
+def patient_bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], patients: list[str], seed: int,
+                      n_boot: int = 2000) -> dict[str, list[float]]:  # fmt: skip
+    """Per lesion measure: [AUROC for FP (y = 1) vs TP, CI low, CI high, paired difference from the
+    ``probability`` baseline, its CI low, high]; CIs are percentiles over ``n_boot`` resamples of patients
+    (each resample takes whole patients with replacement; resamples with one class only are dropped)."""
+    from gdfree.metrics.patient import percentile_ci, roc_auc
+
+    ids = sorted(set(patients))
+    rows_of = {p: np.flatnonzero(np.asarray(patients) == p) for p in ids}
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[float]] = {k: [] for k in scores}
+    for _ in range(n_boot):
+        idx = np.concatenate([rows_of[ids[i]] for i in rng.integers(0, len(ids), len(ids))])
+        if not 0 < y[idx].sum() < idx.size:
+            continue
+        for key, values in scores.items():
+            boot[key].append(roc_auc(y[idx], values[idx]))
+    out = {}
+    base = np.asarray(boot["probability"])
+    for key, values in scores.items():
+        auc = roc_auc(y, values) if 0 < y.sum() < y.size else math.nan
+        lo, hi, _ = percentile_ci(boot[key])
+        d_lo, d_hi, _ = percentile_ci(np.asarray(boot[key]) - base)
+        diff = auc - roc_auc(y, scores["probability"]) if not math.isnan(auc) else math.nan
+        out[key] = [round(v, 3) for v in (auc, lo, hi, diff, d_lo, d_hi)]
+    return out
 
 
 def main() -> None:
@@ -44,7 +79,6 @@ def main() -> None:
     from gdfree.infer.sampling import sample_predictions
     from gdfree.metrics.calibration import expected_calibration_error, retention_auc, retention_curve
     from gdfree.metrics.lesions import DetectionRule, label_lesions, match_lesions
-    from gdfree.metrics.patient import _auc_rows, bootstrap_ci, roc_auc
     from gdfree.models.checkpoint import load_model
     from gdfree.train.validation import fit_temperatures
     from gdfree.uncertainty import VOXEL_MEASURES, lesion_uncertainty, voxel_uncertainty
@@ -56,6 +90,7 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cohort", type=Path, default=None, help="score every case of this dataset instead")
     parser.add_argument(
         "--methods",
         default="mc,flips,ensemble",
@@ -65,11 +100,15 @@ def main() -> None:
 
     model, meta = load_model(args.run, stem=args.stem)
     members = [load_model(r, stem=args.stem)[0] for r in args.ensemble]
-    split = json.loads((args.run / "split.json").read_text())
-    test, val = _cases(split, "test", meta), _cases(split, "val", meta)
     heads = list(meta["heads"])
     e = heads.index("enhancing")
-    temps, notes = fit_temperatures(model, val, heads, "cpu", args.seed)
+    if args.cohort:
+        test = _cases({}, "test", meta, args.cohort)
+        temps, notes = meta.get("temperature") or {}, meta.get("temperature_notes") or {}
+    else:
+        split = json.loads((args.run / "split.json").read_text())
+        test, val = _cases(split, "test", meta), _cases(split, "val", meta)
+        temps, notes = fit_temperatures(model, val, heads, "cpu", args.seed)
     t_enh = temps.get("enhancing", 1.0)
     logit_t = math.log(meta["threshold"] / (1 - meta["threshold"]))
     rule = DetectionRule.preset("msseg")
@@ -86,8 +125,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     rows = []
     for name, (models, mc, flips, mc_layers) in methods.items():
-        lesion_labels, lesion_scores, lesion_case = [], {}, []
-        curves = {"mutual_information": [], "predictive_entropy": [], "random": []}
+        lesion_labels: list[int] = []
+        lesion_scores: dict[str, list[float]] = {}
+        lesion_case: list[str] = []
+        curves: dict[str, list[float]] = {"mutual_information": [], "predictive_entropy": [], "random": []}
         probs_raw, probs_cal, refs, near_lesion = [], [], [], []
         seconds = 0.0
         for c in test:
@@ -106,6 +147,9 @@ def main() -> None:
                 match = match_lesions(mask, ref, c.spacing_mm, rule)
                 lesion_labels += [int(not t) for t in match.pred_true]  # FP = positive
                 lesion_case += [c.case_id] * n
+                ids = np.arange(1, n + 1)
+                lesion_scores.setdefault("probability", []).extend(1 - ndimage.mean(mean_cal, labels, ids))
+                lesion_scores.setdefault("smallness", []).extend(-ndimage.sum(np.ones_like(mean_cal), labels, ids))
                 for row in lesion_uncertainty(np.where(c.brain, calibrated, 0.0), labels, threshold, voxel=voxel,
                                               connectivity=rule.connectivity):  # fmt: skip
                     for key, value in row.items():
@@ -121,19 +165,16 @@ def main() -> None:
             near = ndimage.binary_dilation(c.labels["lesion"], iterations=2)[b]  # where activity is decided
             near_lesion.append(near)
         y = np.asarray(lesion_labels)
-        lesion_auc = {}
-        for key, values in lesion_scores.items():
-            if key.endswith("_max") and key.startswith(("expected", "variance")):
-                continue
-            auc = roc_auc(y, values) if 0 < y.sum() < y.size else math.nan
-            lo, hi, _ = (bootstrap_ci(_auc_rows, y, np.asarray(values), rng=np.random.default_rng(args.seed))
-                         if not math.isnan(auc) else (math.nan, math.nan, 0))  # fmt: skip
-            lesion_auc[key] = [round(auc, 3), round(lo, 3), round(hi, 3)]
+        lesion_auc = patient_bootstrap(
+            y, {k: np.asarray(v, float) for k, v in lesion_scores.items()
+                if not (k.endswith("_max") and k.startswith(("expected", "variance")))},
+            lesion_case, args.seed,
+        ) if y.size else {}  # fmt: skip
         ref_all, raw_all, cal_all = np.concatenate(refs), np.concatenate(probs_raw), np.concatenate(probs_cal)
         near_all = np.concatenate(near_lesion)
         rows.append({
             "method": name, "test_patients": len(test), "lesions": int(y.size), "false_positive_lesions": int(y.sum()),
-            "lesion_auroc_fp_vs_tp": lesion_auc,
+            "lesion_auroc_fp_vs_tp": lesion_auc,  # [AUROC, CI, minus the probability's AUROC, CI]
             "retention_auc": {k: round(float(np.mean(v)), 4) for k, v in curves.items()},
             "ece_t1": round(expected_calibration_error(raw_all, ref_all), 5),
             "ece_calibrated": round(expected_calibration_error(cal_all, ref_all), 5),

@@ -197,7 +197,8 @@ def run_pretrained_demo(
     start = time.perf_counter()
     predict_dataset(model / "network", out / "cohort", out / "predictions", activity=model / "activity")
     prediction_s = time.perf_counter() - start
-    config = EvaluationConfig(threshold=network.thresholds["enhancing"], patient_threshold=network.patient_threshold)
+    config = EvaluationConfig(threshold=network.thresholds["enhancing"], patient_threshold=network.patient_threshold,
+                              patient_score=network.patient_score, lesion_calibration=network.lesion_calibration)
     results, evaluation, affines = evaluate_dataset(out / "predictions", out / "cohort", config=config)
     assert evaluation is not None  # one process, no shard: the summary is there
     lesion_framing = _lesion_framing(out / "predictions", out / "cohort", [r.case_id for r in results])
@@ -248,8 +249,8 @@ def evaluate_run(
 ) -> tuple[Any, ...]:
     """Predict the test patients of the run in ``out/run`` into ``out/predictions`` (``flips``: mean of
     the 8 mirrorings, test-time augmentation) and evaluate them against ``cohort`` (enhancing lesions,
-    msseg rule; patient score: the maximum probability, called active from the patient threshold chosen on
-    validation patients, or the voxel threshold for a model without one). ``heldout``: a dataset of further
+    msseg rule; patient score: the model's, called active from the threshold chosen on validation patients, or
+    the voxel threshold for a model without one). ``heldout``: a dataset of further
     patients the run never saw (every case predicted, into ``out/predictions-heldout``), scored with the test
     patients as one test set. Both prediction folders are replaced on every call (they belong to this
     evaluation), so ``prediction_s`` always times a prediction.
@@ -266,7 +267,8 @@ def evaluate_run(
     from gdfree.infer.model import TrainedModel
 
     model = TrainedModel.load(out / "run", device)
-    config = EvaluationConfig(threshold=model.thresholds["enhancing"], patient_threshold=model.patient_threshold)
+    config = EvaluationConfig(threshold=model.thresholds["enhancing"], patient_threshold=model.patient_threshold,
+                              patient_score=model.patient_score, lesion_calibration=model.lesion_calibration)
     prediction_s = 0.0
     parts: list[tuple[Path, Path, list[str] | None]] = [(cohort, out / "predictions", test_ids)]
     if heldout is not None:

@@ -164,8 +164,9 @@ def test_patient_scores_from_probabilities(tiny_cohort: Path, tmp_path: Path):
     from gdfree.metrics import DetectionRule
 
     scores = {}
-    for how in ("max_prob", "max_lesion_prob"):
+    for how in ("max_prob", "max_lesion_prob", "top_lesion_median"):
         cfg = EvaluationConfig(DetectionRule.preset("msseg", min_volume_mm3=64.0), patient_score=how)
         results, _, _ = evaluate_dataset(preds, tiny_cohort, target="lesion", config=cfg)
         scores[how] = results[0].score
-    assert scores == {"max_prob": pytest.approx(0.95), "max_lesion_prob": pytest.approx(0.7)}
+    assert scores == {"max_prob": pytest.approx(0.95), "max_lesion_prob": pytest.approx(0.7),
+                      "top_lesion_median": pytest.approx(0.7)}  # fmt: skip

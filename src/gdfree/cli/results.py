@@ -23,7 +23,9 @@ def evaluate(
     ] = None,
     iou_threshold: Annotated[float, typer.Option(help="IoU needed by the iou rule.")] = 0.25,
     threshold: Annotated[float, typer.Option(help="Probability -> mask threshold when no mask is given.")] = 0.5,
-    patient_score: Annotated[str, typer.Option(help="max_prob, max_lesion_prob, count or volume.")] = "max_prob",
+    patient_score: Annotated[
+        str, typer.Option(help="max_prob, max_lesion_prob, top_lesion_median, count or volume.")
+    ] = "max_prob",
     patient_threshold: Annotated[
         float | None,
         typer.Option(help="Score from which an exam is active (default: --threshold; 1 for count; > 0 for volume)."),

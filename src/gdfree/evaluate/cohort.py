@@ -26,7 +26,14 @@ from gdfree.metrics.lesions import (
     lesion_f1,
     match_lesions,
 )
-from gdfree.metrics.patient import PATIENT_SCORES, patient_metrics, percentile_ci, roc_curve_rows
+from gdfree.metrics.patient import (
+    PATIENT_SCORES,
+    PROBABILITY_SCORES,
+    patient_metrics,
+    percentile_ci,
+    probability_score,
+    roc_curve_rows,
+)
 from gdfree.metrics.translation import translation_metrics
 from gdfree.metrics.voxel import surface_distances, voxel_metrics
 
@@ -43,7 +50,8 @@ class EvaluationConfig:
         froc_thresholds: probability thresholds of the FROC curve.
         patient_score: one of :data:`~gdfree.metrics.patient.PATIENT_SCORES`.
         patient_threshold: an exam is called active when its score is >= this; None = ``threshold`` for
-            ``max_prob``, 1 lesion for ``count``, any volume (> 0 mm3) for ``volume``.
+            ``max_prob`` and the lesion probabilities, 1 lesion for ``count``, any volume (> 0 mm3) for ``volume``.
+        lesion_calibration: a model's (slope, intercept) for ``top_lesion_calibrated`` (required by it).
         n_bins: calibration bins. n_boot, seed: bootstrap resamples and their seed.
         fp_per_scan: the FROC operating points reported.
     """
@@ -53,6 +61,7 @@ class EvaluationConfig:
     froc_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     patient_score: str = "max_prob"
     patient_threshold: float | None = None
+    lesion_calibration: tuple[float, float] | None = None
     n_bins: int = 10
     n_boot: int = 2000
     seed: int = 0
@@ -63,12 +72,15 @@ class EvaluationConfig:
             raise ValueError(f"threshold: expected a probability in (0, 1], got {self.threshold}")
         if self.patient_score not in PATIENT_SCORES:
             raise ValueError(f"patient_score: expected one of {', '.join(PATIENT_SCORES)}, got {self.patient_score!r}")
+        if self.patient_score == "top_lesion_calibrated" and self.lesion_calibration is None:
+            raise ValueError("patient_score top_lesion_calibrated: a model's lesion calibration is needed")
 
     @property
     def resolved_patient_threshold(self) -> float:
         if self.patient_threshold is not None:
             return self.patient_threshold
-        defaults = {"max_prob": self.threshold, "max_lesion_prob": self.threshold, "count": 1.0, "volume": 1e-9}
+        defaults = {"count": 1.0, "volume": 1e-9}
+        return defaults.get(self.patient_score, self.threshold)
         return defaults[self.patient_score]
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,6 +90,7 @@ class EvaluationConfig:
             "froc_thresholds": list(self.froc_thresholds),
             "patient_score": self.patient_score,
             "patient_threshold": self.resolved_patient_threshold,
+            **({"lesion_calibration": list(self.lesion_calibration)} if self.lesion_calibration else {}),
             "n_bins": self.n_bins,
             "n_boot": self.n_boot,
             "seed": self.seed,
@@ -247,14 +260,13 @@ def evaluate_case(
         inside = translation_metrics(synth, target_image, ref, data_range=span or None)  # brain range: comparable
         row.update({f"synth_ref_{k}": v for k, v in inside.items()})
 
-    if cfg.patient_score == "max_prob":
-        score = math.nan if prob is None else float((prob[region] if region is not None else prob).max(initial=0.0))
-    elif cfg.patient_score == "max_lesion_prob":
+    if cfg.patient_score in PROBABILITY_SCORES:
         if prob is None:
             score = math.nan
         else:
             labels, _ = label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
-            score = float(prob[labels > 0].max(initial=0.0))
+            inside = np.where(region, prob, 0.0) if region is not None else prob
+            score = probability_score(cfg.patient_score, inside, labels, cfg.lesion_calibration)
     elif cfg.patient_score == "count":
         score = float(match.n_pred)
     else:

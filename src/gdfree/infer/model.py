@@ -69,8 +69,10 @@ class TrainedModel:
         temperature: head -> temperature fitted on validation (1 when none was fitted).
         thresholds: head -> decision threshold on the calibrated probability scale.
         min_lesion_mm3: enhancing components of this volume or less are dropped from the enhancing mask.
-        patient_threshold: an exam is called active when its maximum (calibrated) enhancing probability is
-            >= this, chosen for patients on validation (highest Youden J); None for older models.
+        patient_threshold: an exam is called active when its ``patient_score`` (of the calibrated enhancing
+            probabilities) is >= this, chosen for patients on validation (highest Youden J); None for older
+            models. patient_score: one of :data:`gdfree.metrics.patient.PROBABILITY_SCORES`; lesion_calibration:
+            its lesion calibration (slope, intercept) mapped onto the calibrated probabilities, or None.
         rule: the detection rule lesions are formed with (its connectivity, minimum volume).
         weights_sha256: hash of the weights file, checked on load.
         training_fingerprints: SHA-256 of every input file the model trained or validated on.
@@ -100,6 +102,8 @@ class TrainedModel:
     network_heads: tuple[str, ...] = ()
     translation: Mapping[str, Any] | None = None
     patient_threshold: float | None = None
+    patient_score: str = "max_prob"
+    lesion_calibration: tuple[float, float] | None = None
     spacing_mm: tuple[float, float, float] | None = None
     precision: str = "fp32"
 
@@ -201,7 +205,9 @@ class TrainedModel:
             rule=rule, weights_sha256=str(meta["weights_sha256"]), training_fingerprints=frozenset(prints),
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
             network_heads=network_heads, translation=translation if "enhancing" not in network_heads else None,
-            patient_threshold=patient, spacing_mm=record.spacing_mm,
+            patient_threshold=patient, patient_score=record.patient_score, spacing_mm=record.spacing_mm,
+            lesion_calibration=(record.lesion_calibration[0] * temperature.get("enhancing", 1.0),
+                                record.lesion_calibration[1]) if record.lesion_calibration else None,
         )  # fmt: skip
 
     @property

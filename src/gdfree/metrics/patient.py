@@ -15,19 +15,97 @@ import numpy as np
 
 __all__ = [
     "PATIENT_SCORES",
+    "PROBABILITY_SCORES",
     "PatientMetrics",
     "bootstrap_ci",
+    "calibrated_lesions",
+    "fit_lesion_calibration",
+    "lesion_maxima",
     "patient_metrics",
     "percentile_ci",
+    "probability_score",
     "roc_auc",
     "roc_curve_rows",
+    "top_lesion_median",
 ]
 
-PATIENT_SCORES = ("max_prob", "max_lesion_prob", "count", "volume")
+PATIENT_SCORES = ("max_prob", "max_lesion_prob", "top_lesion_median", "top_lesion_calibrated", "count", "volume")
 """``max_prob``: the highest voxel probability (inside the brain mask when there is one);
 ``max_lesion_prob``: the highest voxel probability inside a predicted lesion (a component of the predicted
 mask kept by the rule), 0 without one, so isolated voxels below the rule's minimum volume do not count;
-``count``: the number of predicted lesions; ``volume``: their total volume in mm3."""
+``top_lesion_median``: the highest median voxel probability of a predicted lesion (:func:`top_lesion_median`),
+0 without one; ``top_lesion_calibrated``: the highest lesion-level calibrated probability of a predicted lesion
+(:func:`fit_lesion_calibration`), 0 without one; ``count``: the number of predicted lesions; ``volume``: their
+total volume in mm3.
+
+The maximum voxel probability saturates: a network sure of a few voxels somewhere scores nearly every exam
+at 0.999, and a patient threshold chosen on it means nothing (docs/faults.md, issue 33). A lesion's median
+does not ride on its single most confident voxel; a lesion-level calibration reads the lesion's maximum on the
+logit scale, where 0.999 and 0.999999 are far apart, as the probability that the lesion is a true one."""
+
+
+PROBABILITY_SCORES = PATIENT_SCORES[:4]
+"""The patient scores read from a probability map (a model's ``patient_score`` is one of them)."""
+
+
+def probability_score(
+    name: str, prob: np.ndarray, labels: np.ndarray, calibration: Sequence[float] | None = None
+) -> float:  # fmt: skip
+    """Patient score ``name`` (one of :data:`PROBABILITY_SCORES`) of probability map ``prob`` whose predicted
+    lesions are ``labels`` (1..n, 0 background; the caller restricts ``prob`` to the brain); ``calibration``:
+    the (slope, intercept) of ``top_lesion_calibrated`` (:func:`fit_lesion_calibration`)."""
+    if name == "max_prob":
+        return float(prob.max(initial=0.0))
+    if name == "max_lesion_prob":
+        return float(prob[labels > 0].max(initial=0.0))
+    if name == "top_lesion_median":
+        return top_lesion_median(prob, labels)
+    if name == "top_lesion_calibrated":
+        if calibration is None:
+            raise ValueError("patient score top_lesion_calibrated needs a lesion calibration (a model's)")
+        return float(calibrated_lesions(lesion_maxima(prob, labels), calibration).max(initial=0.0))
+    raise ValueError(f"patient score: expected one of {', '.join(PROBABILITY_SCORES)}, got {name!r}")
+
+
+def lesion_maxima(prob: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) the highest probability inside each lesion of ``labels`` (1..n)."""
+    from scipy import ndimage
+
+    n = int(labels.max(initial=0))
+    return np.asarray(ndimage.maximum(prob, labels, np.arange(1, n + 1)), float).reshape(n)
+
+
+def calibrated_lesions(maxima: np.ndarray, calibration: Sequence[float]) -> np.ndarray:
+    """Lesion-level probabilities sigmoid(slope x logit(maximum) + intercept) of lesion ``maxima``."""
+    slope, intercept = calibration
+    p = np.clip(np.asarray(maxima, float), 1e-12, 1 - 1e-12)
+    return np.asarray(1.0 / (1.0 + np.exp(-(slope * np.log(p / (1 - p)) + intercept))))
+
+
+def fit_lesion_calibration(
+    maxima: Sequence[float] | np.ndarray, true: Sequence[bool] | np.ndarray
+) -> tuple[float, float] | None:  # fmt: skip
+    """(slope, intercept) of a logistic regression (scikit-learn, L2, C = 1) of "the predicted lesion is a true
+    positive" on the logit of its maximum probability (Platt scaling at lesion level); None unless both true
+    and false lesions are present."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(true, bool)
+    if y.all() or not y.any():
+        return None
+    p = np.clip(np.asarray(maxima, float), 1e-12, 1 - 1e-12)
+    fit = LogisticRegression().fit(np.log(p / (1 - p))[:, None], y)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def top_lesion_median(prob: np.ndarray, labels: np.ndarray) -> float:
+    """The highest median of ``prob`` over a lesion of ``labels`` (1..n, 0 background); 0.0 without a lesion."""
+    from scipy import ndimage
+
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return 0.0
+    return float(np.max(ndimage.median(prob, labels, np.arange(1, n + 1))))
 
 
 def _check(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

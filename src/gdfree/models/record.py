@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gdfree.io.tables import read_json, write_json
+from gdfree.metrics.patient import PROBABILITY_SCORES
 
 __all__ = ["MODEL_SCHEMA_VERSION", "ModelRecord"]
 
@@ -45,7 +46,11 @@ class ModelRecord:
         threshold, thresholds: the default and per-head decision thresholds chosen on validation (uncalibrated
             scale). min_lesion_mm3: enhancing components of this volume or less are dropped. rule: the detection
             rule's fields. temperature, temperature_notes: per-head temperatures fitted on validation, and why a
-            head has none. patient_threshold: the patient-level threshold, or None. translation: calibration of
+            head has none. patient_threshold: the patient-level threshold, or None; patient_score: the patient
+            score it applies to (:data:`gdfree.metrics.patient.PROBABILITY_SCORES`; ``max_prob`` for a record
+            from before it was recorded); lesion_calibration: (slope, intercept) of ``top_lesion_calibrated`` on
+            the uncalibrated scale (:func:`gdfree.metrics.patient.fit_lesion_calibration`), or None. translation:
+            calibration of
             an enhancing head read from a synthetic post-Gd T1w, or None.
         training_fingerprints: SHA-256 of every input file trained or validated on (predict refuses them).
         weights_sha256: SHA-256 of the weights file (set when the weights are saved).
@@ -67,6 +72,8 @@ class ModelRecord:
     temperature: dict[str, float] = field(default_factory=dict)
     temperature_notes: dict[str, str] = field(default_factory=dict)
     patient_threshold: float | None = None
+    patient_score: str = "max_prob"
+    lesion_calibration: tuple[float, float] | None = None
     translation: dict[str, Any] | None = None
     training_fingerprints: tuple[str, ...] = ()
     weights_sha256: str | None = None
@@ -110,6 +117,13 @@ class ModelRecord:
             raise _fail(where, "min_lesion_mm3", "a volume in mm3", data.get("min_lesion_mm3"))
         if data.get("patient_threshold") is not None and not _number(data["patient_threshold"]):
             raise _fail(where, "patient_threshold", "a number or null", data["patient_threshold"])
+        if data.get("patient_score", "max_prob") not in PROBABILITY_SCORES:
+            raise _fail(where, "patient_score", f"one of {', '.join(PROBABILITY_SCORES)}", data.get("patient_score"))
+        lesion = data.get("lesion_calibration")
+        if lesion is not None and not (isinstance(lesion, list) and len(lesion) == 2 and all(map(_number, lesion))):
+            raise _fail(where, "lesion_calibration", "[slope, intercept] or null", lesion)
+        if data.get("patient_score") == "top_lesion_calibrated" and lesion is None:
+            raise _fail(where, "lesion_calibration", "[slope, intercept] for top_lesion_calibrated", lesion)
         if data.get("translation") is not None and not isinstance(data["translation"], dict):
             raise _fail(where, "translation", "a JSON object or null", data["translation"])
         prints = data.get("training_fingerprints", [])
@@ -131,7 +145,9 @@ class ModelRecord:
             oracle=bool(data.get("oracle", False)), thresholds=dict(data.get("thresholds", {})),
             min_lesion_mm3=float(data.get("min_lesion_mm3", 0.0)), rule=dict(data.get("rule", {"name": "msseg"})),
             temperature=dict(data.get("temperature", {})), temperature_notes=dict(data.get("temperature_notes", {})),
-            patient_threshold=data.get("patient_threshold"), translation=data.get("translation"),
+            patient_threshold=data.get("patient_threshold"), patient_score=data.get("patient_score", "max_prob"),
+            lesion_calibration=(float(lesion[0]), float(lesion[1])) if lesion is not None else None,
+            translation=data.get("translation"),
             training_fingerprints=tuple(prints), weights_sha256=data.get("weights_sha256"),
             spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])) if spacing is not None else None,
             provenance={k: v for k, v in data.items() if k not in known}, schema_version=version,
@@ -151,6 +167,8 @@ class ModelRecord:
                                "threshold": self.threshold, "thresholds": self.thresholds,
                                "min_lesion_mm3": self.min_lesion_mm3}  # fmt: skip
         optional = {"patient_threshold": self.patient_threshold, "translation": self.translation,
+                    "patient_score": self.patient_score if self.patient_threshold is not None else None,
+                    "lesion_calibration": list(self.lesion_calibration) if self.lesion_calibration else None,
                     "weights_sha256": self.weights_sha256,
                     "spacing_mm": list(self.spacing_mm) if self.spacing_mm is not None else None}  # fmt: skip
         out.update({k: v for k, v in optional.items() if v is not None})

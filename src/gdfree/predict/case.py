@@ -20,6 +20,7 @@ from gdfree.io.colours import lesion_labels, mask_labels, write_colour_tables
 from gdfree.io.images import write_volume
 from gdfree.io.tables import write_tsv
 from gdfree.metrics.lesions import DetectionRule
+from gdfree.metrics.patient import probability_score
 from gdfree.types import Volume
 from gdfree.uncertainty.measures import VOXEL_MEASURES
 
@@ -100,8 +101,11 @@ def predict_case(
     probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
     masks = model.masks(probs, case.spacing_mm)
     rule = model.rule
-    rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule) if "enhancing" in probs else []
-    score = float(probs["enhancing"].max()) if "enhancing" in probs else math.nan
+    rows, score, labels = [], math.nan, None
+    if "enhancing" in probs:
+        rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule)
+        labels, _ = label_components(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+        score = probability_score(model.patient_score, probs["enhancing"], labels, model.lesion_calibration)
     result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
     if synth is not None:
         if not np.isfinite(synth).all():
@@ -114,14 +118,15 @@ def predict_case(
             uncertainty[h] = {k: v for k, v in voxel.items() if k != "mean"}
         result["uncertainty"] = uncertainty
         result["n_samples"] = int(stack.shape[0])
-        if "enhancing" in probs:
+        if labels is not None:
             e = heads.index("enhancing")
-            labels, _ = label_components(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
             for row, extra in zip(rows, lesion_uncertainty(np.where(case.brain, stack[:, e], 0.0), labels,
                                                            model.thresholds["enhancing"],
                                                            connectivity=rule.connectivity), strict=True):  # fmt: skip
                 row.update({k: v for k, v in extra.items() if k != "lesion_id"})
-            result["patient_uncertainty"] = patient_uncertainty([float(s[case.brain].max()) for s in stack[:, e]])
+            result["patient_uncertainty"] = patient_uncertainty(
+                [probability_score(model.patient_score, np.where(case.brain, s, 0.0), labels, model.lesion_calibration)
+                 for s in stack[:, e]])  # fmt: skip
     return result
 
 

@@ -55,5 +55,8 @@ def checkpoint_record(base: dict[str, Any], val: dict[str, Any], step: int, t1: 
         **({"translation": {"calibration": val["translation_calibration"], "t1_channel": t1}}
            if "translation_calibration" in val else {}),
         "min_lesion_mm3": val.get("min_lesion_mm3", 0.0), "step": step, "validation": val,
-        **({"patient_threshold": val["patient_threshold"]} if val.get("patient_threshold") else {}),
+        **({"patient_threshold": val["patient_threshold"], "patient_score": val["patient_score"]}
+           if val.get("patient_threshold") else {}),
+        **({"lesion_calibration": [val["lesion_calibration_slope"], val["lesion_calibration_intercept"]]}
+           if "lesion_calibration_slope" in val else {}),
     }, "model record")  # fmt: skip

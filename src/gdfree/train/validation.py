@@ -25,13 +25,20 @@ from gdfree.data.translation import (
     fit_enhancement_calibration,
 )
 from gdfree.metrics.froc import froc_counts
-from gdfree.metrics.lesions import DetectionRule, lesion_f1
-from gdfree.metrics.patient import roc_auc
+from gdfree.metrics.lesions import DetectionRule, label_lesions, lesion_f1, match_lesions
+from gdfree.metrics.patient import (
+    PROBABILITY_SCORES,
+    fit_lesion_calibration,
+    lesion_maxima,
+    probability_score,
+    roc_auc,
+)
 from gdfree.models.checkpoint import load_model
 from gdfree.models.forward import predict_volume
 from gdfree.models.record import ModelRecord
 
-__all__ = ["MIN_LESION_MM3", "THRESHOLDS", "calibrate", "fit_temperatures", "patient_threshold", "validate"]
+__all__ = ["MIN_LESION_MM3", "THRESHOLDS", "calibrate", "choose_patient_score", "fit_temperatures", "patient_scores",
+           "patient_threshold", "validate"]  # fmt: skip
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
 """Decision thresholds tried on the validation patients."""
@@ -47,7 +54,8 @@ def validate(
 ) -> dict[str, Any]:  # fmt: skip
     """Full-volume prediction of the validation cases: per head the pooled lesion F1 at each threshold and
     minimum predicted lesion volume (:data:`MIN_LESION_MM3`), the best pair (ties: the smallest volume,
-    then the lowest threshold), and (for ``enhancing``) the patient AUC of the maximum probability.
+    then the lowest threshold), and (for ``enhancing``) the patient score, its AUC and threshold
+    (:func:`choose_patient_score`).
 
     A ``t1gd`` head adds ``t1gd_mae`` (brain MAE of the synthetic post-Gd T1w, T1w z units); without an
     ``enhancing`` head the enhancing probability is read from its image (:mod:`gdfree.data.translation`,
@@ -103,9 +111,11 @@ def validate(
         out[f"{head}_min_lesion_mm3"] = MIN_LESION_MM3[v]
         if head == "enhancing":
             active = [int(k.n_ref > 0) for k in counts]  # the reference is the same at every volume
-            scores = [float(p[c.brain].max()) for c, p in labelled]
-            out["enhancing_auc"] = roc_auc(active, scores)
-            out["patient_threshold"] = patient_threshold(active, scores)
+            min_mm3 = max(rule.min_volume_mm3, MIN_LESION_MM3[v])
+            candidates, fitted = patient_scores(in_brain, labelled, THRESHOLDS[best], min_mm3, rule)
+            out.update(choose_patient_score(active, candidates))
+            if fitted is not None:
+                out["lesion_calibration_slope"], out["lesion_calibration_intercept"] = fitted
     key = "enhancing" if "enhancing_f1" in out else scored[-1] if scored else "none"
     auc = out.get("enhancing_auc", math.nan)
     out["score"] = out.get(f"{key}_f1", 0.0) + 0.01 * (0.0 if math.isnan(auc) else auc)
@@ -114,8 +124,51 @@ def validate(
     return out
 
 
+def patient_scores(
+    probs: Sequence[np.ndarray], labelled: Sequence[tuple[ArrayCase, np.ndarray]], threshold: float, min_mm3: float,
+    rule: DetectionRule, head: str = "enhancing",
+) -> tuple[dict[str, list[float]], tuple[float, float] | None]:  # fmt: skip
+    """Each case's patient scores of :data:`gdfree.metrics.patient.PROBABILITY_SCORES` from its in-brain
+    probability map, lesions being the components of ``threshold`` and more kept by ``rule``'s connectivity
+    above ``min_mm3`` (as :class:`gdfree.infer.model.TrainedModel` forms them), and the lesion calibration fitted
+    on these lesions, true or false by ``rule`` against the ``head`` label (None when they are all one kind;
+    ``top_lesion_calibrated`` is then left out)."""
+    maxima, true, labels = [], [], []
+    for q, (c, _) in zip(probs, labelled, strict=True):
+        lab, _n = label_lesions(q >= threshold, c.spacing_mm, rule.connectivity, min_mm3)
+        labels.append(lab)
+        maxima.append(lesion_maxima(q, lab))
+        true.append(match_lesions(lab > 0, np.asarray(c.labels[head]), c.spacing_mm, rule).pred_true)
+    calibration = fit_lesion_calibration(np.concatenate(maxima), np.concatenate(true)) if maxima else None
+    names = [n for n in PROBABILITY_SCORES if calibration is not None or n != "top_lesion_calibrated"]
+    out = {n: [probability_score(n, q, lab, calibration) for q, lab in zip(probs, labels, strict=True)] for n in names}
+    return out, calibration
+
+
+def choose_patient_score(active: Sequence[int], scores: dict[str, list[float]]) -> dict[str, Any]:
+    """The patient score with the highest validation AUC (rounded to 0.01), ties to the better-calibrated one
+    (lower Brier score of the score read as the probability of activity), among those whose threshold
+    (:func:`patient_threshold`) lies in (0.01, 0.99): a threshold at the end of the scale means the score
+    saturates (``max_prob`` when none qualifies). Returns its AUC (``enhancing_auc``), name, threshold and every
+    candidate's AUC, Brier score and threshold (``patient_auc_<name>``, ``patient_brier_<name>``,
+    ``patient_threshold_<name>``)."""
+    y = np.asarray(active, float)
+    table = {name: {"auc": roc_auc(active, s), "brier": float(np.mean((np.asarray(s) - y) ** 2)),
+                    "threshold": patient_threshold(active, s)} for name, s in scores.items()}  # fmt: skip
+
+    def rank(name: str) -> tuple[float, float]:
+        auc = table[name]["auc"]
+        return (-round(auc, 2) if auc is not None and not math.isnan(auc) else 0.0, table[name]["brier"] or 0.0)
+
+    usable = [n for n, row in table.items() if row["threshold"] is not None and 0.01 < row["threshold"] < 0.99]
+    chosen = min(usable, key=rank) if usable else "max_prob"
+    return {"enhancing_auc": table[chosen]["auc"], "patient_score": chosen,
+            "patient_threshold": table[chosen]["threshold"],
+            **{f"patient_{k}_{name}": v for name, row in table.items() for k, v in row.items()}}  # fmt: skip
+
+
 def patient_threshold(active: Sequence[int], scores: Sequence[float]) -> float | None:
-    """The patient score threshold (an exam is active when its maximum enhancing probability is >= it) with
+    """The patient score threshold (an exam is active when its score is >= it) with
     the highest Youden J (sensitivity + specificity - 1) on validation patients; ties go to the highest
     threshold (fewer false alarms). None when the patients are all active or all inactive."""
     y = np.asarray(active, bool)
