@@ -115,3 +115,27 @@ def test_translation_metrics():
     assert all(math.isnan(v) for v in empty.values())
     with pytest.raises(ValueError, match="data_range"):
         translation_metrics(ref, np.ones_like(ref), mask)
+
+
+def test_evaluate_sets_an_uncertainty_beside_the_probability_it_must_beat():
+    """Issue 33: the retention curve of an uncertainty map is scored beside the same curve with voxels ordered
+    by the probability alone, with their paired difference over cases; an uncertainty that is the probability's
+    own entropy gains exactly nothing, one that points at the errors gains."""
+    from gdfree.evaluate.cohort import evaluate_case, summarize
+    from gdfree.evaluate.display import headline
+
+    rng = np.random.default_rng(0)
+    results_same, results_oracle = [], []
+    for i in range(6):
+        ref = np.zeros((10, 10, 10), bool)
+        ref[2:6, 2:6, 2:6] = True
+        prob = np.clip(np.where(ref, 0.7, 0.2) + rng.normal(0, 0.2, ref.shape), 0.001, 0.999)
+        q = prob.astype(np.float64)
+        entropy = -(q * np.log(q) + (1 - q) * np.log1p(-q))
+        errors = ((prob >= 0.5) != ref).astype(float) + 0.01 * rng.random(ref.shape)
+        for out, unc in ((results_same, entropy), (results_oracle, errors)):
+            out.append(evaluate_case(ref, (2.0, 2.0, 2.0), case_id=f"c{i}", prob=prob, uncertainty=unc))
+    same, oracle = summarize(results_same), summarize(results_oracle)
+    assert same["retention_gain"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert oracle["retention_gain"]["mean"] > 0 and oracle["retention_gain"]["ci"][0] > 0
+    assert any(label == "R-AUC gain over the probability" for label, _, _ in headline(oracle))

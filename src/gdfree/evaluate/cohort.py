@@ -254,6 +254,10 @@ def evaluate_case(
         sel = region if region is not None else slice(None)
         curve = retention_curve(mask[sel], ref[sel], unc[sel])
         row["retention_auc"] = retention_auc(curve)
+        if prob is not None:  # the baseline: voxels ordered by the probability alone (its binary entropy)
+            q = np.clip(np.asarray(prob, np.float64)[sel], 1e-12, 1 - 1e-12)
+            entropy = -(q * np.log(q) + (1 - q) * np.log1p(-q))
+            row["retention_auc_probability"] = retention_auc(retention_curve(mask[sel], ref[sel], entropy))
     if synth is not None and target_image is not None:
         row.update({f"synth_{k}": v for k, v in translation_metrics(synth, target_image, region).items()})
         span = float(np.ptp(target_image[region])) if region is not None and region.any() else None
@@ -279,6 +283,7 @@ def evaluate_case(
 _SUMMARY_METRICS = (
     "dice", "ndsc", "sensitivity", "precision", "avd_percent", "volume_difference_mm3", "hd95_mm", "assd_mm",
     "lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_fp", "ece", "retention_auc",
+    "retention_auc_probability",
     "synth_mae", "synth_psnr_db", "synth_ssim", "synth_ref_mae", "synth_ref_psnr_db", "synth_ref_ssim",
 )  # fmt: skip
 
@@ -329,6 +334,14 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
     boot = bootstrap_pooled_f1([[r.match.counts for r in results]], cfg.rule.name, n_boot=cfg.n_boot, seed=cfg.seed)
     summary["pooled_lesions"]["lesion_f1_ci"] = list(percentile_ci(boot[:, 0])[:2])
     bins = []
+    pairs = np.array([(r.row["retention_auc_probability"], r.row["retention_auc"]) for r in results
+                      if math.isfinite(r.row.get("retention_auc_probability", math.nan))
+                      and math.isfinite(r.row.get("retention_auc", math.nan))]).reshape(-1, 2)  # fmt: skip
+    if len(pairs):  # paired: how much lower the uncertainty's R-AUC is than the probability's, per case
+        gain = pairs[:, 0] - pairs[:, 1]
+        rows = np.random.default_rng(cfg.seed).integers(0, len(gain), (cfg.n_boot, len(gain)))
+        low, high, _ = percentile_ci(gain[rows].mean(axis=1))
+        summary["retention_gain"] = {"mean": float(gain.mean()), "ci": [low, high], "n": len(gain)}
     per_case_bins = [r.match.by_volume() for r in results]
     for i, (name, _, _) in enumerate(VOLUME_BINS):
         per = [case_bins[i] for case_bins in per_case_bins]

@@ -90,6 +90,13 @@ def headline(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{_ci(a['auc'], a['auc_ci'])} / {_ci(a['f1'], a['f1_ci'])}",
                          f"{a['n_active']}/{a['n_lesions']} active, {a['n_patients']} patients"))  # fmt: skip
     mean("retention_auc", "nDSC R-AUC", "mean over cases (lower is better)")
+    mean("retention_auc_probability", "nDSC R-AUC, probability alone",
+         "the same, voxels ordered by the binary entropy of the probability: what the uncertainty must beat")
+    if "retention_gain" in summary:
+        g = summary["retention_gain"]
+        rows.append(("R-AUC gain over the probability", _ci(g["mean"], g["ci"]),
+                     f"probability's R-AUC minus the uncertainty's, mean over {g['n']} cases, bootstrap 95% CI; "
+                     "above 0: the uncertainty adds to the probability"))  # fmt: skip
     mean("synth_ssim", "Synthetic T1gd SSIM")
     mean("synth_psnr_db", "Synthetic T1gd PSNR (dB)")
     return rows
