@@ -5,7 +5,8 @@ For a training run (its ``split.json`` names the test and validation patients) a
   by the msseg rule; the AUROC of each lesion measure for telling FP (positive) from TP, beside the two
   baselines that need no sampling (1 - the lesion's mean probability, and its smallness: minus its volume),
   and each measure's paired difference from the probability baseline, all with 95% CIs from resampling
-  patients (a patient's lesions stay together);
+  patients (a patient's lesions stay together); and the probability combined with each of a few measures
+  (logistic regression, out-of-fold by patient: what the measure adds);
 - voxel level: the retention curve (nDSC, Shifts 2022) of the mutual information and of the predictive
   entropy over the brain voxels, its area R-AUC (lower is better) against random retention (seeded);
 - calibration: ECE of the mean probability with temperature 1 and with the temperature fitted on the
@@ -70,6 +71,38 @@ def patient_bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], patients: li
         d_lo, d_hi, _ = percentile_ci(np.asarray(boot[key]) - base)
         diff = auc - roc_auc(y, scores["probability"]) if not math.isnan(auc) else math.nan
         out[key] = [round(v, 3) for v in (auc, lo, hi, diff, d_lo, d_hi)]
+    return out
+
+
+COMBINED = ("smallness", "lsu", "predictive_entropy_mean", "mutual_information_mean")
+"""Measures each combined with the probability (``probability+<measure>``) to see what they add to it."""
+
+
+def combined_scores(
+    y: np.ndarray, scores: dict[str, np.ndarray], patients: list[str], seed: int
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Out-of-fold FP probabilities of a logistic regression (scikit-learn, standardised inputs) on the
+    probability and one measure of :data:`COMBINED`, folds by patient (5, GroupKFold): whether the measure adds
+    to the probability, judged on lesions of patients the combination was not fitted on."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    groups = np.asarray(patients)
+    folds = list(GroupKFold(n_splits=min(5, len(set(patients)))).split(y, y, groups))
+    for name in COMBINED:
+        if name not in scores:
+            continue
+        x = np.stack([scores["probability"], scores[name]], axis=1)
+        oof = np.full(y.size, np.nan)
+        for train, test in folds:
+            if 0 < y[train].sum() < train.size:
+                fit = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed)).fit(x[train], y[train])
+                oof[test] = fit.predict_proba(x[test])[:, 1]
+        if np.isfinite(oof).all():
+            out[f"probability+{name}"] = oof
     return out
 
 
@@ -165,11 +198,11 @@ def main() -> None:
             near = ndimage.binary_dilation(c.labels["lesion"], iterations=2)[b]  # where activity is decided
             near_lesion.append(near)
         y = np.asarray(lesion_labels)
-        lesion_auc = patient_bootstrap(
-            y, {k: np.asarray(v, float) for k, v in lesion_scores.items()
-                if not (k.endswith("_max") and k.startswith(("expected", "variance")))},
-            lesion_case, args.seed,
-        ) if y.size else {}  # fmt: skip
+        measures = {k: np.asarray(v, float) for k, v in lesion_scores.items()
+                    if not (k.endswith("_max") and k.startswith(("expected", "variance")))}  # fmt: skip
+        if 0 < y.sum() < y.size:
+            measures.update(combined_scores(y, measures, lesion_case, args.seed))
+        lesion_auc = patient_bootstrap(y, measures, lesion_case, args.seed) if y.size else {}
         ref_all, raw_all, cal_all = np.concatenate(refs), np.concatenate(probs_raw), np.concatenate(probs_cal)
         near_all = np.concatenate(near_lesion)
         rows.append({
@@ -181,8 +214,10 @@ def main() -> None:
             "ece_lesions_t1": round(expected_calibration_error(raw_all[near_all], ref_all[near_all]), 5),
             "ece_lesions_calibrated": round(expected_calibration_error(cal_all[near_all], ref_all[near_all]), 5),
             "temperature": round(t_enh, 4), "seconds_per_exam": round(seconds / len(test), 2),
+            "lesion_rows": [{"patient": p, "false_positive": int(f), **{k: float(v[i]) for k, v in measures.items()}}
+                            for i, (p, f) in enumerate(zip(lesion_case, y, strict=True))],
         })  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "lesion_rows"}), flush=True)
     summary = {"run": str(args.run), "stem": args.stem, "ensemble": [str(r) for r in args.ensemble],
                "temperature_notes": notes, "voxel_measures": VOXEL_MEASURES, "rows": rows}  # fmt: skip
     if args.out:

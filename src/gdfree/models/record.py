@@ -167,7 +167,7 @@ class ModelRecord:
                                "threshold": self.threshold, "thresholds": self.thresholds,
                                "min_lesion_mm3": self.min_lesion_mm3}  # fmt: skip
         optional = {"patient_threshold": self.patient_threshold, "translation": self.translation,
-                    "patient_score": self.patient_score if self.patient_threshold is not None else None,
+                    "patient_score": self.patient_score if self.patient_score != "max_prob" else None,
                     "lesion_calibration": list(self.lesion_calibration) if self.lesion_calibration else None,
                     "weights_sha256": self.weights_sha256,
                     "spacing_mm": list(self.spacing_mm) if self.spacing_mm is not None else None}  # fmt: skip
