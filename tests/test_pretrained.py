@@ -14,6 +14,8 @@ def test_shipped_model_is_small_and_loads_verified():
     assert size < 20 * 2**20
     model = TrainedModel.load(PRETRAINED / "network")
     assert model.modalities == ("T1w", "T2w", "FLAIR") and not model.oracle and model.patient_threshold is not None
+    # issue 33: a patient score that does not saturate, chosen on its validation patients, and a threshold inside
+    assert model.patient_score == "top_lesion_median" and 0.05 < model.patient_threshold < 0.95
     clf = ActivityClassifier.load(PRETRAINED / "activity")
     assert clf.modalities == model.modalities and clf.network_sha256 == model.weights_sha256
     assert "phantoms only" in (PRETRAINED / "MODEL_CARD.md").read_text()
