@@ -1,7 +1,8 @@
 """How good is the uncertainty? MC dropout vs test-time flips vs an ensemble, on a run's held-out patients.
 
 For a training run (its ``split.json`` names the test and validation patients) and each sampling method:
-- lesion level: predicted enhancing lesions (mean of the samples >= the calibrated threshold) are TP or FP
+- lesion level: predicted enhancing lesions (mean of the samples >= the calibrated threshold, components above
+  the model's minimum lesion volume, as ``predict`` reports them) are TP or FP
   by the msseg rule; the AUROC of each lesion measure for telling FP (positive) from TP, beside the two
   baselines that need no sampling (1 - the lesion's mean probability, and its smallness: minus its volume),
   and each measure's paired difference from the probability baseline, all with 95% CIs from resampling
@@ -145,6 +146,7 @@ def main() -> None:
     t_enh = temps.get("enhancing", 1.0)
     logit_t = math.log(meta["threshold"] / (1 - meta["threshold"]))
     rule = DetectionRule.preset("msseg")
+    min_mm3 = max(rule.min_volume_mm3, float(meta.get("min_lesion_mm3", 0.0)))
     wanted = {m.strip() for m in args.methods.split(",")}
     methods = {}
     if "mc" in wanted:
@@ -173,9 +175,10 @@ def main() -> None:
             mean_cal = np.where(c.brain, calibrated.mean(axis=0), 0.0)
             ref = c.labels["enhancing"]
             threshold = 1 / (1 + math.exp(-logit_t / t_enh))
-            mask = mean_cal >= threshold
             voxel = voxel_uncertainty(np.where(c.brain, calibrated, 0.0))
-            labels, n = label_lesions(mask, c.spacing_mm, rule.connectivity, rule.min_volume_mm3)
+            # the lesions predict reports: components above the model's minimum lesion volume
+            labels, n = label_lesions(mean_cal >= threshold, c.spacing_mm, rule.connectivity, min_mm3)
+            mask = labels > 0
             if n:
                 match = match_lesions(mask, ref, c.spacing_mm, rule)
                 lesion_labels += [int(not t) for t in match.pred_true]  # FP = positive
