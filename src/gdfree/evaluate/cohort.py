@@ -81,7 +81,6 @@ class EvaluationConfig:
             return self.patient_threshold
         defaults = {"count": 1.0, "volume": 1e-9}
         return defaults.get(self.patient_score, self.threshold)
-        return defaults[self.patient_score]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -264,20 +263,38 @@ def evaluate_case(
         inside = translation_metrics(synth, target_image, ref, data_range=span or None)  # brain range: comparable
         row.update({f"synth_ref_{k}": v for k, v in inside.items()})
 
-    if cfg.patient_score in PROBABILITY_SCORES:
-        if prob is None:
-            score = math.nan
-        else:
-            labels, _ = label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
-            inside = np.where(region, prob, 0.0) if region is not None else prob
-            score = probability_score(cfg.patient_score, inside, labels, cfg.lesion_calibration)
-    elif cfg.patient_score == "count":
-        score = float(match.n_pred)
-    else:
-        score = float(match.pred_volume_mm3.sum())
+    score = _patient_score(cfg, prob, mask, spacing, region, match)
     row["patient_score"] = score
     row["active"] = match.n_ref > 0
     return CaseResult(case_id, row, match, counts, table, match.n_ref > 0, score, retention=curve)
+
+
+def _patient_score(
+    cfg: EvaluationConfig, prob: np.ndarray | None, mask: np.ndarray, spacing: Sequence[float],
+    region: np.ndarray | None, match: LesionMatch,
+) -> float:  # fmt: skip
+    """The case's ``cfg.patient_score``; NaN for a probability score without a probability map."""
+    if cfg.patient_score in PROBABILITY_SCORES:
+        if prob is None:
+            return math.nan
+        labels, _ = label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
+        inside = np.where(region, prob, 0.0) if region is not None else prob
+        return probability_score(cfg.patient_score, inside, labels, cfg.lesion_calibration)
+    return float(match.n_pred) if cfg.patient_score == "count" else float(match.pred_volume_mm3.sum())
+
+
+def _retention_gain(results: Sequence[CaseResult], cfg: EvaluationConfig) -> dict[str, Any] | None:
+    """Paired over cases: how much lower an uncertainty map's R-AUC is than the probability's own (mean, bootstrap
+    95% CI over cases, n); None without a case holding both."""
+    pairs = np.array([(r.row["retention_auc_probability"], r.row["retention_auc"]) for r in results
+                      if math.isfinite(r.row.get("retention_auc_probability", math.nan))
+                      and math.isfinite(r.row.get("retention_auc", math.nan))]).reshape(-1, 2)  # fmt: skip
+    if not len(pairs):
+        return None
+    gain = pairs[:, 0] - pairs[:, 1]
+    rows = np.random.default_rng(cfg.seed).integers(0, len(gain), (cfg.n_boot, len(gain)))
+    low, high, _ = percentile_ci(gain[rows].mean(axis=1))
+    return {"mean": float(gain.mean()), "ci": [low, high], "n": len(gain)}
 
 
 _SUMMARY_METRICS = (
@@ -333,15 +350,10 @@ def summarize(results: Sequence[CaseResult], config: EvaluationConfig | None = N
     }  # fmt: skip
     boot = bootstrap_pooled_f1([[r.match.counts for r in results]], cfg.rule.name, n_boot=cfg.n_boot, seed=cfg.seed)
     summary["pooled_lesions"]["lesion_f1_ci"] = list(percentile_ci(boot[:, 0])[:2])
+    gain = _retention_gain(results, cfg)
+    if gain is not None:
+        summary["retention_gain"] = gain
     bins = []
-    pairs = np.array([(r.row["retention_auc_probability"], r.row["retention_auc"]) for r in results
-                      if math.isfinite(r.row.get("retention_auc_probability", math.nan))
-                      and math.isfinite(r.row.get("retention_auc", math.nan))]).reshape(-1, 2)  # fmt: skip
-    if len(pairs):  # paired: how much lower the uncertainty's R-AUC is than the probability's, per case
-        gain = pairs[:, 0] - pairs[:, 1]
-        rows = np.random.default_rng(cfg.seed).integers(0, len(gain), (cfg.n_boot, len(gain)))
-        low, high, _ = percentile_ci(gain[rows].mean(axis=1))
-        summary["retention_gain"] = {"mean": float(gain.mean()), "ci": [low, high], "n": len(gain)}
     per_case_bins = [r.match.by_volume() for r in results]
     for i, (name, _, _) in enumerate(VOLUME_BINS):
         per = [case_bins[i] for case_bins in per_case_bins]

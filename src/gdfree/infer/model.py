@@ -41,6 +41,19 @@ __all__ = ["TrainedModel"]
 _HEADS = ("enhancing", "lesion", TRANSLATION_HEAD)
 
 
+def _patient_level(
+    record: ModelRecord, temperature: float, where: Path | str
+) -> tuple[float | None, tuple[float, float] | None]:  # fmt: skip
+    """The patient threshold and lesion calibration of ``record`` mapped from the uncalibrated probabilities
+    they were chosen on onto those calibrated with the enhancing head's ``temperature`` (a logit divided by it)."""
+    patient = record.patient_threshold
+    if patient is not None:
+        raw = _fraction(patient, f"{where}: patient_threshold")
+        patient = float(sigmoid(logit(raw) / temperature, dtype=np.float64))
+    lesion = record.lesion_calibration
+    return patient, (lesion[0] * temperature, lesion[1]) if lesion is not None else None
+
+
 def _fraction(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
         raise ValueError(f"{where}: expected a number in (0, 1), got {value!r}")
@@ -192,11 +205,7 @@ class TrainedModel:
             rule = DetectionRule(**meta.get("rule", {"name": "msseg"}))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: rule: {exc}") from exc
-        patient = meta.get("patient_threshold")
-        if patient is not None:
-            patient = _fraction(patient, f"{where}: patient_threshold")
-            t = temperature.get("enhancing", 1.0)
-            patient = float(sigmoid(logit(patient) / t, dtype=np.float64))
+        patient, lesion_calibration = _patient_level(record, temperature.get("enhancing", 1.0), where)
         prints = meta.get("training_fingerprints", [])
         config = meta.get("config", {})
         return cls(
@@ -206,8 +215,7 @@ class TrainedModel:
             control=bool(isinstance(config, dict) and config.get("randomise_labels")), meta=dict(meta),
             network_heads=network_heads, translation=translation if "enhancing" not in network_heads else None,
             patient_threshold=patient, patient_score=record.patient_score, spacing_mm=record.spacing_mm,
-            lesion_calibration=(record.lesion_calibration[0] * temperature.get("enhancing", 1.0),
-                                record.lesion_calibration[1]) if record.lesion_calibration else None,
+            lesion_calibration=lesion_calibration,
         )  # fmt: skip
 
     @property

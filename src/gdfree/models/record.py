@@ -49,9 +49,8 @@ class ModelRecord:
             head has none. patient_threshold: the patient-level threshold, or None; patient_score: the patient
             score it applies to (:data:`gdfree.metrics.patient.PROBABILITY_SCORES`; ``max_prob`` for a record
             from before it was recorded); lesion_calibration: (slope, intercept) of ``top_lesion_calibrated`` on
-            the uncalibrated scale (:func:`gdfree.metrics.patient.fit_lesion_calibration`), or None. translation:
-            calibration of
-            an enhancing head read from a synthetic post-Gd T1w, or None.
+            the uncalibrated scale (:func:`gdfree.metrics.patient.fit_lesion_calibration`), or None.
+            translation: calibration of an enhancing head read from a synthetic post-Gd T1w, or None.
         training_fingerprints: SHA-256 of every input file trained or validated on (predict refuses them).
         weights_sha256: SHA-256 of the weights file (set when the weights are saved).
         spacing_mm: the voxel size (mm, per axis) of the data it was trained on: predict runs the network at it
