@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -179,6 +180,16 @@ def test_predict_the_test_patient_on_its_grid(trained: tuple[Path, Path], tiny_c
     n = label_lesions(mask.data, mask.spacing_mm, 6, 3.0)[1]
     assert rows[0].startswith("lesion_id\tcentroid_x_mm") and len(rows) == 1 + n
     assert (out / "predictions.tsv").is_file() and (out / "dataset_description.json").is_file()
+    # issue 33: the activity score is the model's patient score, called active at the model's patient threshold
+    model = TrainedModel.load(run)
+    from gdfree.metrics.patient import probability_score
+
+    (row,) = list(csv.DictReader((out / "predictions.tsv").open(), delimiter="\t"))
+    labels = label_lesions(mask.data, mask.spacing_mm, 6, 3.0)[0]
+    score = probability_score(model.patient_score, prob.data, labels, model.lesion_calibration)
+    assert float(row["activity_score"]) == pytest.approx(score, abs=1e-5)
+    want = score >= model.patient_threshold if model.patient_threshold is not None else n > 0
+    assert row["predicted_active"] == str(bool(want)).lower()
     evaluated = runner.invoke(app, ["evaluate", "--pred", str(out), "--ref", str(tiny_cohort), "--out",
                                     str(root / "eval"), "--only-predicted", "--n-boot", "10"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output

@@ -145,8 +145,8 @@ def predict(
     failed = [r for r in rows if r.get("status") == "failed"]
     active = sum(bool(r.get("predicted_active")) for r in rows)
     console = new_console()
-    console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} with predicted enhancing "
-                  "lesions.")  # fmt: skip
+    console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} called active (patient "
+                  "score at or above the model's patient threshold).")  # fmt: skip
     root = dataset_root(input)
     dropped = account(console, root, fmt, out, within=None if root == input else input)
     exit_on_failures(console, {r["case_id"]: r["reason"] for r in failed},

@@ -8,7 +8,9 @@ predicted enhancing lesion: id, centroid in mm, volume in mm3, maximum and mean 
 Each mask and the ``desc-all_dseg`` of the visible lesions (with ``activity``) get colour tables beside them
 (``.tsv``, ``.itksnap.txt``, ``.lut``, ``.ctbl``; :mod:`gdfree.io.colours`): the lesions called active in red.
 A model with a ``t1gd`` output also writes ``desc-synthT1gd_T1w.nii.gz``, the synthetic post-Gd T1w in the
-input T1w's intensity scale. ``OUT/predictions.tsv`` has one row a case with its activity score;
+input T1w's intensity scale. ``OUT/predictions.tsv`` has one row a case with its activity score (the model's
+patient score, :data:`gdfree.metrics.patient.PROBABILITY_SCORES`) and ``predicted_active`` (the score at or above
+the model's patient threshold; any predicted enhancing lesion for a model without one);
 ``OUT/dataset_description.json`` names the model and its hash.
 
 A cohort goes on past a case that fails (unreadable file, NaN voxels, missing modality): the reason goes

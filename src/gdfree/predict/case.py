@@ -106,7 +106,10 @@ def predict_case(
         rows = lesion_rows(probs["enhancing"], masks["enhancing"], case.affine, rule)
         labels, _ = label_components(masks["enhancing"], case.spacing_mm, rule.connectivity, rule.min_volume_mm3)
         score = probability_score(model.patient_score, probs["enhancing"], labels, model.lesion_calibration)
-    result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score}
+    # called active at the model's patient threshold (chosen on validation), else for any predicted lesion
+    active = bool(rows) if model.patient_threshold is None or math.isnan(score) else score >= model.patient_threshold
+    result: dict[str, Any] = {"prob": probs, "mask": masks, "lesions": rows, "activity_score": score,
+                              "predicted_active": active}  # fmt: skip
     if synth is not None:
         if not np.isfinite(synth).all():
             raise GdfreeError(f"{case.case_id}: the synthetic post-Gd T1w holds NaN or infinite values")
@@ -192,7 +195,7 @@ def predict_one(
         "case_id": case.case_id,
         "activity_score": result["activity_score"],
         "n_enhancing_lesions": len(result["lesions"]),
-        "predicted_active": bool(result["lesions"]),
+        "predicted_active": result["predicted_active"],
         "max_lesion_probability": max((r["probability"] for r in result["lesions"]), default=0.0),
         **({"n_samples": result["n_samples"], **result["patient_uncertainty"]} if "n_samples" in result else {}),
         **extra,
