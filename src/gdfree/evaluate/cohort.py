@@ -277,7 +277,8 @@ def _patient_score(
     if cfg.patient_score in PROBABILITY_SCORES:
         if prob is None:
             return math.nan
-        labels, _ = label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)
+        labels = (label_lesions(mask, spacing, cfg.rule.connectivity, cfg.rule.min_volume_mm3)[0]
+                  if cfg.patient_score != "max_prob" else np.zeros(0, np.int32))  # the maximum needs no lesions
         inside = np.where(region, prob, 0.0) if region is not None else prob
         return probability_score(cfg.patient_score, inside, labels, cfg.lesion_calibration)
     return float(match.n_pred) if cfg.patient_score == "count" else float(match.pred_volume_mm3.sum())

@@ -74,7 +74,6 @@ def _inputs(
     return paths
 
 
-
 def _paired_cases(
     predictions: Path, dataset: Path, fmt: str, by_id: dict[str, Any], case_ids: Sequence[str] | None,
     failures: dict[str, str],
