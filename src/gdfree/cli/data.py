@@ -35,6 +35,9 @@ def synth(
     first: Annotated[
         int, typer.Option(help="Skip this many subjects: 100 writes sub-101 onwards (a held-out batch).")
     ] = 0,
+    timepoints: Annotated[
+        int, typer.Option(help="2: a prior ses-1 and a follow-up ses-2 per subject, with new/enlarging truth.")
+    ] = 1,
 ) -> None:
     """Synthesise a BIDS cohort of MS subjects with known active lesions (truth in derivatives/phantom)."""
     import dataclasses
@@ -51,12 +54,12 @@ def synth(
     if randomise is not None:
         overrides["domain_randomisation"] = dataclasses.replace(cfg.domain_randomisation, enabled=randomise)
     cfg = dataclasses.replace(cfg, **overrides)
-    rows = _run_synth(out, cfg, subjects, seed, jobs, overwrite, first)
+    rows = _run_synth(out, cfg, subjects, seed, jobs, overwrite, first, timepoints)
     _print_cohort(rows, out)
 
 
 def _run_synth(
-    out: Path, cfg: Any, subjects: int, seed: int, jobs: int, overwrite: bool, first: int = 0
+    out: Path, cfg: Any, subjects: int, seed: int, jobs: int, overwrite: bool, first: int = 0, timepoints: int = 1
 ) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -67,7 +70,7 @@ def _run_synth(
     ) as bar:
         task = bar.add_task("synth", total=subjects)
         return write_cohort(
-            out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite, first=first,
+            out, cfg, subjects, seed, jobs=jobs, overwrite=overwrite, first=first, timepoints=timepoints,
             progress=lambda done: bar.update(task, completed=done),
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ from chronic lesions.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 
 import numpy as np
@@ -79,6 +79,7 @@ class LesionParams:
     volume_mm3: float = 0.0  # filled in after rendering: sum of partial-volume fractions
     enhancing_volume_mm3: float = 0.0
     mask_voxels: int = 0
+    scale: float = 1.0  # linear size relative to the drawn lesion (a prior session's smaller or larger lesion)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -309,7 +310,14 @@ def _make_active(
 def _shape_fields(
     lesion: LesionParams, u: np.ndarray, lib: LesionLibrary | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At local offsets ``u`` (N, 3) mm from the centre: inside (bool), rho (inside), mm beyond the border."""
+    """At local offsets ``u`` (N, 3) mm from the centre: inside (bool), rho (inside), mm beyond the border.
+
+    A lesion of ``scale`` s is the drawn shape grown s times about its centre (``bounding_radius_mm`` is the
+    grown one's).
+    """
+    if lesion.scale != 1.0:
+        inside, rho, beyond = _shape_fields(replace(lesion, scale=1.0), u / lesion.scale, lib)
+        return inside, rho, beyond * lesion.scale
     if lesion.shape == "ovoid":
         v = u @ np.asarray(lesion.axes)
         rho = np.sqrt(((v / np.asarray(lesion.semi_axes_mm)) ** 2).sum(axis=1))

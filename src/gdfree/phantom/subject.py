@@ -192,11 +192,14 @@ def lesion_confounders(
 
 
 def render_subject(
-    params: SubjectParams, cfg: PhantomConfig, anat: SubjectAnatomy | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    params: SubjectParams, cfg: PhantomConfig, anat: SubjectAnatomy | None = None,
+    vessel_lesions: list[LesionParams] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:  # fmt: skip
     """Images (role -> float32, WM ~ 1000 x gain) and masks (role -> bool) of one subject, and the affine.
 
-    Also fills each lesion's ``volume_mm3``, ``enhancing_volume_mm3`` and ``mask_voxels``.
+    Also fills each lesion's ``volume_mm3``, ``enhancing_volume_mm3`` and ``mask_voxels``. ``vessel_lesions``:
+    the lesions whose confounding vessels are drawn (default ``params.lesions``; a prior session passes the
+    follow-up's, since veins are anatomy and outlast the lesions that come later).
     """
     if anat is None:
         anat = deform(template_maps(cfg.resolution_mm), params.deform)
@@ -252,8 +255,8 @@ def render_subject(
             rel[POST_CONTRAST][sl] *= 1 + lesion.enhance_gain * r.enhancing
     vessels = _vessels(anat, params.vessel_seed)
     if cfg.lesion_confounders > 0:
-        vessels = np.maximum(vessels, lesion_confounders(anat, params.lesions, params.vessel_seed,
-                                                         cfg.lesion_confounders)[0])  # fmt: skip
+        around = params.lesions if vessel_lesions is None else vessel_lesions
+        vessels = np.maximum(vessels, lesion_confounders(anat, around, params.vessel_seed, cfg.lesion_confounders)[0])
     rel[POST_CONTRAST] *= 1 + cfg.vessel_gain * vessels
     noise_rng = np.random.default_rng(params.noise_seed)
     outside = m.brain < 0.01
