@@ -109,7 +109,7 @@ def synthesize_pair(
     rng = np.random.default_rng([seed, index, 2])  # the follow-up's draws are untouched
     prior, status = draw_pair(rng, params, cfg, pair)
     old_images, old_masks, _ = render_subject(prior, cfg, anat, vessel_lesions=params.lesions)
-    move = head_move(rng, pair, np.asarray(params.deform.centre_mm))
+    move = head_move(rng, pair, params.deform.centre_mm)
     old_images = {role: apply_move(img, affine, move) for role, img in old_images.items()}
     old_masks = {role: apply_move(m, affine, move) >= 0.5 for role, m in old_masks.items()}
     masks["change"] = status_map(params.lesions, status, affine, masks["lesion"].shape, cfg)
@@ -219,7 +219,8 @@ def _readme(cfg: PhantomConfig, n_subjects: int, seed: int, first: int = 0, time
         f"{n_subjects} subjects{which}, seed {seed}, {cfg.resolution_mm} mm, signature strength "
         f"{cfg.signature_strength} on {', '.join(cfg.signature_modalities)}.\n"
         "Inputs: sub-*/anat/*_{T1w,T2w,FLAIR,PD}; post-gadolinium T1w: *_ce-gadolinium_T1w (a label source, "
-        f"never an input).\n{sessions}Ground truth: derivatives/phantom (lesion, enhancing and brain masks; every sampled "
-        "parameter in sub-*_phantom.json; the full config in phantom_config.yaml).\n"
+        f"never an input).\n{sessions}"
+        "Ground truth: derivatives/phantom (lesion, enhancing and brain masks; every sampled parameter in "
+        "sub-*_phantom.json; the full config in phantom_config.yaml).\n"
         "Real lesion shapes: open_ms_data, Lesjak et al., Neuroinformatics 2017 (CC-BY).\n"
     )

@@ -19,6 +19,7 @@ move. The anatomy (tissue, texture, vessels, a confluent band) is the subject's 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -115,7 +116,7 @@ def draw_pair(
     return prior, status
 
 
-def head_move(rng: np.random.Generator, pair: PairConfig, centre_mm: np.ndarray) -> np.ndarray:
+def head_move(rng: np.random.Generator, pair: PairConfig, centre_mm: Sequence[float]) -> np.ndarray:
     """A 4x4 rigid move (RAS mm) about ``centre_mm``: where the prior's head sits, as a map of world points."""
     from gdfree.preprocess.registration import rigid_matrix
 
