@@ -1,0 +1,143 @@
+"""A prior exam brought onto its follow-up: rigid registration, intensity matching and difference images.
+
+:func:`pair_exams` registers the prior's reference image (FLAIR) onto the follow-up's (rigid, the sampling
+``prepare`` uses: two exams of one head differ by a rigid move), resamples every prior image the follow-up also
+has onto the follow-up grid through that one transform, and matches each prior image's intensities to the
+follow-up's inside the brain:
+
+1. a piecewise-linear map of the prior's brain percentiles (1, 5, 10, 25, 50, 75, 90, 95, 99) onto the
+   follow-up's (new lesions are a small share of the brain and barely move them);
+2. differential bias correction (Lewis & Fox, NeuroImage 2004; used for MS subtraction imaging): the prior
+   times the ratio of the two images smoothed inside the brain (Gaussian, ``bias_sigma_mm``), which removes the
+   slowly varying difference of the two bias fields and keeps anything smaller than the kernel.
+
+The difference images are follow-up minus matched prior, each in units of its robust spread inside the brain
+(1.4826 x the median absolute deviation; a threshold ``k`` means "k noise units"). The residual check after
+registration is the correlation of the follow-up's and the matched prior's reference images inside the brain;
+below ``min_correlation`` the pair carries a problem (a failed registration, or another patient) and the caller
+must say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from gdfree.arrays import robust_stats
+from gdfree.io.images import from_sitk, to_sitk
+from gdfree.preprocess.registration import RegistrationConfig, register, resample
+from gdfree.types import Volume
+
+__all__ = ["MATCH_PERCENTILES", "PairConfig", "PairedExam", "match_intensity", "pair_exams"]
+
+MATCH_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """Knobs of :func:`pair_exams` (see the module docstring)."""
+
+    reference: str = "FLAIR"
+    registration: RegistrationConfig = field(
+        default_factory=lambda: RegistrationConfig(stages=("rigid",), sampling=(0.2, 0.1, 0.03))
+    )
+    bias_sigma_mm: float = 15.0
+    min_correlation: float = 0.8
+
+
+@dataclass(frozen=True)
+class PairedExam:
+    """The prior on the follow-up grid (``prior``: role -> intensity-matched volume), the difference images
+    (role -> follow-up minus matched prior, in robust-spread units inside the brain), the transform
+    (follow-up points -> prior points, ITK), the reference correlation inside the brain, and problems found."""
+
+    prior: dict[str, Volume]
+    difference: dict[str, Volume]
+    transform: Any
+    correlation: float
+    problems: list[str]
+
+
+def match_intensity(moving: np.ndarray, reference: np.ndarray, brain: np.ndarray, bias_sigma_mm: float,
+                    spacing_mm: tuple[float, float, float]) -> np.ndarray:  # fmt: skip
+    """``moving`` (already on ``reference``'s grid) with ``reference``'s brain intensities: percentile map, then
+    differential bias correction (module docstring). Outside ``brain`` the percentile map alone."""
+    brain = np.asarray(brain, bool)
+    src = np.percentile(moving[brain], MATCH_PERCENTILES)
+    dst = np.percentile(reference[brain], MATCH_PERCENTILES)
+    src = np.maximum.accumulate(src + np.arange(len(src)) * 1e-6)  # strictly increasing for np.interp
+    slope_lo = (dst[1] - dst[0]) / max(src[1] - src[0], 1e-6)
+    slope_hi = (dst[-1] - dst[-2]) / max(src[-1] - src[-2], 1e-6)
+    out = np.interp(moving, src, dst)
+    out = np.where(moving < src[0], dst[0] + (moving - src[0]) * slope_lo, out)
+    out = np.where(moving > src[-1], dst[-1] + (moving - src[-1]) * slope_hi, out)
+    if bias_sigma_mm > 0:
+        sigma = [bias_sigma_mm / s for s in spacing_mm]
+        weight = ndimage.gaussian_filter(brain.astype(np.float32), sigma)
+        num = ndimage.gaussian_filter(np.where(brain, reference, 0).astype(np.float32), sigma)
+        den = ndimage.gaussian_filter(np.where(brain, out, 0).astype(np.float32), sigma)
+        ok = (weight > 0.05) & (den > 1e-6)
+        ratio = np.where(ok, num / np.where(ok, den, 1.0), 1.0)
+        out = np.where(brain, out * ratio, out)
+    return out.astype(np.float32)
+
+
+def _brain(reference: Volume, brain: np.ndarray | None) -> np.ndarray:
+    if brain is not None:
+        return np.asarray(brain, bool)
+    from skimage.filters import threshold_otsu
+
+    data = reference.data
+    inside = ndimage.binary_fill_holes(data > threshold_otsu(data[data > 0]))
+    return np.asarray(ndimage.binary_opening(inside, iterations=2), bool)
+
+
+def pair_exams(
+    followup: Mapping[str, Volume],
+    prior: Mapping[str, Volume],
+    brain: np.ndarray | None = None,
+    config: PairConfig | None = None,
+    *,
+    transform: Any = None,
+) -> PairedExam:
+    """Bring ``prior`` onto ``followup`` (module docstring).
+
+    Args:
+        followup, prior: role -> volume; both need ``config.reference``; roles only one exam has are skipped.
+        brain: the follow-up's brain mask (else an Otsu mask of its reference image).
+        transform: a known follow-up -> prior transform (ITK) instead of registering.
+
+    Raises:
+        ValueError: an exam lacks the reference role.
+    """
+    cfg = config or PairConfig()
+    for name, exam in (("follow-up", followup), ("prior", prior)):
+        if cfg.reference not in exam:
+            raise ValueError(f"{name} exam has no {cfg.reference} (the pair's reference); it has {sorted(exam)}")
+    ref = followup[cfg.reference]
+    mask = _brain(ref, brain)
+    fixed = to_sitk(ref)
+    if transform is None:
+        transform = register(fixed, to_sitk(prior[cfg.reference]), cfg.registration, fixed_mask=to_sitk(
+            Volume(mask.astype(np.uint8), ref.affine)))  # fmt: skip
+    spacing = ref.spacing_mm
+    matched: dict[str, Volume] = {}
+    for role in [r for r in followup if r in prior]:
+        moved = from_sitk(resample(to_sitk(prior[role], np.float32), fixed, transform, interpolation="linear")).data
+        fitted = match_intensity(moved, followup[role].data, mask, cfg.bias_sigma_mm, spacing)
+        matched[role] = Volume(fitted, ref.affine)
+    difference = {}
+    for role, volume in matched.items():
+        diff = followup[role].data - volume.data
+        difference[role] = Volume((diff / np.float32(robust_stats(diff[mask])[1])).astype(np.float32), ref.affine)
+    corr = float(np.corrcoef(ref.data[mask], matched[cfg.reference].data[mask])[0, 1])
+    problems = []
+    if not corr >= cfg.min_correlation:
+        problems.append(f"after registration and matching the prior's {cfg.reference} correlates with the "
+                        f"follow-up's at {corr:.2f} inside the brain (< {cfg.min_correlation}): registration failed, "
+                        "or not one patient")  # fmt: skip
+    return PairedExam(matched, difference, transform, corr, problems)
