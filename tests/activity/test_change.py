@@ -48,5 +48,6 @@ def test_subtraction_finds_a_bright_new_blob_and_k_is_fitted() -> None:
     region = change_region(brain, SP)
     assert region.sum() < brain.sum() and not region[1, 15, 15]  # the brain's edge is left out
     wm = _cube(shape, (5, 5, 5), 10)
-    grown = change_region(brain, SP, white_matter=wm)  # white matter grown by a voxel (6-neighbours)
+    grown = change_region(brain, SP, white_matter=wm)  # white matter grown by a voxel (6-neighbours), deep
     assert grown.sum() == 10**3 + 6 * 10**2 and grown[wm].all()
+    assert not change_region(brain, SP, white_matter=brain)[1, 15, 15]

@@ -5,7 +5,8 @@ Two things, both kept simple enough to be the baseline a learned change detector
 
 - :func:`subtraction_lesions`: the registered FLAIR subtraction thresholded at ``k`` noise units, its connected
   components (the lesion rule's connectivity, more than ``min_volume_mm3``) inside a region where lesions
-  appear (:func:`change_region`: the follow-up's white matter and lesions, else the brain away from its edge);
+  appear (:func:`change_region`: the brain away from its edge, within the follow-up's white matter and lesions
+  when given);
   ``k`` is fitted on training pairs (:func:`fit_subtraction_k`).
 - :func:`lesion_changes`: each follow-up lesion matched with the prior's lesions (both masks on the follow-up
   grid) and called ``new`` (less than ``new_overlap`` of it was lesion before), ``enlarging`` (its volume at
@@ -38,20 +39,20 @@ def change_region(
     *,
     white_matter: np.ndarray | None = None,
     lesions: np.ndarray | None = None,
-    edge_mm: float = 4.0,
+    edge_mm: float = 3.0,
 ) -> np.ndarray:
-    """Where new lesions are looked for: white matter and the follow-up's lesions (dilated by a voxel) when
-    given, else the brain more than ``edge_mm`` from its border (registration and bias leave their largest
-    differences at the brain's edge and in the CSF)."""
+    """Where new lesions are looked for: the brain more than ``edge_mm`` from its border (registration and bias
+    leave their largest differences at the brain's edge), within white matter and the follow-up's lesions (each
+    dilated by a voxel) when either is given."""
     brain = np.asarray(brain, bool)
+    deep = np.asarray(ndimage.distance_transform_edt(brain, sampling=spacing_mm) > edge_mm, bool)
     if white_matter is None and lesions is None:
-        depth = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
-        return np.asarray(depth > edge_mm, bool)
+        return deep
     region = np.zeros(brain.shape, bool)
     for part in (white_matter, lesions):
         if part is not None:
             region |= ndimage.binary_dilation(np.asarray(part, bool))
-    return region & brain
+    return region & deep
 
 
 def subtraction_lesions(

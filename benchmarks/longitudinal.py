@@ -1,0 +1,281 @@
+"""Activity from a prior exam (issue 32): new lesions by the registered FLAIR subtraction, beside the single-exam
+prediction, on phantom pairs and on open_ms_data's longitudinal patients.
+
+    gdfree synth --out /tmp/long/phantom --subjects 90 --first 2000 --seed 0 --timepoints 2 --jobs 2
+    python benchmarks/longitudinal.py --phantom /tmp/long/phantom --work /tmp/long --train 30
+    python benchmarks/longitudinal.py --real ../shared/data/open_ms_data/longitudinal/raw --work /tmp/long
+
+Phantom (sub-2001.. of seed 0: neither the shipped network nor its activity classifier saw them): the first
+``--train`` subjects fit the subtraction's ``k`` and the combination; the rest are the test patients. Arms, on
+the reference (truth) lesions of each test follow-up, lesion-level activity (metrics.activity, 2000 patient
+resamples): ``single`` = the shipped network's highest enhancing probability in the lesion (its own threshold);
+``pair`` = the highest FLAIR subtraction (noise units) in it, called at ``k``; ``both`` = a logistic regression
+of the two fitted on the training patients (threshold of the best training F1); baselines ``every lesion
+active`` and ``truly new`` (the pair's ceiling: every new lesion called active). New-lesion detection: the
+subtraction's components against the new lesions (msseg rule), pooled F1 with a patient-bootstrap CI.
+
+Real: each patient's study 1 FLAIR registered onto study 2's; the lesion-change mask ``gt.nii.gz`` and the brain
+mask brought from the common space onto study 2's FLAIR through the upstream transform; the subtraction at the
+phantom's ``k`` and at the ``k`` fitted on the other real patients; overlays written to WORK/fig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdfree.activity.change import change_region, fit_subtraction_k, subtraction_lesions
+from gdfree.infer.flair_rule import flair_rule
+from gdfree.io.images import from_sitk, read_mask, read_volume, to_sitk
+from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summary
+from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_lesions, match_lesions
+from gdfree.metrics.patient import percentile_ci, roc_auc
+from gdfree.metrics.voxel import dice
+from gdfree.preprocess.pair import pair_exams
+
+ROLES = ("FLAIR", "T2w", "T1w")
+HYPER_K = 3.0
+"""New lesions are looked for where the follow-up's FLAIR is hyperintense: FLAIR rule at 3 MADs, 3 mm3."""
+
+
+def _followups(phantom: Path, work: Path) -> Path:
+    """A BIDS view of the follow-up sessions only (symlinks), predicted once by the shipped model."""
+    view = work / "followups"
+    if not view.exists():
+        view.mkdir(parents=True)
+        (view / "dataset_description.json").write_text((phantom / "dataset_description.json").read_text())
+        for ses in sorted(phantom.glob("sub-*/ses-2")):
+            (view / ses.parent.name).mkdir()
+            (view / ses.parent.name / "ses-2").symlink_to(ses.resolve())
+    pred = work / "pred"
+    if not (pred / "predictions.tsv").is_file():
+        from gdfree.demo import PRETRAINED
+
+        subprocess.run([sys.executable, "-m", "gdfree", "predict", "--input", str(view), "--out", str(pred),
+                        "--model", str(PRETRAINED / "network")], check=True)  # fmt: skip
+    return pred
+
+
+def _phantom_case(phantom: Path, pred: Path, sub: str) -> dict:
+    anat = {s: phantom / sub / f"ses-{s}" / "anat" for s in ("1", "2")}
+    exams = {s: {r: read_volume(anat[s] / f"{sub}_ses-{s}_{r}.nii.gz") for r in ROLES} for s in anat}
+    truth = phantom / "derivatives" / "phantom" / sub / "ses-2" / "anat"
+    brain = read_mask(truth / f"{sub}_ses-2_desc-brain_mask.nii.gz").data
+    paired = pair_exams(exams["2"], exams["1"], brain)
+    spacing = exams["2"]["FLAIR"].spacing_mm
+    out = pred / sub / "ses-2" / "anat"
+    lesion_pred = read_mask(out / f"{sub}_ses-2_desc-lesion_mask.nii.gz").data
+    hyper = flair_rule(exams["2"]["FLAIR"].data, brain, HYPER_K, spacing, min_mm3=3.0)
+    return {
+        "sub": sub, "spacing": spacing, "z": paired.difference["FLAIR"].data, "corr": paired.correlation,
+        "region": change_region(brain, spacing, lesions=hyper), "lesion_pred": lesion_pred,
+        "change": read_volume(truth / f"{sub}_ses-2_desc-change_dseg.nii.gz").data.astype(np.uint8),
+        "lesion": read_mask(truth / f"{sub}_ses-2_label-lesion_mask.nii.gz").data,
+        "enhancing": read_mask(truth / f"{sub}_ses-2_label-enhancing_mask.nii.gz").data,
+        "p_enh": read_volume(out / f"{sub}_ses-2_desc-enhancing_probseg.nii.gz").data,
+    }  # fmt: skip
+
+
+def _lesion_features(case: dict, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per reference lesion: (labels, max subtraction z, max enhancing probability, truly new)."""
+    labels, n = label_lesions(case["lesion"], case["spacing"])
+    from scipy import ndimage
+
+    ids = np.arange(1, n + 1)
+    zmax = np.asarray(ndimage.maximum(case["z"], labels, ids), float).reshape(n)
+    pmax = np.asarray(ndimage.maximum(case["p_enh"], labels, ids), float).reshape(n)
+    new = np.asarray(ndimage.maximum(case["change"] == 1, labels, ids), float).reshape(n) > 0
+    return labels, zmax, pmax, new
+
+
+def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds: dict[str, float]) -> dict:
+    out = {}
+    for arm, per_case in scores.items():
+        acts = []
+        for case, s in zip(cases, per_case, strict=True):
+            labels = case["labels"]
+            ref, _ = lesion_activity_case(case["sub"], case["lesion"], case["enhancing"], labels,
+                                          {i + 1: float(v) for i, v in enumerate(s)}, case["spacing"])  # fmt: skip
+            acts.append(ref)
+        out[arm] = lesion_activity_summary(acts, thresholds[arm])
+        active = np.array([a.active.any() for a in acts])
+        patient = np.array([float(np.max(s, initial=0.0)) for s in per_case])
+        boots = []
+        rng = np.random.default_rng(0)
+        for _ in range(2000):
+            pick = rng.integers(len(acts), size=len(acts))
+            boots.append(roc_auc(active[pick], patient[pick]) if 0 < active[pick].sum() < len(pick) else math.nan)
+        lo, hi, _ = percentile_ci(boots)
+        out[arm]["patient_auc"] = roc_auc(active, patient) if 0 < active.sum() < len(active) else math.nan
+        out[arm]["patient_auc_ci"] = [lo, hi]
+    return out
+
+
+def _combine(train: list[dict], test: list[dict]) -> tuple[list[np.ndarray], float]:
+    from sklearn.linear_model import LogisticRegression
+
+    def x(case: dict) -> np.ndarray:
+        p = np.clip(case["pmax"], 1e-4, 1 - 1e-4)
+        return np.stack([case["zmax"], np.log(p / (1 - p))], axis=1)
+
+    xs = np.concatenate([x(c) for c in train])
+    ys = np.concatenate([c["active"] for c in train])
+    model = LogisticRegression(C=1.0).fit(xs, ys)
+    train_p = model.predict_proba(xs)[:, 1]
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    f1 = [2 * ((train_p >= t) & ys).sum() / max((train_p >= t).sum() + ys.sum(), 1) for t in grid]
+    scores = [model.predict_proba(x(c))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
+    return scores, float(grid[int(np.argmax(f1))])
+
+
+def phantom(args: argparse.Namespace) -> dict:
+    from gdfree.demo import PRETRAINED
+    from gdfree.infer.model import TrainedModel
+
+    pred = _followups(args.phantom, args.work)
+    subs = sorted(p.name for p in args.phantom.glob("sub-*") if (p / "ses-2").is_dir())
+    cases = [_phantom_case(args.phantom, pred, s) for s in subs]
+    train, test = cases[: args.train], cases[args.train :]
+    k, k_scores = fit_subtraction_k([(c["z"], c["region"], c["change"] == 1, c["spacing"]) for c in train])
+    rule = DetectionRule()
+    counts, dices = [], []
+    for c in cases:
+        labels, _ = subtraction_lesions(c["z"], c["region"], k, c["spacing"])
+        c["detected"] = labels > 0
+        c["labels"], c["zmax"], c["pmax"], c["new"] = _lesion_features(c, k)
+        from scipy import ndimage
+
+        n = int(c["labels"].max())
+        enh = ndimage.maximum(c["enhancing"], c["labels"], np.arange(1, n + 1))
+        c["active"] = np.asarray(enh, float).reshape(n) > 0
+    for c in test:
+        m = match_lesions(c["detected"], c["change"] == 1, c["spacing"], rule)
+        counts.append((m.n_ref, m.n_pred, m.tp_ref, m.tp_pred))
+        dices.append(dice(c["detected"], c["change"] == 1))
+    arr = np.asarray(counts)
+    boot = bootstrap_pooled_f1([arr], rule.name, n_boot=2000, seed=0)[:, 0]
+    from gdfree.metrics.lesions import lesion_f1
+
+    f1 = lesion_f1(rule.name, *(int(v) for v in arr.sum(0)))
+    detection = {"k": k, "f1": f1, "f1_ci": list(percentile_ci(boot)[:2]),
+                 "sensitivity": float(arr[:, 2].sum() / max(arr[:, 0].sum(), 1)),
+                 "fp_per_scan": float((arr[:, 1] - arr[:, 3]).mean()), "dice": float(np.nanmean(dices)),
+                 "new_lesions": int(arr[:, 0].sum()), "train_f1_by_k": k_scores}  # fmt: skip
+    model = TrainedModel.load(PRETRAINED / "network")
+    combined, t_both = _combine(train, test)
+    scores = {"single": [c["pmax"] for c in test], "pair": [c["zmax"] for c in test], "both": combined,
+              "every lesion active": [np.ones_like(c["zmax"]) for c in test],
+              "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]}  # fmt: skip
+    thresholds = {"single": float(model.thresholds["enhancing"]), "pair": k, "both": t_both,
+                  "every lesion active": 0.5, "truly new (the pair's ceiling)": 0.5}  # fmt: skip
+    corr = [c["corr"] for c in cases]
+    return {"n_train": len(train), "n_test": len(test), "registration_correlation_min_median": [min(corr),
+            float(np.median(corr))],
+            "new_lesion_detection": detection, "activity": _activity(test, scores, thresholds)}  # fmt: skip
+
+
+def _to_followup(path: Path, flair: Any, tfm_path: Path) -> np.ndarray:
+    """A common-space mask on study 2's FLAIR grid (nearest), through the inverse of the FLAIR -> common
+    transform (ITK's convention: it maps common-space points to FLAIR points)."""
+    from gdfree.preprocess.registration import read_transform, resample
+
+    moved = resample(to_sitk(read_mask(path)), flair, read_transform(tfm_path), interpolation="nearest", inverse=True)
+    return from_sitk(moved).data > 0
+
+
+def _overlay(name: str, fu: np.ndarray, prior: np.ndarray, z: np.ndarray, gt: np.ndarray, found: np.ndarray,
+             out: Path) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zs = np.argsort((gt | found).sum(axis=(0, 1)))[::-1][:3]
+    fig, axes = plt.subplots(len(zs), 3, figsize=(12, 4 * len(zs)))
+    lo, hi = np.percentile(fu[fu > 0], [1, 99.5])
+    for row, sl in zip(np.atleast_2d(axes), zs, strict=True):
+        for ax, img, title in zip(row, (prior, fu, z), ("study 1 on study 2", "study 2 FLAIR", "difference (z)"),
+                                  strict=True):  # fmt: skip
+            kw = ({"cmap": "RdBu_r", "vmin": -8, "vmax": 8} if title.startswith("diff")
+                  else {"cmap": "gray", "vmin": lo, "vmax": hi})  # fmt: skip
+            ax.imshow(np.rot90(img[:, :, sl]), **kw)
+            ax.contour(np.rot90(gt[:, :, sl]), levels=[0.5], colors="lime", linewidths=0.8)
+            ax.contour(np.rot90(found[:, :, sl]), levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_title(f"{name} z={sl}: {title}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle("green: change mask (gt.nii.gz); red: subtraction detections", fontsize=10)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=60, bbox_inches="tight")
+    plt.close(fig)
+
+
+def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
+    """New lesions on the shared longitudinal patients (FLAIR, plus T2W where both studies have it)."""
+    rule = DetectionRule()
+    cases = []
+    for folder in sorted(p for p in args.real.glob("patient*") if p.is_dir()):
+        fu = {"FLAIR": read_volume(folder / "study2_FLAIR.nii.gz")}
+        pr = {"FLAIR": read_volume(folder / "study1_FLAIR.nii.gz")}
+        flair = to_sitk(fu["FLAIR"])
+        brain_path = args.real.parent / "coregistered" / folder.name / "brainmask.nii.gz"
+        brain = _to_followup(brain_path, flair, folder / "study2_FLAIR_to_common_space.txt")
+        gt = _to_followup(folder / "gt.nii.gz", flair, folder / "study2_FLAIR_to_common_space.txt")
+        paired = pair_exams(fu, pr, brain)
+        spacing = fu["FLAIR"].spacing_mm
+        hyper = flair_rule(fu["FLAIR"].data, brain, HYPER_K, spacing, min_mm3=3.0)
+        cases.append({"name": folder.name, "z": paired.difference["FLAIR"].data, "gt": gt & brain, "spacing": spacing,
+                      "region": change_region(brain, spacing, lesions=hyper), "corr": paired.correlation,
+                      "fu": fu["FLAIR"].data, "prior": paired.prior["FLAIR"].data,
+                      "problems": paired.problems})  # fmt: skip
+    rows = []
+    for i, c in enumerate(cases):
+        others = [o for j, o in enumerate(cases) if j != i]
+        k_real, _ = fit_subtraction_k([(o["z"], o["region"], o["gt"], o["spacing"]) for o in others])
+        gt_labels, n_gt = label_lesions(c["gt"], c["spacing"])
+        from scipy import ndimage
+
+        signs = np.asarray(ndimage.median(c["z"], gt_labels, np.arange(1, n_gt + 1)), float).reshape(n_gt)
+        row = {"patient": c["name"], "registration_correlation": round(c["corr"], 3), "problems": c["problems"],
+               "change_lesions": n_gt, "change_lesions_brighter": int((signs > 0).sum())}  # fmt: skip
+        for label, k in (("k_phantom", k_phantom), ("k_other_real", k_real)):
+            if k is None:
+                continue
+            labels, _ = subtraction_lesions(c["z"], c["region"], k, c["spacing"])
+            m = match_lesions(labels > 0, c["gt"], c["spacing"], rule)
+            row[label] = {"k": k, "detected": m.tp_ref, "of": m.n_ref, "true_found": m.tp_pred,
+                          "false_found": m.n_pred - m.tp_pred, "f1": m.f1,
+                          "dice": dice(labels > 0, c["gt"])}  # fmt: skip
+            if label == "k_phantom" or k_phantom is None:
+                _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, args.work / "fig")
+        rows.append(row)
+    return {"patients": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phantom", type=Path)
+    parser.add_argument("--real", type=Path)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--train", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("docs/longitudinal.json"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.phantom:
+        result["phantom"] = phantom(args)
+    if args.real:
+        k = result.get("phantom", {}).get("new_lesion_detection", {}).get("k")
+        result["real"] = real(args, k)
+    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(json.dumps(result, indent=1, default=float)[:6000])
+
+
+if __name__ == "__main__":
+    main()
