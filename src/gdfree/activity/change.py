@@ -27,10 +27,15 @@ from scipy import ndimage
 from gdfree.arrays import LESION_CONNECTIVITY, label_components
 from gdfree.metrics.lesions import DetectionRule, lesion_f1, match_lesions
 
-__all__ = ["SUBTRACTION_KS", "change_region", "fit_subtraction_k", "lesion_changes", "subtraction_lesions"]
+__all__ = [
+    "SUBTRACTION_K", "SUBTRACTION_KS", "change_region", "fit_subtraction_k", "lesion_changes", "subtraction_lesions",
+]  # fmt: skip
 
 SUBTRACTION_KS = tuple(float(k) for k in np.arange(2.0, 12.01, 0.5))
 """The ``k`` values :func:`fit_subtraction_k` tries (noise units of the FLAIR difference)."""
+
+SUBTRACTION_K = 6.0
+"""The default ``k``: fitted on 30 training phantom pairs by ``benchmarks/longitudinal.py`` (docs/longitudinal.md)."""
 
 
 def change_region(

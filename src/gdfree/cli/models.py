@@ -130,6 +130,9 @@ def predict(
     precision: Annotated[
         str, typer.Option(help="fp32, bf16 (bfloat16 autocast, channels-last: the CPU's matrix units) or auto.")
     ] = "fp32",
+    prior: Annotated[
+        bool, typer.Option(help="Compare each ses-* with the subject's session before it: new and enlarging lesions.")
+    ] = False,
 ) -> None:
     """Predict enhancing-lesion probabilities, masks, lesion tables and activity scores from pre-contrast MRI;
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
@@ -147,10 +150,21 @@ def predict(
     console = new_console()
     console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} called active (patient "
                   "score at or above the model's patient threshold).")  # fmt: skip
+    if prior:
+        from gdfree.predict import select_cases
+        from gdfree.predict.changes import write_changes
+
+        pairs = write_changes(out, select_cases(input, fmt))
+        bad = {f"sub-{p['subject']} ses-{p['prior']} -> ses-{p['followup']}": p["reason"] for p in pairs
+               if p["status"] == "failed"}  # fmt: skip
+        console.print(f"Compared {len(pairs) - len(bad)} session pairs with their prior (OUT/pairs.tsv): "
+                      f"{sum(p.get('n_new', 0) for p in pairs)} new and {sum(p.get('n_enlarging', 0) for p in pairs)} "
+                      "enlarging lesions.")  # fmt: skip
+        failed += [{"case_id": k, "reason": v} for k, v in bad.items()]
     root = dataset_root(input)
     dropped = account(console, root, fmt, out, within=None if root == input else input)
     exit_on_failures(console, {r["case_id"]: r["reason"] for r in failed},
-                      f"failed (listed in {out}/failures.tsv); rerun to retry them")  # fmt: skip
+                      f"failed (listed in {out}/failures.tsv or pairs.tsv); rerun to retry them")  # fmt: skip
     if dropped:
         raise typer.Exit(code=1)
 

@@ -32,7 +32,7 @@ from gdfree.io.images import from_sitk, to_sitk
 from gdfree.preprocess.registration import RegistrationConfig, register, resample
 from gdfree.types import Volume
 
-__all__ = ["MATCH_PERCENTILES", "PairConfig", "PairedExam", "match_intensity", "pair_exams"]
+__all__ = ["MATCH_PERCENTILES", "PairConfig", "PairedExam", "match_intensity", "otsu_brain", "pair_exams"]
 
 MATCH_PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
@@ -86,12 +86,11 @@ def match_intensity(moving: np.ndarray, reference: np.ndarray, brain: np.ndarray
     return out.astype(np.float32)
 
 
-def _brain(reference: Volume, brain: np.ndarray | None) -> np.ndarray:
-    if brain is not None:
-        return np.asarray(brain, bool)
+def otsu_brain(data: np.ndarray) -> np.ndarray:
+    """A head/brain mask without a model: Otsu's threshold of the non-zero voxels, holes filled, opened twice
+    (on a skull-stripped image, the brain; with the skull on, the head)."""
     from skimage.filters import threshold_otsu
 
-    data = reference.data
     inside = ndimage.binary_fill_holes(data > threshold_otsu(data[data > 0]))
     return np.asarray(ndimage.binary_opening(inside, iterations=2), bool)
 
@@ -119,7 +118,7 @@ def pair_exams(
         if cfg.reference not in exam:
             raise ValueError(f"{name} exam has no {cfg.reference} (the pair's reference); it has {sorted(exam)}")
     ref = followup[cfg.reference]
-    mask = _brain(ref, brain)
+    mask = otsu_brain(ref.data) if brain is None else np.asarray(brain, bool)
     fixed = to_sitk(ref)
     if transform is None:
         transform = register(fixed, to_sitk(prior[cfg.reference]), cfg.registration, fixed_mask=to_sitk(

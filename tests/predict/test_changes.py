@@ -1,0 +1,84 @@
+"""``gdfree predict --prior``: sessions paired in order, what changed written beside the follow-up."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gdfree.cli import app
+from gdfree.demo import PRETRAINED
+from gdfree.io.bids import CaseFiles
+from gdfree.io.images import read_mask, read_volume, to_sitk
+from gdfree.phantom.cohort import write_cohort
+from gdfree.phantom.config import PhantomConfig
+from gdfree.phantom.longitudinal import PairConfig
+from gdfree.predict.changes import pair_sessions
+from gdfree.preprocess.registration import mean_displacement, read_transform
+
+runner = CliRunner()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def test_sessions_pair_in_natural_order() -> None:
+    cases = [CaseFiles("a", "10"), CaseFiles("a", "2"), CaseFiles("a", "1"), CaseFiles("b", "1"), CaseFiles("c", None)]
+    pairs = [(p.subject, p.session, f.session) for p, f in pair_sessions(cases)]
+    assert pairs == [("a", "1", "2"), ("a", "2", "10")]
+
+
+@pytest.fixture(scope="module")
+def pair_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pairs") / "bids"
+    cfg = PhantomConfig(resolution_mm=2, lesions_min=12, lesions_max=16, active_count_probs=(0.0, 0.0, 1.0))
+    write_cohort(out, cfg, 1, seed=5, timepoints=2,
+                 pair=PairConfig(new_inactive=0.5, move_degrees=(2.0, 4.0), move_mm=(2.0, 4.0)))
+    return out
+
+
+def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["predict", "--model", str(PRETRAINED / "network"), "--input", str(pair_dataset),
+                                 "--out", str(out), "--prior"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (pair,) = _rows(out / "pairs.tsv")
+    assert (pair["subject"], pair["prior"], pair["followup"], pair["status"]) == ("001", "1", "2", "ok")
+    anat = out / "sub-001" / "ses-2" / "anat"
+    truth = pair_dataset / "derivatives" / "phantom" / "sub-001"
+    flair = read_volume(pair_dataset / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_FLAIR.nii.gz")
+    change = read_volume(truth / "ses-2" / "anat" / "sub-001_ses-2_desc-change_dseg.nii.gz").data
+    move = np.asarray(json.loads((truth / "ses-1" / "anat" / "sub-001_ses-1_phantom.json").read_text())
+                      ["followup_to_prior_lps"])  # fmt: skip
+    brain = read_mask(truth / "ses-2" / "anat" / "sub-001_ses-2_desc-brain_mask.nii.gz").data
+    assert mean_displacement(read_transform(anat / "sub-001_ses-2_from-1_xfm.txt"), move, to_sitk(flair), brain) < 1.0
+    dseg = read_volume(anat / "sub-001_ses-2_desc-change_dseg.nii.gz")
+    lesions = read_mask(anat / "sub-001_ses-2_desc-lesion_mask.nii.gz").data
+    assert dseg.shape == flair.shape and np.allclose(dseg.affine, flair.affine)
+    assert set(np.unique(dseg.data)) <= {0, 1, 2, 3, 4} and ((dseg.data > 0) == lesions).all()
+    rows = _rows(anat / "sub-001_ses-2_changes.tsv")
+    assert len(rows) == int(pair["n_lesions"]) > 0
+    assert {r["status"] for r in rows} <= {"new", "enlarging", "stable", "shrinking"}
+    found = read_mask(anat / "sub-001_ses-2_desc-subtraction_mask.nii.gz").data
+    assert found[change == 1].any()  # the subtraction finds a truly new lesion
+    assert (anat / "sub-001_ses-2_desc-FLAIRdifference_map.nii.gz").is_file()
+
+
+def test_a_pair_without_a_prior_flair_is_reported_and_the_run_goes_on(pair_dataset: Path, tmp_path: Path) -> None:
+    data = tmp_path / "bids"
+    shutil.copytree(pair_dataset, data)
+    (data / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_FLAIR.nii.gz").unlink()
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["predict", "--model", str(PRETRAINED / "network"), "--input", str(data),
+                                 "--out", str(out), "--prior"])  # fmt: skip
+    assert result.exit_code == 1
+    (pair,) = _rows(out / "pairs.tsv")
+    assert pair["status"] == "failed" and "FLAIR" in pair["reason"]
+    assert (out / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_desc-enhancing_mask.nii.gz").is_file()
