@@ -35,7 +35,7 @@ from gdfree.activity.change import change_region, fit_subtraction_k, subtraction
 from gdfree.infer.flair_rule import flair_rule
 from gdfree.io.images import from_sitk, read_mask, read_volume, to_sitk
 from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summary
-from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_lesions, match_lesions
+from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_lesions, lesion_f1, match_lesions
 from gdfree.metrics.patient import percentile_ci, roc_auc
 from gdfree.metrics.voxel import dice
 from gdfree.preprocess.pair import pair_exams
@@ -63,48 +63,79 @@ def _followups(phantom: Path, work: Path) -> Path:
     return pred
 
 
-def _phantom_case(phantom: Path, pred: Path, sub: str) -> dict:
+def _pair_arrays(phantom: Path, work: Path, sub: str, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(FLAIR difference, search region, correlation) of one phantom pair, cached under WORK/pairs."""
+    cache = work / "pairs" / f"{sub}.npz"
+    if cache.is_file():
+        with np.load(cache) as f:
+            return f["z"], f["region"], float(f["corr"])
     anat = {s: phantom / sub / f"ses-{s}" / "anat" for s in ("1", "2")}
     exams = {s: {r: read_volume(anat[s] / f"{sub}_ses-{s}_{r}.nii.gz") for r in ROLES} for s in anat}
-    truth = phantom / "derivatives" / "phantom" / sub / "ses-2" / "anat"
-    brain = read_mask(truth / f"{sub}_ses-2_desc-brain_mask.nii.gz").data
     paired = pair_exams(exams["2"], exams["1"], brain)
     spacing = exams["2"]["FLAIR"].spacing_mm
-    out = pred / sub / "ses-2" / "anat"
-    lesion_pred = read_mask(out / f"{sub}_ses-2_desc-lesion_mask.nii.gz").data
     hyper = flair_rule(exams["2"]["FLAIR"].data, brain, HYPER_K, spacing, min_mm3=3.0)
+    z, region = paired.difference["FLAIR"].data, change_region(brain, spacing, lesions=hyper)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, z=z, region=region, corr=paired.correlation)
+    return z, region, paired.correlation
+
+
+def _p_active_map(pred_act: Path, sub: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The activity classifier's p_active painted on its visible lesions (desc-all_dseg), 0 elsewhere."""
+    import csv
+
+    out = pred_act / sub / "ses-2" / "anat"
+    ids = read_volume(out / f"{sub}_ses-2_desc-all_dseg.nii.gz").data.astype(int)
+    with (out / f"{sub}_ses-2_desc-all_lesions.tsv").open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    lookup = np.zeros(int(ids.max(initial=0)) + 1, np.float32)
+    for row in rows:
+        lookup[int(row["lesion_id"])] = float(row["p_active"])
+    return lookup[ids] if ids.shape == shape else np.zeros(shape, np.float32)
+
+
+def _phantom_case(phantom: Path, pred: Path, work: Path, sub: str) -> dict:
+    truth = phantom / "derivatives" / "phantom" / sub / "ses-2" / "anat"
+    brain = read_mask(truth / f"{sub}_ses-2_desc-brain_mask.nii.gz").data
+    z, region, corr = _pair_arrays(phantom, work, sub, brain)
+    out = pred / sub / "ses-2" / "anat"
+    p_enh = read_volume(out / f"{sub}_ses-2_desc-enhancing_probseg.nii.gz")
     return {
-        "sub": sub, "spacing": spacing, "z": paired.difference["FLAIR"].data, "corr": paired.correlation,
-        "region": change_region(brain, spacing, lesions=hyper), "lesion_pred": lesion_pred,
+        "sub": sub, "spacing": p_enh.spacing_mm, "z": z, "corr": corr, "region": region,
         "change": read_volume(truth / f"{sub}_ses-2_desc-change_dseg.nii.gz").data.astype(np.uint8),
         "lesion": read_mask(truth / f"{sub}_ses-2_label-lesion_mask.nii.gz").data,
         "enhancing": read_mask(truth / f"{sub}_ses-2_label-enhancing_mask.nii.gz").data,
-        "p_enh": read_volume(out / f"{sub}_ses-2_desc-enhancing_probseg.nii.gz").data,
+        "p_enh": p_enh.data, "p_act": _p_active_map(work / "pred_act", sub, p_enh.shape),
     }  # fmt: skip
 
 
-def _lesion_features(case: dict, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per reference lesion: (labels, max subtraction z, max enhancing probability, truly new)."""
-    labels, n = label_lesions(case["lesion"], case["spacing"])
+def _lesion_features(case: dict) -> None:
+    """Per reference lesion: labels, max subtraction z, max enhancing probability, p_active, truly new, active."""
     from scipy import ndimage
 
+    labels, n = label_lesions(case["lesion"], case["spacing"])
     ids = np.arange(1, n + 1)
-    zmax = np.asarray(ndimage.maximum(case["z"], labels, ids), float).reshape(n)
-    pmax = np.asarray(ndimage.maximum(case["p_enh"], labels, ids), float).reshape(n)
-    new = np.asarray(ndimage.maximum(case["change"] == 1, labels, ids), float).reshape(n) > 0
-    return labels, zmax, pmax, new
+
+    def peak(values: np.ndarray) -> np.ndarray:
+        return np.asarray(ndimage.maximum(values, labels, ids), float).reshape(n)
+
+    case.update(labels=labels, zmax=peak(case["z"]), pmax=peak(case["p_enh"]), pact=peak(case["p_act"]),
+                new=peak(case["change"] == 1) > 0, active=peak(case["enhancing"]) > 0)  # fmt: skip
 
 
 def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds: dict[str, float]) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
+    counts = {}
     for arm, per_case in scores.items():
         acts = []
         for case, s in zip(cases, per_case, strict=True):
-            labels = case["labels"]
-            ref, _ = lesion_activity_case(case["sub"], case["lesion"], case["enhancing"], labels,
+            ref, _ = lesion_activity_case(case["sub"], case["lesion"], case["enhancing"], case["labels"],
                                           {i + 1: float(v) for i, v in enumerate(s)}, case["spacing"])  # fmt: skip
             acts.append(ref)
         out[arm] = lesion_activity_summary(acts, thresholds[arm])
+        called = [a.score >= thresholds[arm] for a in acts]
+        counts[arm] = np.array([[(c & a.active).sum(), c.sum(), a.active.sum()] for c, a in zip(called, acts,
+                                                                                                 strict=True)])
         active = np.array([a.active.any() for a in acts])
         patient = np.array([float(np.max(s, initial=0.0)) for s in per_case])
         boots = []
@@ -115,14 +146,38 @@ def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds
         lo, hi, _ = percentile_ci(boots)
         out[arm]["patient_auc"] = roc_auc(active, patient) if 0 < active.sum() < len(active) else math.nan
         out[arm]["patient_auc_ci"] = [lo, hi]
+    out["paired_f1_differences"] = _paired(counts)
     return out
 
 
-def _combine(train: list[dict], test: list[dict]) -> tuple[list[np.ndarray], float]:
+def _paired(counts: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """F1 differences of each combination with its parts, same 2000 patient resamples: [difference, low, high]."""
+
+    def f1(c: np.ndarray) -> float:
+        tp, called, active = c.sum(axis=0)
+        return 2 * tp / (called + active) if called + active else math.nan
+
+    rng = np.random.default_rng(1)
+    n = len(next(iter(counts.values())))
+    picks = [rng.integers(n, size=n) for _ in range(2000)]
+    out = {}
+    for both, parts in (("both: network + pair", ("single: network", "pair")),
+                        ("both: classifier + pair", ("single: activity classifier", "pair"))):  # fmt: skip
+        for part in parts:
+            if both in counts and part in counts:
+                diffs = [f1(counts[both][p]) - f1(counts[part][p]) for p in picks]
+                lo, hi, _ = percentile_ci(diffs)
+                out[f"{both} - {part}"] = [f1(counts[both]) - f1(counts[part]), lo, hi]
+    return out
+
+
+def _combine(train: list[dict], test: list[dict], key: str) -> tuple[list[np.ndarray], float]:
+    """A logistic regression of "active" on (max subtraction z, logit of ``key``) over the training patients'
+    reference lesions, and its threshold of the best training F1; the test patients' scores."""
     from sklearn.linear_model import LogisticRegression
 
     def x(case: dict) -> np.ndarray:
-        p = np.clip(case["pmax"], 1e-4, 1 - 1e-4)
+        p = np.clip(case[key], 1e-4, 1 - 1e-4)
         return np.stack([case["zmax"], np.log(p / (1 - p))], axis=1)
 
     xs = np.concatenate([x(c) for c in train])
@@ -141,7 +196,7 @@ def phantom(args: argparse.Namespace) -> dict:
 
     pred = _followups(args.phantom, args.work)
     subs = sorted(p.name for p in args.phantom.glob("sub-*") if (p / "ses-2").is_dir())
-    cases = [_phantom_case(args.phantom, pred, s) for s in subs]
+    cases = [_phantom_case(args.phantom, pred, args.work, s) for s in subs]
     train, test = cases[: args.train], cases[args.train :]
     k, k_scores = fit_subtraction_k([(c["z"], c["region"], c["change"] == 1, c["spacing"]) for c in train])
     rule = DetectionRule()
@@ -149,36 +204,33 @@ def phantom(args: argparse.Namespace) -> dict:
     for c in cases:
         labels, _ = subtraction_lesions(c["z"], c["region"], k, c["spacing"])
         c["detected"] = labels > 0
-        c["labels"], c["zmax"], c["pmax"], c["new"] = _lesion_features(c, k)
-        from scipy import ndimage
-
-        n = int(c["labels"].max())
-        enh = ndimage.maximum(c["enhancing"], c["labels"], np.arange(1, n + 1))
-        c["active"] = np.asarray(enh, float).reshape(n) > 0
+        _lesion_features(c)
     for c in test:
         m = match_lesions(c["detected"], c["change"] == 1, c["spacing"], rule)
         counts.append((m.n_ref, m.n_pred, m.tp_ref, m.tp_pred))
         dices.append(dice(c["detected"], c["change"] == 1))
     arr = np.asarray(counts)
     boot = bootstrap_pooled_f1([arr], rule.name, n_boot=2000, seed=0)[:, 0]
-    from gdfree.metrics.lesions import lesion_f1
-
     f1 = lesion_f1(rule.name, *(int(v) for v in arr.sum(0)))
     detection = {"k": k, "f1": f1, "f1_ci": list(percentile_ci(boot)[:2]),
                  "sensitivity": float(arr[:, 2].sum() / max(arr[:, 0].sum(), 1)),
                  "fp_per_scan": float((arr[:, 1] - arr[:, 3]).mean()), "dice": float(np.nanmean(dices)),
                  "new_lesions": int(arr[:, 0].sum()), "train_f1_by_k": k_scores}  # fmt: skip
     model = TrainedModel.load(PRETRAINED / "network")
-    combined, t_both = _combine(train, test)
-    scores = {"single": [c["pmax"] for c in test], "pair": [c["zmax"] for c in test], "both": combined,
-              "every lesion active": [np.ones_like(c["zmax"]) for c in test],
+    act_threshold = float(json.loads((PRETRAINED / "activity" / "activity.json").read_text())["threshold"])
+    both_net, t_net = _combine(train, test, "pmax")
+    both_act, t_act = _combine(train, test, "pact")
+    scores = {"single: network": [c["pmax"] for c in test], "single: activity classifier": [c["pact"] for c in test],
+              "pair": [c["zmax"] for c in test], "both: network + pair": both_net,
+              "both: classifier + pair": both_act, "every lesion active": [np.ones_like(c["zmax"]) for c in test],
               "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]}  # fmt: skip
-    thresholds = {"single": float(model.thresholds["enhancing"]), "pair": k, "both": t_both,
+    thresholds = {"single: network": float(model.thresholds["enhancing"]), "single: activity classifier": act_threshold,
+                  "pair": k, "both: network + pair": t_net, "both: classifier + pair": t_act,
                   "every lesion active": 0.5, "truly new (the pair's ceiling)": 0.5}  # fmt: skip
     corr = [c["corr"] for c in cases]
     return {"n_train": len(train), "n_test": len(test), "registration_correlation_min_median": [min(corr),
-            float(np.median(corr))],
-            "new_lesion_detection": detection, "activity": _activity(test, scores, thresholds)}  # fmt: skip
+            float(np.median(corr))], "new_lesion_detection": detection,
+            "activity": _activity(test, scores, thresholds)}  # fmt: skip
 
 
 def _to_followup(path: Path, flair: Any, tfm_path: Path) -> np.ndarray:

@@ -191,6 +191,28 @@ def lesion_confounders(
     return weight, kind
 
 
+def _acquire(
+    rel: dict[str, np.ndarray], params: SubjectParams, noise_sd: dict[str, float], outside: np.ndarray,
+    spacing_mm: float,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Relative signal -> images: gain, bias field, Rician noise (seeded), the domain's blur, zero outside."""
+    noise_rng = np.random.default_rng(params.noise_seed)
+    images = {}
+    for role, signal in rel.items():
+        shape = signal.shape
+        scale = WM_LEVEL * params.gain[role]
+        clean = signal * scale * _bias_field(params.bias[role], shape)
+        sd = np.float32(noise_sd[role] * scale)
+        n1 = noise_rng.standard_normal(shape, dtype=np.float32)
+        n2 = noise_rng.standard_normal(shape, dtype=np.float32)
+        noisy = np.sqrt((clean + sd * n1) ** 2 + (sd * n2) ** 2)
+        if params.domain:
+            noisy = apply_blur(noisy, params.domain["fwhm_mm"][role], spacing_mm)
+        noisy[outside] = 0.0
+        images[role] = noisy.astype(np.float32)
+    return images
+
+
 def render_subject(
     params: SubjectParams, cfg: PhantomConfig, anat: SubjectAnatomy | None = None,
     vessel_lesions: list[LesionParams] | None = None,
@@ -258,19 +280,6 @@ def render_subject(
         around = params.lesions if vessel_lesions is None else vessel_lesions
         vessels = np.maximum(vessels, lesion_confounders(anat, around, params.vessel_seed, cfg.lesion_confounders)[0])
     rel[POST_CONTRAST] *= 1 + cfg.vessel_gain * vessels
-    noise_rng = np.random.default_rng(params.noise_seed)
-    outside = m.brain < 0.01
-    images = {}
-    for role in roles:
-        scale = WM_LEVEL * params.gain[role]
-        clean = rel[role] * scale * _bias_field(params.bias[role], shape)
-        sd = np.float32(noise_sd[role] * scale)
-        n1 = noise_rng.standard_normal(shape, dtype=np.float32)
-        n2 = noise_rng.standard_normal(shape, dtype=np.float32)
-        noisy = np.sqrt((clean + sd * n1) ** 2 + (sd * n2) ** 2)
-        if domain:
-            noisy = apply_blur(noisy, domain["fwhm_mm"][role], m.spacing_mm)
-        noisy[outside] = 0.0
-        images[role] = noisy.astype(np.float32)
+    images = _acquire(rel, params, noise_sd, m.brain < 0.01, m.spacing_mm)
     masks = {"lesion": lesion_frac >= 0.5, "enhancing": enh_frac >= 0.5, "brain": m.brain >= 0.5}
     return images, masks, affine
