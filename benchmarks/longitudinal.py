@@ -14,9 +14,9 @@ of the two fitted on the training patients (threshold of the best training F1); 
 active`` and ``truly new`` (the pair's ceiling: every new lesion called active). New-lesion detection: the
 subtraction's components against the new lesions (msseg rule), pooled F1 with a patient-bootstrap CI.
 
-Real: each patient's study 1 FLAIR registered onto study 2's; the lesion-change mask ``gt.nii.gz`` and the brain
-mask brought from the common space onto study 2's FLAIR through the upstream transform; the subtraction at the
-phantom's ``k`` and at the ``k`` fitted on the other real patients; overlays written to WORK/fig.
+Real: each patient's study 1 FLAIR registered onto study 2's; the lesion-change mask ``gt.nii.gz`` brought from
+the common space onto study 2's FLAIR through the upstream transform; the brain mask deepbet's on study 2's FLAIR;
+the subtraction at the phantom's ``k`` and at the ``k`` fitted on the other real patients; overlays in WORK/fig.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summar
 from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_lesions, lesion_f1, match_lesions
 from gdfree.metrics.patient import percentile_ci, roc_auc
 from gdfree.metrics.voxel import dice
+from gdfree.preprocess.brain import learned_brain_mask
 from gdfree.preprocess.pair import pair_exams
 
 ROLES = ("FLAIR", "T2w", "T1w")
@@ -276,8 +277,7 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
         fu = {"FLAIR": read_volume(folder / "study2_FLAIR.nii.gz")}
         pr = {"FLAIR": read_volume(folder / "study1_FLAIR.nii.gz")}
         flair = to_sitk(fu["FLAIR"])
-        brain_path = args.real.parent / "coregistered" / folder.name / "brainmask.nii.gz"
-        brain = _to_followup(brain_path, flair, folder / "study2_FLAIR_to_common_space.txt")
+        brain = learned_brain_mask(fu["FLAIR"])  # upstream's patient19 mask holds the scalp (docs/longitudinal.md)
         gt = _to_followup(folder / "gt.nii.gz", flair, folder / "study2_FLAIR_to_common_space.txt")
         paired = pair_exams(fu, pr, brain)
         spacing = fu["FLAIR"].spacing_mm

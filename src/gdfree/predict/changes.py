@@ -71,14 +71,14 @@ def pair_sessions(cases: Sequence[CaseFiles]) -> list[tuple[CaseFiles, CaseFiles
 
 def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dict[str, Any]:
     from gdfree.io.images import from_sitk, to_sitk
-    from gdfree.preprocess.pair import otsu_brain, pair_exams
+    from gdfree.preprocess.pair import pair_exams
     from gdfree.preprocess.registration import resample, write_transform
 
     for case in (prior, followup):
         if "FLAIR" not in case.images:
             raise GdfreeError(f"{case.case_id}: no FLAIR to compare sessions on")
     fu = read_volume(followup.images["FLAIR"])
-    brain = otsu_brain(fu.data)
+    brain = _brain(fu)
     paired = pair_exams({"FLAIR": fu}, {"FLAIR": read_volume(prior.images["FLAIR"])}, brain)
     sub, ses = followup.subject, followup.session
     spacing = fu.spacing_mm
@@ -113,6 +113,17 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
             "n_new": sum(r["status"] == "new" for r in rows),
             "n_enlarging": sum(r["status"] == "enlarging" for r in rows),
             "n_subtraction": n_sub, "status": "ok", "reason": "; ".join(paired.problems)}  # fmt: skip
+
+
+def _brain(volume: Any) -> np.ndarray:
+    """deepbet's brain mask of the follow-up FLAIR (good on FLAIR with or without skull), else Otsu's."""
+    from gdfree.preprocess.brain import BrainExtractionUnavailable, learned_brain_mask
+    from gdfree.preprocess.pair import otsu_brain
+
+    try:
+        return learned_brain_mask(volume)
+    except BrainExtractionUnavailable:
+        return otsu_brain(volume.data)
 
 
 def write_changes(out: Path | str, cases: Sequence[CaseFiles], k: float = SUBTRACTION_K) -> list[dict[str, Any]]:
