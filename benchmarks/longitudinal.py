@@ -47,7 +47,8 @@ HYPER_K = 3.0
 
 
 def _followups(phantom: Path, work: Path) -> Path:
-    """A BIDS view of the follow-up sessions only (symlinks), predicted once by the shipped model."""
+    """A BIDS view of the follow-up sessions only (symlinks), predicted once by the shipped network and its
+    activity classifier (WORK/pred)."""
     view = work / "followups"
     if not view.exists():
         view.mkdir(parents=True)
@@ -55,12 +56,13 @@ def _followups(phantom: Path, work: Path) -> Path:
         for ses in sorted(phantom.glob("sub-*/ses-2")):
             (view / ses.parent.name).mkdir()
             (view / ses.parent.name / "ses-2").symlink_to(ses.resolve())
+    from gdfree.demo import PRETRAINED
+
     pred = work / "pred"
     if not (pred / "predictions.tsv").is_file():
-        from gdfree.demo import PRETRAINED
-
         subprocess.run([sys.executable, "-m", "gdfree", "predict", "--input", str(view), "--out", str(pred),
-                        "--model", str(PRETRAINED / "network")], check=True)  # fmt: skip
+                        "--model", str(PRETRAINED / "network"), "--activity", str(PRETRAINED / "activity")],
+                       check=True)  # fmt: skip
     return pred
 
 
@@ -106,22 +108,57 @@ def _phantom_case(phantom: Path, pred: Path, work: Path, sub: str) -> dict:
         "change": read_volume(truth / f"{sub}_ses-2_desc-change_dseg.nii.gz").data.astype(np.uint8),
         "lesion": read_mask(truth / f"{sub}_ses-2_label-lesion_mask.nii.gz").data,
         "enhancing": read_mask(truth / f"{sub}_ses-2_label-enhancing_mask.nii.gz").data,
-        "p_enh": p_enh.data, "p_act": _p_active_map(work / "pred_act", sub, p_enh.shape),
+        "p_enh": p_enh.data, "p_act": _p_active_map(pred, sub, p_enh.shape),
     }  # fmt: skip
 
 
 def _lesion_features(case: dict) -> None:
-    """Per reference lesion: labels, max subtraction z, max enhancing probability, p_active, truly new, active."""
+    """Per reference lesion: labels, max subtraction z, max enhancing probability, p_active, truly new, active, and
+    the pair features of the gradient-boosted combination (``pair_x``)."""
     from scipy import ndimage
 
     labels, n = label_lesions(case["lesion"], case["spacing"])
     ids = np.arange(1, n + 1)
 
-    def peak(values: np.ndarray) -> np.ndarray:
-        return np.asarray(ndimage.maximum(values, labels, ids), float).reshape(n)
+    def per_lesion(fn: Any, values: np.ndarray, where: np.ndarray = labels) -> np.ndarray:
+        return np.asarray(fn(values, where, ids), float).reshape(n)
 
-    case.update(labels=labels, zmax=peak(case["z"]), pmax=peak(case["p_enh"]), pact=peak(case["p_act"]),
-                new=peak(case["change"] == 1) > 0, active=peak(case["enhancing"]) > 0)  # fmt: skip
+    shell = np.where(case["lesion"], 0, ndimage.grey_dilation(labels, size=(5, 5, 5)))
+    case.update(labels=labels, zmax=per_lesion(ndimage.maximum, case["z"]),
+                pmax=per_lesion(ndimage.maximum, case["p_enh"]), pact=per_lesion(ndimage.maximum, case["p_act"]),
+                new=per_lesion(ndimage.maximum, case["change"] == 1) > 0,
+                active=per_lesion(ndimage.maximum, case["enhancing"]) > 0)  # fmt: skip
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(case["spacing"]))
+    case["pair_x"] = np.stack([
+        case["zmax"], per_lesion(ndimage.mean, case["z"]), per_lesion(ndimage.median, case["z"]),
+        np.nan_to_num(per_lesion(ndimage.mean, case["z"], shell)), per_lesion(ndimage.mean, case["detected"]),
+        np.log(sizes + 1.0),
+    ], axis=1) if n else np.zeros((0, 6))  # fmt: skip
+
+
+def _boosted(train: list[dict], test: list[dict], key: str) -> tuple[list[np.ndarray], float]:
+    """LightGBM on (logit of ``key``, the pair features) over the training patients' reference lesions; the
+    threshold of the best out-of-fold F1 (5 folds by patient); the test patients' scores."""
+    import lightgbm as lgb
+
+    def x(case: dict) -> np.ndarray:
+        p = np.clip(case[key], 1e-4, 1 - 1e-4)
+        return np.column_stack([np.log(p / (1 - p)), case["pair_x"]])
+
+    params: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 7, "min_child_samples": 10,
+              "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "random_state": 0, "verbose": -1}
+    xs = np.concatenate([x(c) for c in train])
+    ys = np.concatenate([c["active"] for c in train])
+    fold = np.concatenate([np.full(len(c["zmax"]), i % 5) for i, c in enumerate(train)])
+    oof = np.zeros(len(ys))
+    for f in range(5):
+        model = lgb.LGBMClassifier(**params).fit(xs[fold != f], ys[fold != f])
+        oof[fold == f] = np.asarray(model.predict_proba(xs[fold == f]))[:, 1]
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    f1 = [2 * ((oof >= t) & ys).sum() / max((oof >= t).sum() + ys.sum(), 1) for t in grid]
+    model = lgb.LGBMClassifier(**params).fit(xs, ys)
+    scores = [model.predict_proba(x(c))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
+    return scores, float(grid[int(np.argmax(f1))])
 
 
 def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds: dict[str, float]) -> dict:
@@ -163,7 +200,8 @@ def _paired(counts: dict[str, np.ndarray]) -> dict[str, list[float]]:
     picks = [rng.integers(n, size=n) for _ in range(2000)]
     out = {}
     for both, parts in (("both: network + pair", ("single: network", "pair")),
-                        ("both: classifier + pair", ("single: activity classifier", "pair"))):  # fmt: skip
+                        ("both: classifier + pair", ("single: activity classifier", "pair")),
+                        ("both: classifier + pair features, boosted", ("single: activity classifier", "pair"))):
         for part in parts:
             if both in counts and part in counts:
                 diffs = [f1(counts[both][p]) - f1(counts[part][p]) for p in picks]
@@ -187,7 +225,7 @@ def _combine(train: list[dict], test: list[dict], key: str) -> tuple[list[np.nda
     train_p = model.predict_proba(xs)[:, 1]
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     f1 = [2 * ((train_p >= t) & ys).sum() / max((train_p >= t).sum() + ys.sum(), 1) for t in grid]
-    scores = [model.predict_proba(x(c))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
+    scores = [np.asarray(model.predict_proba(x(c)))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
     return scores, float(grid[int(np.argmax(f1))])
 
 
@@ -221,12 +259,15 @@ def phantom(args: argparse.Namespace) -> dict:
     act_threshold = float(json.loads((PRETRAINED / "activity" / "activity.json").read_text())["threshold"])
     both_net, t_net = _combine(train, test, "pmax")
     both_act, t_act = _combine(train, test, "pact")
+    boosted, t_boost = _boosted(train, test, "pact")
     scores = {"single: network": [c["pmax"] for c in test], "single: activity classifier": [c["pact"] for c in test],
               "pair": [c["zmax"] for c in test], "both: network + pair": both_net,
-              "both: classifier + pair": both_act, "every lesion active": [np.ones_like(c["zmax"]) for c in test],
+              "both: classifier + pair": both_act, "both: classifier + pair features, boosted": boosted,
+              "every lesion active": [np.ones_like(c["zmax"]) for c in test],
               "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]}  # fmt: skip
     thresholds = {"single: network": float(model.thresholds["enhancing"]), "single: activity classifier": act_threshold,
                   "pair": k, "both: network + pair": t_net, "both: classifier + pair": t_act,
+                  "both: classifier + pair features, boosted": t_boost,
                   "every lesion active": 0.5, "truly new (the pair's ceiling)": 0.5}  # fmt: skip
     corr = [c["corr"] for c in cases]
     return {"n_train": len(train), "n_test": len(test), "registration_correlation_min_median": [min(corr),
@@ -317,11 +358,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--train", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("docs/longitudinal.json"))
+    parser.add_argument("--key", default="phantom", help="where the phantom's result goes in OUT")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.phantom:
-        result["phantom"] = phantom(args)
+        result[args.key] = phantom(args)
     if args.real:
         k = result.get("phantom", {}).get("new_lesion_detection", {}).get("k")
         result["real"] = real(args, k)
