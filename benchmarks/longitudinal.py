@@ -157,7 +157,7 @@ def _boosted(train: list[dict], test: list[dict], key: str) -> tuple[list[np.nda
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     f1 = [2 * ((oof >= t) & ys).sum() / max((oof >= t).sum() + ys.sum(), 1) for t in grid]
     model = lgb.LGBMClassifier(**params).fit(xs, ys)
-    scores = [model.predict_proba(x(c))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
+    scores = [np.asarray(model.predict_proba(x(c)))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
     return scores, float(grid[int(np.argmax(f1))])
 
 
