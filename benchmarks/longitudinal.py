@@ -272,7 +272,30 @@ def phantom(args: argparse.Namespace) -> dict:
     corr = [c["corr"] for c in cases]
     return {"n_train": len(train), "n_test": len(test), "registration_correlation_min_median": [min(corr),
             float(np.median(corr))], "new_lesion_detection": detection,
-            "activity": _activity(test, scores, thresholds)}  # fmt: skip
+            "activity": _activity(test, scores, thresholds), "boosted_ablation": _ablation(train, test)}  # fmt: skip
+
+
+PAIR_FEATURES = ("max", "mean", "median", "shell mean", "share found", "log volume")
+
+
+def _ablation(train: list[dict], test: list[dict]) -> dict[str, dict[str, Any]]:
+    """The boosted combination with subsets of the pair features (beside p_active): lesion F1 and AUC."""
+    full = [c["pair_x"] for c in (*train, *test)]
+    shell = PAIR_FEATURES.index("shell mean")
+    out = {}
+    for name, keep in (("all", list(range(len(PAIR_FEATURES)))), ("shell mean only", [shell]),
+                       ("all but shell mean", [i for i in range(len(PAIR_FEATURES)) if i != shell])):  # fmt: skip
+        for c, f in zip((*train, *test), full, strict=True):
+            c["pair_x"] = f[:, keep]
+        scores, t = _boosted(train, test, "pact")
+        acts = [lesion_activity_case(c["sub"], c["lesion"], c["enhancing"], c["labels"],
+                                     {i + 1: float(v) for i, v in enumerate(sc)}, c["spacing"])[0]
+                for c, sc in zip(test, scores, strict=True)]  # fmt: skip
+        summary = lesion_activity_summary(acts, t, n_boot=200)
+        out[name] = {"f1": summary["f1"], "auc": summary["auc"], "threshold": t}
+    for c, f in zip((*train, *test), full, strict=True):
+        c["pair_x"] = f
+    return out
 
 
 def _to_followup(path: Path, flair: Any, tfm_path: Path) -> np.ndarray:
