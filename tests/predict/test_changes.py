@@ -69,6 +69,16 @@ def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_dataset: Pa
     found = read_mask(anat / "sub-001_ses-2_desc-subtraction_mask.nii.gz").data
     assert found[change == 1].any()  # the subtraction finds a truly new lesion
     assert (anat / "sub-001_ses-2_desc-FLAIRdifference_map.nii.gz").is_file()
+    prior = read_volume(anat / "sub-001_ses-2_desc-prior_FLAIR.nii.gz")  # on the follow-up grid, registered
+    assert prior.shape == flair.shape and np.corrcoef(prior.data[brain], flair.data[brain])[0, 1] > 0.8
+    report = tmp_path / "report"
+    result = runner.invoke(app, ["report", "--out", str(report), "--predictions", str(out), "--input",
+                                 str(pair_dataset), "--cases", "sub-001_ses-2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = (report / "sub-001_ses-2.html").read_text()
+    assert "Against the prior exam" in page and 'id="changes-table"' in page
+    layers = (report / "sub-001_ses-2" / "viewer.js").read_text()
+    assert "prior FLAIR (registered)" in layers and "lesions new since the prior" in layers
 
 
 def test_a_pair_without_a_prior_flair_is_reported_and_the_run_goes_on(pair_dataset: Path, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ changed is written beside the follow-up's predictions, on its grid:
 
 ``sub-X_ses-Y_from-<prior>_xfm.txt``
     the rigid ITK transform from the follow-up's points to the prior's (:func:`gdfree.preprocess.pair.pair_exams`).
-``sub-X_ses-Y_desc-FLAIRdifference_map.nii.gz``
-    follow-up FLAIR minus the registered, intensity-matched prior, in noise units.
+``sub-X_ses-Y_desc-prior_FLAIR.nii.gz``, ``sub-X_ses-Y_desc-FLAIRdifference_map.nii.gz``
+    the prior's FLAIR registered onto the follow-up and intensity-matched; the follow-up minus it, in noise units
+    (``gdfree report`` shows both beside the follow-up).
 ``sub-X_ses-Y_desc-subtraction_mask.nii.gz``
     the subtraction baseline's components (:func:`gdfree.activity.change.subtraction_lesions` at ``k``, inside
     the follow-up's FLAIR hyperintensities away from the brain's edge).
@@ -13,7 +14,7 @@ changed is written beside the follow-up's predictions, on its grid:
     each lesion of the follow-up's predicted lesion mask, with the prior's predicted lesions brought onto the
     follow-up grid, called new (1), enlarging (2), stable (3) or shrinking (4) by
     :func:`gdfree.activity.change.lesion_changes`; the table adds its volume, the prior's, the change, the
-    highest FLAIR difference in it and whether the subtraction found it.
+    highest FLAIR difference in it, whether the subtraction found it, and its centroid (mm).
 
 ``OUT/pairs.tsv`` has one row a pair (its correlation check, counts, and ``status``/``reason``): a pair that
 cannot be made (no FLAIR, a failed registration, a session that was not predicted) is listed and the others go
@@ -43,8 +44,8 @@ __all__ = ["CHANGE_COLUMNS", "HYPER_K", "pair_sessions", "write_changes"]
 HYPER_K = 3.0
 """New lesions are looked for where the follow-up's FLAIR is hyperintense: :func:`flair_rule` at 3 MADs, 3 mm3."""
 
-CHANGE_COLUMNS = ("lesion_id", "status", "volume_mm3", "prior_volume_mm3", "volume_change_mm3",
-                  "subtraction_max_z", "subtraction_new")  # fmt: skip
+CHANGE_COLUMNS = ("lesion_id", "status", "volume_mm3", "prior_volume_mm3", "volume_change_mm3", "subtraction_max_z",
+                  "subtraction_new", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")  # fmt: skip
 PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "n_lesions", "n_new", "n_enlarging", "n_subtraction",
                 "status", "reason")  # fmt: skip
 STATUS_LABELS = [Label(1, "new lesion", (230, 30, 30)), Label(2, "enlarging lesion", (255, 150, 0)),
@@ -85,6 +86,7 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
     write_transform(paired.transform, derivative_path(out, sub, ses, "xfm", ".txt", **{"from": str(prior.session)}))
     z = paired.difference["FLAIR"].data
     write_volume(fu.with_data(z), derivative_path(out, sub, ses, "map", desc="FLAIRdifference"))
+    write_volume(paired.prior["FLAIR"], derivative_path(out, sub, ses, "FLAIR", desc="prior"))
     region = change_region(brain, spacing, lesions=flair_rule(fu.data, brain, HYPER_K, spacing, min_mm3=3.0))
     labels, n_sub = subtraction_lesions(z, region, k, spacing)
     found = labels > 0
@@ -106,6 +108,8 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
         row["lesion_id"] = row.pop("id")
         row["subtraction_max_z"] = round(float(z[inside].max()), 3)
         row["subtraction_new"] = bool(found[inside].any())
+        centre = fu.affine[:3, :3] @ np.argwhere(inside).mean(axis=0) + fu.affine[:3, 3]
+        row.update({f"centroid_{a}_mm": round(float(v), 2) for a, v in zip("xyz", centre, strict=True)})
     path = write_volume(fu.with_data(status), derivative_path(out, sub, ses, "dseg", desc="change"))
     write_colour_tables(path, STATUS_LABELS)
     write_tsv(derivative_path(out, sub, ses, "changes", ".tsv"), rows, list(CHANGE_COLUMNS))

@@ -53,6 +53,8 @@ class CaseMaps:
     uncertainty_name: str = ""
     reference_enhancing: np.ndarray | None = None
     reference_lesions: np.ndarray | None = None
+    prior: np.ndarray | None = None  # the prior session's FLAIR on this grid (``predict --prior``)
+    change: np.ndarray | None = None  # each predicted lesion's status, 1 new ... 4 shrinking
     sources: dict[str, Path] = field(default_factory=dict)
 
 
@@ -125,6 +127,7 @@ def load_case_maps(predictions: Path, files: CaseFiles) -> CaseMaps:
             maps.lesions, maps.lesions_source = lesions > 0, source
             break
     maps.reference_enhancing = _mask(files, "enhancing", shape, affine, ref_path)
+    maps.prior, maps.change = pred("FLAIR", "prior"), pred("dseg", "change")
     for desc in UNCERTAINTY_PREFERENCE:
         unc = pred("uncertainty", desc)
         if unc is not None:
@@ -252,10 +255,11 @@ def _explain_parts(explain: Path | None, files: CaseFiles, folder: Path) -> dict
 def _lesion_tables(predictions: Path, files: CaseFiles) -> dict[str, list[dict[str, Any]]]:
     enhancing = read_rows(derivative_path(predictions, files.subject, files.session, "lesions", ".tsv"))
     visible = read_rows(derivative_path(predictions, files.subject, files.session, "lesions", ".tsv", desc="all"))
-    for rows, prefix in ((enhancing, "e"), (visible, "l")):
+    changes = read_rows(derivative_path(predictions, files.subject, files.session, "changes", ".tsv"))
+    for rows, prefix in ((enhancing, "e"), (visible, "l"), (changes, "c")):
         for r in rows:
             r["key"] = f"{prefix}{r.get('lesion_id', '')}"
-    return {"enhancing": enhancing, "visible": visible}
+    return {"enhancing": enhancing, "visible": visible, "changes": changes}
 
 
 def _viewer(maps: CaseMaps, tables: dict[str, list[dict[str, Any]]], folder: Path) -> None:
@@ -277,6 +281,11 @@ def _viewer(maps: CaseMaps, tables: dict[str, list[dict[str, Any]]], folder: Pat
     if maps.uncertainty is not None:
         layers.append(ViewerVolume(maps.uncertainty_name, _scale(maps.uncertainty), "map", "plasma", 0.7,  # type: ignore[arg-type]
                                    visible=False))  # fmt: skip
+    if maps.prior is not None:
+        layers.append(ViewerVolume("prior FLAIR (registered)", maps.prior, "image", visible=False))
+    if maps.change is not None:
+        for code, name, rgb in ((1, "new since the prior", (230, 30, 30)), (2, "enlarging", (255, 150, 0))):
+            layers.append(ViewerVolume(f"lesions {name}", maps.change == code, "label", opacity=0.6, rgb=rgb))
     points = [{"key": r["key"], "mm": [float(r[f"centroid_{a}_mm"]) for a in "xyz"]}
               for rows in tables.values() for r in rows if all(r.get(f"centroid_{a}_mm") for a in "xyz")]  # fmt: skip
     write_viewer_data(folder / "viewer.js", layers, maps.affine, maps.brain, points)
