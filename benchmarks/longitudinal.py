@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gdfree.activity.change import change_region, fit_subtraction_k, subtraction_lesions
-from gdfree.infer.flair_rule import flair_rule
+from gdfree.activity.change import fit_subtraction_k, hyperintense_region, subtraction_lesions
 from gdfree.io.images import from_sitk, read_mask, read_volume, to_sitk
 from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summary
 from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_lesions, lesion_f1, match_lesions
@@ -42,8 +41,6 @@ from gdfree.preprocess.brain import learned_brain_mask
 from gdfree.preprocess.pair import pair_exams
 
 ROLES = ("FLAIR", "T2w", "T1w")
-HYPER_K = 3.0
-"""New lesions are looked for where the follow-up's FLAIR is hyperintense: FLAIR rule at 3 MADs, 3 mm3."""
 
 
 def _followups(phantom: Path, work: Path) -> Path:
@@ -76,8 +73,7 @@ def _pair_arrays(phantom: Path, work: Path, sub: str, brain: np.ndarray) -> tupl
     exams = {s: {r: read_volume(anat[s] / f"{sub}_ses-{s}_{r}.nii.gz") for r in ROLES} for s in anat}
     paired = pair_exams(exams["2"], exams["1"], brain)
     spacing = exams["2"]["FLAIR"].spacing_mm
-    hyper = flair_rule(exams["2"]["FLAIR"].data, brain, HYPER_K, spacing, min_mm3=3.0)
-    z, region = paired.difference["FLAIR"].data, change_region(brain, spacing, lesions=hyper)
+    z, region = paired.difference["FLAIR"].data, hyperintense_region(exams["2"]["FLAIR"].data, brain, spacing)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, z=z, region=region, corr=paired.correlation)
     return z, region, paired.correlation
@@ -345,9 +341,8 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
         gt = _to_followup(folder / "gt.nii.gz", flair, folder / "study2_FLAIR_to_common_space.txt")
         paired = pair_exams(fu, pr, brain)
         spacing = fu["FLAIR"].spacing_mm
-        hyper = flair_rule(fu["FLAIR"].data, brain, HYPER_K, spacing, min_mm3=3.0)
         cases.append({"name": folder.name, "z": paired.difference["FLAIR"].data, "gt": gt & brain, "spacing": spacing,
-                      "region": change_region(brain, spacing, lesions=hyper), "corr": paired.correlation,
+                      "region": hyperintense_region(fu["FLAIR"].data, brain, spacing), "corr": paired.correlation,
                       "fu": fu["FLAIR"].data, "prior": paired.prior["FLAIR"].data,
                       "problems": paired.problems})  # fmt: skip
     rows = []

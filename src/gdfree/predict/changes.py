@@ -31,18 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from gdfree.activity.change import SUBTRACTION_K, change_region, lesion_changes, subtraction_lesions
+from gdfree.activity.change import SUBTRACTION_K, hyperintense_region, lesion_changes, subtraction_lesions
 from gdfree.errors import GdfreeError
-from gdfree.infer.flair_rule import flair_rule
 from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.colours import Label, mask_labels, write_colour_tables
 from gdfree.io.images import read_mask, read_volume, write_volume
 from gdfree.io.tables import write_tsv
 
-__all__ = ["CHANGE_COLUMNS", "HYPER_K", "pair_sessions", "write_changes"]
-
-HYPER_K = 3.0
-"""New lesions are looked for where the follow-up's FLAIR is hyperintense: :func:`flair_rule` at 3 MADs, 3 mm3."""
+__all__ = ["CHANGE_COLUMNS", "pair_sessions", "write_changes"]
 
 CHANGE_COLUMNS = ("lesion_id", "status", "volume_mm3", "prior_volume_mm3", "volume_change_mm3", "subtraction_max_z",
                   "subtraction_new", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")  # fmt: skip
@@ -87,7 +83,7 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
     z = paired.difference["FLAIR"].data
     write_volume(fu.with_data(z), derivative_path(out, sub, ses, "map", desc="FLAIRdifference"))
     write_volume(paired.prior["FLAIR"], derivative_path(out, sub, ses, "FLAIR", desc="prior"))
-    region = change_region(brain, spacing, lesions=flair_rule(fu.data, brain, HYPER_K, spacing, min_mm3=3.0))
+    region = hyperintense_region(fu.data, brain, spacing)
     labels, n_sub = subtraction_lesions(z, region, k, spacing)
     found = labels > 0
     path = write_volume(fu.with_data(found.astype(np.uint8)),
