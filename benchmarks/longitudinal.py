@@ -38,7 +38,7 @@ from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, label_les
 from gdfree.metrics.patient import percentile_ci, roc_auc
 from gdfree.metrics.voxel import dice
 from gdfree.preprocess.brain import learned_brain_mask
-from gdfree.preprocess.pair import pair_exams
+from gdfree.preprocess.pair import PairConfig, pair_exams
 
 ROLES = ("FLAIR", "T2w", "T1w")
 
@@ -63,15 +63,23 @@ def _followups(phantom: Path, work: Path) -> Path:
     return pred
 
 
+HALFWAY = False
+"""Form the difference halfway between the exams (``--halfway``; :class:`gdfree.preprocess.pair.PairConfig`)."""
+
+
+def _pair_config() -> PairConfig:
+    return PairConfig(halfway=HALFWAY)
+
+
 def _pair_arrays(phantom: Path, work: Path, sub: str, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(FLAIR difference, search region, correlation) of one phantom pair, cached under WORK/pairs."""
-    cache = work / "pairs" / f"{sub}.npz"
+    """(FLAIR difference, search region, correlation) of one phantom pair, cached under WORK/pairs[-halfway]."""
+    cache = work / ("pairs-halfway" if HALFWAY else "pairs") / f"{sub}.npz"
     if cache.is_file():
         with np.load(cache) as f:
             return f["z"], f["region"], float(f["corr"])
     anat = {s: phantom / sub / f"ses-{s}" / "anat" for s in ("1", "2")}
     exams = {s: {r: read_volume(anat[s] / f"{sub}_ses-{s}_{r}.nii.gz") for r in ROLES} for s in anat}
-    paired = pair_exams(exams["2"], exams["1"], brain)
+    paired = pair_exams(exams["2"], exams["1"], brain, _pair_config())
     spacing = exams["2"]["FLAIR"].spacing_mm
     z, region = paired.difference["FLAIR"].data, hyperintense_region(exams["2"]["FLAIR"].data, brain, spacing)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +347,7 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
         flair = to_sitk(fu["FLAIR"])
         brain = learned_brain_mask(fu["FLAIR"])  # upstream's patient19 mask holds the scalp (docs/longitudinal.md)
         gt = _to_followup(folder / "gt.nii.gz", flair, folder / "study2_FLAIR_to_common_space.txt")
-        paired = pair_exams(fu, pr, brain)
+        paired = pair_exams(fu, pr, brain, _pair_config())
         spacing = fu["FLAIR"].spacing_mm
         cases.append({"name": folder.name, "z": paired.difference["FLAIR"].data, "gt": gt & brain, "spacing": spacing,
                       "region": hyperintense_region(fu["FLAIR"].data, brain, spacing), "corr": paired.correlation,
@@ -364,7 +372,7 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
                           "false_found": m.n_pred - m.tp_pred, "f1": m.f1,
                           "dice": dice(labels > 0, c["gt"])}  # fmt: skip
             if label == "k_phantom" or k_phantom is None:
-                _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, args.work / "fig")
+                _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, args.work / ("fig-halfway" if HALFWAY else "fig"))
         rows.append(row)
     return {"patients": rows}
 
@@ -377,14 +385,17 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("docs/longitudinal.json"))
     parser.add_argument("--key", default="phantom", help="where the phantom's result goes in OUT")
+    parser.add_argument("--halfway", action="store_true", help="differences formed halfway between the exams")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    global HALFWAY
+    HALFWAY = args.halfway
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.phantom:
         result[args.key] = phantom(args)
     if args.real:
-        k = result.get("phantom", {}).get("new_lesion_detection", {}).get("k")
-        result["real"] = real(args, k)
+        k = result.get(args.key, {}).get("new_lesion_detection", {}).get("k")
+        result["real-halfway" if HALFWAY else "real"] = real(args, k)
     args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(json.dumps(result, indent=1, default=float)[:6000])
 

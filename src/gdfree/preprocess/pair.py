@@ -12,10 +12,14 @@ follow-up's inside the brain:
    slowly varying difference of the two bias fields and keeps anything smaller than the kernel.
 
 The difference images are follow-up minus matched prior, each in units of its robust spread inside the brain
-(1.4826 x the median absolute deviation; a threshold ``k`` means "k noise units"). The residual check after
-registration is the correlation of the follow-up's and the matched prior's reference images inside the brain;
-below ``min_correlation`` the pair carries a problem (a failed registration, or another patient) and the caller
-must say so.
+(1.4826 x the median absolute deviation; a threshold ``k`` means "k noise units"). With ``halfway`` they are formed
+in the space halfway between the exams (both resampled through half the rigid move, as MSSEG-2 prepared its
+pairs, so that both carry the same interpolation) and brought back onto the follow-up grid; without it the prior
+alone is interpolated and small stable lesions read as changes of a few noise units (docs/longitudinal.md).
+
+The residual check after registration is the correlation of the follow-up's and the matched prior's reference
+images inside the brain; below ``min_correlation`` the pair carries a problem (a failed registration, or another
+patient) and the caller must say so.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class PairConfig:
     )
     bias_sigma_mm: float = 15.0
     min_correlation: float = 0.8
+    halfway: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,35 @@ def otsu_brain(data: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_opening(inside, iterations=2), bool)
 
 
+def _halfway_difference(
+    followup: Volume, prior: Volume, brain: np.ndarray, transform: Any, bias_sigma_mm: float
+) -> np.ndarray:
+    """Follow-up minus matched prior formed halfway (H o H = the follow-up -> prior transform; the follow-up
+    through H^-1, the prior through H, both linear), then brought back onto the follow-up grid through H."""
+    import SimpleITK as sitk
+    from scipy.linalg import sqrtm
+
+    from gdfree.preprocess.itk import transform_matrix
+
+    half = np.real(sqrtm(transform_matrix(transform)))
+
+    def affine(matrix: np.ndarray) -> sitk.AffineTransform:
+        out = sitk.AffineTransform(3)
+        out.SetMatrix(matrix[:3, :3].ravel().tolist())
+        out.SetTranslation(matrix[:3, 3].tolist())
+        return out
+
+    to_half, back = affine(np.linalg.inv(half)), affine(half)
+    grid = to_sitk(followup)
+    f = from_sitk(resample(to_sitk(followup, np.float32), grid, to_half, interpolation="linear")).data
+    p = from_sitk(resample(to_sitk(prior, np.float32), grid, back, interpolation="linear")).data
+    inside = from_sitk(resample(to_sitk(Volume(brain.astype(np.uint8), followup.affine)), grid, to_half,
+                                interpolation="nearest")).data > 0  # fmt: skip
+    diff = f - match_intensity(p, f, inside, bias_sigma_mm, followup.spacing_mm)
+    return from_sitk(resample(to_sitk(Volume(diff.astype(np.float32), followup.affine)), grid, back,
+                              interpolation="linear")).data  # fmt: skip
+
+
 def pair_exams(
     followup: Mapping[str, Volume],
     prior: Mapping[str, Volume],
@@ -131,7 +165,10 @@ def pair_exams(
         matched[role] = Volume(fitted, ref.affine)
     difference = {}
     for role, volume in matched.items():
-        diff = followup[role].data - volume.data
+        if cfg.halfway:
+            diff = _halfway_difference(followup[role], prior[role], mask, transform, cfg.bias_sigma_mm)
+        else:
+            diff = followup[role].data - volume.data
         difference[role] = Volume((diff / np.float32(robust_stats(diff[mask])[1])).astype(np.float32), ref.affine)
     corr = float(np.corrcoef(ref.data[mask], matched[cfg.reference].data[mask])[0, 1])
     problems = []
