@@ -372,7 +372,8 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
                           "false_found": m.n_pred - m.tp_pred, "f1": m.f1,
                           "dice": dice(labels > 0, c["gt"])}  # fmt: skip
             if label == "k_phantom" or k_phantom is None:
-                _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, args.work / ("fig-halfway" if HALFWAY else "fig"))
+                figs = args.work / ("fig-halfway" if HALFWAY else "fig")
+                _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, figs)
         rows.append(row)
     return {"patients": rows}
 
