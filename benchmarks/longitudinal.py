@@ -63,8 +63,8 @@ def _followups(phantom: Path, work: Path) -> Path:
     return pred
 
 
-HALFWAY = False
-"""Form the difference halfway between the exams (``--halfway``; :class:`gdfree.preprocess.pair.PairConfig`)."""
+HALFWAY = True
+"""Form the difference halfway between the exams (``--no-halfway``: the prior alone interpolated)."""
 
 
 def _pair_config() -> PairConfig:
@@ -73,7 +73,7 @@ def _pair_config() -> PairConfig:
 
 def _pair_arrays(phantom: Path, work: Path, sub: str, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(FLAIR difference, search region, correlation) of one phantom pair, cached under WORK/pairs[-halfway]."""
-    cache = work / ("pairs-halfway" if HALFWAY else "pairs") / f"{sub}.npz"
+    cache = work / ("pairs-halfway" if HALFWAY else "pairs") / f"{sub}.npz"  # pairs: the prior alone moved
     if cache.is_file():
         with np.load(cache) as f:
             return f["z"], f["region"], float(f["corr"])
@@ -372,7 +372,7 @@ def real(args: argparse.Namespace, k_phantom: float | None) -> dict:
                           "false_found": m.n_pred - m.tp_pred, "f1": m.f1,
                           "dice": dice(labels > 0, c["gt"])}  # fmt: skip
             if label == "k_phantom" or k_phantom is None:
-                figs = args.work / ("fig-halfway" if HALFWAY else "fig")
+                figs = args.work / ("fig" if HALFWAY else "fig-prior-only")
                 _overlay(c["name"], c["fu"], c["prior"], c["z"], c["gt"], labels > 0, figs)
         rows.append(row)
     return {"patients": rows}
@@ -386,7 +386,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("docs/longitudinal.json"))
     parser.add_argument("--key", default="phantom", help="where the phantom's result goes in OUT")
-    parser.add_argument("--halfway", action="store_true", help="differences formed halfway between the exams")
+    parser.add_argument("--halfway", action=argparse.BooleanOptionalAction, default=True,
+                        help="differences formed halfway between the exams (default), or with the prior alone moved")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     global HALFWAY
@@ -396,7 +397,7 @@ def main() -> None:
         result[args.key] = phantom(args)
     if args.real:
         k = result.get(args.key, {}).get("new_lesion_detection", {}).get("k")
-        result["real-halfway" if HALFWAY else "real"] = real(args, k)
+        result["real" if HALFWAY else "real-prior-only"] = real(args, k)
     args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(json.dumps(result, indent=1, default=float)[:6000])
 

@@ -35,9 +35,9 @@ __all__ = [
 SUBTRACTION_KS = tuple(float(k) for k in np.arange(2.0, 12.01, 0.5))
 """The ``k`` values :func:`fit_subtraction_k` tries (noise units of the FLAIR difference)."""
 
-SUBTRACTION_K = 5.5
-"""The default ``k``: fitted on 30 training phantom pairs by ``benchmarks/longitudinal.py`` (docs/longitudinal.md);
-on the real shared pairs it finds almost nothing, which that page also says."""
+SUBTRACTION_K = 6.5
+"""The default ``k``: fitted on 30 training phantom pairs (halfway differences) by ``benchmarks/longitudinal.py``
+(docs/longitudinal.md); on the real shared pairs it finds almost nothing, which that page also says."""
 
 
 def change_region(

@@ -12,10 +12,11 @@ follow-up's inside the brain:
    slowly varying difference of the two bias fields and keeps anything smaller than the kernel.
 
 The difference images are follow-up minus matched prior, each in units of its robust spread inside the brain
-(1.4826 x the median absolute deviation; a threshold ``k`` means "k noise units"). With ``halfway`` they are formed
-in the space halfway between the exams (both resampled through half the rigid move, as MSSEG-2 prepared its
-pairs, so that both carry the same interpolation) and brought back onto the follow-up grid; without it the prior
-alone is interpolated and small stable lesions read as changes of a few noise units (docs/longitudinal.md).
+(1.4826 x the median absolute deviation; a threshold ``k`` means "k noise units"). By default (``halfway``) they
+are formed in the space halfway between the exams (both resampled through half the rigid move, as MSSEG-2 prepared
+its pairs, so that both carry the same interpolation) and brought back onto the follow-up grid. With the prior
+alone interpolated, the follow-up keeps its sharper noise: on 60 phantom pairs new-lesion detection F1 was 0.46
+against 0.56 halfway, with 5.7 against 2.4 false detections a scan (docs/longitudinal.md).
 
 The residual check after registration is the correlation of the follow-up's and the matched prior's reference
 images inside the brain; below ``min_correlation`` the pair carries a problem (a failed registration, or another
@@ -51,7 +52,7 @@ class PairConfig:
     )
     bias_sigma_mm: float = 15.0
     min_correlation: float = 0.8
-    halfway: bool = False
+    halfway: bool = True
 
 
 @dataclass(frozen=True)
