@@ -92,3 +92,23 @@ def test_a_pair_without_a_prior_flair_is_reported_and_the_run_goes_on(pair_datas
     (pair,) = _rows(out / "pairs.tsv")
     assert pair["status"] == "failed" and "FLAIR" in pair["reason"]
     assert (out / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_desc-enhancing_mask.nii.gz").is_file()
+
+
+def test_the_pair_brain_is_the_datasets_own_else_learned_and_a_mask_off_grid_is_refused(
+    pair_dataset: Path, tmp_path: Path
+) -> None:
+    from gdfree.errors import GdfreeError
+    from gdfree.io.images import write_volume
+    from gdfree.metrics.voxel import dice
+    from gdfree.predict.changes import _brain
+    from gdfree.types import Volume
+
+    flair = read_volume(pair_dataset / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_FLAIR.nii.gz")
+    own = pair_dataset / "derivatives" / "phantom" / "sub-001" / "ses-2" / "anat"
+    own = own / "sub-001_ses-2_desc-brain_mask.nii.gz"
+    truth = read_mask(own).data
+    assert (_brain(flair, own) == truth).all()
+    assert dice(_brain(flair, None), truth) > 0.8  # deepbet on the FLAIR (Otsu without deepbet)
+    off = write_volume(Volume(truth[:-1].astype(np.uint8), flair.affine), tmp_path / "off_mask.nii.gz")
+    with pytest.raises(GdfreeError, match="not on the grid"):
+        _brain(flair, off)

@@ -75,7 +75,7 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
         if "FLAIR" not in case.images:
             raise GdfreeError(f"{case.case_id}: no FLAIR to compare sessions on")
     fu = read_volume(followup.images["FLAIR"])
-    brain = _brain(fu)
+    brain = _brain(fu, followup.masks.get("brain"))
     paired = pair_exams({"FLAIR": fu}, {"FLAIR": read_volume(prior.images["FLAIR"])}, brain)
     sub, ses = followup.subject, followup.session
     spacing = fu.spacing_mm
@@ -115,11 +115,17 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
             "n_subtraction": n_sub, "status": "ok", "reason": "; ".join(paired.problems)}  # fmt: skip
 
 
-def _brain(volume: Any) -> np.ndarray:
-    """deepbet's brain mask of the follow-up FLAIR (good on FLAIR with or without skull), else Otsu's."""
+def _brain(volume: Any, provided: Path | None) -> np.ndarray:
+    """The follow-up's own brain mask when the dataset has one (as ``prepare``'s policy), else deepbet's on its
+    FLAIR (good on FLAIR with or without skull), else Otsu's when deepbet is not installed."""
     from gdfree.preprocess.brain import BrainExtractionUnavailable, learned_brain_mask
     from gdfree.preprocess.pair import otsu_brain
 
+    if provided is not None:
+        mask = read_mask(provided)
+        if mask.shape != volume.shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
+            raise GdfreeError(f"{provided}: the brain mask is not on the grid of {volume.path}")
+        return np.asarray(mask.data, bool)
     try:
         return learned_brain_mask(volume)
     except BrainExtractionUnavailable:

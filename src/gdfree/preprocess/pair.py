@@ -25,7 +25,7 @@ patient) and the caller must say so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,11 +101,11 @@ def otsu_brain(data: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_opening(inside, iterations=2), bool)
 
 
-def _halfway_difference(
-    followup: Volume, prior: Volume, brain: np.ndarray, transform: Any, bias_sigma_mm: float
-) -> np.ndarray:
-    """Follow-up minus matched prior formed halfway (H o H = the follow-up -> prior transform; the follow-up
-    through H^-1, the prior through H, both linear), then brought back onto the follow-up grid through H."""
+def _halfway(followup: Volume, brain: np.ndarray, transform: Any) -> Callable[[Volume, Volume, float], np.ndarray]:
+    """A function of (follow-up image, prior image, bias sigma) -> follow-up minus matched prior formed halfway
+    (H o H = the follow-up -> prior transform; the follow-up through H^-1, the prior through H, both linear),
+    brought back onto the follow-up grid through H. The half transforms and the halfway brain are made once for
+    every modality."""
     import SimpleITK as sitk
     from scipy.linalg import sqrtm
 
@@ -121,13 +121,17 @@ def _halfway_difference(
 
     to_half, back = affine(np.linalg.inv(half)), affine(half)
     grid = to_sitk(followup)
-    f = from_sitk(resample(to_sitk(followup, np.float32), grid, to_half, interpolation="linear")).data
-    p = from_sitk(resample(to_sitk(prior, np.float32), grid, back, interpolation="linear")).data
     inside = from_sitk(resample(to_sitk(Volume(brain.astype(np.uint8), followup.affine)), grid, to_half,
                                 interpolation="nearest")).data > 0  # fmt: skip
-    diff = f - match_intensity(p, f, inside, bias_sigma_mm, followup.spacing_mm)
-    return from_sitk(resample(to_sitk(Volume(diff.astype(np.float32), followup.affine)), grid, back,
-                              interpolation="linear")).data  # fmt: skip
+
+    def difference(fu: Volume, prior: Volume, bias_sigma_mm: float) -> np.ndarray:
+        f = from_sitk(resample(to_sitk(fu, np.float32), grid, to_half, interpolation="linear")).data
+        p = from_sitk(resample(to_sitk(prior, np.float32), grid, back, interpolation="linear")).data
+        diff = f - match_intensity(p, f, inside, bias_sigma_mm, followup.spacing_mm)
+        return from_sitk(resample(to_sitk(Volume(diff.astype(np.float32), followup.affine)), grid, back,
+                                  interpolation="linear")).data  # fmt: skip
+
+    return difference
 
 
 def pair_exams(
@@ -165,9 +169,10 @@ def pair_exams(
         fitted = match_intensity(moved, followup[role].data, mask, cfg.bias_sigma_mm, spacing)
         matched[role] = Volume(fitted, ref.affine)
     difference = {}
+    halfway = _halfway(ref, mask, transform) if cfg.halfway else None
     for role, volume in matched.items():
-        if cfg.halfway:
-            diff = _halfway_difference(followup[role], prior[role], mask, transform, cfg.bias_sigma_mm)
+        if halfway is not None:
+            diff = halfway(followup[role], prior[role], cfg.bias_sigma_mm)
         else:
             diff = followup[role].data - volume.data
         difference[role] = Volume((diff / np.float32(robust_stats(diff[mask])[1])).astype(np.float32), ref.affine)
