@@ -17,12 +17,14 @@ from gdfree.errors import GridMismatchError, InputRoleError, MissingModalityErro
 
 __all__ = [
     "MASK_ROLES",
+    "PAIR_ROLES",
     "POST_CONTRAST",
     "PRE_CONTRAST",
     "Case",
     "Volume",
     "canonical_modality",
     "check_input_modalities",
+    "exam_roles",
     "spacing_from_affine",
 ]
 
@@ -32,8 +34,13 @@ PRE_CONTRAST: tuple[str, ...] = ("T1w", "T2w", "FLAIR", "PD")
 POST_CONTRAST = "T1gd"
 """Role of the post-gadolinium T1-weighted image: a label/target source, never an input (but in ``oracle``)."""
 
-MASK_ROLES: tuple[str, ...] = ("lesion", "enhancing", "brain")
-"""Mask roles: all T2/FLAIR lesions, Gd-enhancing lesions, brain."""
+PAIR_ROLES: tuple[str, ...] = ("priorFLAIR", "diffFLAIR")
+"""Input roles that come from a prior exam (``gdfree pair``, :mod:`gdfree.preprocess.pair`): the prior's FLAIR
+registered and intensity-matched onto this exam, and this exam's FLAIR minus it in noise units. An exam without
+a prior gives them as "nothing changed": the prior is its own FLAIR, the difference 0 (one model serves both)."""
+
+MASK_ROLES: tuple[str, ...] = ("lesion", "enhancing", "new", "brain")
+"""Mask roles: all T2/FLAIR lesions, Gd-enhancing lesions, new or enlarging lesions since the prior exam, brain."""
 
 _ALIASES: dict[str, str] = {
     "t1": "T1w", "t1w": "T1w", "mprage": "T1w", "t1pre": "T1w",
@@ -42,6 +49,7 @@ _ALIASES: dict[str, str] = {
     "pd": "PD", "dp": "PD", "pdw": "PD",
     "t1gd": POST_CONTRAST, "t1post": POST_CONTRAST, "t1ce": POST_CONTRAST, "t1c": POST_CONTRAST,
     "gado": POST_CONTRAST, "t1wks": POST_CONTRAST, "t1w_ce": POST_CONTRAST,
+    "priorflair": "priorFLAIR", "diffflair": "diffFLAIR",
 }  # fmt: skip
 
 
@@ -57,7 +65,7 @@ def canonical_modality(name: str) -> str:
     """
     key = name.strip().lower().replace("-", "_")
     if key not in _ALIASES:
-        known = ", ".join((*PRE_CONTRAST, POST_CONTRAST))
+        known = ", ".join((*PRE_CONTRAST, POST_CONTRAST, *PAIR_ROLES))
         raise ValueError(f"modality {name!r} is not known; expected one of {known} (or a common alias)")
     return _ALIASES[key]
 
@@ -80,7 +88,16 @@ def check_input_modalities(modalities: Iterable[str], *, oracle: bool = False) -
         )
     if len(set(roles)) != len(roles):
         raise InputRoleError(f"input modalities {list(modalities)}: a modality is listed twice")
+    paired = [r for r in roles if r in PAIR_ROLES]
+    if paired and (len(paired) != len(PAIR_ROLES) or "FLAIR" not in roles):
+        raise InputRoleError(f"input modalities {list(modalities)}: the prior-exam channels come together "
+                             f"({', '.join(PAIR_ROLES)}) and with the FLAIR they were made from")
     return roles
+
+
+def exam_roles(modalities: Iterable[str]) -> tuple[str, ...]:
+    """The input roles an exam must have itself: all but :data:`PAIR_ROLES` (absent without a prior exam)."""
+    return tuple(m for m in modalities if m not in PAIR_ROLES)
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:

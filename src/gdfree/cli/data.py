@@ -1,4 +1,4 @@
-"""Commands over datasets and images: synth, info, import, dicom-rules, prepare, to-native."""
+"""Commands over datasets and images: synth, info, import, dicom-rules, prepare, pair, to-native."""
 
 from __future__ import annotations
 
@@ -234,3 +234,32 @@ def to_native_command(
     failed = [r for r in rows if r["error"]]
     new_console().print(f"mapped {len(rows) - len(failed)} files onto their acquired grids into {out} (native.tsv)")
     exit_on_failures(new_console(), {r["source"]: r["error"] for r in failed}, "could not be mapped")
+
+
+@command()
+def pair(
+    input: Annotated[Path, typer.Option("--input", help="Dataset folder with ses-* sessions, or one sub-X folder.")],
+    out: Annotated[Path, typer.Option(help="Output derivative folder (prior-exam images per follow-up).")],
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+) -> None:
+    """Pair each ses-* of a subject with the session before it: per follow-up, the transform, the prior FLAIR
+    registered and intensity-matched onto it and the FLAIR difference in noise units (the inputs of a model
+    trained with prior-exam channels: a dataset's `pairs` in the training config), and OUT/pairs.tsv. A pair that
+    fails is listed and the others go on (exit 1)."""
+    from gdfree.io.bids import dataset_description
+    from gdfree.io.runs import check_output_folder
+    from gdfree.io.tables import write_json
+    from gdfree.predict import dataset_root, select_cases
+    from gdfree.preprocess.pair_files import write_pairs
+
+    out = check_output_folder(out, [dataset_root(input)])
+    rows = write_pairs(out, select_cases(input, fmt))
+    write_json(out / "dataset_description.json", dataset_description("gdfree pair", "derivative",
+               GeneratedBy=[{"Name": "gdfree pair"}]))  # fmt: skip
+    console = new_console()
+    bad = {f"sub-{r['subject']} ses-{r['prior']} -> ses-{r['followup']}": r["reason"] for r in rows
+           if r["status"] == "failed"}  # fmt: skip
+    flagged = sum(bool(r["reason"]) for r in rows if r["status"] == "ok")
+    console.print(f"Paired {len(rows) - len(bad)} follow-up sessions with their prior into {out} ({flagged} flagged "
+                  "by the correlation check; OUT/pairs.tsv).")  # fmt: skip
+    exit_on_failures(console, bad, "could not be paired (listed in OUT/pairs.tsv)")

@@ -141,10 +141,11 @@ def predict(
     from gdfree.predict import dataset_root, predict_dataset
 
     device = check_device(device)
+    pairs = _pair_before(model, input, out, fmt, shard) if prior else []
     rows = predict_dataset(model, input, out, device=device, fmt=fmt, allow_training_cases=allow_training_cases,
                            ensemble=ensemble or (), mc=mc, flips=flips, seed=seed, overwrite=overwrite,
                            activity=activity, engine=engine, shard=parse_shard(shard), mc_layers=mc_layers,
-                           precision=precision)  # fmt: skip
+                           precision=precision, pairs=out if prior else None)  # fmt: skip
     failed = [r for r in rows if r.get("status") == "failed"]
     active = sum(bool(r.get("predicted_active")) for r in rows)
     console = new_console()
@@ -154,7 +155,7 @@ def predict(
         from gdfree.predict import select_cases
         from gdfree.predict.changes import write_changes
 
-        pairs = write_changes(out, select_cases(input, fmt))
+        pairs = write_changes(out, select_cases(input, fmt), pairs)
         bad = {f"sub-{p['subject']} ses-{p['prior']} -> ses-{p['followup']}": p["reason"] for p in pairs
                if p["status"] == "failed"}  # fmt: skip
         console.print(f"Compared {len(pairs) - len(bad)} session pairs with their prior (OUT/pairs.tsv): "
@@ -167,6 +168,20 @@ def predict(
                       f"failed (listed in {out}/failures.tsv or pairs.tsv); rerun to retry them")  # fmt: skip
     if dropped:
         raise typer.Exit(code=1)
+
+
+def _pair_before(model: Path, input: Path, out: Path, fmt: str, shard: str | None) -> list[dict[str, Any]]:
+    """Pair every follow-up session of this shard of INPUT with its prior into OUT, before prediction (a model
+    with prior-exam channels reads them; pairs.tsv gets the changes after)."""
+    from gdfree.io.cohort import select
+    from gdfree.io.runs import check_output_folder, parse_shard
+    from gdfree.predict import dataset_root, select_cases
+    from gdfree.preprocess.pair_files import write_pairs
+
+    check_output_folder(out, [dataset_root(input), model])
+    cases = select_cases(input, fmt)
+    mine = {c.case_id for c in select(cases, None, parse_shard(shard), where=str(input))}
+    return write_pairs(out, cases, followups=mine)
 
 
 @command()

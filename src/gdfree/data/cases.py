@@ -34,7 +34,7 @@ from gdfree.arrays import histogram_mode, mask_stats, nawm_mask, spacing_from_af
 from gdfree.data.translation import TRANSLATION_HEAD, translation_target
 from gdfree.io.bids import CaseFiles, load_case
 from gdfree.io.images import file_sha256
-from gdfree.types import POST_CONTRAST, check_input_modalities
+from gdfree.types import PAIR_ROLES, POST_CONTRAST, Volume, check_input_modalities, exam_roles
 
 __all__ = ["NORMALISATION", "NORMALISATIONS", "WM_RATIO", "ArrayCase", "channel_reference", "check_normalisation",
            "file_fingerprints", "load_array_case", "normalise", "white_matter"]  # fmt: skip
@@ -50,6 +50,10 @@ WM_RATIO_UNIT = 0.25
 
 NORMALISATIONS = {NORMALISATION: 5.0, "nawm-mode-clip8": 8.0, WM_RATIO: 10.0}
 """The input normalisations a model may record, with the value each clips to."""
+
+DIFFERENCE_UNIT = 2.0
+"""The ``diffFLAIR`` channel (already in noise units, 0 where nothing changed) is divided by this under every
+normalisation, then clipped like the others: a new lesion (5-20 noise units) stays below the clip."""
 
 
 def check_normalisation(name: str) -> str:
@@ -147,6 +151,16 @@ def file_fingerprints(paths: Sequence[Path]) -> tuple[str, ...]:
     return tuple(file_sha256(p) for p in paths)
 
 
+def _channel(images: dict[str, Volume], role: str) -> np.ndarray:
+    """One input channel as float32; a prior-exam role the exam lacks reads "nothing changed" (:data:`PAIR_ROLES`):
+    the prior is the exam's own FLAIR and the difference 0."""
+    if role in images:
+        return np.asarray(images[role].data, np.float32)
+    if role == "priorFLAIR":
+        return np.asarray(images["FLAIR"].data, np.float32)
+    return np.zeros(images["FLAIR"].shape, np.float32)
+
+
 def load_array_case(
     files: CaseFiles,
     modalities: Sequence[str],
@@ -162,7 +176,8 @@ def load_array_case(
     Args:
         files: the discovered case.
         modalities: input roles, in channel order; a post-contrast role raises InputRoleError unless
-            ``oracle``.
+            ``oracle``. Prior-exam roles (:data:`gdfree.types.PAIR_ROLES`) the case lacks read "nothing changed"
+            (:func:`_channel`); the difference is scaled by :data:`DIFFERENCE_UNIT`, not by its own statistics.
         heads: label roles wanted; a head the case lacks, or that is not in ``label_sets`` (the labels the
             config says this dataset provides), is None. ``t1gd`` reads the post-Gd T1w as the translation
             target (needs ``T1w`` among ``modalities``).
@@ -180,18 +195,18 @@ def load_array_case(
     if translate and "T1w" not in modalities:
         raise ValueError(f"{files.case_id}: the {TRANSLATION_HEAD} head needs T1w among the inputs")
     extra = [POST_CONTRAST] if translate and POST_CONTRAST not in modalities else []
-    case = load_case(files, modalities=[*modalities, *extra], masks=masks, required=modalities)
-    first = case.images[modalities[0]]
-    image = np.stack([np.asarray(case.images[m].data, np.float32) for m in modalities])
+    case = load_case(files, modalities=[*modalities, *extra], masks=masks, required=exam_roles(modalities))
+    first = case.images[exam_roles(modalities)[0]]
+    image = np.stack([_channel(case.images, m) for m in modalities])
     if "brain" in case.masks:
         brain = np.asarray(case.masks["brain"].data, bool)
     else:
-        brain = np.all(image != 0, axis=0)
+        brain = np.all(image[[c for c, m in enumerate(modalities) if m not in PAIR_ROLES]] != 0, axis=0)
     if not brain.any():
         raise ValueError(f"{files.case_id}: the brain mask is empty ({files.masks.get('brain', 'derived')})")
     for c, m in enumerate(modalities):
         inside = image[c][brain]
-        if inside.min() == inside.max():
+        if m != "diffFLAIR" and inside.min() == inside.max():
             raise ValueError(f"{files.images[m]}: constant ({inside.min():g}) over the whole brain; an empty or "
                              "failed acquisition, nothing to predict from")  # fmt: skip
     labels = {h: (np.asarray(case.masks[h].data, bool) if h in case.masks else None) for h in heads}
@@ -201,7 +216,8 @@ def load_array_case(
             t1 = image[list(modalities).index("T1w")]
             labels[TRANSLATION_HEAD] = translation_target(t1, np.asarray(case.images[POST_CONTRAST].data), brain)
     wm = white_matter(image, brain, modalities) if normalisation == WM_RATIO else None
-    stats = [channel_reference(image[c], brain, normalisation, wm) for c in range(len(image))]
+    stats = [(0.0, DIFFERENCE_UNIT) if m == "diffFLAIR" else channel_reference(image[c], brain, normalisation, wm)
+             for c, m in enumerate(modalities)]  # fmt: skip
     clip = NORMALISATIONS[normalisation]
     return ArrayCase(
         case_id=files.case_id,
@@ -212,7 +228,7 @@ def load_array_case(
         brain=brain,
         affine=first.affine,
         dataset=dataset,
-        fingerprints=file_fingerprints([files.images[m] for m in modalities]),
+        fingerprints=file_fingerprints([files.images[m] for m in modalities if m in files.images]),
         raw_zero=tuple(float(np.clip(-centre / unit, -clip, clip)) for centre, unit in stats),
         raw_stats=tuple((float(centre), float(unit)) for centre, unit in stats),
     )

@@ -11,7 +11,7 @@ count; a resumed run draws new batches from its resume step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,10 +22,41 @@ from gdfree.data.lesion_sim import LesionSimConfig, simulate
 from gdfree.data.sampling import PatchParams, PatchSampler
 from gdfree.data.translation import TRANSLATION_HEAD
 
-__all__ = ["Batch", "batch_stream", "make_batch"]
+__all__ = ["Batch", "PriorDropout", "batch_stream", "make_batch"]
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """images (B, C, P, P, P) float32, targets (B, H, P, P, P) float32, present (B, H) bool."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorDropout:
+    """Training patches of exams with a prior drawn as if it were absent, with ``probability``: the prior channel
+    becomes the FLAIR channel, the difference 0, and the ``new`` head gets no loss (``new``: its target index,
+    None without that head). One model then learns both modes on the same exams (:data:`gdfree.types.PAIR_ROLES`)."""
+
+    probability: float
+    flair: int
+    prior: int
+    difference: int
+    new: int | None = None
+
+    @classmethod
+    def for_inputs(cls, probability: float, modalities: Sequence[str], heads: Sequence[str]) -> PriorDropout | None:
+        """The dropout for a model with these input roles and heads; None without prior-exam channels."""
+        if "priorFLAIR" not in modalities:
+            return None
+        index = list(modalities).index
+        return cls(probability, index("FLAIR"), index("priorFLAIR"), index("diffFLAIR"),
+                   list(heads).index("new") if "new" in heads else None)  # fmt: skip
+
+    def apply(self, image: np.ndarray, has: np.ndarray, rng: np.random.Generator) -> None:
+        """Drop the prior of one patch in place with :attr:`probability` (a patch already without one is left)."""
+        if self.probability <= 0 or rng.random() >= self.probability:
+            return
+        image[self.prior] = image[self.flair]
+        image[self.difference] = 0.0
+        if self.new is not None:
+            has[self.new] = False
 
 
 def _simulate_lesion(
@@ -57,12 +88,15 @@ def make_batch(
 ) -> Batch:  # fmt: skip
     """``batch_size`` patches drawn with ``rng``; each may be replaced by a generated one (``synthesiser``), then
     gets a simulated lesion change with ``lesion_sim``'s probability, then is augmented (parameters also
-    drawn with ``rng``) when ``strength`` > 0."""
+    drawn with ``rng``) when ``strength`` > 0. The sampler's ``prior_dropout`` (:class:`PriorDropout`), when set,
+    first drops the prior of a patch."""
     images, targets, present = [], [], []
     continuous = [h for h, name in enumerate(sampler.heads) if name == TRANSLATION_HEAD]
     for _ in range(batch_size):
         params = sampler.sample_params(rng)
         image, target, has = sampler.crop(params)
+        if sampler.prior_dropout is not None:
+            sampler.prior_dropout.apply(image, has, rng)
         if synthesiser is not None:
             image, target = synthesiser.maybe_replace(sampler, params, image, target, has, rng)
         if lesion_sim is not None and lesion_sim.probability > 0:

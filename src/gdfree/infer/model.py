@@ -38,7 +38,7 @@ from gdfree.types import check_input_modalities
 
 __all__ = ["TrainedModel"]
 
-_HEADS = ("enhancing", "lesion", TRANSLATION_HEAD)
+_HEADS = ("enhancing", "lesion", "new", TRANSLATION_HEAD)
 
 
 def _patient_level(

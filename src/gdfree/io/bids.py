@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ import numpy as np
 
 from gdfree.errors import ImageReadError, MissingModalityError
 from gdfree.io.images import NIFTI_SUFFIXES, image_suffix, read_mask, read_volume
-from gdfree.types import POST_CONTRAST, PRE_CONTRAST, Case, Volume
+from gdfree.types import PAIR_ROLES, POST_CONTRAST, PRE_CONTRAST, Case, Volume
 
 __all__ = [
     "BIDS_VERSION",
     "MASK_ENTITIES",
+    "PAIR_FILES",
     "CaseFiles",
+    "attach_pairs",
     "bids_name",
     "dataset_description",
     "derivative_path",
@@ -49,10 +51,14 @@ def dataset_description(name: str, dataset_type: str, **fields: Any) -> dict[str
 
 _ENTITY = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 MASK_ENTITIES: dict[str, dict[str, str]] = {
-    "lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}, "brain": {"desc": "brain"},
+    "lesion": {"label": "lesion"}, "enhancing": {"label": "enhancing"}, "new": {"label": "new"},
+    "brain": {"desc": "brain"},
 }  # fmt: skip
 """Mask role -> the entities of its ``_mask`` derivative file (read by discovery, written by import/prepare)."""
 _MASK_ENTITIES = {next(iter(e.items())): role for role, e in MASK_ENTITIES.items()}
+PAIR_FILES: dict[str, tuple[str, str]] = {"priorFLAIR": ("FLAIR", "prior"), "diffFLAIR": ("map", "FLAIRdifference")}
+"""Prior-exam input role -> (suffix, desc) of the file ``gdfree pair`` and ``predict --prior`` write per follow-up."""
+assert set(PAIR_FILES) == set(PAIR_ROLES)
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "space", "label", "desc")
 
 
@@ -202,6 +208,26 @@ def discover_bids(root: Path | str) -> list[CaseFiles]:
         if not case.images:
             case.problems.append("masks but no images found")
     return [cases[k] for k in sorted(cases, key=lambda k: (k[0], k[1] or ""))]
+
+
+def attach_pairs(cases: Iterable[CaseFiles], root: Path | str) -> list[CaseFiles]:
+    """Add to each case the prior-exam images (:data:`PAIR_FILES`) found for it under ``root`` (a folder
+    ``gdfree pair`` or ``predict --prior`` wrote); cases without them are returned unchanged (no prior).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder of prior-exam images (gdfree pair) not found")
+    out = []
+    for case in cases:
+        paths = {role: derivative_path(root, case.subject, case.session, suffix, desc=desc)
+                 for role, (suffix, desc) in PAIR_FILES.items()}  # fmt: skip
+        if all(p.is_file() for p in paths.values()):
+            case = replace(case, images={**case.images, **paths})
+        out.append(case)
+    return out
 
 
 def _check_folder(path: Path, ent: dict[str, str], root: Path, problems: list[str]) -> None:

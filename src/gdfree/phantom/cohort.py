@@ -16,7 +16,7 @@ import numpy as np
 from gdfree.config import save_config
 from gdfree.io.images import write_text, write_volume
 from gdfree.phantom.config import SIGNATURE_EFFECTS, PhantomConfig
-from gdfree.phantom.longitudinal import PairConfig, apply_move, draw_pair, head_move, status_map
+from gdfree.phantom.longitudinal import STATUSES, PairConfig, apply_move, draw_pair, head_move, status_map
 from gdfree.phantom.subject import (
     CONFOUNDER_KINDS,
     SubjectParams,
@@ -71,7 +71,7 @@ def _write_session(
         write_volume(Volume(data, affine), out / where / f"{name}.nii.gz")
     truth = out / "derivatives" / "phantom" / where
     names = {"lesion": "label-lesion_mask", "enhancing": "label-enhancing_mask", "brain": "desc-brain_mask",
-             "change": "desc-change_dseg"}  # fmt: skip
+             "change": "desc-change_dseg", "new": "label-new_mask"}  # fmt: skip
     for role, mask in masks.items():
         write_volume(Volume(mask.astype(np.uint8), affine), truth / f"{stem}_{names[role]}.nii.gz")
     write_text(truth / f"{stem}_phantom.json", json.dumps(record, indent=1) + "\n")
@@ -113,6 +113,7 @@ def synthesize_pair(
     old_images = {role: apply_move(img, affine, move) for role, img in old_images.items()}
     old_masks = {role: apply_move(m, affine, move) >= 0.5 for role, m in old_masks.items()}
     masks["change"] = status_map(params.lesions, status, affine, masks["lesion"].shape, cfg)
+    masks["new"] = np.isin(masks["change"], (1 + STATUSES.index("new"), 1 + STATUSES.index("enlarging")))
     record = params.to_json()
     for lesion in record["lesions"]:
         lesion["status"] = status[lesion["id"]]
@@ -211,7 +212,8 @@ def _readme(cfg: PhantomConfig, n_subjects: int, seed: int, first: int = 0, time
     sessions = (
         "Two sessions per subject: ses-1 (prior: no enhancing lesion, the head moved; its move in its "
         "phantom.json) and ses-2 (follow-up); each follow-up lesion's status (new, enlarging, stable, shrinking) "
-        "in ses-2's phantom.json and desc-change_dseg (1 new, 2 enlarging, 3 stable, 4 shrinking).\n"
+        "in ses-2's phantom.json and desc-change_dseg (1 new, 2 enlarging, 3 stable, 4 shrinking); the new and\n"
+        "enlarging lesions also as label-new_mask (the `new` head's label).\n"
         if timepoints == 2 else ""
     )  # fmt: skip
     return (

@@ -61,12 +61,13 @@ from gdfree.data.cases import NORMALISATION, file_fingerprints
 from gdfree.devices import check_precision
 from gdfree.infer.model import TrainedModel
 from gdfree.infer.onnx import ENGINES
-from gdfree.io.bids import CaseFiles, dataset_description
+from gdfree.io.bids import CaseFiles, attach_pairs, dataset_description
 from gdfree.io.cohort import CaseDone, run_cohort, select
 from gdfree.io.runs import RunManifest, check_output_folder, write_failures
 from gdfree.io.tables import write_json, write_tsv
 from gdfree.models.forward import predict_volume
 from gdfree.predict.case import PREDICTION_COLUMNS, lesion_rows, predict_case, predict_one
+from gdfree.types import exam_roles
 
 __all__ = ["lesion_rows", "predict_case", "predict_dataset", "predict_volume", "select_cases"]
 
@@ -123,6 +124,7 @@ def predict_dataset(
     shard: tuple[int, int] | None = None,
     mc_layers: str = "all",
     precision: str = "fp32",
+    pairs: Path | str | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every case of ``input_path`` (or those named in ``case_ids``) with the model in ``run_dir``;
     write the outputs into ``out`` and return this run's rows (``predictions.tsv`` holds every case predicted
@@ -130,8 +132,8 @@ def predict_dataset(
     its row (``status`` "failed", ``reason``); the others go on.
 
     The options (sampling, ``mc_layers``, ``shard``, ``engine``, ``activity``, ``precision``) are described in the
-    module
-    docstring.
+    module docstring. ``pairs``: the folder of prior-exam images (:mod:`gdfree.preprocess.pair_files`) a model with
+    prior-exam channels reads for the follow-ups that have them; every other case reads "no prior".
 
     Raises:
         ValueError: a case's input files are identical to those of a training or validation case of the
@@ -150,12 +152,14 @@ def predict_dataset(
     out = check_output_folder(out, [dataset_root(input_path), run_dir, *ensemble])
     model, members, scorer = _load_models(run_dir, ensemble, activity, device, engine, precision)
     cases = select(select_cases(input_path, fmt), case_ids, shard, where=str(input_path))
+    if pairs is not None:
+        cases = attach_pairs(cases, pairs)
 
     def fingerprint(files: CaseFiles) -> tuple[str, ...]:
-        missing = files.missing(model.modalities)
+        missing = files.missing(exam_roles(model.modalities))
         if missing:
             raise ValueError(f"missing {', '.join(missing)} needed by the model")
-        return file_fingerprints([files.images[m] for m in model.modalities])
+        return file_fingerprints([files.images[m] for m in model.modalities if m in files.images])
 
     def refuse(files: CaseFiles, inputs: tuple[str, ...]) -> None:
         if not allow_training_cases:

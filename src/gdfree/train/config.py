@@ -21,11 +21,11 @@ from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.sampling import SamplingRatios
 from gdfree.train.losses import LOSSES
 from gdfree.train.translation import TranslationConfig
-from gdfree.types import check_input_modalities
+from gdfree.types import PAIR_ROLES, check_input_modalities
 
 __all__ = ["HEADS", "DatasetSpec", "SplitConfig", "TrainConfig"]
 
-HEADS = ("enhancing", "lesion", "t1gd")
+HEADS = ("enhancing", "lesion", "new", "t1gd")
 KEEP = ("last", "best")
 NORMS = ("instance", "batch")
 
@@ -37,12 +37,16 @@ class DatasetSpec:
     ``share``: the fraction of training patches drawn from this dataset's cases (in every sampling category
     the dataset has: a dataset without enhancing labels gives no active patch); datasets without one split
     what is left in proportion to their case counts. None everywhere: every training case is equally likely
-    (two real exams beside 36 phantoms would then get 1 patch in 19)."""
+    (two real exams beside 36 phantoms would then get 1 patch in 19).
+
+    ``pairs``: the folder ``gdfree pair`` wrote for this dataset; its follow-up sessions get the prior-exam input
+    channels (:data:`gdfree.types.PAIR_ROLES`, which ``modalities`` must then list), the others read "no prior"."""
 
     path: str
     format: str = "auto"
     labels: tuple[str, ...] = HEADS
     share: float | None = None
+    pairs: str = ""
 
     def __post_init__(self) -> None:
         bad = [lab for lab in self.labels if lab not in HEADS]
@@ -120,6 +124,9 @@ class TrainConfig:
             weights reached 0.39 (docs/signal_curve.md).
         snapshots: also keep the weights of every validation as ``step-NNNNNN.*`` (learning curves on other
             data, e.g. ``benchmarks/real_lesions.py curve``); off by default.
+        prior_dropout: with prior-exam channels among ``modalities``, the share of training patches from exams
+            with a prior that are drawn as if without one (:class:`gdfree.data.loader.PriorDropout`): the model
+            learns the single-exam mode on the same exams, not only on first sessions.
         randomise_labels: the label-randomisation control of attribution sanity checks (Adebayo et al.
             2018): every training and validation case gets the enhancing label of another case (a seeded
             derangement; the cases must share one grid). Never a product model.
@@ -164,6 +171,7 @@ class TrainConfig:
     val_every: int = 100
     keep: str = "last"
     snapshots: bool = False
+    prior_dropout: float = 0.3
     randomise_labels: bool = False
     seed: int = 0
     init: str = ""
@@ -194,6 +202,10 @@ class TrainConfig:
         shares = [d.share for d in self.datasets if d.share is not None]
         if sum(shares) > 1 + 1e-9 or (shares and len(shares) == len(self.datasets) and abs(sum(shares) - 1) > 1e-6):
             raise ValueError(f"datasets: shares {shares} must sum to 1 (at most 1 when some datasets have none)")
+        if any(d.pairs for d in self.datasets) and not set(PAIR_ROLES) <= set(self.modalities):
+            raise ValueError(f"datasets: pairs given, but modalities lack the prior-exam channels {list(PAIR_ROLES)}")
+        if not 0 <= self.prior_dropout < 1:
+            raise ValueError(f"prior_dropout: expected a fraction in [0, 1), got {self.prior_dropout}")
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.keep not in KEEP:

@@ -23,7 +23,7 @@ import torch
 
 from gdfree.config import config_to_dict, load_config, save_config
 from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
-from gdfree.data.loader import batch_stream
+from gdfree.data.loader import PriorDropout, batch_stream
 from gdfree.data.sampling import PatchSampler, dataset_case_weights
 from gdfree.data.translation import (
     TRANSLATION_HEAD,
@@ -42,6 +42,7 @@ from gdfree.train.splits import derangement, split_patients
 from gdfree.train.step import LossSpec, train_step
 from gdfree.train.translation import Adversary
 from gdfree.train.validation import calibrate, validate
+from gdfree.types import exam_roles
 
 __all__ = ["gather_cases", "randomise_labels", "train"]
 
@@ -64,13 +65,16 @@ def randomise_labels(cases: Sequence[ArrayCase], head: str, seed: int) -> None:
 
 
 def gather_cases(cfg: TrainConfig) -> list[tuple[int, CaseFiles]]:
-    """(dataset index, case) for every case of the configured datasets that has all input modalities."""
+    """(dataset index, case) for every case of the configured datasets that has all input modalities (the
+    prior-exam ones where the dataset's ``pairs`` folder has them)."""
     from gdfree.io.adapters import discover
+    from gdfree.io.bids import attach_pairs
 
     found = []
     for d, spec in enumerate(cfg.datasets):
-        for case in discover(spec.path, spec.format):
-            if not case.missing(cfg.modalities):
+        cases = discover(spec.path, spec.format)
+        for case in attach_pairs(cases, spec.pairs) if spec.pairs else cases:
+            if not case.missing(exam_roles(cfg.modalities)):
                 found.append((d, case))
     if not found:
         raise ValueError(f"no case with all of {', '.join(cfg.modalities)} in {[s.path for s in cfg.datasets]}")
@@ -166,7 +170,7 @@ def _load_init(
             raise ValueError(f"{where}: init {name} {meta.get(name)!r} do not match this config's {want!r}")
     seen = set(meta.get("training_fingerprints", ()))
     for c in test:
-        if any(f in seen for f in file_fingerprints([c.images[m] for m in cfg.modalities])):
+        if any(f in seen for f in file_fingerprints([c.images[m] for m in cfg.modalities if m in c.images])):
             raise ValueError(f"test case {c.case_id}: its input files trained or validated the init model {where}; "
                              "the test set would not be held out")  # fmt: skip
     model.load_state_dict(source.state_dict())
@@ -285,7 +289,8 @@ def train(
         randomise_labels([*train_cases, *val_cases], "enhancing", cfg.seed)
     seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
     for d, c in by_part["test"]:
-        shared = [seen[f] for f in file_fingerprints([c.images[m] for m in cfg.modalities]) if f in seen]
+        prints = file_fingerprints([c.images[m] for m in cfg.modalities if m in c.images])
+        shared = [seen[f] for f in prints if f in seen]
         if shared:
             raise ValueError(f"test case {c.case_id} of {cfg.datasets[d].path} has input files identical to "
                              f"training/validation case {shared[0]}: the test set would not be held out")  # fmt: skip
@@ -312,6 +317,7 @@ def train(
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, place.rank, step]).generate_state(1)[0]))
 
     sampler = _sampler(cfg, train_cases)
+    sampler.prior_dropout = PriorDropout.for_inputs(cfg.prior_dropout, cfg.modalities, cfg.heads)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
     t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
     if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
