@@ -26,8 +26,8 @@ def train_command(
         int, typer.Option(help="Training processes on this machine (torchrun + DDP; Gloo on CPU, NCCL on GPUs).")
     ] = 1,
 ) -> None:
-    """Train the multitask network (enhancing + lesion heads) on the datasets of CONFIG. Under torchrun (several
-    machines) each process runs this command; the global batch_size is split over them."""
+    """Train the multitask network (enhancing and lesion heads; new, t1gd optional) on the datasets of CONFIG.
+    Under torchrun (several machines) each process runs this command; the global batch_size is split over them."""
     import dataclasses
     import os
 
