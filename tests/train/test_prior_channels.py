@@ -100,6 +100,11 @@ def test_one_model_trains_on_pairs_and_predicts_with_and_without_the_prior(
     with (out / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_changes.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     assert all(0 <= float(r["p_new"]) <= 1 for r in rows)
+    report = tmp_path / "report"
+    result = runner.invoke(app, ["report", "--out", str(report), "--predictions", str(out), "--input", str(bids),
+                                 "--cases", "sub-001_ses-2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "new-lesion probability (network)" in (report / "sub-001_ses-2" / "viewer.js").read_text()
     plain = tmp_path / "plain"  # without --prior every session reads "no prior"
     result = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(bids), "--out",
                                  str(plain), "--allow-training-cases"])  # fmt: skip

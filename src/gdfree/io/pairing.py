@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gdfree.errors import GdfreeError
-from gdfree.io.bids import CaseFiles
+from gdfree.io.bids import CaseFiles, attach_pairs
 from gdfree.io.images import file_sha256
 from gdfree.io.runs import CaseRecord, finished_records
 
@@ -31,7 +31,8 @@ def predicted_inputs(predictions: Path | str) -> dict[str, tuple[str, ...]]:
 
 def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[CaseFiles], option: str) -> int:
     """Check that every case of ``cases`` (from ``dataset``) that ``predictions`` holds a record of was predicted
-    from that case's files; returns how many were checked.
+    from that case's files (and the prior-exam images ``predict --prior`` wrote beside it); returns how many were
+    checked.
 
     Raises:
         PairingError: naming both folders, ``option`` (the command's option for ``dataset``) and the cases whose
@@ -39,7 +40,7 @@ def check_pairing(predictions: Path | str, dataset: Path | str, cases: Iterable[
     """
     recorded = predicted_inputs(predictions)
     checked, wrong = 0, []
-    for case in cases:
+    for case in attach_pairs(cases, predictions):  # ``predict --prior`` writes the prior-exam inputs it read there
         inputs = recorded.get(case.case_id)
         if not inputs:
             continue

@@ -54,6 +54,7 @@ class CaseMaps:
     reference_enhancing: np.ndarray | None = None
     reference_lesions: np.ndarray | None = None
     prior: np.ndarray | None = None  # the prior session's FLAIR on this grid (``predict --prior``)
+    new_prob: np.ndarray | None = None  # the ``new`` head's probability (a model with prior-exam channels)
     change: np.ndarray | None = None  # each predicted lesion's status, 1 new ... 4 shrinking
     sources: dict[str, Path] = field(default_factory=dict)
 
@@ -127,7 +128,7 @@ def load_case_maps(predictions: Path, files: CaseFiles) -> CaseMaps:
             maps.lesions, maps.lesions_source = lesions > 0, source
             break
     maps.reference_enhancing = _mask(files, "enhancing", shape, affine, ref_path)
-    maps.prior, maps.change = pred("FLAIR", "prior"), pred("dseg", "change")
+    maps.prior, maps.change, maps.new_prob = pred("FLAIR", "prior"), pred("dseg", "change"), pred("probseg", "new")
     for desc in UNCERTAINTY_PREFERENCE:
         unc = pred("uncertainty", desc)
         if unc is not None:
@@ -283,6 +284,9 @@ def _viewer(maps: CaseMaps, tables: dict[str, list[dict[str, Any]]], folder: Pat
                                    visible=False))  # fmt: skip
     if maps.prior is not None:
         layers.append(ViewerVolume("prior FLAIR (registered)", maps.prior, "image", visible=False))
+    if maps.new_prob is not None:
+        layers.append(ViewerVolume("new-lesion probability (network)", maps.new_prob, "map", "warm", 0.8,
+                                   visible=False))  # fmt: skip
     if maps.change is not None:
         for code, name, rgb in ((1, "new since the prior", (230, 30, 30)), (2, "enlarging", (255, 150, 0))):
             layers.append(ViewerVolume(f"lesions {name}", maps.change == code, "label", opacity=0.6, rgb=rgb))
