@@ -165,7 +165,14 @@ def _boosted(train: list[dict], test: list[dict], key: str) -> tuple[list[np.nda
     return scores, float(grid[int(np.argmax(f1))])
 
 
-def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds: dict[str, float]) -> dict:
+COMPARISONS = (("both: network + pair", ("single: network", "pair")),
+               ("both: classifier + pair", ("single: activity classifier", "pair")),
+               ("both: classifier + pair features, boosted", ("single: activity classifier", "pair")))
+"""(arm, the arms it is compared with) for the paired F1 differences."""
+
+
+def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds: dict[str, float],
+              comparisons: tuple[tuple[str, tuple[str, ...]], ...] = COMPARISONS) -> dict:  # fmt: skip
     out: dict[str, Any] = {}
     counts = {}
     for arm, per_case in scores.items():
@@ -188,11 +195,13 @@ def _activity(cases: list[dict], scores: dict[str, list[np.ndarray]], thresholds
         lo, hi, _ = percentile_ci(boots)
         out[arm]["patient_auc"] = roc_auc(active, patient) if 0 < active.sum() < len(active) else math.nan
         out[arm]["patient_auc_ci"] = [lo, hi]
-    out["paired_f1_differences"] = _paired(counts)
+    out["paired_f1_differences"] = _paired(counts, comparisons)
     return out
 
 
-def _paired(counts: dict[str, np.ndarray]) -> dict[str, list[float]]:
+def _paired(
+    counts: dict[str, np.ndarray], comparisons: tuple[tuple[str, tuple[str, ...]], ...]
+) -> dict[str, list[float]]:
     """F1 differences of each combination with its parts, same 2000 patient resamples: [difference, low, high]."""
 
     def f1(c: np.ndarray) -> float:
@@ -203,9 +212,7 @@ def _paired(counts: dict[str, np.ndarray]) -> dict[str, list[float]]:
     n = len(next(iter(counts.values())))
     picks = [rng.integers(n, size=n) for _ in range(2000)]
     out = {}
-    for both, parts in (("both: network + pair", ("single: network", "pair")),
-                        ("both: classifier + pair", ("single: activity classifier", "pair")),
-                        ("both: classifier + pair features, boosted", ("single: activity classifier", "pair"))):
+    for both, parts in comparisons:
         for part in parts:
             if both in counts and part in counts:
                 diffs = [f1(counts[both][p]) - f1(counts[part][p]) for p in picks]

@@ -107,7 +107,10 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
                                            for ref in ("new_ref", "changed_ref")}}  # fmt: skip
     scores, thresholds = {}, {}
     for model in models:
-        meta = json.loads((model / "model.json").read_text())
+        from gdfree.infer.model import TrainedModel
+
+        trained = TrainedModel.load(model)  # thresholds on the calibrated scale the written probabilities have
+        meta = {"modalities": list(trained.modalities), "thresholds": dict(trained.thresholds)}
         name = model.name
         for prior in (True, False):
             tag = f"{name}-{'prior' if prior else 'none'}"
@@ -121,7 +124,7 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
         for tag, head in ((f"{name}-prior", "enhancing"), (f"{name}-none", "enhancing"), (f"{name}-prior", "new")):
             arm = f"{name}: {head} head, {'with' if tag.endswith('prior') else 'without'} the prior"
             scores[arm] = [c[f"{tag}_{head}"] for c in test]
-            thresholds[arm] = float(meta["thresholds"][head])
+            thresholds[arm] = float(trained.thresholds[head])
         for c in test:
             c["pnew"] = c[f"{name}-prior_new"]
         scores[f"{name}: classifier + new head"] = _cross_fitted(test)
@@ -134,7 +137,12 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
                    "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]})  # fmt: skip
     thresholds.update({"single: network": net_threshold, "single: activity classifier": act_threshold, "pair": k,
                        "truly new (the pair's ceiling)": 0.5})  # fmt: skip
-    out["activity"] = long._activity(test, scores, thresholds)
+    comparisons = tuple(pair for m in models for pair in (
+        (f"{m.name}: enhancing head, with the prior", (f"{m.name}: enhancing head, without the prior",
+                                                        "single: activity classifier", "pair")),
+        (f"{m.name}: classifier + new head", ("single: activity classifier", f"{m.name}: new head, with the prior")),
+        (f"{m.name}: new head, with the prior", ("pair",))))  # fmt: skip
+    out["activity"] = long._activity(test, scores, thresholds, comparisons)
     return out
 
 
