@@ -28,6 +28,20 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def pair_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 2 mm subject with a prior ``ses-1`` and a follow-up ``ses-2`` (new lesions, some still enhancing), seed 5."""
+    from gdfree.phantom.cohort import write_cohort
+    from gdfree.phantom.config import PhantomConfig
+    from gdfree.phantom.longitudinal import PairConfig
+
+    out = tmp_path_factory.mktemp("pairs") / "bids"
+    cfg = PhantomConfig(resolution_mm=2, lesions_min=12, lesions_max=16, active_count_probs=(0.0, 0.0, 1.0))
+    write_cohort(out, cfg, 1, seed=5, timepoints=2,
+                 pair=PairConfig(new_inactive=0.5, move_degrees=(2.0, 4.0), move_mm=(2.0, 4.0)))  # fmt: skip
+    return out
+
+
 def oblique_affine(spacing: tuple[float, float, float], degrees: float = 20.0) -> np.ndarray:
     """An anisotropic affine rotated about two axes, with an origin off zero."""
     a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)

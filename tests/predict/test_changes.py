@@ -8,15 +8,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.demo import PRETRAINED
 from gdfree.io.images import read_mask, read_volume, to_sitk
-from gdfree.phantom.cohort import write_cohort
-from gdfree.phantom.config import PhantomConfig
-from gdfree.phantom.longitudinal import PairConfig
 from gdfree.preprocess.registration import mean_displacement, read_transform
 
 runner = CliRunner()
@@ -27,25 +23,16 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
-@pytest.fixture(scope="module")
-def pair_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pairs") / "bids"
-    cfg = PhantomConfig(resolution_mm=2, lesions_min=12, lesions_max=16, active_count_probs=(0.0, 0.0, 1.0))
-    write_cohort(out, cfg, 1, seed=5, timepoints=2,
-                 pair=PairConfig(new_inactive=0.5, move_degrees=(2.0, 4.0), move_mm=(2.0, 4.0)))
-    return out
-
-
-def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_dataset: Path, tmp_path: Path) -> None:
+def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "pred"
-    result = runner.invoke(app, ["predict", "--model", str(PRETRAINED / "network"), "--input", str(pair_dataset),
+    result = runner.invoke(app, ["predict", "--model", str(PRETRAINED / "network"), "--input", str(pair_cohort),
                                  "--out", str(out), "--prior"])  # fmt: skip
     assert result.exit_code == 0, result.output
     (pair,) = _rows(out / "pairs.tsv")
     assert (pair["subject"], pair["prior"], pair["followup"], pair["status"]) == ("001", "1", "2", "ok")
     anat = out / "sub-001" / "ses-2" / "anat"
-    truth = pair_dataset / "derivatives" / "phantom" / "sub-001"
-    flair = read_volume(pair_dataset / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_FLAIR.nii.gz")
+    truth = pair_cohort / "derivatives" / "phantom" / "sub-001"
+    flair = read_volume(pair_cohort / "sub-001" / "ses-2" / "anat" / "sub-001_ses-2_FLAIR.nii.gz")
     change = read_volume(truth / "ses-2" / "anat" / "sub-001_ses-2_desc-change_dseg.nii.gz").data
     move = np.asarray(json.loads((truth / "ses-1" / "anat" / "sub-001_ses-1_phantom.json").read_text())
                       ["followup_to_prior_lps"])  # fmt: skip
@@ -66,7 +53,7 @@ def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_dataset: Pa
     assert prior.shape == flair.shape and np.corrcoef(prior.data[brain], flair.data[brain])[0, 1] > 0.8
     report = tmp_path / "report"
     result = runner.invoke(app, ["report", "--out", str(report), "--predictions", str(out), "--input",
-                                 str(pair_dataset), "--cases", "sub-001_ses-2"])  # fmt: skip
+                                 str(pair_cohort), "--cases", "sub-001_ses-2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     page = (report / "sub-001_ses-2.html").read_text()
     assert "Against the prior exam" in page and 'id="changes-table"' in page
@@ -74,9 +61,9 @@ def test_predict_with_prior_writes_changes_on_the_followup_grid(pair_dataset: Pa
     assert "prior FLAIR (registered)" in layers and "lesions new since the prior" in layers
 
 
-def test_a_pair_without_a_prior_flair_is_reported_and_the_run_goes_on(pair_dataset: Path, tmp_path: Path) -> None:
+def test_a_pair_without_a_prior_flair_is_reported_and_the_run_goes_on(pair_cohort: Path, tmp_path: Path) -> None:
     data = tmp_path / "bids"
-    shutil.copytree(pair_dataset, data)
+    shutil.copytree(pair_cohort, data)
     (data / "sub-001" / "ses-1" / "anat" / "sub-001_ses-1_FLAIR.nii.gz").unlink()
     out = tmp_path / "pred"
     result = runner.invoke(app, ["predict", "--model", str(PRETRAINED / "network"), "--input", str(data),

@@ -12,9 +12,6 @@ from typer.testing import CliRunner
 from gdfree.cli import app
 from gdfree.io.bids import CaseFiles, attach_pairs, discover_bids
 from gdfree.io.images import read_mask, read_volume
-from gdfree.phantom.cohort import write_cohort
-from gdfree.phantom.config import PhantomConfig
-from gdfree.phantom.longitudinal import PairConfig
 from gdfree.preprocess.pair_files import pair_sessions, session_brain
 
 runner = CliRunner()
@@ -24,15 +21,6 @@ def test_sessions_pair_in_natural_order() -> None:
     cases = [CaseFiles("a", "10"), CaseFiles("a", "2"), CaseFiles("a", "1"), CaseFiles("b", "1"), CaseFiles("c", None)]
     pairs = [(p.subject, p.session, f.session) for p, f in pair_sessions(cases)]
     assert pairs == [("a", "1", "2"), ("a", "2", "10")]
-
-
-@pytest.fixture(scope="module")
-def pair_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pairs") / "bids"
-    cfg = PhantomConfig(resolution_mm=2, lesions_min=12, lesions_max=16, active_count_probs=(0.0, 0.0, 1.0))
-    write_cohort(out, cfg, 1, seed=5, timepoints=2,
-                 pair=PairConfig(new_inactive=0.5, move_degrees=(2.0, 4.0), move_mm=(2.0, 4.0)))
-    return out
 
 
 def test_pair_writes_the_prior_channels_of_each_followup(pair_cohort: Path, tmp_path: Path) -> None:

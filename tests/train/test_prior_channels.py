@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import tiny_train_config
 from typer.testing import CliRunner
 
 from gdfree.cli import app
@@ -22,7 +23,6 @@ from gdfree.phantom.config import PhantomConfig
 from gdfree.phantom.longitudinal import PairConfig
 from gdfree.train import DatasetSpec, TrainConfig
 from gdfree.types import check_input_modalities, exam_roles
-from tests.conftest import tiny_train_config
 
 runner = CliRunner()
 INPUTS = ("T1w", "T2w", "FLAIR", "priorFLAIR", "diffFLAIR")
