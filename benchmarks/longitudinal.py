@@ -319,7 +319,7 @@ def _to_followup(path: Path, flair: Any, tfm_path: Path) -> np.ndarray:
 
 
 def _overlay(name: str, fu: np.ndarray, prior: np.ndarray, z: np.ndarray, gt: np.ndarray, found: np.ndarray,
-             out: Path) -> None:  # fmt: skip
+             out: Path, what: str = "green: change mask (gt.nii.gz); red: subtraction detections") -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,7 +338,7 @@ def _overlay(name: str, fu: np.ndarray, prior: np.ndarray, z: np.ndarray, gt: np
             ax.contour(np.rot90(found[:, :, sl]), levels=[0.5], colors="red", linewidths=0.8)
             ax.set_title(f"{name} z={sl}: {title}", fontsize=9)
             ax.axis("off")
-    fig.suptitle("green: change mask (gt.nii.gz); red: subtraction detections", fontsize=10)
+    fig.suptitle(what, fontsize=10)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png", dpi=60, bbox_inches="tight")
     plt.close(fig)

@@ -118,6 +118,7 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
             for c in cases[args.train:]:
                 _maps(c, where, tag)
         test = cases[args.train:]
+        _phantom_overlay(args, test[9], name)
         out[name] = {"modalities": meta["modalities"], "thresholds": meta["thresholds"],
                      "detection": {ref: _detection(test, f"{name}-prior_new_mask", ref)
                                    for ref in ("new_ref", "changed_ref")}}  # fmt: skip
@@ -144,6 +145,18 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
         (f"{m.name}: new head, with the prior", ("pair",))))  # fmt: skip
     out["activity"] = long._activity(test, scores, thresholds, comparisons)
     return out
+
+
+def _phantom_overlay(args: argparse.Namespace, case: dict, name: str) -> None:
+    """The model's new-lesion mask on one test pair (WORK/fig/<sub>-<model>.png), truly new lesions in green."""
+    sub = case["sub"]
+    anat = args.phantom / sub / "ses-2" / "anat"
+    stem = args.pairs / sub / "ses-2" / "anat" / f"{sub}_ses-2"
+    long._overlay(f"{sub}-{name}", read_volume(anat / f"{sub}_ses-2_FLAIR.nii.gz").data,
+                  read_volume(Path(f"{stem}_desc-prior_FLAIR.nii.gz")).data,
+                  read_volume(Path(f"{stem}_desc-FLAIRdifference_map.nii.gz")).data, case["new_ref"],
+                  case[f"{name}-prior_new_mask"], args.work / "fig",
+                  f"green: truly new lesions; red: {name}'s new-lesion mask (with the prior)")  # fmt: skip
 
 
 def _cross_fitted(test: list[dict], folds: int = 5) -> list[np.ndarray]:
@@ -220,7 +233,7 @@ def real(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
             long._overlay(f"{folder.name}-{model.name}", flair.data,
                           read_volume(prior / f"{stem}_desc-prior_FLAIR.nii.gz").data,
                           read_volume(prior / f"{stem}_desc-FLAIRdifference_map.nii.gz").data, gt, found,
-                          args.work / "fig")  # fmt: skip
+                          args.work / "fig", f"green: change mask (gt.nii.gz); red: {model.name}'s new-lesion mask")
         out[model.name] = rows
     return out
 
