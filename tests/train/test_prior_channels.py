@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from gdfree.cli import app
 from gdfree.data.cases import DIFFERENCE_UNIT, load_array_case
+from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.loader import PriorDropout
 from gdfree.errors import InputRoleError
 from gdfree.io.bids import attach_pairs, discover_bids
@@ -48,6 +49,8 @@ def test_prior_channels_come_together_with_the_flair() -> None:
             check_input_modalities(bad)
     with pytest.raises(ValueError, match="prior-exam channels"):
         TrainConfig(datasets=(DatasetSpec("x", pairs="p"),))
+    with pytest.raises(ValueError, match="lesion_sim and generative"):
+        TrainConfig(modalities=INPUTS, lesion_sim=LesionSimConfig(probability=0.5))
 
 
 def test_an_exam_without_a_prior_reads_nothing_changed(paired: tuple[Path, Path]) -> None:
@@ -109,6 +112,7 @@ def test_one_model_trains_on_pairs_and_predicts_with_and_without_the_prior(
     result = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(bids), "--out",
                                  str(plain), "--allow-training-cases"])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "The model reads a prior exam; without --prior" in result.output
     first = "sub-001/ses-1/anat/sub-001_ses-1_desc-enhancing_probseg.nii.gz"
     assert np.array_equal(read_volume(out / first).data, read_volume(plain / first).data)
     second = "sub-001/ses-2/anat/sub-001_ses-2_desc-enhancing_probseg.nii.gz"

@@ -138,6 +138,7 @@ def predict(
     with --mc, --flips or --ensemble also voxel, lesion and patient uncertainty. A case that fails is listed
     in OUT/failures.tsv and the others go on (exit code 1); a rerun skips the finished cases."""
     from gdfree.io.runs import parse_shard
+    from gdfree.io.tables import read_json
     from gdfree.predict import dataset_root, predict_dataset
 
     device = check_device(device)
@@ -151,6 +152,8 @@ def predict(
     console = new_console()
     console.print(f"Predicted {len(rows) - len(failed)} cases into {out}: {active} called active (patient "
                   "score at or above the model's patient threshold).")  # fmt: skip
+    if not prior and "priorFLAIR" in read_json(model / "model.json").get("modalities", ()):
+        console.print("The model reads a prior exam; without --prior every exam was predicted as having none.")
     if prior:
         from gdfree.predict import select_cases
         from gdfree.predict.changes import write_changes

@@ -204,6 +204,10 @@ class TrainConfig:
             raise ValueError(f"datasets: shares {shares} must sum to 1 (at most 1 when some datasets have none)")
         if any(d.pairs for d in self.datasets) and not set(PAIR_ROLES) <= set(self.modalities):
             raise ValueError(f"datasets: pairs given, but modalities lack the prior-exam channels {list(PAIR_ROLES)}")
+        changes_flair = self.lesion_sim.probability > 0 or self.generative.kind != "none"
+        if set(PAIR_ROLES) & set(self.modalities) and changes_flair:
+            raise ValueError("lesion_sim and generative change the FLAIR of a patch but not its prior-exam channels "
+                             f"({', '.join(PAIR_ROLES)}); turn them off for a model with those inputs")
         if not 0 <= self.prior_dropout < 1:
             raise ValueError(f"prior_dropout: expected a fraction in [0, 1), got {self.prior_dropout}")
         if self.norm not in NORMS:
