@@ -140,6 +140,30 @@ def _lesion_features(case: dict) -> None:
     ], axis=1) if n else np.zeros((0, 6))  # fmt: skip
 
 
+def best_threshold(p: np.ndarray, active: np.ndarray) -> float:
+    """The threshold of 0.05, 0.10 ... 0.95 at which calling ``p`` gives the best F1 against ``active``."""
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    f1 = [2 * ((p >= t) & active).sum() / max((p >= t).sum() + active.sum(), 1) for t in grid]
+    return float(grid[int(np.argmax(f1))])
+
+
+def detection(cases: list[dict], found: str, reference: str) -> dict[str, Any]:
+    """Pooled detection of each case's mask ``found`` against its mask ``reference`` (msseg rule), with a
+    2000-resample patient-bootstrap CI of the F1."""
+    rule = DetectionRule()
+    counts, dices = [], []
+    for c in cases:
+        m = match_lesions(c[found], c[reference], c["spacing"], rule)
+        counts.append((m.n_ref, m.n_pred, m.tp_ref, m.tp_pred))
+        dices.append(dice(c[found], c[reference]))
+    arr = np.asarray(counts)
+    boot = bootstrap_pooled_f1([arr], rule.name, n_boot=2000, seed=0)[:, 0]
+    return {"f1": lesion_f1(rule.name, *(int(v) for v in arr.sum(0))), "f1_ci": list(percentile_ci(boot)[:2]),
+            "sensitivity": float(arr[:, 2].sum() / max(arr[:, 0].sum(), 1)),
+            "fp_per_scan": float((arr[:, 1] - arr[:, 3]).mean()), "dice": float(np.nanmean(dices)),
+            "reference_lesions": int(arr[:, 0].sum())}  # fmt: skip
+
+
 def _boosted(train: list[dict], test: list[dict], key: str) -> tuple[list[np.ndarray], float]:
     """LightGBM on (logit of ``key``, the pair features) over the training patients' reference lesions; the
     threshold of the best out-of-fold F1 (5 folds by patient); the test patients' scores."""
@@ -158,11 +182,9 @@ def _boosted(train: list[dict], test: list[dict], key: str) -> tuple[list[np.nda
     for f in range(5):
         model = lgb.LGBMClassifier(**params).fit(xs[fold != f], ys[fold != f])
         oof[fold == f] = np.asarray(model.predict_proba(xs[fold == f]))[:, 1]
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    f1 = [2 * ((oof >= t) & ys).sum() / max((oof >= t).sum() + ys.sum(), 1) for t in grid]
     model = lgb.LGBMClassifier(**params).fit(xs, ys)
     scores = [np.asarray(model.predict_proba(x(c)))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
-    return scores, float(grid[int(np.argmax(f1))])
+    return scores, best_threshold(oof, ys)
 
 
 COMPARISONS = (("both: network + pair", ("single: network", "pair")),
@@ -233,41 +255,42 @@ def _combine(train: list[dict], test: list[dict], key: str) -> tuple[list[np.nda
     xs = np.concatenate([x(c) for c in train])
     ys = np.concatenate([c["active"] for c in train])
     model = LogisticRegression(C=1.0).fit(xs, ys)
-    train_p = model.predict_proba(xs)[:, 1]
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    f1 = [2 * ((train_p >= t) & ys).sum() / max((train_p >= t).sum() + ys.sum(), 1) for t in grid]
     scores = [np.asarray(model.predict_proba(x(c)))[:, 1] if len(c["zmax"]) else np.zeros(0) for c in test]
-    return scores, float(grid[int(np.argmax(f1))])
+    return scores, best_threshold(model.predict_proba(xs)[:, 1], ys)
 
 
-def phantom(args: argparse.Namespace) -> dict:
-    from gdfree.demo import PRETRAINED
-    from gdfree.infer.model import TrainedModel
-
+def phantom_cases(args: argparse.Namespace) -> tuple[list[dict], float, dict[float, float]]:
+    """Every phantom follow-up with its pair, shipped-model maps and lesion features, the subtraction's ``k``
+    fitted on the first ``args.train`` (and its training F1 by ``k``); each case's subtraction mask is
+    ``detected``, its truly new lesions ``new_ref``."""
     pred = _followups(args.phantom, args.work)
     subs = sorted(p.name for p in args.phantom.glob("sub-*") if (p / "ses-2").is_dir())
     cases = [_phantom_case(args.phantom, pred, args.work, s) for s in subs]
-    train, test = cases[: args.train], cases[args.train :]
-    k, k_scores = fit_subtraction_k([(c["z"], c["region"], c["change"] == 1, c["spacing"]) for c in train])
-    rule = DetectionRule()
-    counts, dices = [], []
+    k, k_scores = fit_subtraction_k([(c["z"], c["region"], c["change"] == 1, c["spacing"])
+                                     for c in cases[: args.train]])  # fmt: skip
     for c in cases:
         labels, _ = subtraction_lesions(c["z"], c["region"], k, c["spacing"])
-        c["detected"] = labels > 0
+        c["detected"], c["new_ref"] = labels > 0, c["change"] == 1
         _lesion_features(c)
-    for c in test:
-        m = match_lesions(c["detected"], c["change"] == 1, c["spacing"], rule)
-        counts.append((m.n_ref, m.n_pred, m.tp_ref, m.tp_pred))
-        dices.append(dice(c["detected"], c["change"] == 1))
-    arr = np.asarray(counts)
-    boot = bootstrap_pooled_f1([arr], rule.name, n_boot=2000, seed=0)[:, 0]
-    f1 = lesion_f1(rule.name, *(int(v) for v in arr.sum(0)))
-    detection = {"k": k, "f1": f1, "f1_ci": list(percentile_ci(boot)[:2]),
-                 "sensitivity": float(arr[:, 2].sum() / max(arr[:, 0].sum(), 1)),
-                 "fp_per_scan": float((arr[:, 1] - arr[:, 3]).mean()), "dice": float(np.nanmean(dices)),
-                 "new_lesions": int(arr[:, 0].sum()), "train_f1_by_k": k_scores}  # fmt: skip
-    model = TrainedModel.load(PRETRAINED / "network")
-    act_threshold = float(json.loads((PRETRAINED / "activity" / "activity.json").read_text())["threshold"])
+    return cases, k, k_scores
+
+
+def shipped_thresholds() -> dict[str, float]:
+    """The shipped network's enhancing threshold and the shipped activity classifier's, by arm name."""
+    from gdfree.demo import PRETRAINED
+    from gdfree.infer.model import TrainedModel
+
+    activity = json.loads((PRETRAINED / "activity" / "activity.json").read_text())
+    return {"single: network": float(TrainedModel.load(PRETRAINED / "network").thresholds["enhancing"]),
+            "single: activity classifier": float(activity["threshold"])}  # fmt: skip
+
+
+def phantom(args: argparse.Namespace) -> dict:
+    cases, k, k_scores = phantom_cases(args)
+    train, test = cases[: args.train], cases[args.train :]
+    found = detection(test, "detected", "new_ref")
+    found["new_lesions"] = found.pop("reference_lesions")
+    detection_row = {"k": k, **found, "train_f1_by_k": k_scores}
     both_net, t_net = _combine(train, test, "pmax")
     both_act, t_act = _combine(train, test, "pact")
     boosted, t_boost = _boosted(train, test, "pact")
@@ -276,13 +299,12 @@ def phantom(args: argparse.Namespace) -> dict:
               "both: classifier + pair": both_act, "both: classifier + pair features, boosted": boosted,
               "every lesion active": [np.ones_like(c["zmax"]) for c in test],
               "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]}  # fmt: skip
-    thresholds = {"single: network": float(model.thresholds["enhancing"]), "single: activity classifier": act_threshold,
-                  "pair": k, "both: network + pair": t_net, "both: classifier + pair": t_act,
+    thresholds = {**shipped_thresholds(), "pair": k, "both: network + pair": t_net, "both: classifier + pair": t_act,
                   "both: classifier + pair features, boosted": t_boost,
                   "every lesion active": 0.5, "truly new (the pair's ceiling)": 0.5}  # fmt: skip
     corr = [c["corr"] for c in cases]
     return {"n_train": len(train), "n_test": len(test), "registration_correlation_min_median": [min(corr),
-            float(np.median(corr))], "new_lesion_detection": detection,
+            float(np.median(corr))], "new_lesion_detection": detection_row,
             "activity": _activity(test, scores, thresholds), "boosted_ablation": _ablation(train, test)}  # fmt: skip
 
 

@@ -37,8 +37,7 @@ from typing import Any
 import numpy as np
 
 from gdfree.io.images import read_mask, read_volume, to_sitk
-from gdfree.metrics.lesions import DetectionRule, bootstrap_pooled_f1, lesion_f1, match_lesions
-from gdfree.metrics.patient import percentile_ci
+from gdfree.metrics.lesions import DetectionRule, match_lesions
 from gdfree.metrics.voxel import dice
 
 _spec = importlib.util.spec_from_file_location("longitudinal", Path(__file__).with_name("longitudinal.py"))
@@ -59,22 +58,6 @@ def _predict(model: Path, data: Path, out: Path, pairs: Path | None, cases: list
     return out
 
 
-def _detection(cases: list[dict], key: str, reference: str) -> dict[str, Any]:
-    """Pooled new-lesion detection of mask ``key`` against ``reference`` (msseg rule), patient-bootstrap CI."""
-    rule = DetectionRule()
-    counts, dices = [], []
-    for c in cases:
-        m = match_lesions(c[key], c[reference], c["spacing"], rule)
-        counts.append((m.n_ref, m.n_pred, m.tp_ref, m.tp_pred))
-        dices.append(dice(c[key], c[reference]))
-    arr = np.asarray(counts)
-    boot = bootstrap_pooled_f1([arr], rule.name, n_boot=2000, seed=0)[:, 0]
-    return {"f1": lesion_f1(rule.name, *(int(v) for v in arr.sum(0))), "f1_ci": list(percentile_ci(boot)[:2]),
-            "sensitivity": float(arr[:, 2].sum() / max(arr[:, 0].sum(), 1)),
-            "fp_per_scan": float((arr[:, 1] - arr[:, 3]).mean()), "dice": float(np.nanmean(dices)),
-            "reference_lesions": int(arr[:, 0].sum())}  # fmt: skip
-
-
 def _maps(case: dict, pred: Path, tag: str) -> None:
     from scipy import ndimage
 
@@ -92,18 +75,12 @@ def _maps(case: dict, pred: Path, tag: str) -> None:
 
 
 def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
-    base = long.phantom(argparse.Namespace(phantom=args.phantom, work=args.long_work, train=args.train))
-    pred = long._followups(args.phantom, args.long_work)
-    subs = sorted(p.name for p in args.phantom.glob("sub-*") if (p / "ses-2").is_dir())
-    cases = [long._phantom_case(args.phantom, pred, args.long_work, s) for s in subs]
-    k = base["new_lesion_detection"]["k"]
+    cases, k, _ = long.phantom_cases(argparse.Namespace(phantom=args.phantom, work=args.long_work, train=args.train))
     for c in cases:
-        c["detected"] = long.subtraction_lesions(c["z"], c["region"], k, c["spacing"])[0] > 0
-        long._lesion_features(c)
-        c["new_ref"], c["changed_ref"] = c["change"] == 1, np.isin(c["change"], (1, 2))
+        c["changed_ref"] = np.isin(c["change"], (1, 2))
     view = args.long_work / "followups"
     test_ids = [f"{c['sub']}_ses-2" for c in cases[args.train:]]
-    out: dict[str, Any] = {"subtraction": {ref: _detection(cases[args.train:], "detected", ref)
+    out: dict[str, Any] = {"subtraction": {ref: long.detection(cases[args.train:], "detected", ref)
                                            for ref in ("new_ref", "changed_ref")}}  # fmt: skip
     scores, thresholds = {}, {}
     for model in models:
@@ -120,7 +97,7 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
         test = cases[args.train:]
         _phantom_overlay(args, test[9], name)
         out[name] = {"modalities": meta["modalities"], "thresholds": meta["thresholds"],
-                     "detection": {ref: _detection(test, f"{name}-prior_new_mask", ref)
+                     "detection": {ref: long.detection(test, f"{name}-prior_new_mask", ref)
                                    for ref in ("new_ref", "changed_ref")}}  # fmt: skip
         for tag, head in ((f"{name}-prior", "enhancing"), (f"{name}-none", "enhancing"), (f"{name}-prior", "new")):
             arm = f"{name}: {head} head, {'with' if tag.endswith('prior') else 'without'} the prior"
@@ -131,13 +108,10 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
         scores[f"{name}: classifier + new head"] = _cross_fitted(test)
         thresholds[f"{name}: classifier + new head"] = 0.5  # each fold's own threshold (_cross_fitted)
     test = cases[args.train:]
-    act_threshold = base["activity"]["single: activity classifier"]["threshold"]
-    net_threshold = base["activity"]["single: network"]["threshold"]
     scores.update({"single: network": [c["pmax"] for c in test],
                    "single: activity classifier": [c["pact"] for c in test], "pair": [c["zmax"] for c in test],
                    "truly new (the pair's ceiling)": [c["new"].astype(float) for c in test]})  # fmt: skip
-    thresholds.update({"single: network": net_threshold, "single: activity classifier": act_threshold, "pair": k,
-                       "truly new (the pair's ceiling)": 0.5})  # fmt: skip
+    thresholds.update({**long.shipped_thresholds(), "pair": k, "truly new (the pair's ceiling)": 0.5})
     comparisons = tuple(pair for m in models for pair in (
         (f"{m.name}: enhancing head, with the prior", (f"{m.name}: enhancing head, without the prior",
                                                         "single: activity classifier", "pair")),
@@ -170,14 +144,12 @@ def _cross_fitted(test: list[dict], folds: int = 5) -> list[np.ndarray]:
         p, q = (np.clip(case[k], 1e-4, 1 - 1e-4) for k in ("pact", "pnew"))
         return np.stack([np.log(p / (1 - p)), np.log(q / (1 - q))], axis=1)
 
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     out: list[np.ndarray] = [np.zeros(0)] * len(test)
     for f in range(folds):
         fit = [c for i, c in enumerate(test) if i % folds != f]
         xs, ys = np.concatenate([x(c) for c in fit]), np.concatenate([c["active"] for c in fit])
         model = LogisticRegression(C=1.0).fit(xs, ys)
-        p = model.predict_proba(xs)[:, 1]
-        t = grid[int(np.argmax([2 * ((p >= g) & ys).sum() / max((p >= g).sum() + ys.sum(), 1) for g in grid]))]
+        t = long.best_threshold(model.predict_proba(xs)[:, 1], ys)
         for i in range(f, len(test), folds):
             c = test[i]
             p = np.clip(model.predict_proba(x(c))[:, 1], 1e-6, 1 - 1e-6) if len(c["pact"]) else np.zeros(0)

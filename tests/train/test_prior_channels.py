@@ -108,6 +108,7 @@ def test_one_model_trains_on_pairs_and_predicts_with_and_without_the_prior(
                                  "--cases", "sub-001_ses-2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "new-lesion probability (network)" in (report / "sub-001_ses-2" / "viewer.js").read_text()
+    assert "p new (network)" in (report / "sub-001_ses-2.html").read_text()
     plain = tmp_path / "plain"  # without --prior every session reads "no prior"
     result = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(bids), "--out",
                                  str(plain), "--allow-training-cases"])  # fmt: skip

@@ -228,7 +228,7 @@ def load_array_case(
         brain=brain,
         affine=first.affine,
         dataset=dataset,
-        fingerprints=file_fingerprints([files.images[m] for m in modalities if m in files.images]),
+        fingerprints=file_fingerprints(files.input_paths(modalities)),
         raw_zero=tuple(float(np.clip(-centre / unit, -clip, clip)) for centre, unit in stats),
         raw_stats=tuple((float(centre), float(unit)) for centre, unit in stats),
     )

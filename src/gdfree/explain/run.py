@@ -257,7 +257,7 @@ def _selected(input_path: Path | str, case_ids: Sequence[str] | None, trained: A
     if not allowed:
         for files in files_list:
             if not files.missing(trained.modalities):
-                prints = file_fingerprints([files.images[m] for m in trained.modalities if m in files.images])
+                prints = file_fingerprints(files.input_paths(trained.modalities))
                 trained.refuse_if_seen(files.case_id, prints, what="explaining")
     return files_list
 

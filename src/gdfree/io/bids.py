@@ -138,6 +138,11 @@ class CaseFiles:
     def case_id(self) -> str:
         return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
 
+    def input_paths(self, modalities: Iterable[str]) -> list[Path]:
+        """The files of those ``modalities`` this case has, in order: what a model reads from it (a prior-exam
+        role it lacks reads "no prior") and what its fingerprints cover."""
+        return [self.images[m] for m in modalities if m in self.images]
+
     def missing(self, modalities: Iterable[str] = (), masks: Iterable[str] = ()) -> list[str]:
         """Names of the required modalities and masks this case lacks."""
         return [m for m in modalities if m not in self.images] + [f"mask:{m}" for m in masks if m not in self.masks]

@@ -159,7 +159,7 @@ def predict_dataset(
         missing = files.missing(exam_roles(model.modalities))
         if missing:
             raise ValueError(f"missing {', '.join(missing)} needed by the model")
-        return file_fingerprints([files.images[m] for m in model.modalities if m in files.images])
+        return file_fingerprints(files.input_paths(model.modalities))
 
     def refuse(files: CaseFiles, inputs: tuple[str, ...]) -> None:
         if not allow_training_cases:

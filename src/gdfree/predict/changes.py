@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from gdfree.io.bids import CaseFiles, derivative_path
 from gdfree.io.colours import Label, mask_labels, write_colour_tables
 from gdfree.io.images import read_mask, read_volume, write_volume
 from gdfree.io.tables import write_tsv
-from gdfree.preprocess.pair_files import session_brain, transform_path
+from gdfree.preprocess.pair_files import attempt_pair, session_brain, transform_path
 
 __all__ = ["CHANGE_COLUMNS", "write_changes"]
 
@@ -101,11 +102,8 @@ def write_changes(
     for pair in pairs:
         row = dict(pair)
         if row.get("status") == "ok":
-            try:
-                prior, followup = by_key[(row["subject"], row["prior"])], by_key[(row["subject"], row["followup"])]
-                row.update(_one_pair(prior, followup, out, k))
-            except (GdfreeError, ValueError, RuntimeError, OSError) as exc:
-                row.update(status="failed", reason=str(exc))
+            prior, followup = by_key[(row["subject"], row["prior"])], by_key[(row["subject"], row["followup"])]
+            attempt_pair(row, partial(_one_pair, prior, followup, out, k))
         rows.append(row)
     if rows:
         write_tsv(out / "pairs.tsv", rows, list(PAIR_COLUMNS))

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-__all__ = ["transform_matrix", "transform_points"]
+__all__ = ["matrix_transform", "transform_matrix", "transform_points"]
 
 
 def transform_matrix(transform: sitk.Transform) -> np.ndarray:
@@ -34,6 +34,16 @@ def transform_matrix(transform: sitk.Transform) -> np.ndarray:
     if not np.allclose(matrix[:3, :3] @ check + matrix[:3, 3], transform.TransformPoint(check.tolist()), atol=1e-4):
         raise ValueError(f"transform {transform.GetName()} is not affine; expected a rigid or affine transform")
     return matrix
+
+
+def matrix_transform(matrix: np.ndarray) -> sitk.AffineTransform:
+    """The ITK transform of a 4x4 LPS matrix (the inverse of :func:`transform_matrix`)."""
+    import SimpleITK as sitk
+
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(np.asarray(matrix)[:3, :3].ravel().tolist())
+    out.SetTranslation(np.asarray(matrix)[:3, 3].tolist())
+    return out
 
 
 def transform_points(transform: sitk.Transform | np.ndarray, points: np.ndarray) -> np.ndarray:

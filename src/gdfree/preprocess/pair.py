@@ -106,20 +106,12 @@ def _halfway(followup: Volume, brain: np.ndarray, transform: Any) -> Callable[[V
     (H o H = the follow-up -> prior transform; the follow-up through H^-1, the prior through H, both linear),
     brought back onto the follow-up grid through H. The half transforms and the halfway brain are made once for
     every modality."""
-    import SimpleITK as sitk
     from scipy.linalg import sqrtm
 
-    from gdfree.preprocess.itk import transform_matrix
+    from gdfree.preprocess.itk import matrix_transform, transform_matrix
 
     half = np.real(sqrtm(transform_matrix(transform)))
-
-    def affine(matrix: np.ndarray) -> sitk.AffineTransform:
-        out = sitk.AffineTransform(3)
-        out.SetMatrix(matrix[:3, :3].ravel().tolist())
-        out.SetTranslation(matrix[:3, 3].tolist())
-        return out
-
-    to_half, back = affine(np.linalg.inv(half)), affine(half)
+    to_half, back = matrix_transform(np.linalg.inv(half)), matrix_transform(half)
     grid = to_sitk(followup)
     inside = from_sitk(resample(to_sitk(Volume(brain.astype(np.uint8), followup.affine)), grid, to_half,
                                 interpolation="nearest")).data > 0  # fmt: skip

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from gdfree.io.images import read_mask, read_volume, write_volume
 from gdfree.io.tables import write_tsv
 from gdfree.types import Volume
 
-__all__ = ["PAIR_COLUMNS", "pair_sessions", "session_brain", "transform_path", "write_pair", "write_pairs"]
+__all__ = ["PAIR_COLUMNS", "attempt_pair", "pair_sessions", "session_brain", "transform_path", "write_pair",
+           "write_pairs"]  # fmt: skip
 
 PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "status", "reason")
 
@@ -106,6 +108,16 @@ def write_pair(prior: CaseFiles, followup: CaseFiles, out: Path | str) -> dict[s
     return {"correlation": round(paired.correlation, 3), "status": "ok", "reason": "; ".join(paired.problems)}
 
 
+def attempt_pair(row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``row`` updated with what ``work()`` returns, or with ``status`` failed and the reason when it fails as a pair
+    can (bad input, a failed registration, a missing file): the other pairs go on."""
+    try:
+        row.update(work())
+    except (GdfreeError, ValueError, RuntimeError, OSError) as exc:
+        row.update(status="failed", reason=str(exc))
+    return row
+
+
 def write_pairs(
     out: Path | str, cases: Sequence[CaseFiles], followups: Collection[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -117,12 +129,8 @@ def write_pairs(
     for prior, followup in pair_sessions(cases):
         if followups is not None and followup.case_id not in followups:
             continue
-        row: dict[str, Any] = {"subject": followup.subject, "prior": prior.session, "followup": followup.session}
-        try:
-            row.update(write_pair(prior, followup, out))
-        except (GdfreeError, ValueError, RuntimeError, OSError) as exc:
-            row.update(status="failed", reason=str(exc))
-        rows.append(row)
+        row = {"subject": followup.subject, "prior": prior.session, "followup": followup.session}
+        rows.append(attempt_pair(row, partial(write_pair, prior, followup, out)))
     if rows:
         write_tsv(out / "pairs.tsv", rows, list(PAIR_COLUMNS))
     return rows

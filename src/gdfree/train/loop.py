@@ -170,7 +170,7 @@ def _load_init(
             raise ValueError(f"{where}: init {name} {meta.get(name)!r} do not match this config's {want!r}")
     seen = set(meta.get("training_fingerprints", ()))
     for c in test:
-        if any(f in seen for f in file_fingerprints([c.images[m] for m in cfg.modalities if m in c.images])):
+        if any(f in seen for f in file_fingerprints(c.input_paths(cfg.modalities))):
             raise ValueError(f"test case {c.case_id}: its input files trained or validated the init model {where}; "
                              "the test set would not be held out")  # fmt: skip
     model.load_state_dict(source.state_dict())
@@ -289,8 +289,7 @@ def train(
         randomise_labels([*train_cases, *val_cases], "enhancing", cfg.seed)
     seen = {f: c.case_id for c in train_cases + val_cases for f in c.fingerprints}
     for d, c in by_part["test"]:
-        prints = file_fingerprints([c.images[m] for m in cfg.modalities if m in c.images])
-        shared = [seen[f] for f in prints if f in seen]
+        shared = [seen[f] for f in file_fingerprints(c.input_paths(cfg.modalities)) if f in seen]
         if shared:
             raise ValueError(f"test case {c.case_id} of {cfg.datasets[d].path} has input files identical to "
                              f"training/validation case {shared[0]}: the test set would not be held out")  # fmt: skip
