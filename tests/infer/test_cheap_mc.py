@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gdfree.infer.sampling import dropout_layers, sample_predictions
-from gdfree.models.forward import predict_volume_samples
+from gdfree.models.forward import predict_volume, predict_volume_samples
 from gdfree.models.unet import MultitaskUNet
 
 
@@ -57,3 +57,38 @@ def test_last_layer_samples_equal_full_passes_with_only_that_layer_sampling(stri
         assert not np.allclose(every, fast)
     with pytest.raises(ValueError, match="mc_layers"):
         sample_predictions([net], image, mc=2, mc_layers="first")
+
+
+@pytest.mark.parametrize("strides", [(2, 2), (2,)])
+def test_head_dropout_samples_equal_full_passes_and_average_to_the_deterministic_logit(strides: tuple[int, ...]):
+    torch.manual_seed(0)
+    net = MultitaskUNet(2, ("enhancing", "lesion"), channels=(4, 8), strides=strides, full_res_channels=4,
+                        dropout=0.3, dropout_site="head").eval()  # fmt: skip
+    assert dropout_layers(net) == [net.head_dropout]  # the decoder holds none
+    image = np.random.default_rng(3).normal(size=(2, 19, 17, 16)).astype(np.float32)
+    calls = []
+    hook = net.up[0].register_forward_hook(lambda mod, _i, _o: calls.append(mod))
+    fast = sample_predictions([net], image, mc=6, seed=2, temperatures=[(1.5, 0.8)])
+    assert len(calls) == 1  # the decoder ran once for the 6 samples
+    hook.remove()
+    slow = sample_predictions([net], image, mc=6, seed=2, temperatures=[(1.5, 0.8)], cheap=False)
+    assert np.allclose(fast, slow, atol=1e-6) and not np.allclose(fast[0], fast[1])
+    # the head is linear after the dropout, so the mean sample logit is the deterministic logit (1/(1-p) scaling)
+    net.head_dropout.train()
+    torch.manual_seed(0)
+    logits = predict_volume_samples(net, image, 2000, temperature=1.0)
+    net.eval()
+    assert logits is not None
+    mean_logit = np.mean([np.log(p / (1 - p)) for p in logits], axis=0)
+    deterministic = predict_volume(net, image, logits_only=True)
+    spread = np.std([np.log(p / (1 - p)) for p in logits], axis=0)
+    assert np.all(np.abs(mean_logit - deterministic) <= 4 * spread / np.sqrt(2000) + 1e-4)
+
+
+def test_head_and_decoder_dropout_share_weights_and_refuse_an_unknown_site():
+    decoder = MultitaskUNet(1, ("enhancing",), channels=(4, 8), strides=(2, 2), full_res_channels=4)
+    head = MultitaskUNet(1, ("enhancing",), channels=(4, 8), strides=(2, 2), full_res_channels=4,
+                         dropout_site="head")  # fmt: skip
+    assert head.load_state_dict(decoder.state_dict()) is not None  # same parameters, only the dropout moved
+    with pytest.raises(ValueError, match="dropout_site"):
+        MultitaskUNet(1, ("enhancing",), channels=(4, 8), strides=(2, 2), dropout_site="encoder")

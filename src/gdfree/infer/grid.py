@@ -82,8 +82,8 @@ def on_model_grid(
     maps = run(resample_channels(inner, shape), small_brain)
     lead = maps.shape[:-3]
     flat = maps.reshape(-1, *maps.shape[-3:])
-    back = resample_channels(flat, inner.shape[1:], "nearest-exact").reshape(*lead, *inner.shape[1:])
-    full = np.zeros((*lead, *image.shape[1:]), np.float32)
-    into: tuple[Any, ...] = (..., *box)
-    full[into] = back
-    return full
+    full = np.zeros((flat.shape[0], *image.shape[1:]), np.float32)
+    into: tuple[Any, ...] = (0, *box)
+    for k in range(flat.shape[0]):  # one map at a time: a stack of samples is not copied whole at the exam's grid
+        full[k][into[1:]] = resample_channels(flat[k : k + 1], inner.shape[1:], "nearest-exact")[0]
+    return full.reshape(*lead, *image.shape[1:])

@@ -139,20 +139,49 @@ def predict_volume_samples(
     x[0, :, : shape[0], : shape[1], : shape[2]] = image
     tensor = torch.from_numpy(x).to(device)
     samples = []
+    head = _sampled_head_dropout(model)
     with torch.no_grad():
         skips = encode(tensor)
-        if layers == "last":
+        if head is not None:
+            features = model.features(tensor, skips)  # type: ignore[operator]
+            del skips
+        elif layers == "last":
             try:
                 parts = model.before_last_dropout(tensor, skips)  # type: ignore[operator]
             except (AttributeError, ValueError):
                 return None
             del skips
         for _ in range(n):
-            out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
+            if head is not None:
+                out = _head_sample(model, head, features)[0]
+            else:
+                out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
             temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
             out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
             samples.append(out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))])
     return samples
+
+
+def _sampled_head_dropout(model: nn.Module) -> nn.modules.dropout._DropoutNd | None:
+    """The model's head dropout (``dropout_site="head"``) when it is the only dropout layer sampling, else None."""
+    head = getattr(model, "head_dropout", None)
+    if not isinstance(head, nn.modules.dropout._DropoutNd) or not head.training or head.p <= 0:
+        return None
+    others = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m is not head]
+    return None if any(m.training and m.p > 0 for m in others) else head
+
+
+def _head_sample(model: nn.Module, head: nn.modules.dropout._DropoutNd, features: torch.Tensor) -> torch.Tensor:
+    """One sample of the heads' logits (B, H, X, Y, Z) behind channel-wise dropout of ``features``: the dropout
+    mask is drawn as :func:`torch.nn.functional.dropout3d` draws it (one Bernoulli per batch item and channel,
+    scaled by 1 / (1 - p)), and folded into the 1x1x1 heads' weights instead of scaling the features."""
+    conv: nn.Conv3d = model.head  # type: ignore[assignment]
+    b, c = features.shape[:2]
+    if b != 1:
+        raise ValueError(f"_head_sample: one exam at a time, got a batch of {b}")
+    keep = features.new_empty((b, c, 1, 1, 1)).bernoulli_(1 - head.p).div_(1 - head.p)
+    weight = conv.weight * keep.view(1, c, 1, 1, 1)
+    return torch.nn.functional.conv3d(features, weight, conv.bias)
 
 
 def _encoder_modules(model: nn.Module) -> list[nn.Module]:

@@ -1,7 +1,9 @@
 """The multitask U-Net: a shared MONAI residual encoder-decoder with one 1x1x1 logit head per task.
 
 Dropout is channel-wise (``Dropout3d``) and only in the decoder, so Monte Carlo dropout samples whole
-feature maps (cheap: see DESIGN.md) while the encoder stays deterministic.
+feature maps (cheap: see DESIGN.md) while the encoder stays deterministic. With ``dropout_site="head"`` the one
+dropout layer sits just before the linear 1x1x1 heads: a sample is then a matrix product of the shared features
+(:meth:`MultitaskUNet.features`), and the mean sample logit is the deterministic logit exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
 __all__ = ["MODELS", "MultitaskUNet", "build_model"]
+
+DROPOUT_SITES = ("decoder", "head")
+"""Where the network's dropout sits (its ``dropout_site``)."""
 
 
 class MultitaskUNet(nn.Module):
@@ -30,7 +35,9 @@ class MultitaskUNet(nn.Module):
             where they meet the input through one residual unit. Full-resolution layers dominate the cost
             on a CPU (DESIGN.md); the stem keeps them thin.
         num_res_units: convolutions per residual unit in the encoder.
-        dropout: channel-wise dropout probability in every decoder block.
+        dropout: channel-wise dropout probability in every decoder block (``dropout_site`` ``decoder``), or in
+            one layer before the heads (``head``).
+        dropout_site: where dropout sits (:data:`DROPOUT_SITES`).
         full_res_channels: feature channels at full resolution after a strided stem.
         norm: MONAI norm name.
 
@@ -54,8 +61,11 @@ class MultitaskUNet(nn.Module):
         dropout: float = 0.1,
         full_res_channels: int = 8,
         norm: str = "INSTANCE",
+        dropout_site: str = "decoder",
     ) -> None:
         super().__init__()
+        if dropout_site not in DROPOUT_SITES:
+            raise ValueError(f"dropout_site: expected one of {', '.join(DROPOUT_SITES)}, got {dropout_site!r}")
         if len(strides) not in (len(channels) - 1, len(channels)):
             raise ValueError(
                 f"strides: expected {len(channels) - 1} or {len(channels)} values for {len(channels)} levels, "
@@ -70,7 +80,7 @@ class MultitaskUNet(nn.Module):
         for s in between:
             self.divisor *= s
         units = max(num_res_units, 1)
-        drop = dropout or None
+        drop = (dropout or None) if dropout_site == "decoder" else None
         self.encoder = nn.ModuleList(
             [ResidualUnit(3, in_channels, channels[0], strides=stem, subunits=units, norm=norm)]
         )
@@ -91,6 +101,8 @@ class MultitaskUNet(nn.Module):
                                           norm=norm, dropout=drop, dropout_dim=3)  # fmt: skip
             top = full_res_channels
         self.head = nn.Conv3d(top, len(self.heads), kernel_size=1)
+        self.head_dropout: nn.Dropout3d | None = (nn.Dropout3d(dropout) if dropout_site == "head" and dropout
+                                                  else None)  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(x, self.encode(x))
@@ -106,9 +118,14 @@ class MultitaskUNet(nn.Module):
 
     def decode(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (B, heads, X, Y, Z) from the input ``image`` and its :meth:`encode` features (not modified)."""
+        x = self.features(image, skips)
+        return self.head(self.head_dropout(x) if self.head_dropout is not None else x)
+
+    def features(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """What the heads read (B, C, X, Y, Z), before the head dropout of ``dropout_site="head"``."""
         block = self._last_block()
         x = self._last_input(image, skips)
-        return self.head(block(x) if block is not None else x)
+        return block(x) if block is not None else x
 
     def _last_block(self) -> nn.Module | None:
         """The last decoder block (it holds the last dropout layer), or None for a one-level network."""

@@ -93,12 +93,14 @@ def predict_case(
     if sampled:
         stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain,
                              mc_layers=mc_layers, spacing_mm=case.spacing_mm)  # fmt: skip
+        stack *= case.brain  # in place: 0 outside the brain, as the probabilities below (no copy of the stack)
         prob = stack.mean(axis=0)
     else:
         prob, synth = model.predict(case.image, device, case.brain, case.spacing_mm)
     if not np.isfinite(prob).all():
         raise GdfreeError(f"{case.case_id}: the network's output holds NaN or infinite values; no prediction made")
-    probs = {h: np.where(case.brain, prob[i], 0.0).astype(np.float32) for i, h in enumerate(heads)}
+    probs = {h: prob[i] if sampled else np.where(case.brain, prob[i], 0.0).astype(np.float32)  # sampled: 0 outside
+             for i, h in enumerate(heads)}  # fmt: skip
     masks = model.masks(probs, case.spacing_mm)
     rule = model.rule
     rows, score, labels = [], math.nan, None
@@ -115,21 +117,20 @@ def predict_case(
             raise GdfreeError(f"{case.case_id}: the synthetic post-Gd T1w holds NaN or infinite values")
         result["synth"] = np.where(case.brain, synth, 0.0).astype(np.float32)
     if sampled:
-        uncertainty = {}
+        uncertainty, voxels = {}, {}
         for i, h in enumerate(heads):
-            voxel = voxel_uncertainty(np.where(case.brain, stack[:, i], 0.0))
-            uncertainty[h] = {k: v for k, v in voxel.items() if k != "mean"}
+            voxels[h] = voxel_uncertainty(stack[:, i])
+            uncertainty[h] = {k: v for k, v in voxels[h].items() if k != "mean"}
         result["uncertainty"] = uncertainty
         result["n_samples"] = int(stack.shape[0])
         if labels is not None:
             e = heads.index("enhancing")
-            for row, extra in zip(rows, lesion_uncertainty(np.where(case.brain, stack[:, e], 0.0), labels,
-                                                           model.thresholds["enhancing"],
-                                                           connectivity=rule.connectivity), strict=True):  # fmt: skip
+            for row, extra in zip(rows, lesion_uncertainty(stack[:, e], labels, model.thresholds["enhancing"],
+                                                           voxel=voxels["enhancing"], connectivity=rule.connectivity),
+                                   strict=True):  # fmt: skip
                 row.update({k: v for k, v in extra.items() if k != "lesion_id"})
             result["patient_uncertainty"] = patient_uncertainty(
-                [probability_score(model.patient_score, np.where(case.brain, s, 0.0), labels, model.lesion_calibration)
-                 for s in stack[:, e]])  # fmt: skip
+                [probability_score(model.patient_score, s, labels, model.lesion_calibration) for s in stack[:, e]])
     return result
 
 

@@ -19,6 +19,7 @@ from gdfree.data.cases import NORMALISATION, check_normalisation
 from gdfree.data.generative import GenerativeConfig
 from gdfree.data.lesion_sim import LesionSimConfig
 from gdfree.data.sampling import SamplingRatios
+from gdfree.models.unet import DROPOUT_SITES
 from gdfree.train.losses import LOSSES
 from gdfree.train.translation import TranslationConfig
 from gdfree.types import PAIR_ROLES, check_input_modalities
@@ -92,6 +93,9 @@ class TrainConfig:
             generator, with the segmentation heads the multitask model (:mod:`gdfree.data.translation`).
         translation: the ``t1gd`` head's loss (:class:`gdfree.train.translation.TranslationConfig`).
         channels, strides, num_res_units, dropout, full_res_channels: the MultitaskUNet.
+        dropout_site: ``decoder`` (dropout in every decoder block, as before) or ``head`` (one channel-wise dropout
+            layer before the 1x1x1 heads: an MC dropout sample then costs a matrix product, not a decoder pass;
+            docs/inference.md).
         normalisation: the input normalisation (:data:`gdfree.data.cases.NORMALISATIONS`), recorded in the model
             and applied at prediction.
         norm: ``instance`` (statistics of each input: a whole exam then normalises otherwise than a training
@@ -148,6 +152,7 @@ class TrainConfig:
     num_res_units: int = 2
     dropout: float = 0.1
     full_res_channels: int = 8
+    dropout_site: str = "decoder"
     norm: str = "instance"
     normalisation: str = NORMALISATION
     loss: str = "dice_ce"
@@ -212,6 +217,8 @@ class TrainConfig:
             raise ValueError(f"prior_dropout: expected a fraction in [0, 1), got {self.prior_dropout}")
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.dropout_site not in DROPOUT_SITES:
+            raise ValueError(f"dropout_site: expected one of {', '.join(DROPOUT_SITES)}, got {self.dropout_site!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: expected one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.workers < 0:

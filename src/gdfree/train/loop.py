@@ -297,7 +297,8 @@ def train(
     kwargs = {"in_channels": len(cfg.modalities), "heads": list(cfg.heads), "channels": list(cfg.channels),
               "strides": list(cfg.strides), "num_res_units": cfg.num_res_units, "dropout": cfg.dropout,
               "full_res_channels": cfg.full_res_channels,
-              **({"norm": cfg.norm.upper()} if cfg.norm != "instance" else {})}  # fmt: skip
+              **({"norm": cfg.norm.upper()} if cfg.norm != "instance" else {}),
+              **({"dropout_site": cfg.dropout_site} if cfg.dropout_site != "decoder" else {})}  # fmt: skip
     net = MultitaskUNet(**kwargs).to(device)  # type: ignore[arg-type]
     init = _load_init(cfg, net, kwargs, [c for _, c in by_part["test"]], device) if cfg.init else None
     optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

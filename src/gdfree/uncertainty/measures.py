@@ -18,23 +18,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from gdfree.arrays import LESION_CONNECTIVITY, connectivity_structure
 
 __all__ = ["VOXEL_MEASURES", "lesion_uncertainty", "patient_uncertainty", "voxel_uncertainty"]
 
 VOXEL_MEASURES = ("predictive_entropy", "expected_entropy", "mutual_information", "variance")
-_EPS = 1e-12
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 0.0, 1.0)
-    q = 1.0 - p
-    # 0 log 0 = 0: a probability of exactly 0 or 1 carries no entropy
-    plogp = np.where(p > 0, p * np.log(np.maximum(p, _EPS)), 0.0)
-    qlogq = np.where(q > 0, q * np.log(np.maximum(q, _EPS)), 0.0)
-    return -(plogp + qlogq)
+    """Binary entropy (nats) in ``p``'s float type; 0 log 0 = 0: a probability of exactly 0 or 1 carries none."""
+    p = np.clip(np.asarray(p), 0.0, 1.0)
+    return np.asarray(special.entr(p) + special.entr(1.0 - p), p.dtype)
 
 
 def _check_stack(samples: np.ndarray) -> np.ndarray:
@@ -47,17 +43,30 @@ def _check_stack(samples: np.ndarray) -> np.ndarray:
 
 
 def voxel_uncertainty(samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean probability and the four voxel measures of a (S, ...) stack, each float32 of shape (...)."""
-    samples = _check_stack(samples).astype(np.float64)
-    mean = samples.mean(axis=0)
+    """Mean probability and the four voxel measures of a (S, ...) stack, each float32 of shape (...).
+
+    Sums run over the samples one at a time in float32 (three maps of the volume's size; a sum of at most a few
+    hundred terms in [0, 1]), never over a float64 copy of the stack: 10 samples of two heads on a 1 mm exam took
+    6.4 GB through ``predict --mc 10`` that way."""
+    samples = _check_stack(samples)
+    total = np.zeros(samples.shape[1:], np.float32)
+    squares = np.zeros_like(total)
+    expected = np.zeros_like(total)
+    for sample in samples:
+        p = np.asarray(sample, np.float32)
+        total += p
+        squares += p * p
+        expected += _entropy(p)
+    n = samples.shape[0]
+    mean = total / n
+    expected /= n
     predictive = _entropy(mean)
-    expected = _entropy(samples).mean(axis=0)
     return {
-        "mean": mean.astype(np.float32),
-        "predictive_entropy": predictive.astype(np.float32),
-        "expected_entropy": expected.astype(np.float32),
-        "mutual_information": np.maximum(predictive - expected, 0.0).astype(np.float32),
-        "variance": samples.var(axis=0).astype(np.float32),
+        "mean": mean,
+        "predictive_entropy": predictive,
+        "expected_entropy": expected,
+        "mutual_information": np.maximum(predictive - expected, 0.0),
+        "variance": np.maximum(squares / n - mean * mean, 0.0),
     }
 
 
