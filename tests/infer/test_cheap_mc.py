@@ -92,3 +92,29 @@ def test_head_and_decoder_dropout_share_weights_and_refuse_an_unknown_site():
     assert head.load_state_dict(decoder.state_dict()) is not None  # same parameters, only the dropout moved
     with pytest.raises(ValueError, match="dropout_site"):
         MultitaskUNet(1, ("enhancing",), channels=(4, 8), strides=(2, 2), dropout_site="encoder")
+
+
+def test_a_trained_head_dropout_model_records_its_site_and_samples_through_predict(tiny_cohort, tmp_path):
+    import json
+
+    from tests.conftest import tiny_train_config
+
+    from gdfree.data.cases import load_array_case
+    from gdfree.infer.model import TrainedModel
+    from gdfree.io.adapters import discover
+    from gdfree.predict.case import predict_case
+    from gdfree.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="dropout_site"):
+        TrainConfig(dropout_site="encoder")
+    run = tmp_path / "run"
+    train(tiny_train_config(tiny_cohort, dropout_site="head", dropout=0.3), run)
+    assert json.loads((run / "model.json").read_text())["architecture"]["kwargs"]["dropout_site"] == "head"
+    model = TrainedModel.load(run)
+    assert dropout_layers(model.network) == [model.network.head_dropout]
+    case = load_array_case(discover(tiny_cohort)[0], model.modalities, normalisation=model.normalisation)
+    sampled = predict_case(model, case, mc=4, seed=1)
+    assert sampled["n_samples"] == 4 and sampled["uncertainty"]["enhancing"]["variance"].max() > 0
+    plain = predict_case(model, case)
+    # the samples' mean probability sits near the deterministic one (the mean logit equals it exactly)
+    assert np.abs(sampled["prob"]["lesion"] - plain["prob"]["lesion"]).mean() < 0.05

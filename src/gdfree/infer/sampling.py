@@ -70,6 +70,11 @@ def sample_predictions(
     if len(temps) != len(models):
         raise ValueError(f"sample_predictions: {len(temps)} temperatures for {len(models)} models")
     torch.manual_seed(seed)
+    flip_set = FLIPS if flips else ((),)
+    per_model = len(flip_set) * max(mc, 1)
+    heads = [len(getattr(m, "heads", ())) for m in models]
+    stack = np.empty((len(models) * per_model, heads[0], *image.shape[1:]), np.float32) if (
+        heads[0] and len(set(heads)) == 1) else None  # fmt: skip
     samples: list[np.ndarray] = []
     for k, (model, temperature) in enumerate(zip(models, temps, strict=True)):
         model.eval()
@@ -82,18 +87,23 @@ def sample_predictions(
                 layer.train()
         first = len(samples)
         try:
-            for axes in FLIPS if flips else ((),):
+            for axes in flip_set:
                 flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
+                into = None if stack is None else stack[len(samples) : len(samples) + max(mc, 1)]
                 shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature,
-                                                layers=mc_layers) if (
+                                                layers=mc_layers, into=into) if (
                     mc > 1 and cheap) else None  # fmt: skip
                 for n in range(max(mc, 1)):
                     prob = shared[n] if shared is not None else predict_volume(model, flipped, device,
                                                                                temperature=temperature)  # fmt: skip
-                    samples.append(np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob)
+                    prob = np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob
+                    if stack is not None:
+                        stack[len(samples)] = prob
+                        prob = stack[len(samples)]
+                    samples.append(prob)
         finally:
             model.eval()
         if mc > 1 and all(np.array_equal(samples[first], s) for s in samples[first + 1 : first + mc]):
             raise ValueError(f"model {k}: {mc} MC dropout passes are identical; its dropout does not act "
                              "(an export may have removed it)")  # fmt: skip
-    return np.stack(samples)
+    return stack if stack is not None else np.stack(samples)

@@ -119,6 +119,7 @@ def predict_volume_samples(
     max_whole_voxels: int = MAX_WHOLE_VOXELS,
     temperature: float | Sequence[float] = 1.0,
     layers: str = "all",
+    into: np.ndarray | None = None,
 ) -> list[np.ndarray] | None:
     """``n`` MC dropout samples of :func:`predict_volume` (the model's dropout layers already in train mode)
     that run the encoder once and only the decoder ``n`` times: a network with ``encode``/``decode`` (its
@@ -126,7 +127,8 @@ def predict_volume_samples(
     the order full passes would, so the samples equal ``n`` full passes after the same seed. ``layers``
     ``last`` (only the last dropout layer in train mode) runs everything before that layer once and repeats
     only what follows it (the activation, residual sum and 1x1x1 heads: almost nothing). None when the model
-    or the volume does not allow it (then call :func:`predict_volume` ``n`` times)."""
+    or the volume does not allow it (then call :func:`predict_volume` ``n`` times). With ``into`` (n, H, X, Y, Z)
+    float32, the samples are written there (no second copy of them) and the list holds its rows."""
     encode, decode = getattr(model, "encode", None), getattr(model, "decode", None)
     divisor = int(getattr(model, "divisor", 1))
     shape = image.shape[1:]
@@ -138,7 +140,7 @@ def predict_volume_samples(
     x = np.zeros((1, image.shape[0], *padded), np.float32)
     x[0, :, : shape[0], : shape[1], : shape[2]] = image
     tensor = torch.from_numpy(x).to(device)
-    samples = []
+    samples: list[np.ndarray] = []
     head = _sampled_head_dropout(model)
     with torch.no_grad():
         skips = encode(tensor)
@@ -158,7 +160,11 @@ def predict_volume_samples(
                 out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
             temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
             out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
-            samples.append(out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))])
+            sample = out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
+            if into is not None:
+                into[len(samples)] = sample
+                sample = into[len(samples)]
+            samples.append(sample)
     return samples
 
 
