@@ -3,7 +3,9 @@
 For each trained model (``--model NAME=FOLDER``, e.g. the shipped decoder-dropout network and the same recipe
 retrained with ``dropout_site: head``) on every case of a phantom cohort (``--cohort``): one deterministic
 pass (``predict``'s path) and ``--mc`` MC dropout samples (every dropout layer; for a decoder-dropout model also
-only the last one, ``--mc-layers last``), all at the model's voxel size, seed 0. Per path:
+only the last one, ``--mc-layers last``), all at the model's voxel size, seed 0. An MC path's masks come from
+what ``predict`` thresholds (the samples' expectation: for head dropout the deterministic pass, else their mean);
+``..._sample_mean`` rows threshold the plain mean of the samples instead (same samples, same seconds). Per path:
 
 - seconds per exam and the ratio to the deterministic pass of the same model, measured exam by exam in one run;
 - enhancing-lesion F1 (msseg, pooled over patients, patient-bootstrap 95% CI) of the masks ``predict`` writes
@@ -52,17 +54,21 @@ def measure(folder: Path, cohort: Path, mc: int) -> dict[str, Any]:
         for name, kwargs in paths.items():
             start = time.perf_counter()
             if kwargs:
-                prob = model.sample(case.image, brain=case.brain, spacing_mm=case.spacing_mm, **kwargs).mean(axis=0)
+                stack = model.sample(case.image, brain=case.brain, spacing_mm=case.spacing_mm, expectation=True,
+                                     **kwargs)  # fmt: skip
+                found = {name: stack[-1], f"{name}_sample_mean": stack[:-1].mean(axis=0)}
             else:
-                prob = model.predict(case.image, "cpu", case.brain, case.spacing_mm)[0]
-            rows[name]["seconds"].append(time.perf_counter() - start)
-            probs = {h: np.where(case.brain, prob[i], 0.0) for i, h in enumerate(model.heads)}
-            masks[name] = model.masks(probs, case.spacing_mm)
-            ref = case.labels["enhancing"]
-            assert ref is not None
-            rows[name]["counts"].append(list(match_lesions(masks[name]["enhancing"], ref, case.spacing_mm,
-                                                           model.lesion_rule()).counts))  # fmt: skip
-        for name in paths:
+                found = {name: model.predict(case.image, "cpu", case.brain, case.spacing_mm)[0]}
+            seconds = time.perf_counter() - start
+            for key, prob in found.items():
+                rows.setdefault(key, {"seconds": [], "counts": [], "overlap": {}})["seconds"].append(seconds)
+                probs = {h: np.where(case.brain, prob[i], 0.0) for i, h in enumerate(model.heads)}
+                masks[key] = model.masks(probs, case.spacing_mm)
+                ref = case.labels["enhancing"]
+                assert ref is not None
+                rows[key]["counts"].append(list(match_lesions(masks[key]["enhancing"], ref, case.spacing_mm,
+                                                              model.lesion_rule()).counts))  # fmt: skip
+        for name in masks:
             for head, mask in masks[name].items():
                 det = masks["deterministic"][head]
                 acc = rows[name]["overlap"].setdefault(head, [0, 0, 0])
@@ -88,7 +94,7 @@ def summarise(result: dict[str, Any], rule: str = "msseg", n_boot: int = 2000) -
         seconds = np.asarray(paths[name]["seconds"])
         out[name] = {
             "enhancing_f1": lesion_f1(rule, *(int(v) for v in total)),
-            "enhancing_f1_ci": list(percentile_ci(boot[:, j])),
+            "enhancing_f1_ci": list(percentile_ci(boot[:, j]))[:2],
             "seconds_per_exam": float(seconds.mean()),
             "ratio_to_one_pass": float(np.median(seconds / base)),
             "mask_vs_deterministic": {

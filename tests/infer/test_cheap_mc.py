@@ -73,6 +73,15 @@ def test_head_dropout_samples_equal_full_passes_and_average_to_the_deterministic
     hook.remove()
     slow = sample_predictions([net], image, mc=6, seed=2, temperatures=[(1.5, 0.8)], cheap=False)
     assert np.allclose(fast, slow, atol=1e-6) and not np.allclose(fast[0], fast[1])
+    # the expectation row is the deterministic pass, flips included; a decoder-dropout model's is the sample mean
+    with_expected = sample_predictions([net], image, mc=3, flips=True, seed=2, temperatures=[(1.5, 0.8)],
+                                       expectation=True)  # fmt: skip
+    plain = sample_predictions([net], image, flips=True, temperatures=[(1.5, 0.8)])
+    assert with_expected.shape[0] == 8 * 3 + 1 and np.allclose(with_expected[-1], plain.mean(axis=0), atol=1e-6)
+    decoder = MultitaskUNet(2, ("enhancing", "lesion"), channels=(4, 8), strides=strides, full_res_channels=4,
+                            dropout=0.3).eval()  # fmt: skip
+    rows = sample_predictions([decoder], image, mc=3, seed=2, expectation=True)
+    assert np.allclose(rows[-1], rows[:-1].mean(axis=0), atol=1e-6)
     # the head is linear after the dropout, so the mean sample logit is the deterministic logit (1/(1-p) scaling)
     net.head_dropout.train()
     torch.manual_seed(0)

@@ -285,11 +285,13 @@ class TrainedModel:
         brain: np.ndarray | None = None,
         mc_layers: str = "all",
         spacing_mm: Sequence[float] | None = None,
+        expectation: bool = False,
     ) -> np.ndarray:
         """Probability samples (S, H, X, Y, Z) of this model and ensemble ``members``, each with its own
-        temperatures (see :func:`gdfree.infer.sampling.sample_predictions`); networks whose output does not
-        depend on the field of view run on ``brain``'s box only (0 outside it). With the image's ``spacing_mm``,
-        they run at :attr:`spacing_mm` (members must share it) and the samples come back on the image's grid."""
+        temperatures (see :func:`gdfree.infer.sampling.sample_predictions`, also for ``expectation``, one more
+        row); networks whose output does not depend on the field of view run on ``brain``'s box only (0 outside
+        it). With the image's ``spacing_mm``, they run at :attr:`spacing_mm` (members must share it) and the
+        samples come back on the image's grid."""
         from gdfree.infer.grid import on_model_grid
 
         for other in members:
@@ -298,14 +300,14 @@ class TrainedModel:
                                  f"{self.spacing_mm} mm; ensemble members must share their voxel size")  # fmt: skip
 
         def here(img: np.ndarray, region: np.ndarray | None) -> np.ndarray:
-            return self._sample_here(img, device, members, mc, flips, seed, region, mc_layers)
+            return self._sample_here(img, device, members, mc, flips, seed, region, mc_layers, expectation)
 
         return on_model_grid(here, image, brain, spacing_mm, self.spacing_mm, box_margin(self.network),
                              crop=all(fov_independent(m.network) for m in (self, *members)))  # fmt: skip
 
     def _sample_here(
         self, image: np.ndarray, device: str | torch.device, members: Sequence[TrainedModel], mc: int, flips: bool,
-        seed: int, brain: np.ndarray | None, mc_layers: str,
+        seed: int, brain: np.ndarray | None, mc_layers: str, expectation: bool = False,
     ) -> np.ndarray:  # fmt: skip
         """:meth:`sample` on the grid ``image`` is on."""
         from gdfree.infer.sampling import sample_predictions
@@ -321,7 +323,7 @@ class TrainedModel:
         inner = image if box is None else np.ascontiguousarray(image[(slice(None), *box)])
         samples = sample_predictions([m.network for m in models], inner, device, mc=mc, flips=flips,
                                      temperatures=[m.temperatures for m in models], seed=seed,
-                                     mc_layers=mc_layers)  # fmt: skip
+                                     mc_layers=mc_layers, expectation=expectation)  # fmt: skip
         if box is None:
             return samples
         full = np.zeros((*samples.shape[:2], *image.shape[1:]), np.float32)

@@ -44,8 +44,9 @@ def sample_predictions(
     seed: int = 0,
     cheap: bool = True,
     mc_layers: str = "all",
+    expectation: bool = False,
 ) -> np.ndarray:
-    """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32.
+    """Probability samples of one (C, X, Y, Z) image, shape (S, H, X, Y, Z) float32 (S + 1 with ``expectation``).
 
     Args:
         models: one model, or the members of an ensemble (each contributes its own samples).
@@ -57,6 +58,11 @@ def sample_predictions(
             samples equal full passes (False) for the same seed.
         mc_layers: ``all`` dropout layers sample (MC dropout as trained), or only the ``last`` one (everything
             before it runs once: about the cost of one pass; a narrower estimate, see docs/uncertainty.md).
+        expectation: one more row after the samples, the prediction they scatter around: the mean over models and
+            flips of each one's expected probability, which for a network whose only dropout is its head dropout
+            is its deterministic pass (the mean sample logit, exactly; the mean sample probability is lower where
+            it is high) and otherwise the mean of its samples. The masks are drawn from this row: thresholds are
+            fitted on deterministic passes.
 
     Raises:
         ValueError: no model; not one temperature per model; ``mc`` > 0 for a model without dropout or whose
@@ -73,9 +79,10 @@ def sample_predictions(
     flip_set = FLIPS if flips else ((),)
     per_model = len(flip_set) * max(mc, 1)
     heads = [len(getattr(m, "heads", ())) for m in models]
-    stack = np.empty((len(models) * per_model, heads[0], *image.shape[1:]), np.float32) if (
+    stack = np.empty((len(models) * per_model + expectation, heads[0], *image.shape[1:]), np.float32) if (
         heads[0] and len(set(heads)) == 1) else None  # fmt: skip
     samples: list[np.ndarray] = []
+    expected: list[np.ndarray] = []
     for k, (model, temperature) in enumerate(zip(models, temps, strict=True)):
         model.eval()
         if mc > 0:
@@ -91,8 +98,9 @@ def sample_predictions(
                 flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
                 into = None if stack is None else stack[len(samples) : len(samples) + max(mc, 1)]
                 shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature,
-                                                layers=mc_layers, into=into) if (
+                                                layers=mc_layers, into=into, expectation=expectation) if (
                     mc > 1 and cheap) else None  # fmt: skip
+                group = len(samples)
                 for n in range(max(mc, 1)):
                     prob = shared[n] if shared is not None else predict_volume(model, flipped, device,
                                                                                temperature=temperature)  # fmt: skip
@@ -101,9 +109,18 @@ def sample_predictions(
                         stack[len(samples)] = prob
                         prob = stack[len(samples)]
                     samples.append(prob)
+                if expectation and shared is not None:  # the shared pass's expectation, flipped back
+                    expected.append(np.flip(shared[-1], axis=tuple(a + 1 for a in axes)) if axes else shared[-1])
+                elif expectation:
+                    expected.append(np.asarray(np.mean(samples[group:], axis=0, dtype=np.float32)))
         finally:
             model.eval()
         if mc > 1 and all(np.array_equal(samples[first], s) for s in samples[first + 1 : first + mc]):
             raise ValueError(f"model {k}: {mc} MC dropout passes are identical; its dropout does not act "
                              "(an export may have removed it)")  # fmt: skip
+    if expectation:
+        mean = np.mean(expected, axis=0, dtype=np.float32)
+        if stack is None:
+            return np.stack([*samples, mean])
+        stack[-1] = mean
     return stack if stack is not None else np.stack(samples)

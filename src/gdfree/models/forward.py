@@ -120,6 +120,7 @@ def predict_volume_samples(
     temperature: float | Sequence[float] = 1.0,
     layers: str = "all",
     into: np.ndarray | None = None,
+    expectation: bool = False,
 ) -> list[np.ndarray] | None:
     """``n`` MC dropout samples of :func:`predict_volume` (the model's dropout layers already in train mode)
     that run the encoder once and only the decoder ``n`` times: a network with ``encode``/``decode`` (its
@@ -128,7 +129,12 @@ def predict_volume_samples(
     ``last`` (only the last dropout layer in train mode) runs everything before that layer once and repeats
     only what follows it (the activation, residual sum and 1x1x1 heads: almost nothing). None when the model
     or the volume does not allow it (then call :func:`predict_volume` ``n`` times). With ``into`` (n, H, X, Y, Z)
-    float32, the samples are written there (no second copy of them) and the list holds its rows."""
+    float32, the samples are written there (no second copy of them) and the list holds its rows.
+
+    ``expectation``: one more entry after the samples (not written into ``into``), the probability the samples scatter
+    around: for a network whose only sampled dropout is its head dropout (``dropout_site="head"``) the sigmoid of
+    the expected logit, which is the deterministic pass exactly (the heads are linear after the dropout, scaled
+    by 1 / (1 - p)); otherwise the mean of the samples."""
     encode, decode = getattr(model, "encode", None), getattr(model, "decode", None)
     divisor = int(getattr(model, "divisor", 1))
     shape = image.shape[1:]
@@ -153,15 +159,18 @@ def predict_volume_samples(
             except (AttributeError, ValueError):
                 return None
             del skips
-        for _ in range(n):
-            if head is not None:
-                out = _head_sample(model, head, features)[0]
+        temps = torch.as_tensor(np.atleast_1d(np.asarray(temperature, np.float32)).copy()).to(tensor.device)
+        for k in range(n + expectation):
+            if k == n and head is None:  # the expectation of samples behind nonlinear layers: their mean
+                sample = np.asarray(np.mean(samples, axis=0, dtype=np.float32))
             else:
-                out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
-            temps = torch.as_tensor(np.broadcast_to(np.asarray(temperature, np.float32), (out.shape[0],)).copy())
-            out = torch.sigmoid(out / temps.to(out.device).view(-1, 1, 1, 1))
-            sample = out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
-            if into is not None:
+                if head is not None:
+                    out = model.head(features)[0] if k == n else _head_sample(model, head, features)[0]  # type: ignore[operator]
+                else:
+                    out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
+                out = torch.sigmoid(out / temps.expand(out.shape[0]).view(-1, 1, 1, 1))
+                sample = out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
+            if into is not None and len(samples) < len(into):
                 into[len(samples)] = sample
                 sample = into[len(samples)]
             samples.append(sample)

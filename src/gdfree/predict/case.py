@@ -78,7 +78,8 @@ def predict_case(
     synthetic post-Gd T1w in T1w z units, from a model with a ``t1gd`` output).
 
     With ``mc`` > 0, ``flips`` or ensemble ``members`` (models with the same heads and inputs, each applied
-    with its own temperatures), the probability is the mean of the samples and the result also holds
+    with its own temperatures), the probability is what the samples scatter around (their mean; for a network
+    with head dropout its deterministic pass, the mean sample logit) and the result also holds
     ``uncertainty`` (head -> voxel measure -> map), lesion-level measures in the lesion rows and the patient
     score's spread.
 
@@ -92,9 +93,9 @@ def predict_case(
     synth = None
     if sampled:
         stack = model.sample(case.image, device, members=members, mc=mc, flips=flips, seed=seed, brain=case.brain,
-                             mc_layers=mc_layers, spacing_mm=case.spacing_mm)  # fmt: skip
+                             mc_layers=mc_layers, spacing_mm=case.spacing_mm, expectation=True)  # fmt: skip
         stack *= case.brain  # in place: 0 outside the brain, as the probabilities below (no copy of the stack)
-        prob = stack.mean(axis=0)
+        prob, stack = stack[-1], stack[:-1]
     else:
         prob, synth = model.predict(case.image, device, case.brain, case.spacing_mm)
     if not np.isfinite(prob).all():
