@@ -168,11 +168,15 @@ def main() -> None:
         seconds = 0.0
         for c in test:
             start = time.perf_counter()
-            stack = sample_predictions(models, c.image, mc=mc, flips=flips, seed=args.seed, mc_layers=mc_layers)[:, e]
+            stack = sample_predictions(models, c.image, mc=mc, flips=flips, seed=args.seed, mc_layers=mc_layers,
+                                       expectation=True)[:, e]  # fmt: skip
             seconds += time.perf_counter() - start
             logits = np.log(np.clip(stack, 1e-7, 1 - 1e-7) / np.clip(1 - stack, 1e-7, 1))
             calibrated = 1 / (1 + np.exp(-logits / t_enh))
-            mean_cal = np.where(c.brain, calibrated.mean(axis=0), 0.0)
+            # what predict thresholds: for head dropout the deterministic pass (last row), else the samples' mean
+            head_site = all(getattr(m, "head_dropout", None) is not None for m in models) and mc > 0
+            stack, calibrated, expected = stack[:-1], calibrated[:-1], calibrated[-1]
+            mean_cal = np.where(c.brain, expected if head_site else calibrated.mean(axis=0), 0.0)
             ref = c.labels["enhancing"]
             threshold = 1 / (1 + math.exp(-logit_t / t_enh))
             voxel = voxel_uncertainty(np.where(c.brain, calibrated, 0.0))
