@@ -95,24 +95,8 @@ def sample_predictions(
         first = len(samples)
         try:
             for axes in flip_set:
-                flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
-                into = None if stack is None else stack[len(samples) : len(samples) + max(mc, 1)]
-                shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature,
-                                                layers=mc_layers, into=into, expectation=expectation) if (
-                    mc > 1 and cheap) else None  # fmt: skip
-                group = len(samples)
-                for n in range(max(mc, 1)):
-                    prob = shared[n] if shared is not None else predict_volume(model, flipped, device,
-                                                                               temperature=temperature)  # fmt: skip
-                    prob = np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob
-                    if stack is not None:
-                        stack[len(samples)] = prob
-                        prob = stack[len(samples)]
-                    samples.append(prob)
-                if expectation and shared is not None:  # the shared pass's expectation, flipped back
-                    expected.append(np.flip(shared[-1], axis=tuple(a + 1 for a in axes)) if axes else shared[-1])
-                elif expectation:
-                    expected.append(np.asarray(np.mean(samples[group:], axis=0, dtype=np.float32)))
+                _flip_samples(model, image, axes, device, temperature, mc, cheap and mc > 1, mc_layers, stack, samples,
+                              expected if expectation else None)  # fmt: skip
         finally:
             model.eval()
         if mc > 1 and all(np.array_equal(samples[first], s) for s in samples[first + 1 : first + mc]):
@@ -124,3 +108,28 @@ def sample_predictions(
             return np.stack([*samples, mean])
         stack[-1] = mean
     return stack if stack is not None else np.stack(samples)
+
+
+def _flip_samples(
+    model: nn.Module, image: np.ndarray, axes: tuple[int, ...], device: str | torch.device,
+    temperature: float | Sequence[float], mc: int, shared_pass: bool, mc_layers: str, stack: np.ndarray | None,
+    samples: list[np.ndarray], expected: list[np.ndarray] | None,
+) -> None:  # fmt: skip
+    """Append ``max(mc, 1)`` samples of ``model`` on ``image`` mirrored along ``axes`` (flipped back) to ``samples``,
+    written into the next rows of ``stack`` when there is one, and their expectation to ``expected`` when given."""
+    flipped = np.flip(image, axis=tuple(a + 1 for a in axes)).copy() if axes else image
+    into = None if stack is None else stack[len(samples) : len(samples) + max(mc, 1)]
+    shared = predict_volume_samples(model, flipped, mc, device, temperature=temperature, layers=mc_layers, into=into,
+                                    expectation=expected is not None) if shared_pass else None  # fmt: skip
+    group = len(samples)
+    for n in range(max(mc, 1)):
+        prob = shared[n] if shared is not None else predict_volume(model, flipped, device, temperature=temperature)
+        prob = np.flip(prob, axis=tuple(a + 1 for a in axes)).copy() if axes else prob
+        if stack is not None:
+            stack[len(samples)] = prob
+            prob = stack[len(samples)]
+        samples.append(prob)
+    if expected is not None and shared is not None:  # the shared pass's expectation, flipped back
+        expected.append(np.flip(shared[-1], axis=tuple(a + 1 for a in axes)) if axes else shared[-1])
+    elif expected is not None:
+        expected.append(np.asarray(np.mean(samples[group:], axis=0, dtype=np.float32)))
