@@ -8,8 +8,8 @@ what ``predict`` thresholds (the samples' expectation: for head dropout the dete
 ``..._sample_mean`` rows threshold the plain mean of the samples instead (same samples, same seconds). Per path:
 
 - seconds per exam and the ratio to the deterministic pass of the same model, measured exam by exam in one run;
-- enhancing-lesion F1 (msseg, pooled over patients, patient-bootstrap 95% CI) of the masks ``predict`` writes
-  (the mean probability at the model's thresholds, components above its minimum lesion volume);
+- enhancing-lesion F1 (msseg, pooled over patients, patient-bootstrap 95% CI) of the masks (the path's probability at
+  the model's thresholds, components above its minimum lesion volume);
 - bias of the masks: Dice of each head's MC mask with the deterministic mask and the ratio of their voxel counts
   (1 is unbiased; below 1 the sample mean shrinks the masks), pooled over the cohort.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 
 def _paths(model: Any, mc: int) -> dict[str, dict[str, Any]]:
-    """Path name -> keyword arguments of :meth:`TrainedModel.sample` (None: the deterministic pass)."""
+    """Path name -> keyword arguments of :meth:`TrainedModel.sample` (empty: the deterministic pass)."""
     from gdfree.infer.sampling import dropout_layers
 
     paths: dict[str, dict[str, Any]] = {"deterministic": {}, f"mc{mc}": {"mc": mc}}
