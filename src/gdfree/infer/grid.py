@@ -15,7 +15,6 @@ within :data:`SAME_SPACING` of the model's run as they are.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +82,6 @@ def on_model_grid(
     lead = maps.shape[:-3]
     flat = maps.reshape(-1, *maps.shape[-3:])
     full = np.zeros((flat.shape[0], *image.shape[1:]), np.float32)
-    into: tuple[Any, ...] = (0, *box)
     for k in range(flat.shape[0]):  # one map at a time: a stack of samples is not copied whole at the exam's grid
-        full[k][into[1:]] = resample_channels(flat[k : k + 1], inner.shape[1:], "nearest-exact")[0]
+        full[k][box] = resample_channels(flat[k : k + 1], inner.shape[1:], "nearest-exact")[0]
     return full.reshape(*lead, *image.shape[1:])

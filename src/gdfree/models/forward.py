@@ -160,20 +160,24 @@ def predict_volume_samples(
                 return None
             del skips
         temps = torch.as_tensor(np.atleast_1d(np.asarray(temperature, np.float32)).copy()).to(tensor.device)
-        for k in range(n + expectation):
-            if k == n and head is None:  # the expectation of samples behind nonlinear layers: their mean
-                sample = np.asarray(np.mean(samples, axis=0, dtype=np.float32))
+
+        def probability(logits: torch.Tensor) -> np.ndarray:
+            out = torch.sigmoid(logits.float() / temps.expand(logits.shape[0]).view(-1, 1, 1, 1))
+            return out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
+
+        for _ in range(n):
+            if head is not None:
+                logits = _head_sample(model, head, features)
             else:
-                if head is not None:
-                    out = model.head(features)[0] if k == n else _head_sample(model, head, features)[0]  # type: ignore[operator]
-                else:
-                    out = (model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips))[0].float()  # type: ignore[operator]
-                out = torch.sigmoid(out / temps.expand(out.shape[0]).view(-1, 1, 1, 1))
-                sample = out.cpu().numpy()[(slice(None), *(slice(0, s) for s in shape))]
-            if into is not None and len(samples) < len(into):
+                logits = model.after_last_dropout(*parts) if layers == "last" else decode(tensor, skips)  # type: ignore[operator]
+            sample = probability(logits[0])
+            if into is not None:
                 into[len(samples)] = sample
                 sample = into[len(samples)]
             samples.append(sample)
+        if expectation:  # the deterministic pass behind a head dropout; the mean behind nonlinear layers
+            samples.append(probability(model.head(features)[0]) if head is not None  # type: ignore[operator]
+                           else np.asarray(np.mean(samples, axis=0, dtype=np.float32)))  # fmt: skip
     return samples
 
 
