@@ -7,7 +7,15 @@ atrophic) to measure contrasts from them. Prints, per modality,
 the median intensity of GM, CSF and consensus lesions relative to normal-appearing WM, and a noise
 estimate (robust std of the difference of neighbouring voxels in WM / sqrt(2), relative to WM).
 
-    python benchmarks/calibrate_phantom.py [--data ../shared/data/open_ms_data]
+With ``--lesions FILE`` it also writes each consensus lesion's own contrast (the phantom's ``lesion_contrasts:
+real-lesions`` draws from it, :mod:`gdfree.phantom.lesions`): per lesion of at least ``MIN_LESION_MM3`` (the one
+lesion rule's components), the median of its core (the lesion eroded by one voxel, the whole lesion when fewer than
+``MIN_CORE_VOXELS`` remain) over the patient's normal-appearing WM median, per modality. The voxel medians above
+pool every lesion voxel, so the large confluent lesions of patient19 dominate them; these rows weigh every lesion
+alike.
+
+    python benchmarks/calibrate_phantom.py [--data ../shared/data/open_ms_data] \
+        [--lesions src/gdfree/phantom/real_lesion_contrasts.json]
 """
 
 from __future__ import annotations
@@ -19,8 +27,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from gdfree.arrays import label_components
 from gdfree.io.adapters import discover_open_ms_data
 from gdfree.io.bids import load_case
+from gdfree.io.tables import write_json
+
+MIN_LESION_MM3, MIN_CORE_VOXELS = 30.0, 8
+LESION_ROLES = ("T1w", "T2w", "FLAIR")
 
 
 def _kmeans_1d(values: np.ndarray, k: int = 3, iterations: int = 50) -> np.ndarray:
@@ -32,11 +45,32 @@ def _kmeans_1d(values: np.ndarray, k: int = 3, iterations: int = 50) -> np.ndarr
     return np.sort(centres)
 
 
+def lesion_rows(case: object, lesion: np.ndarray, wm: np.ndarray, subject: str) -> list[dict[str, object]]:
+    """One row per lesion of ``lesion`` of at least MIN_LESION_MM3: its core median / the WM median per role."""
+    first = case.images["FLAIR"]  # type: ignore[attr-defined]
+    spacing = tuple(float(s) for s in np.sqrt((np.asarray(first.affine)[:3, :3] ** 2).sum(axis=0)))
+    labels, _ = label_components(lesion, spacing, min_volume_mm3=MIN_LESION_MM3)
+    wm_level = {r: float(np.median(case.images[r].data[wm])) for r in LESION_ROLES}  # type: ignore[attr-defined]
+    rows: list[dict[str, object]] = []
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        one = labels[box] == i
+        core = ndimage.binary_erosion(one)
+        core = core if core.sum() >= MIN_CORE_VOXELS else one
+        row: dict[str, object] = {"subject": subject, "volume_mm3": round(float(one.sum() * np.prod(spacing)), 1)}
+        for r in LESION_ROLES:
+            values = np.asarray(case.images[r].data[box], np.float64)[core]  # type: ignore[attr-defined]
+            row[r] = round(float(np.median(values)) / wm_level[r], 4)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).parents[2] / "shared/data/open_ms_data"))
+    parser.add_argument("--lesions", type=Path, help="write each lesion's contrast here (JSON)")
     args = parser.parse_args()
     rows: dict[str, dict[str, dict[str, float]]] = {}
+    per_lesion: list[dict[str, object]] = []
     for files in discover_open_ms_data(Path(args.data) / "cross_sectional"):
         if len(files.images) < 4:
             continue
@@ -68,7 +102,17 @@ def main() -> None:
             ratios["n_lesion_voxels"] = int(regions["lesion"].sum())
             out[role] = ratios
         rows[files.subject] = out
+        per_lesion += lesion_rows(case, np.asarray(lesion, bool), regions["WM"], files.subject)
     print(json.dumps(rows, indent=1))
+    if args.lesions:
+        write_json(args.lesions, {
+            "source": "open_ms_data cross_sectional patient07 and patient19 (Lesjak et al. 2017, CC-BY 4.0): "
+                      "consensus lesions, MNI space, 1 mm",
+            "measured_by": "benchmarks/calibrate_phantom.py --lesions",
+            "unit": "median of the lesion's core over the patient's normal-appearing white-matter median",
+            "min_volume_mm3": MIN_LESION_MM3, "roles": list(LESION_ROLES), "lesions": per_lesion,
+        })  # fmt: skip
+        print(f"{len(per_lesion)} lesions -> {args.lesions}")
 
 
 if __name__ == "__main__":

@@ -235,6 +235,7 @@ def _painted_results(cases: list[tuple[Path, str, np.ndarray, np.ndarray]], thre
 
 def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: Path) -> dict[str, Any]:
     from gdfree.activity import ActivityClassifier, ActivityConfig, fit_activity_dataset
+    from gdfree.activity.classifier import feature_image
     from gdfree.activity.features import label_case_lesions, lesion_features
     from gdfree.data.cases import load_array_case
     from gdfree.infer.model import TrainedModel
@@ -264,7 +265,8 @@ def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: 
             if model is not None:
                 maps = model.probabilities(case.image, brain=case.brain)
                 probs = {h: np.where(case.brain, maps[i], 0.0) for i, h in enumerate(model.heads)}
-            p = clf.p_active(lesion_features(case.image, ids, n, case.spacing_mm, probs))
+            image = feature_image(case, clf.modalities, clf.feature_reference, clf.meta["normalisation"])
+            p = clf.p_active(lesion_features(image, ids, n, case.spacing_mm, probs))
             cases.append((ref_dir, case.case_id, ids, p))
             enh = case.labels["enhancing"]
             scored.append(LesionActivity(case.case_id, np.array([bool(enh[ids == i].any()) for i in range(1, n + 1)]),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from gdfree.activity import ActivityClassifier, case_lesions, fit_activity, lesion_activity_labels
+from gdfree.activity import ActivityClassifier, ActivityConfig, case_lesions, fit_activity, lesion_activity_labels
+from gdfree.activity.classifier import feature_image
 from gdfree.data.cases import ArrayCase
 from gdfree.metrics.activity import lesion_activity_case, lesion_activity_summary
 from gdfree.metrics.patient import roc_auc
@@ -107,3 +109,46 @@ def test_lesion_level_auc_of_a_hand_built_case_equals_the_hand_value():
     assert summary["f1"] == 0.0 and summary["n_lesions"] == 3 and summary["n_active"] == 1
     assert own.active.tolist() == [False, True] and own.score.tolist() == [0.9, 0.2]
     json.dumps(summary)  # JSON-ready
+
+
+def test_white_matter_features_are_the_cases_wm_ratio_image(tiny_cohort):
+    """Rebuilt from the z-scored image and its raw statistics: the image ``wm-ratio-clip10`` normalisation gives,
+    wherever the z-score did not clip."""
+    from gdfree.data.cases import WM_RATIO, load_array_case
+    from gdfree.io.adapters import discover
+
+    files = sorted(discover(tiny_cohort), key=lambda c: c.subject)[0]
+    mods = ("T1w", "T2w", "FLAIR")
+    z = load_array_case(files, mods, ("lesion",))
+    wm = load_array_case(files, mods, ("lesion",), normalisation=WM_RATIO)
+    assert feature_image(z, mods) is z.image
+    assert feature_image(wm, mods, "white-matter", WM_RATIO) is wm.image
+    rebuilt = feature_image(z, mods, "white-matter")
+    inside = z.brain & (np.abs(z.image) < 5).all(axis=0)
+    assert inside.sum() > 0.9 * z.brain.sum()
+    np.testing.assert_allclose(rebuilt[:, inside], wm.image[:, inside], atol=2e-3)
+    with pytest.raises(ValueError, match="feature_reference must be one of network, white-matter"):
+        ActivityConfig(feature_reference="csf")
+
+
+def test_predict_scores_lesions_on_the_features_the_classifier_was_fitted_on(cases, tmp_path):
+    """A white-matter classifier records its reference (a default one records nothing new), survives saving, and
+    predict's lesion scoring computes the features it was fitted on."""
+    from gdfree.io.bids import CaseFiles
+    from gdfree.metrics.lesions import DetectionRule
+    from gdfree.predict.case import score_lesions
+
+    raw = [dataclasses.replace(c, raw_stats=((1000.0, 100.0), (800.0, 50.0))) for c in cases]
+    mods = ("T1w", "FLAIR")
+    clf = fit_activity(raw[:10], raw[10:13], mods, ActivityConfig(feature_reference="white-matter"))
+    assert clf.meta["config"]["feature_reference"] == "white-matter" == clf.feature_reference
+    assert "feature_reference" not in fit_activity(cases[:10], cases[10:13], mods).meta["config"]
+    test = raw[14]
+    lesion = np.asarray(test.labels["lesion"])
+    own = clf.p_active(case_lesions(test, lesion, modalities=mods, reference="white-matter").features)
+    other = clf.p_active(case_lesions(test, lesion, modalities=mods).features)
+    assert np.abs(own - other).max() > 1e-3  # the reference changes the scores: the check below can fail
+    loaded = ActivityClassifier.load(clf.save(tmp_path / "wm"))
+    scored = score_lesions(loaded, test, {"mask": {}, "prob": {}, "lesions": []}, CaseFiles(test.subject),
+                           DetectionRule("msseg", 26, 0.0))  # fmt: skip
+    np.testing.assert_allclose([r["p_active"] for r in scored["rows"]], own, rtol=1e-6)

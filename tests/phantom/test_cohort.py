@@ -262,3 +262,37 @@ def test_a_confluent_band_is_labelled_lesion_along_the_ventricles_and_bright_on_
     assert ndimage.binary_dilation(vent, iterations=6)[new].mean() > 0.95  # along the ventricles
     wm = (anat.maps.wm > 0.95) & ~ndimage.binary_dilation(masks["lesion"], iterations=2)
     assert np.median(images["FLAIR"][new]) > 1.1 * np.median(images["FLAIR"][wm])
+
+
+def test_real_lesion_contrasts_change_only_each_lesions_contrast():
+    """The same seed places the same lesions; each one takes one measured real lesion's contrasts (post-Gd T1w as
+    T1w), and its rendered FLAIR follows the drawn ratio."""
+    from gdfree.phantom.config import real_lesion_contrasts
+
+    base = PhantomConfig(resolution_mm=2, lesions_min=16, active_count_probs=(0,) * 8 + (1.0,))
+    real = dataclasses.replace(base, lesion_contrasts="real-lesions")
+    calibrated, _ = sample_subject(np.random.default_rng([3, 0]), base, "001", [3, 0])
+    params, anat = sample_subject(np.random.default_rng([3, 0]), real, "001", [3, 0])
+    assert [les.centre_mm for les in params.lesions] == [les.centre_mm for les in calibrated.lesions]
+    assert [les.active for les in params.lesions] == [les.active for les in calibrated.lesions]
+    assert all(les.contrast is None for les in calibrated.lesions)
+    roles, table = real_lesion_contrasts()
+    rows = {tuple(np.round(r, 4)) for r in table}
+    for les in params.lesions:
+        assert les.contrast is not None and tuple(les.contrast[r] for r in roles) in rows
+        assert les.contrast["T1gd"] == les.contrast["T1w"] and "PD" not in les.contrast
+    images, masks, affine = render_subject(params, real, anat)
+    flair = images["FLAIR"] / _wm_median(images["FLAIR"], anat, masks)
+    drawn, seen = [], []
+    for les in params.lesions:
+        r = render_lesion(les, affine, anat.maps.shape, halo_radius_mm=real.halo_radius_mm,
+                          halo_width_mm=real.halo_width_mm, supersample=4)  # fmt: skip
+        core = r.lesion >= 0.9
+        if not les.active and core.sum() >= 4:
+            drawn.append(les.contrast["FLAIR"])  # type: ignore[index]
+            seen.append(float(np.median(flair[r.slices][core])))
+    assert len(drawn) >= 4
+    assert stats.spearmanr(drawn, seen).statistic > 0.6, (drawn, seen)
+    assert 0.85 < float(np.median(np.divide(seen, drawn))) < 1.15, (drawn, seen)
+    with pytest.raises(ValueError, match="lesion_contrasts: expected one of calibrated, real-lesions"):
+        PhantomConfig(lesion_contrasts="measured")

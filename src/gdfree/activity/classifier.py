@@ -29,16 +29,18 @@ import numpy as np
 
 from gdfree.activity.features import feature_names, label_case_lesions, lesion_activity_labels, lesion_features
 from gdfree.arrays import sigmoid
-from gdfree.data.cases import NORMALISATION, ArrayCase
+from gdfree.data.cases import NORMALISATION, WM_RATIO, ArrayCase, normalise
 from gdfree.io.images import atomic_path
 from gdfree.io.tables import write_json
+from gdfree.types import PAIR_ROLES
 
 __all__ = [
-    "ActivityClassifier", "ActivityConfig", "CaseLesions", "case_lesions", "fit_activity", "fit_activity_dataset",
-    "meta_digest",
+    "FEATURE_REFERENCES", "ActivityClassifier", "ActivityConfig", "CaseLesions", "case_lesions", "feature_image",
+    "fit_activity", "fit_activity_dataset", "meta_digest",
 ]  # fmt: skip
 
 MODEL_FILE, META_FILE = "activity_model.txt", "activity.json"
+FEATURE_REFERENCES = ("network", "white-matter")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,12 @@ class ActivityConfig:
     min_child_samples: int = 10
     min_volume_mm3: float = 0.0
     seed: int = 0
+    feature_reference: str = "network"  # or "white-matter": intensity features as ratios to the case's white matter
 
     def __post_init__(self) -> None:
+        if self.feature_reference not in FEATURE_REFERENCES:
+            raise ValueError(f"activity: feature_reference must be one of {', '.join(FEATURE_REFERENCES)}, "
+                             f"got {self.feature_reference!r}")  # fmt: skip
         if self.n_estimators < 1 or self.num_leaves < 2 or self.min_child_samples < 1 or self.learning_rate <= 0:
             raise ValueError("activity: n_estimators >= 1, num_leaves >= 2, min_child_samples >= 1, learning_rate > 0")
 
@@ -68,18 +74,43 @@ class CaseLesions:
     active: np.ndarray | None
 
 
+def feature_image(
+    case: ArrayCase, modalities: Sequence[str], reference: str = "network", normalisation: str = NORMALISATION
+) -> np.ndarray:
+    """The channels the intensity features are computed on: ``network``, the case's image as normalised for the
+    network; ``white-matter``, each channel as a ratio to the case's white matter (``wm-ratio-clip10``, white
+    matter from the T1w), rebuilt from the network's normalisation through ``case.raw_stats``, so that real and
+    phantom lesions are on one scale whatever the brain's spread (a voxel the network's normalisation clipped
+    stays at the clip's raw level). The prior-exam difference channel keeps its own unit. ``normalisation``: the
+    case's (nothing to redo when it is already ``wm-ratio-clip10``)."""
+    if reference == "network" or normalisation == WM_RATIO:
+        return case.image
+    if not case.raw_stats:
+        raise ValueError(f"{case.case_id}: no raw intensity statistics to refer the features to white matter")
+    raw = np.stack([np.where(case.brain, centre + unit * case.image[c], 0.0).astype(np.float32)
+                    for c, (centre, unit) in enumerate(case.raw_stats)])  # fmt: skip
+    out = normalise(raw, case.brain, WM_RATIO, modalities=modalities)
+    for c, m in enumerate(modalities):
+        if m in PAIR_ROLES and m != "priorFLAIR":
+            out[c] = case.image[c]
+    return out
+
+
 def case_lesions(
-    case: ArrayCase, lesion: np.ndarray, network: Any = None, device: str = "cpu", min_volume_mm3: float = 0.0
-) -> CaseLesions:
+    case: ArrayCase, lesion: np.ndarray, network: Any = None, device: str = "cpu", min_volume_mm3: float = 0.0,
+    *, modalities: Sequence[str] = (), reference: str = "network",
+) -> CaseLesions:  # fmt: skip
     """Label the lesions of ``lesion`` (an all-lesion mask on the case's grid) and compute their features;
-    ``network``: a TrainedModel whose probability maps add features. The activity label comes from the
-    case's ``enhancing`` label when it has one."""
+    ``network``: a TrainedModel whose probability maps add features; ``reference``: :func:`feature_image`'s
+    (``modalities``: the case's channel roles). The activity label comes from the case's ``enhancing`` label
+    when it has one."""
     labels, n = label_case_lesions(lesion, case.spacing_mm, min_volume_mm3)
     probs = None
     if network is not None:
         maps = network.probabilities(case.image, device, case.brain, case.spacing_mm)
         probs = {h: np.where(case.brain, maps[i], 0.0) for i, h in enumerate(network.heads)}
-    feats = lesion_features(case.image, labels, n, case.spacing_mm, probs)
+    norm = getattr(network, "normalisation", NORMALISATION)
+    feats = lesion_features(feature_image(case, modalities, reference, norm), labels, n, case.spacing_mm, probs)
     enh = case.labels.get("enhancing")
     return CaseLesions(case.case_id, labels, n, feats, None if enh is None else lesion_activity_labels(labels, n, enh))
 
@@ -118,6 +149,12 @@ class ActivityClassifier:
     threshold: float
     training_fingerprints: frozenset[str]
     meta: dict[str, Any]
+
+    @property
+    def feature_reference(self) -> str:
+        """What the intensity features are referred to (:func:`feature_image`); classifiers fitted before the
+        option existed used the network's normalisation."""
+        return str(self.meta.get("config", {}).get("feature_reference", "network"))
 
     def p_active(self, features: np.ndarray) -> np.ndarray:
         """Calibrated probability that each lesion (row of ``features``) is active."""
@@ -193,6 +230,15 @@ def meta_digest(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _config_record(cfg: ActivityConfig) -> dict[str, Any]:
+    """``cfg`` as recorded in ``activity.json``; the default feature reference is left out, so a classifier fitted
+    as before the option existed is recorded as it was."""
+    record = asdict(cfg)
+    if record["feature_reference"] == "network":
+        del record["feature_reference"]
+    return record
+
+
 def _stack(items: Sequence[CaseLesions]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with_labels = [c for c in items if c.active is not None]
     if not with_labels:
@@ -231,7 +277,8 @@ def fit_activity(
         for c in cases:
             if c.labels.get("lesion") is None:
                 raise ValueError(f"activity: {name} case {c.case_id} has no lesion label")
-        items = [case_lesions(c, np.asarray(c.labels["lesion"]), network, device, cfg.min_volume_mm3) for c in cases]
+        items = [case_lesions(c, np.asarray(c.labels["lesion"]), network, device, cfg.min_volume_mm3,
+                              modalities=modalities, reference=cfg.feature_reference) for c in cases]  # fmt: skip
         x, y, groups = _stack(items)
         if y.all() or not y.any():
             raise ValueError(f"activity: the {name} lesions are all {'active' if y.all() else 'inactive'}")
@@ -248,7 +295,7 @@ def fit_activity(
     threshold, f1 = _f1_threshold(y_va, p_va)
     heads = tuple(network.heads) if network is not None else ()
     meta: dict[str, Any] = {
-        "kind": "lightgbm", "config": asdict(cfg), "features": feature_names(modalities, heads),
+        "kind": "lightgbm", "config": _config_record(cfg), "features": feature_names(modalities, heads),
         "modalities": list(modalities), "normalisation": getattr(network, "normalisation", NORMALISATION),
         "network_heads": list(heads),
         "network_sha256": getattr(network, "weights_sha256", "") if network is not None else "",

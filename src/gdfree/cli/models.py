@@ -82,8 +82,11 @@ def activity(
     val_fraction: Annotated[float, typer.Option(help="Patients that calibrate and set the threshold.")] = 0.2,
     test_fraction: Annotated[float, typer.Option(help="Patients left out (listed in activity.json).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the split and the booster.")] = 0,
+    feature_reference: Annotated[str, typer.Option(
+        help="Intensity features in the network's normalisation ('network') or as ratios to the case's white "
+             "matter ('white-matter': real and phantom lesions on one scale).")] = "network",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-) -> None:
+) -> None:  # fmt: skip
     """Fit the lesion-level activity classifier (gradient boosting on each lesion's intensity, texture and shape
     features) on training patients, calibrated on validation patients; use it with predict --activity."""
     from gdfree.activity import ActivityConfig, fit_activity_dataset
@@ -91,7 +94,11 @@ def activity(
     from gdfree.train.config import SplitConfig
 
     check_output_folder(out, [*data, *([model] if model else [])])
-    clf = fit_activity_dataset(data, out, modalities=split(modalities) or (), cfg=ActivityConfig(seed=seed),
+    try:
+        cfg = ActivityConfig(seed=seed, feature_reference=feature_reference)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--feature-reference") from exc
+    clf = fit_activity_dataset(data, out, modalities=split(modalities) or (), cfg=cfg,
                                split=SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
                                network=model, device=check_device(device))  # fmt: skip
     val = clf.meta["validation"]

@@ -14,17 +14,27 @@ T1gd       0.78, 0.74      0.20, 0.11       0.69, 0.54      0.021, 0.032
 
 PD has no shared real image; its defaults are textbook values (GM/WM 1.15, CSF/WM 1.3, lesion/WM 1.3),
 not measurements. Black holes (T1w 0.35 x WM) and the signature gains are design choices.
+
+These medians pool every lesion voxel, so patient19's large confluent lesions dominate them. Lesion by lesion
+(the core of each of the 45 consensus lesions of >= 30 mm3, :func:`real_lesion_contrasts`) real lesions are
+fainter: T1w 0.53-0.93 x WM (5th-95th percentile; median 0.80), T2w 1.27-2.38 (1.57), FLAIR 1.21-1.70 (1.42).
+``lesion_contrasts: real-lesions`` draws each lesion's contrasts from those rows.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
 
 from gdfree.phantom.lesions import LOCATIONS, PATTERNS
 from gdfree.phantom.randomise import DomainRandomisation
 from gdfree.types import POST_CONTRAST, PRE_CONTRAST, canonical_modality
 
-__all__ = ["CONTRASTS", "NOISE_SD", "SIGNATURE_EFFECTS", "WM_LEVEL", "PhantomConfig"]
+__all__ = ["CONTRASTS", "LESION_CONTRAST_SOURCES", "NOISE_SD", "SIGNATURE_EFFECTS", "WM_LEVEL", "PhantomConfig",
+           "real_lesion_contrasts"]  # fmt: skip
 
 
 CONTRASTS: dict[str, dict[str, float]] = {
@@ -48,6 +58,20 @@ SIGNATURE_EFFECTS = {
 
 
 WM_LEVEL = 1000.0
+
+
+LESION_CONTRAST_SOURCES = ("calibrated", "real-lesions")
+
+
+@functools.lru_cache(maxsize=1)
+def real_lesion_contrasts() -> tuple[tuple[str, ...], np.ndarray]:
+    """(roles, (n, len(roles)) lesion/WM ratios) of the shipped real lesions (``real_lesion_contrasts.json``,
+    measured by ``benchmarks/calibrate_phantom.py --lesions``; source and licence in LESION_SHAPES.md)."""
+    import json
+
+    data = json.loads(resources.files("gdfree.phantom").joinpath("real_lesion_contrasts.json").read_text())
+    roles = tuple(data["roles"])
+    return roles, np.array([[row[r] for r in roles] for row in data["lesions"]], np.float64)
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,8 @@ class PhantomConfig:
     vessel_gain: float = 1.0
     lesion_confounders: float = 0.0  # per lesion: probability of an enhancing vein through or along it (and, when
     # periventricular, of enhancing ventricle wall / choroid plexus against it); see :func:`lesion_confounders`
+    lesion_contrasts: str = "calibrated"  # or "real-lesions": each lesion's contrasts drawn from the measured real
+    # lesions (:func:`real_lesion_contrasts`), in place of the one calibrated level + jitter
     supersample: int = 0  # 0: automatic (about 0.5 mm sub-samples, at least 2 per axis)
     domain_randomisation: DomainRandomisation = field(default_factory=DomainRandomisation)
 
@@ -95,6 +121,9 @@ class PhantomConfig:
             raise ValueError(f"modalities {self.modalities}: expected pre-contrast ones of {PRE_CONTRAST}")
         if any(m not in PRE_CONTRAST for m in sig):
             raise ValueError(f"signature_modalities {self.signature_modalities}: expected some of {PRE_CONTRAST}")
+        if self.lesion_contrasts not in LESION_CONTRAST_SOURCES:
+            raise ValueError(f"lesion_contrasts: expected one of {', '.join(LESION_CONTRAST_SOURCES)}, "
+                             f"got {self.lesion_contrasts!r}")  # fmt: skip
         if self.signature_strength < 0:
             raise ValueError(f"signature_strength: expected >= 0, got {self.signature_strength}")
         if not 0 <= self.lesions_min <= self.lesions_max:

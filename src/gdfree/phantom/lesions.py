@@ -80,6 +80,7 @@ class LesionParams:
     enhancing_volume_mm3: float = 0.0
     mask_voxels: int = 0
     scale: float = 1.0  # linear size relative to the drawn lesion (a prior session's smaller or larger lesion)
+    contrast: dict[str, float] | None = None  # modality -> lesion/WM ratio drawn from real lesions (no jitter)
 
     def to_json(self) -> dict:
         return asdict(self)

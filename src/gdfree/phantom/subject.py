@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from gdfree.phantom.anatomy import DeformParams, SubjectAnatomy, deform, sample_deform, template_maps
-from gdfree.phantom.config import WM_LEVEL, PhantomConfig
+from gdfree.phantom.config import WM_LEVEL, PhantomConfig, real_lesion_contrasts
 from gdfree.phantom.lesions import LesionParams, render_lesion, sample_lesions
 from gdfree.phantom.randomise import apply_blur, confluent_fraction, sample_domain
 from gdfree.types import POST_CONTRAST
@@ -79,6 +79,8 @@ def sample_subject(
         domain = sample_domain(rng, cfg.domain_randomisation, roles)
         factor = domain["bias_strength"] / cfg.bias_strength if cfg.bias_strength > 0 else 0.0
         bias = {m: np.round(np.asarray(c) * factor, 4).tolist() for m, c in bias.items()}
+    if cfg.lesion_contrasts == "real-lesions":  # drawn after everything else, as the domain
+        _draw_real_contrasts(rng, lesions, roles)
     params = SubjectParams(
         subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions, domain
     )
@@ -130,6 +132,18 @@ def _vessels(anat: SubjectAnatomy, seed: int) -> np.ndarray:
     weight[choroid] = 1.0
     weight[sinus] = 1.0
     return weight
+
+
+def _draw_real_contrasts(rng: np.random.Generator, lesions: list[LesionParams], roles: tuple[str, ...]) -> None:
+    """Give each lesion the T1w, T2w and FLAIR contrasts of one measured real lesion, drawn with replacement (the
+    rows keep each lesion's modalities together: a faint lesion is faint on all); the post-Gd T1w takes the T1w's
+    (one tissue), other roles keep the calibrated level."""
+    measured, table = real_lesion_contrasts()
+    for lesion in lesions:
+        row = table[int(rng.integers(len(table)))]
+        lesion.contrast = {r: round(float(v), 4) for r, v in zip(measured, row, strict=True) if r in roles}
+        if "T1w" in lesion.contrast and POST_CONTRAST in roles:
+            lesion.contrast[POST_CONTRAST] = lesion.contrast["T1w"]
 
 
 CONFOUNDER_KINDS = {1: "vein through a lesion", 2: "vein along a lesion", 3: "ventricle wall / choroid plexus"}
@@ -260,13 +274,14 @@ def render_subject(
         sig = s if lesion.active else 0.0
         lesion_texture = _smooth_noise(np.random.default_rng(lesion.texture_seed), r.lesion.shape, 1.0 / m.spacing_mm)
         for role in roles:
-            contrast = contrasts[role]["lesion"]
+            own = lesion.contrast is not None and role in lesion.contrast
+            contrast = lesion.contrast[role] if own else contrasts[role]["lesion"]  # type: ignore[index]
             if lesion.black_hole and role in ("T1w", POST_CONTRAST):
                 # randomised: half-way between CSF and the lesion, as the defaults (0.10, 0.35, 0.60)
                 contrast = (contrast + contrasts[role]["CSF"]) / 2 if domain else cfg.black_hole_T1
             if "T1w" in cfg.signature_modalities and role in ("T1w", POST_CONTRAST):
                 contrast += (1.0 - contrast) * min(1.0, cfg.iso_shift * sig)
-            level: Any = np.float32(contrast * lesion.contrast_jitter[role])
+            level: Any = np.float32(contrast * (1.0 if own else lesion.contrast_jitter[role]))
             if role == "T2w" and "T2w" in cfg.signature_modalities:
                 level = level * (1 + cfg.heterogeneity * sig * lesion_texture)
             img = rel[role]

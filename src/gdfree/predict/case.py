@@ -215,6 +215,7 @@ def score_lesions(
     """``p_active`` of every visible lesion (reference mask, else the lesion head's); adds it to the enhancing
     lesion rows of ``result`` (formed under ``rule``) and returns the all-lesion rows, the id map and the
     case's summary columns."""
+    from gdfree.activity.classifier import feature_image
     from gdfree.activity.features import label_case_lesions, lesion_features
 
     reference = case.labels.get("lesion")
@@ -228,7 +229,8 @@ def score_lesions(
     probs = {h: result["prob"][h] for h in scorer.network_heads}
     min_mm3 = float(scorer.meta["config"]["min_volume_mm3"])
     ids, n = label_case_lesions(lesion, case.spacing_mm, min_mm3)
-    p = scorer.p_active(lesion_features(case.image, ids, n, case.spacing_mm, probs or None))
+    image = feature_image(case, scorer.modalities, scorer.feature_reference, scorer.meta["normalisation"])
+    p = scorer.p_active(lesion_features(image, ids, n, case.spacing_mm, probs or None))
     # lesion_rows labels the same components (the one lesion rule, same minimum volume) in the same order
     rows = lesion_rows(np.zeros(ids.shape, np.float32), ids > 0, case.affine, DetectionRule("msseg", 6, min_mm3))
     all_rows = [{k: r[k] for k in _ALL_LESION_COLUMNS[:5]} | {"source": source, "p_active": float(q),
