@@ -19,6 +19,9 @@ Baselines in the same table: every lesion active (F1), the lesion's volume alone
         --arm wm-both=/tmp/fr2/cohort-1-activity+/tmp/s41/act-rl:white-matter \\
         --test default=/tmp/fr2/cohort-1-heldout --test real-contrast=/tmp/s41/test-rl \\
         --real /tmp/rl/real2mm --out /tmp/s41/activity
+
+An arm's seed (``NAME=COHORTS:REFERENCE:SEED``, default 0) seeds its split and its booster: the same arm refitted
+with other seeds shows how much its calls on real lesions owe to one fit.
 """
 
 from __future__ import annotations
@@ -40,18 +43,23 @@ _spec.loader.exec_module(real_lesions)
 N_BOOT = 2000
 
 
+def parse_arm(spec: str) -> tuple[str, list[Path], str, int]:
+    """``NAME=COHORT[+COHORT...]:REFERENCE[:SEED]`` -> (name, cohorts, reference, seed of split and booster)."""
+    name, rest = spec.split("=", 1)
+    cohorts, reference, *seed = rest.split(":")
+    return name, [Path(c) for c in cohorts.split("+")], reference, int(seed[0]) if seed else 0
+
+
 def fit_arm(spec: str, out: Path, network: Path) -> tuple[str, Path]:
-    """``NAME=COHORT[+COHORT...]:REFERENCE`` -> (name, classifier folder), fitted unless already there."""
+    """An arm's spec (:func:`parse_arm`) -> (name, classifier folder), fitted unless already there."""
     from gdfree.activity import ActivityConfig, fit_activity_dataset
     from gdfree.train.config import SplitConfig
 
-    name, rest = spec.split("=", 1)
-    cohorts, reference = rest.rsplit(":", 1)
+    name, cohorts, reference, seed = parse_arm(spec)
     folder = out / "classifiers" / name
     if not (folder / "activity.json").is_file():
-        fit_activity_dataset([Path(c) for c in cohorts.split("+")], folder, network=network,
-                             split=SplitConfig(test_fraction=0.0, seed=0),
-                             cfg=ActivityConfig(seed=0, feature_reference=reference))  # fmt: skip
+        fit_activity_dataset(cohorts, folder, network=network, split=SplitConfig(test_fraction=0.0, seed=seed),
+                             cfg=ActivityConfig(seed=seed, feature_reference=reference))  # fmt: skip
     return name, folder
 
 
@@ -103,14 +111,15 @@ class _Cached:
 
 def markdown(result: dict[str, Any]) -> str:
     tests = list(result["phantom"])
-    head = ["arm", "feature reference", "fitted on"]
+    head = ["arm", "feature reference", "fitted on (seed)"]
     for t in tests:
         head += [f"{t}: lesion AUC [95% CI]", f"{t}: F1 [95% CI]"]
     head += [f"{p}: called active / visible" for p in real_lesions.PATIENTS]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for name in result["phantom"][tests[0]]:
+    names = result["phantom"][tests[0]] if tests else result["real"]
+    for name in names:
         arm = result["arms"].get(name, {})
-        row = [name, arm.get("reference", ""), arm.get("cohorts", "")]
+        row = [name, arm.get("reference", ""), f"{arm['cohorts']} ({arm.get('seed', 0)})" if arm else ""]
         for t in tests:
             r = result["phantom"][t][name]
             row += [f"{r['auc']:.3f} [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]",
@@ -128,10 +137,12 @@ def main() -> None:
     from gdfree.infer.model import TrainedModel
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arm", action="append", default=[], help="NAME=COHORT[+COHORT...]:network|white-matter")
+    parser.add_argument("--arm", action="append", default=[],
+                        help="NAME=COHORT[+COHORT...]:network|white-matter[:SEED]")
     parser.add_argument("--test", action="append", default=[], help="NAME=DATASET of phantom test patients")
     parser.add_argument("--real", type=Path, required=True, help="the real patients, prepared at 2 mm")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", default="activity_real", help="file name of the JSON and markdown results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     network_dir = PRETRAINED / "network"
@@ -139,9 +150,8 @@ def main() -> None:
     classifiers = {name: ActivityClassifier.load(f) for name, f in folders.items()}
     arms = {"shipped": {"reference": classifiers["shipped"].feature_reference, "cohorts": "shipped"}}
     for a in args.arm:
-        name, rest = a.split("=", 1)
-        cohorts, reference = rest.rsplit(":", 1)
-        arms[name] = {"reference": reference, "cohorts": " + ".join(Path(c).name for c in cohorts.split("+"))}
+        name, cohorts, reference, seed = parse_arm(a)
+        arms[name] = {"reference": reference, "cohorts": " + ".join(c.name for c in cohorts), "seed": seed}
     network = TrainedModel.load(network_dir)
     result: dict[str, Any] = {"arms": arms, "phantom": {}, "real": {}}
     for t in args.test:
@@ -151,8 +161,8 @@ def main() -> None:
     for name, folder in folders.items():
         result["real"][name] = real_lesions.activity_plausibility(args.real.resolve(), args.out, network_dir, folder)
         print(name, result["real"][name])
-    (args.out / "activity_real.json").write_text(json.dumps(result, indent=1))
-    (args.out / "activity_real.md").write_text(markdown(result))
+    (args.out / args.name).with_suffix(".json").write_text(json.dumps(result, indent=1))
+    (args.out / args.name).with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
 
 

@@ -16,6 +16,10 @@ enhancing head gets no gradient) and a share of the patches:
   (``normalisation: wm-ratio-clip10``), the unit the phantom's contrasts were calibrated in;
 - ``phantom-dr`` and ``real-dr``: ``phantom`` and ``real`` on a domain-randomised phantom cohort (per-subject
   contrasts, noise, bias, texture and blur; confluent periventricular lesions in 30% of subjects).
+- ``phantom-rlc`` and ``phantom-rlc-wm``: ``phantom`` and ``phantom-wm`` on the same phantom patients with each
+  lesion's contrasts drawn from the measured real lesions (``lesion_contrasts: real-lesions``): fainter lesions,
+  many nearly iso-intense on T1w, as real ones are; ``phantom-mix-wm``: ``phantom-wm`` on both cohorts, half the
+  patches from each.
 
 Baselines, scored by the same code on the same masks: the FLAIR rule (:mod:`gdfree.infer.flair_rule`) with
 ``k`` fitted on the fold's training real patient only, and the same rule at the issue's fixed ``k = 2.5``
@@ -28,7 +32,10 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     gdfree synth --out PHANTOM --subjects 40 --resolution 2 --seed 0
     gdfree synth --out PHANTOM_DR --subjects 40 --resolution 2 --seed 0 --config dr.yaml
     #   dr.yaml: {resolution_mm: 2, domain_randomisation: {enabled: true, confluent_probability: 0.3}}
-    python benchmarks/real_lesions.py configs --phantom PHANTOM --phantom-dr PHANTOM_DR --real REAL --out OUT
+    gdfree synth --out PHANTOM_RLC --subjects 40 --resolution 2 --seed 0 --config rlc.yaml
+    #   rlc.yaml: {resolution_mm: 2, lesion_contrasts: real-lesions}
+    python benchmarks/real_lesions.py configs --phantom PHANTOM --phantom-dr PHANTOM_DR --phantom-rlc PHANTOM_RLC \
+        --real REAL --out OUT
     python benchmarks/real_lesions.py train --out OUT --jobs 2                          # OUT/runs/*
     python benchmarks/real_lesions.py score --real REAL --phantom PHANTOM --out OUT [--figures docs/img]
     python benchmarks/real_lesions.py activity --real REAL --phantom2 PHANTOM2 --out OUT  # seed-1 phantoms
@@ -64,6 +71,9 @@ ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisatio
     "real-dr": ("real-dr-{held}", "zscore-brain-clip5", REAL_SHARE, 0.0, 0.0, "dr"),
     "phantom-wm": ("phantom-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default"),
     "real-wm": ("real-wm-{held}", "wm-ratio-clip10", REAL_SHARE, 0.0, 0.0, "default"),
+    "phantom-rlc": ("phantom-rlc", "zscore-brain-clip5", None, 0.0, 0.0, "rlc"),
+    "phantom-rlc-wm": ("phantom-rlc-wm", "wm-ratio-clip10", None, 0.0, 0.0, "rlc"),
+    "phantom-mix-wm": ("phantom-mix-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default+rlc"),
 }
 
 
@@ -83,13 +93,15 @@ def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps
     cohort is None is left out)."""
     (out / "cfg").mkdir(parents=True, exist_ok=True)
     for arm, (pattern, norm, share, sim, fade, kind) in ARMS.items():
-        phantom = phantoms.get(kind)
-        if phantom is None:
+        cohorts = [phantoms.get(k) for k in kind.split("+")]
+        if any(c is None for c in cohorts):
             print(f"{arm}: no {kind} phantom cohort given; no config")
             continue
-        val = [f"{phantom}:{i:03d}" for i in range(33, 41)]
+        val = [f"{c}:{i:03d}" for c in cohorts for i in range(33, 41)]
+        each = None if len(cohorts) == 1 else round((1 - (share or 0)) / len(cohorts), 4)
         for held in PATIENTS if "{held}" in pattern else ("",):
-            datasets: list[dict[str, Any]] = [{"path": str(phantom), "labels": ["enhancing", "lesion"]}]
+            datasets: list[dict[str, Any]] = [{"path": str(c), "labels": ["enhancing", "lesion"]}
+                                              | ({"share": each} if each else {}) for c in cohorts]  # fmt: skip
             if share:
                 datasets.append({"path": str(real), "labels": ["lesion"], "share": share})
             cfg: dict[str, Any] = {
@@ -475,6 +487,7 @@ def main() -> None:
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--phantom-dr", type=Path, help="a domain-randomised phantom cohort (the *-dr arms)")
+    parser.add_argument("--phantom-rlc", type=Path, help="a real-lesion-contrast phantom cohort (the *-rlc arms)")
     parser.add_argument("--real", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
@@ -483,7 +496,8 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args()
     if args.what == "configs":
-        cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None}
+        cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None,
+                   "rlc": args.phantom_rlc.resolve() if args.phantom_rlc else None}
         write_configs(cohorts, args.real.resolve(), args.out, args.steps)
     elif args.what == "train":
         train_all(args.out, args.jobs, [n for n in args.only.split(",") if n])
