@@ -16,12 +16,14 @@ code on:
 Baselines in the same table: every lesion active (F1), the lesion's volume alone (AUC).
 
     python benchmarks/activity_real.py --arm wm-default=/tmp/fr2/cohort-1-activity:white-matter \\
-        --arm wm-both=/tmp/fr2/cohort-1-activity+/tmp/s41/act-rl:white-matter \\
+        --arm net-both=/tmp/fr2/cohort-1-activity+/tmp/s41/act-rl2:network \\
         --test default=/tmp/fr2/cohort-1-heldout --test real-contrast=/tmp/s41/test-rl \\
         --real /tmp/rl/real2mm --out /tmp/s41/activity
 
-An arm's seed (``NAME=COHORTS:REFERENCE:SEED``, default 0) seeds its split and its booster: the same arm refitted
-with other seeds shows how much its calls on real lesions owe to one fit.
+Cohorts fitted together must hold different patients (``act-rl2``: seed 3, ``--first 3000``): the same seed's
+patients with other contrasts are the same patients, and the classifier refuses a patient in both its training and
+validation parts. An arm's seed (``NAME=COHORTS:REFERENCE:SEED``, default 0) seeds its split and its booster:
+the same arm refitted with other seeds shows how much its calls on real lesions owe to one fit.
 """
 
 from __future__ import annotations
