@@ -8,11 +8,11 @@ the median intensity of GM, CSF and consensus lesions relative to normal-appeari
 estimate (robust std of the difference of neighbouring voxels in WM / sqrt(2), relative to WM).
 
 With ``--lesions FILE`` it also writes each consensus lesion's own contrast (the phantom's ``lesion_contrasts:
-real-lesions`` draws from it, :mod:`gdfree.phantom.lesions`): per lesion of at least ``MIN_LESION_MM3`` (the one
-lesion rule's components), the median of its core (the lesion eroded by one voxel, the whole lesion when fewer than
-``MIN_CORE_VOXELS`` remain) over the patient's normal-appearing WM median, per modality. The voxel medians above
-pool every lesion voxel, so the large confluent lesions of patient19 dominate them; these rows weigh every lesion
-alike.
+real-lesions`` draws from it, :func:`gdfree.phantom.config.real_lesion_contrasts`): per lesion of at least
+``MIN_LESION_MM3`` (the one lesion rule's components), the median of its core (the lesion eroded by one voxel, the
+whole lesion when fewer than ``MIN_CORE_VOXELS`` remain) over the patient's normal-appearing WM median, per
+modality. The voxel medians above pool every lesion voxel, so the large confluent lesions of patient19 dominate
+them; these rows weigh every lesion alike.
 
     python benchmarks/calibrate_phantom.py [--data ../shared/data/open_ms_data] \
         [--lesions src/gdfree/phantom/real_lesion_contrasts.json]
@@ -31,6 +31,7 @@ from gdfree.arrays import label_components
 from gdfree.io.adapters import discover_open_ms_data
 from gdfree.io.bids import load_case
 from gdfree.io.tables import write_json
+from gdfree.types import Case, spacing_from_affine
 
 MIN_LESION_MM3, MIN_CORE_VOXELS = 30.0, 8
 LESION_ROLES = ("T1w", "T2w", "FLAIR")
@@ -45,12 +46,11 @@ def _kmeans_1d(values: np.ndarray, k: int = 3, iterations: int = 50) -> np.ndarr
     return np.sort(centres)
 
 
-def lesion_rows(case: object, lesion: np.ndarray, wm: np.ndarray, subject: str) -> list[dict[str, object]]:
+def lesion_rows(case: Case, lesion: np.ndarray, wm: np.ndarray, subject: str) -> list[dict[str, object]]:
     """One row per lesion of ``lesion`` of at least MIN_LESION_MM3: its core median / the WM median per role."""
-    first = case.images["FLAIR"]  # type: ignore[attr-defined]
-    spacing = tuple(float(s) for s in np.sqrt((np.asarray(first.affine)[:3, :3] ** 2).sum(axis=0)))
+    spacing = spacing_from_affine(case.images["FLAIR"].affine)
     labels, _ = label_components(lesion, spacing, min_volume_mm3=MIN_LESION_MM3)
-    wm_level = {r: float(np.median(case.images[r].data[wm])) for r in LESION_ROLES}  # type: ignore[attr-defined]
+    wm_level = {r: float(np.median(case.images[r].data[wm])) for r in LESION_ROLES}
     rows: list[dict[str, object]] = []
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
         one = labels[box] == i
@@ -58,7 +58,7 @@ def lesion_rows(case: object, lesion: np.ndarray, wm: np.ndarray, subject: str) 
         core = core if core.sum() >= MIN_CORE_VOXELS else one
         row: dict[str, object] = {"subject": subject, "volume_mm3": round(float(one.sum() * np.prod(spacing)), 1)}
         for r in LESION_ROLES:
-            values = np.asarray(case.images[r].data[box], np.float64)[core]  # type: ignore[attr-defined]
+            values = np.asarray(case.images[r].data[box], np.float64)[core]
             row[r] = round(float(np.median(values)) / wm_level[r], 4)
         rows.append(row)
     return rows

@@ -274,14 +274,14 @@ def render_subject(
         sig = s if lesion.active else 0.0
         lesion_texture = _smooth_noise(np.random.default_rng(lesion.texture_seed), r.lesion.shape, 1.0 / m.spacing_mm)
         for role in roles:
-            own = lesion.contrast is not None and role in lesion.contrast
-            contrast = lesion.contrast[role] if own else contrasts[role]["lesion"]  # type: ignore[index]
+            own = (lesion.contrast or {}).get(role)
+            contrast = own if own is not None else contrasts[role]["lesion"]
             if lesion.black_hole and role in ("T1w", POST_CONTRAST):
                 # randomised: half-way between CSF and the lesion, as the defaults (0.10, 0.35, 0.60)
                 contrast = (contrast + contrasts[role]["CSF"]) / 2 if domain else cfg.black_hole_T1
             if "T1w" in cfg.signature_modalities and role in ("T1w", POST_CONTRAST):
                 contrast += (1.0 - contrast) * min(1.0, cfg.iso_shift * sig)
-            level: Any = np.float32(contrast * (1.0 if own else lesion.contrast_jitter[role]))
+            level: Any = np.float32(contrast * (1.0 if own is not None else lesion.contrast_jitter[role]))
             if role == "T2w" and "T2w" in cfg.signature_modalities:
                 level = level * (1 + cfg.heterogeneity * sig * lesion_texture)
             img = rel[role]
