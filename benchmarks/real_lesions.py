@@ -236,6 +236,85 @@ def score(real: Path, out: Path, figures: Path | None, phantom: Path | None = No
     return result
 
 
+def _raw_t1(files: Any) -> np.ndarray:
+    from gdfree.io.bids import load_case
+
+    return np.asarray(load_case(files, modalities=["T1w"], required=["T1w"]).images["T1w"].data, np.float32)
+
+
+def _network_masks(run: Path, files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(lesion mask of the network in ``run``, raw T1w, brain, reference lesion mask) of each case in ``files``."""
+    from gdfree.data.cases import load_array_case
+    from gdfree.infer.model import TrainedModel
+
+    model = TrainedModel.load(run)
+    out = []
+    for f in files:
+        case = load_array_case(f, model.modalities, ("lesion",), normalisation=model.normalisation)
+        prob, _ = model.predict(case.image, brain=case.brain, spacing_mm=case.spacing_mm)
+        lesion = np.where(case.brain, prob[model.heads.index("lesion")], 0.0)
+        mask = model.masks({"lesion": lesion}, case.spacing_mm)["lesion"]
+        out.append((mask, _raw_t1(f), np.asarray(case.brain, bool), np.asarray(case.labels["lesion"], bool)))
+    return out
+
+
+def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list[dict[str, Any]]:
+    """Each arm (and the FLAIR rule fitted on the phantoms + the other patient) on each held-out patient, before
+    and after dropping the predicted lesions that white matter does not surround
+    (:mod:`gdfree.infer.tissue_filter`), with the white-matter fraction fitted on training cases only: the
+    network's own validation phantoms (its split) + the other real patient, or for the rule the 32 phantom
+    training patients + the other real patient. Writes OUT/tissue_filter_<grid>.json and .md."""
+    from gdfree.data.cases import load_array_case
+    from gdfree.infer.flair_rule import fit_flair_k, flair_rule
+    from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter
+    from gdfree.io.adapters import discover
+
+    files = _real_cases(real)
+    cohorts: dict[str, dict[str, Any]] = {}  # validation phantoms of each run, by cohort folder and subject
+    rule_phantoms = sorted(discover(phantom), key=lambda c: c.subject)[:32]
+    rows = []
+    for held in PATIENTS:
+        other = next(p for p in PATIENTS if p != held)
+        case = load_array_case(files[held], ("FLAIR",), ("lesion",))
+        ref, t1, brain = np.asarray(case.labels["lesion"], bool), _raw_t1(files[held]), np.asarray(case.brain, bool)
+        fitted: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        rule_cases = [*_phantom_rule_cases(phantom), (_raw_flair(files[other]), *_case_parts(files[other]))]
+        k, _ = fit_flair_k(rule_cases)
+        train = [(flair_rule(fl, b, k, sp), _raw_t1(f), b, les)
+                 for (fl, b, les, sp), f in zip(rule_cases, [*rule_phantoms, files[other]], strict=True)]  # fmt: skip
+        fitted[f"flair-rule (k {k:g}, fitted on the phantoms + {other})"] = (
+            flair_rule(_raw_flair(files[held]), brain, k, case.spacing_mm), train)
+        for arm in arms:
+            run = out / "runs" / ARMS[arm][0].format(held=held)
+            val = []
+            for key in json.loads((run / "split.json").read_text())["val_subjects"]:
+                cohort, subject = key.rsplit(":", 1)
+                val.append(cohorts.setdefault(cohort, {c.subject: c for c in discover(cohort)})[subject])
+            mine, *train = _network_masks(run, [files[held], *val, files[other]])
+            fitted[arm] = (mine[0], train)
+        for arm, (mask, train) in fitted.items():
+            fraction, train_dice = fit_min_white_matter(train)
+            for name, used in ((arm, mask), (f"{arm} + white-matter filter ({fraction:g})",
+                                             drop_outside_white_matter(mask, t1, brain, fraction))):
+                rows.append({"patient": held, "arm": name, "fraction": fraction, "training_cases": len(train),
+                             "note": f"fraction {fraction:g} fitted on {len(train)} cases (mean Dice {train_dice:.3f})",
+                             **_scores(used, ref, case.spacing_mm)})  # fmt: skip
+    grid = f"{case.spacing_mm[0]:g}mm"
+    (out / f"tissue_filter_{grid}.json").write_text(json.dumps({"rows": rows, "command": " ".join(sys.argv)},
+                                                               indent=1))  # fmt: skip
+    (out / f"tissue_filter_{grid}.md").write_text(_markdown(rows))
+    print(_markdown(rows))
+    return rows
+
+
+def _case_parts(files: Any) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(brain, lesion mask, voxel size) of a case, as the FLAIR rule's fit takes them after the FLAIR."""
+    from gdfree.data.cases import load_array_case
+
+    case = load_array_case(files, ("FLAIR",), ("lesion",))
+    return case.brain, case.labels["lesion"], case.spacing_mm
+
+
 def activity_plausibility(real: Path, out: Path, network: Path, classifier: Path) -> list[dict[str, Any]]:
     """How many of each real patient's visible lesions ``classifier`` (with ``network``'s maps) calls active:
     each patient has at most one derived enhancing component, so a plausible classifier calls few."""
@@ -482,7 +561,8 @@ def _figure(flair: np.ndarray, ref: np.ndarray, masks: dict[str, np.ndarray], pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features", "curve"))
+    parser.add_argument("what", choices=("configs", "train", "score", "activity", "contrast", "features", "curve",
+                                         "filter"))
     parser.add_argument("--arm", default="phantom", help="curve: the phantom-only arm to train again")
     parser.add_argument("--phantom2", type=Path, help="a second phantom cohort (activity: 40 patients, seed 1)")
     parser.add_argument("--phantom", type=Path)
@@ -492,7 +572,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", default="", help="train: these runs only (comma-separated run names)")
+    parser.add_argument("--only", default="", help="train: these runs only; filter: these arms (comma-separated)")
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args()
     if args.what == "configs":
@@ -507,6 +587,8 @@ def main() -> None:
         curve(args.arm, args.steps, args.real.resolve(), args.out, args.figures)
     elif args.what == "contrast":
         contrast(args.real.resolve(), args.phantom.resolve(), args.out)
+    elif args.what == "filter":
+        tissue_filter(args.real.resolve(), args.phantom.resolve(), args.out, [a for a in args.only.split(",") if a])
     elif args.what == "score":
         score(args.real.resolve(), args.out, args.figures, args.phantom.resolve() if args.phantom else None)
     else:

@@ -35,9 +35,10 @@ from gdfree.bench_training import timed, training_worker
 
 __all__ = ["MODES", "run_bench"]
 
-MODES = ("monai_window96", "torch", "torch_whole", "onnx", "mc10", "mc10_last", "flips8")
-"""Inference paths measured on each exam; ``torch_whole`` is the whole padded volume whatever the model;
-``mc10_last`` samples only the last dropout layer (``--mc-layers last``)."""
+MODES = ("monai_window96", "torch", "torch_cl", "torch_whole", "onnx", "mc10", "mc10_last", "flips8")
+"""Inference paths measured on each exam; ``torch_cl`` is ``torch`` at ``--precision fp32-cl`` (channels-last
+layout); ``torch_whole`` is the whole padded volume whatever the model; ``mc10_last`` samples only the last dropout
+layer (``--mc-layers last``)."""
 
 
 def _peak_rss_gb() -> float:
@@ -101,8 +102,8 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             return sigmoid(z / temps)
 
         row["network_flops"] = _network_flops(net, (1, image.shape[0], 96, 96, 96)) * _windows(image.shape[1:])
-    elif mode in ("torch", "torch_whole", "onnx"):
-        used = model
+    elif mode in ("torch", "torch_cl", "torch_whole", "onnx"):
+        used = dataclasses.replace(model, precision="fp32-cl") if mode == "torch_cl" else model
         if mode == "onnx":
             from gdfree.infer.onnx import OnnxNetwork
 
@@ -123,10 +124,17 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
                 return predict_volume(used.network, image, temperature=used.temperatures)
             return used.predict(image, brain=brain)[0]
 
-        if mode == "torch":  # the network alone, for the achieved FLOP rate
-            x = torch.zeros(run_shape)
+        if mode in ("torch", "torch_cl"):  # the network alone, for the achieved FLOP rate
+            from gdfree.models.forward import channels_last_network
+
+            x, run_net = torch.zeros(run_shape), net
+            if mode == "torch_cl":
+                x, run_net = x.contiguous(memory_format=torch.channels_last_3d), channels_last_network(net)
+                # against float32 in the default layout: the largest probability difference
+                row["max_probability_difference_vs_torch"] = float(
+                    np.abs(used.predict(image, brain=brain)[0] - model.predict(image, brain=brain)[0]).max())
             with torch.no_grad():
-                net_seconds, _ = timed(lambda: net(x), repeats)
+                net_seconds, _ = timed(lambda: run_net(x), repeats)
             row["network_seconds"] = statistics.median(net_seconds)
     elif mode in ("mc10", "mc10_last", "flips8"):
         kwargs: dict[str, Any] = {"flips": True} if mode == "flips8" else {"mc": 10}
@@ -277,6 +285,10 @@ def run_bench(
                 if report["matmul"].get("gflops"):
                     row["fraction_of_matmul_rate"] = row["achieved_gflops"] / report["matmul"]["gflops"]
         torch_row = rows.get("torch", {})
+        if rows.get("torch_cl", {}).get("seconds") and torch_row.get("seconds"):
+            rows["torch_cl"]["speedup_vs_torch"] = torch_row["seconds"] / rows["torch_cl"]["seconds"]
+            ours, theirs = (np.load(out / "work" / f"{name}_{m}.npz") for m in ("torch_cl", "torch"))
+            rows["torch_cl"]["mask_dice_vs_torch"] = {h: _dice(ours[h], theirs[h]) for h in theirs.files}
         for mode in ("mc10", "mc10_last", "flips8"):
             if rows.get(mode, {}).get("seconds") and torch_row.get("seconds"):
                 rows[mode]["ratio_to_one_pass"] = rows[mode]["seconds"] / torch_row["seconds"]

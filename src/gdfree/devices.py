@@ -7,9 +7,11 @@ import re
 
 __all__ = ["PRECISIONS", "bf16_supported", "check_device", "check_precision"]
 
-PRECISIONS = ("fp32", "bf16", "auto")
-"""Inference arithmetic: float32; bfloat16 autocast with channels-last tensors (the CPU's matrix units, or a GPU's);
-``auto``: bfloat16 where :func:`bf16_supported`, else float32."""
+PRECISIONS = ("fp32", "fp32-cl", "bf16", "auto")
+"""Inference arithmetic: float32; float32 in channels-last layout with channels-last instance norms
+(:func:`gdfree.models.forward.channels_last_network`: the same arithmetic summed in another order); bfloat16 autocast
+with channels-last tensors (the CPU's matrix units, or a GPU's); ``auto``: bfloat16 where :func:`bf16_supported`,
+else ``fp32-cl`` on a CPU and ``fp32`` on a GPU."""
 
 
 def check_device(device: str) -> str:
@@ -48,7 +50,7 @@ def bf16_supported(device: str = "cpu") -> bool:
 
 
 def check_precision(precision: str, device: str = "cpu") -> str:
-    """``fp32`` or ``bf16`` for ``precision`` on ``device`` (``auto``: bf16 where :func:`bf16_supported`).
+    """The arithmetic :data:`PRECISIONS` names for ``precision`` on ``device`` (``auto`` resolved).
 
     Raises:
         ValueError: another name.
@@ -57,5 +59,5 @@ def check_precision(precision: str, device: str = "cpu") -> str:
     if name not in PRECISIONS:
         raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     if name == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
+        return "bf16" if bf16_supported(device) else ("fp32-cl" if device == "cpu" else "fp32")
     return name

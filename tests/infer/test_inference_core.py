@@ -84,12 +84,13 @@ def test_bench_measures_a_path_in_its_own_process(tmp_path: Path):
     image = np.where(brain, np.random.default_rng(2).normal(size=(3, 24, 24, 24)), 0).astype(np.float32)
     np.savez(tmp_path / "exam.npz", image=image, brain=brain, spacing=np.array([4.0, 4.0, 4.0]))
     rows = {}
-    for mode in ("monai_window96", "torch"):
+    for mode in ("monai_window96", "torch", "torch_cl"):
         rows[mode] = _spawn(["--worker", mode, str(tmp_path / "exam.npz"), str(tmp_path / "run"), "2",
                              str(tmp_path / f"{mode}.json")])  # fmt: skip
         assert len(rows[mode]["seconds_all"]) == 2 and rows[mode]["peak_rss_gb"] > 0, rows[mode]
         assert set(np.load(tmp_path / f"{mode}.npz").files) == {"enhancing", "lesion"}
     assert rows["torch"]["network_flops"] > 0 and not rows["torch"]["cropped_to_brain_box"]
+    assert 0 <= rows["torch_cl"]["max_probability_difference_vs_torch"] < 1e-3  # float32 both, another layout
     failed = _spawn(["--worker", "nonsense", str(tmp_path / "exam.npz"), str(tmp_path / "run"), "1",
                      str(tmp_path / "bad.json")])  # fmt: skip
     assert "unknown mode" in failed["error"]

@@ -1,5 +1,6 @@
 """train_step's ``cpu_bf16`` (issue 30): on a CPU with bfloat16 units it trains like float32; without them it is
-float32 exactly; ``amp`` alone (CUDA) leaves a CPU step in float32."""
+float32 exactly; ``amp`` alone (CUDA) leaves a CPU step in float32; ``channels_last`` trains as the default
+layout does."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ def _setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, tuple[torch.Tensor
     return net, torch.optim.SGD(net.parameters(), lr=0.05), (x, y, torch.ones(2, 2, dtype=torch.bool))
 
 
-def _losses(bf16: bool, steps: int = 4) -> list[float]:
+def _losses(bf16: bool, steps: int = 4, channels_last: bool = False) -> list[float]:
     net, optimiser, batch = _setup()
     spec = LossSpec(HEADS, (1.0, 0.3))
-    return [float(train_step(net, optimiser, batch, spec, cpu_bf16=bf16)[0]) for _ in range(steps)]
+    return [float(train_step(net, optimiser, batch, spec, cpu_bf16=bf16, channels_last=channels_last)[0])
+            for _ in range(steps)]  # fmt: skip
 
 
 def test_without_bf16_units_cpu_bf16_is_float32_exactly(monkeypatch: pytest.MonkeyPatch):
@@ -46,3 +48,9 @@ def test_amp_alone_leaves_a_cpu_step_in_float32():
     with_amp = [float(train_step(net, optimiser, batch, LossSpec(HEADS, (1.0, 0.3)), amp=True)[0]) for _ in range(2)]
     assert with_amp == _losses(False, 2)
 
+
+
+def test_channels_last_float32_trains_like_the_default_layout():
+    default, last = _losses(False), _losses(False, channels_last=True)
+    assert last[-1] < last[0]
+    assert np.allclose(last, default, rtol=1e-4), (last, default)  # float32 both: only the summation order differs

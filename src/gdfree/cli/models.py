@@ -135,7 +135,10 @@ def predict(
         str, typer.Option(help="all dropout layers sample (as trained), or only the last (about one pass's cost).")
     ] = "all",
     precision: Annotated[
-        str, typer.Option(help="fp32, bf16 (bfloat16 autocast, channels-last: the CPU's matrix units) or auto.")
+        str,
+        typer.Option(help="fp32; fp32-cl (float32 in channels-last layout: faster on a CPU, summed in another "
+                          "order); bf16 (bfloat16 autocast: the CPU's matrix units); auto (bf16 where the device has "
+                          "it, else fp32-cl on a CPU)."),
     ] = "fp32",
     prior: Annotated[
         bool, typer.Option(help="Compare each ses-* with the subject's session before it: new and enlarging lesions.")

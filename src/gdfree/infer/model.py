@@ -93,8 +93,9 @@ class TrainedModel:
         spacing_mm: the voxel size it was trained at; given an exam's voxel size, :meth:`predict` and
             :meth:`sample` run the network at this one (:mod:`gdfree.infer.grid`). None: a model from before it
             was recorded, run at the exam's voxel size.
-        precision: ``fp32``, or ``bf16`` (:meth:`predict` under bfloat16 autocast; MC dropout, flips and
-            ensembles stay float32), set by the caller (``gdfree predict --precision``).
+        precision: ``fp32``, ``fp32-cl`` (:meth:`predict` in channels-last layout) or ``bf16`` (under bfloat16
+            autocast); MC dropout, flips and ensembles stay ``fp32``. Set by the caller (``gdfree predict
+            --precision``).
         meta: the whole ``model.json``, for provenance.
     """
 

@@ -39,8 +39,10 @@ shard ends).
 deterministic passes and flips, not MC dropout).
 
 ``precision`` ``bf16`` (or ``auto`` on a CPU or GPU with native bfloat16) runs the deterministic pass under
-bfloat16 autocast with channels-last tensors (:func:`gdfree.models.forward.predict_volume`); probabilities,
-thresholds and everything written stay float32. MC dropout, flips and ensembles run in float32.
+bfloat16 autocast with channels-last tensors (:func:`gdfree.models.forward.predict_volume`); ``fp32-cl`` (``auto``
+on a CPU without it) runs it in float32 in channels-last layout, norms included
+(:func:`gdfree.models.forward.channels_last_network`). Probabilities, thresholds and everything written stay
+float32. MC dropout, flips and ensembles run in float32.
 
 ``activity`` (a folder of :class:`gdfree.activity.ActivityClassifier`) scores every visible lesion: those of
 the case's reference lesion mask when the dataset has one, else those of the lesion head's mask. Each gets
@@ -194,7 +196,7 @@ def _load_models(
     None), verified."""
     chosen = check_precision(precision, device) if engine == "torch" or precision != "auto" else "fp32"
     if chosen != "fp32" and engine != "torch":
-        raise ValueError(f"--precision {precision}: bfloat16 runs in torch only; use --engine torch, or fp32")
+        raise ValueError(f"--precision {precision}: {chosen} runs in torch only; use --engine torch, or fp32")
     model = replace(_with_engine(TrainedModel.load(run_dir, device), engine), precision=chosen)
     model.refuse_control()
     scorer = None

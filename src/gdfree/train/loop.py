@@ -340,7 +340,7 @@ def train(
         while step < cfg.max_steps:
             batch = [t.to(device, non_blocking=True) for t in next(batches)]
             loss, parts_loss, _ = train_step(model, optimiser, batch, spec, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16,
-                                             distributed=place.distributed,
+                                             channels_last=cfg.channels_last, distributed=place.distributed,
                                              extra=_adversarial(adversary, cfg) if adversary else None)  # fmt: skip
             scheduler.step()
             step += 1

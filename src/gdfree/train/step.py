@@ -61,6 +61,7 @@ def train_step(
     *,
     amp: bool = False,
     cpu_bf16: bool = False,
+    channels_last: bool = False,
     distributed: bool = False,
     extra: Callable[..., Any] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
@@ -72,6 +73,7 @@ def train_step(
             so no gradient scaler is needed; the loss is float32.
         cpu_bf16: on a CPU with bfloat16 units (AVX512-BF16 or AMX: :func:`gdfree.devices.bf16_supported`),
             bfloat16 autocast with channels-last tensors; float32 elsewhere.
+        channels_last: channels-last tensors on the CPU in float32 too (another summation order, same arithmetic).
         distributed: the loss is computed on the batch gathered from every rank (see the module docstring).
         extra: ``extra(images, logits, targets, present)`` -> None or (a term added to the loss, its parts)
             (the adversarial loss of the ``t1gd`` head; it steps its own discriminator).
@@ -83,7 +85,7 @@ def train_step(
     model.train()
     on_cpu = x.device.type == "cpu"
     use_amp = (amp and x.device.type == "cuda") or (cpu_bf16 and on_cpu and bf16_supported("cpu"))
-    if use_amp and on_cpu:  # the CPU's bfloat16 kernels (oneDNN) want channels-last 3-D tensors
+    if on_cpu and (use_amp or channels_last):  # the CPU's kernels (oneDNN) run fastest on channels-last 3-D tensors
         model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # accepted at run time
         x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_amp):
