@@ -77,6 +77,15 @@ ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisatio
 }
 
 
+def arm_spec(arm: str) -> tuple[Any, ...]:
+    """ARMS[arm]; ``ARM-sN`` is the same arm trained with seed N (its runs are named ``...-sN``)."""
+    base, _, seed = arm.rpartition("-s")
+    if arm not in ARMS and base in ARMS and seed.isdigit():
+        pattern, *rest = ARMS[base]
+        return (f"{pattern}-s{seed}", *rest)
+    return ARMS[arm]
+
+
 def _run_names() -> list[tuple[str, str]]:
     """(run name, held-out patient or '') of every training the arms need."""
     names = []
@@ -88,11 +97,15 @@ def _run_names() -> list[tuple[str, str]]:
     return names
 
 
-def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps: int) -> None:
+def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps: int,
+                  seeds: tuple[int, ...] = (), channels_last: bool = False) -> None:  # fmt: skip
     """One training config per run (JSON, which YAML reads); ``phantoms``: cohort kind -> path (an arm whose
-    cohort is None is left out)."""
+    cohort is None is left out). ``seeds``: also every arm as ``ARM-sN``, trained with seed N."""
     (out / "cfg").mkdir(parents=True, exist_ok=True)
-    for arm, (pattern, norm, share, sim, fade, kind) in ARMS.items():
+    arms = [*ARMS, *(f"{a}-s{n}" for n in seeds for a in ARMS)]
+    for arm in arms:
+        pattern, norm, share, sim, fade, kind = arm_spec(arm)
+        seed = int(arm.rpartition("-s")[2]) if arm not in ARMS else 0
         cohorts = [phantoms.get(k) for k in kind.split("+")]
         if any(c is None for c in cohorts):
             print(f"{arm}: no {kind} phantom cohort given; no config")
@@ -106,10 +119,12 @@ def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps
                 datasets.append({"path": str(real), "labels": ["lesion"], "share": share})
             cfg: dict[str, Any] = {
                 "modalities": ["T1w", "T2w", "FLAIR"], "heads": ["enhancing", "lesion"], "max_steps": steps,
-                "val_every": max(steps // 4, 1), "seed": 0, "keep": "last", "workers": 0, "datasets": datasets,
+                "val_every": max(steps // 4, 1), "seed": seed, "keep": "last", "workers": 0, "datasets": datasets,
                 "normalisation": norm, "split": {"val_subjects": val, "test_fraction": 0.0,
                                                  "test_subjects": [f"{real}:{held}"] if share else []},
             }  # fmt: skip
+            if channels_last:
+                cfg["channels_last"] = True
             if sim:
                 cfg["lesion_sim"] = {"probability": sim}
             if fade:
@@ -140,7 +155,7 @@ def train_all(out: Path, jobs: int, only: list[str] | None = None, names: list[t
         print(f"{name}: exit {done.returncode}")
 
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(one, [n for n, _ in names or _run_names() if not only or n in only]))
+        list(pool.map(one, only or [n for n, _ in names or _run_names()]))
 
 
 def _scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
@@ -243,9 +258,11 @@ def _raw_t1(files: Any) -> np.ndarray:
 
 
 def _network_masks(run: Path, files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(lesion mask of the network in ``run``, raw T1w, brain, reference lesion mask) of each case in ``files``."""
+    """(lesion mask of the network in ``run``, white matter, brain, reference lesion mask) of each case in
+    ``files``."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.model import TrainedModel
+    from gdfree.infer.tissue_filter import white_matter
 
     model = TrainedModel.load(run)
     out = []
@@ -254,7 +271,8 @@ def _network_masks(run: Path, files: list[Any]) -> list[tuple[np.ndarray, np.nda
         prob, _ = model.predict(case.image, brain=case.brain, spacing_mm=case.spacing_mm)
         lesion = np.where(case.brain, prob[model.heads.index("lesion")], 0.0)
         mask = model.masks({"lesion": lesion}, case.spacing_mm)["lesion"]
-        out.append((mask, _raw_t1(f), np.asarray(case.brain, bool), np.asarray(case.labels["lesion"], bool)))
+        brain = np.asarray(case.brain, bool)
+        out.append((mask, white_matter(_raw_t1(f), brain), brain, np.asarray(case.labels["lesion"], bool)))
     return out
 
 
@@ -263,10 +281,11 @@ def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list
     and after dropping the predicted lesions that white matter does not surround
     (:mod:`gdfree.infer.tissue_filter`), with the white-matter fraction fitted on training cases only: the
     network's own validation phantoms (its split) + the other real patient, or for the rule the 32 phantom
-    training patients + the other real patient. Writes OUT/tissue_filter_<grid>.json and .md."""
+    training patients + the other real patient; and the rule with its k and the fraction fitted together on those
+    cases (the rule given the same filter). Writes OUT/tissue_filter_<grid>.json and .md."""
     from gdfree.data.cases import load_array_case
-    from gdfree.infer.flair_rule import fit_flair_k, flair_rule
-    from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter
+    from gdfree.infer.flair_rule import FLAIR_KS, fit_flair_k, flair_rule
+    from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter, white_matter
     from gdfree.io.adapters import discover
 
     files = _real_cases(real)
@@ -276,18 +295,30 @@ def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list
     for held in PATIENTS:
         other = next(p for p in PATIENTS if p != held)
         case = load_array_case(files[held], ("FLAIR",), ("lesion",))
-        ref, t1, brain = np.asarray(case.labels["lesion"], bool), _raw_t1(files[held]), np.asarray(case.brain, bool)
+        ref, brain = np.asarray(case.labels["lesion"], bool), np.asarray(case.brain, bool)
+        wm, flair = white_matter(_raw_t1(files[held]), brain), _raw_flair(files[held])
         fitted: dict[str, tuple[np.ndarray, list[Any]]] = {}
         rule_cases = [*_phantom_rule_cases(phantom), (_raw_flair(files[other]), *_case_parts(files[other]))]
+        rule_wm = [white_matter(_raw_t1(f), b) for f, (_, b, _, _) in zip([*rule_phantoms, files[other]], rule_cases,
+                                                                           strict=True)]  # fmt: skip
+
+        def rule_train(k_used: float, cases: list[Any] = rule_cases, wms: list[Any] = rule_wm) -> list[Any]:
+            return [(flair_rule(fl, b, k_used, sp), w, b, les) for (fl, b, les, sp), w in zip(cases, wms, strict=True)]
+
         k, _ = fit_flair_k(rule_cases)
-        train = [(flair_rule(fl, b, k, sp), _raw_t1(f), b, les)
-                 for (fl, b, les, sp), f in zip(rule_cases, [*rule_phantoms, files[other]], strict=True)]  # fmt: skip
         fitted[f"flair-rule (k {k:g}, fitted on the phantoms + {other})"] = (
-            flair_rule(_raw_flair(files[held]), brain, k, case.spacing_mm), train)
+            flair_rule(flair, brain, k, case.spacing_mm), rule_train(k))  # fmt: skip
+        joint = max(((kk, *fit_min_white_matter(rule_train(kk))) for kk in FLAIR_KS if kk >= 1.5),
+                    key=lambda t: t[2])  # fmt: skip
+        rows.append({"patient": held, "arm": f"flair-rule + white-matter filter, k and fraction fitted together "
+                     f"(k {joint[0]:g}, fraction {joint[1]:g})", "k": joint[0], "fraction": joint[1],
+                     "note": f"fitted on {len(rule_cases)} cases (mean Dice {joint[2]:.3f})",
+                     **_scores(drop_outside_white_matter(flair_rule(flair, brain, joint[0], case.spacing_mm), wm,
+                                                         brain, joint[1]), ref, case.spacing_mm)})  # fmt: skip
         for arm in arms:
-            run = out / "runs" / ARMS[arm][0].format(held=held)
+            run = out / "runs" / arm_spec(arm)[0].format(held=held)
             val = []
-            for key in json.loads((run / "split.json").read_text())["val_subjects"]:
+            for key in json.loads((run / "split.json").read_text())["val_patients"]:
                 cohort, subject = key.rsplit(":", 1)
                 val.append(cohorts.setdefault(cohort, {c.subject: c for c in discover(cohort)})[subject])
             mine, *train = _network_masks(run, [files[held], *val, files[other]])
@@ -295,7 +326,7 @@ def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list
         for arm, (mask, train) in fitted.items():
             fraction, train_dice = fit_min_white_matter(train)
             for name, used in ((arm, mask), (f"{arm} + white-matter filter ({fraction:g})",
-                                             drop_outside_white_matter(mask, t1, brain, fraction))):
+                                             drop_outside_white_matter(mask, wm, brain, fraction))):
                 rows.append({"patient": held, "arm": name, "fraction": fraction, "training_cases": len(train),
                              "note": f"fraction {fraction:g} fitted on {len(train)} cases (mean Dice {train_dice:.3f})",
                              **_scores(used, ref, case.spacing_mm)})  # fmt: skip
@@ -571,6 +602,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seeds", default="", help="configs: also every arm with these seeds (ARM-sN; e.g. 1,2)")
+    parser.add_argument("--channels-last", action="store_true", help="configs: train with channels_last: true")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default="", help="train: these runs only; filter: these arms (comma-separated)")
     parser.add_argument("--figures", type=Path, default=None)
@@ -578,7 +611,8 @@ def main() -> None:
     if args.what == "configs":
         cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None,
                    "rlc": args.phantom_rlc.resolve() if args.phantom_rlc else None}
-        write_configs(cohorts, args.real.resolve(), args.out, args.steps)
+        write_configs(cohorts, args.real.resolve(), args.out, args.steps,
+                      tuple(int(n) for n in args.seeds.split(",") if n), args.channels_last)  # fmt: skip
     elif args.what == "train":
         train_all(args.out, args.jobs, [n for n in args.only.split(",") if n])
     elif args.what == "features":

@@ -294,7 +294,7 @@ def run_bench(
                 rows[mode]["ratio_to_one_pass"] = rows[mode]["seconds"] / torch_row["seconds"]
         report["exams"][name] = {"shape": list(shape), "modes": rows}
     if training:
-        for mode in ("gdfree_data", "monai_data", "gdfree_step", "monai_step"):
+        for mode in ("gdfree_data", "monai_data", "gdfree_step", "gdfree_step_cl", "monai_step"):
             say(f"training {mode}")
             report.setdefault("training", {})[mode] = _spawn(["--training", mode, str(exams["phantom_2mm"]), "10",
                                                               str(out / "work" / f"train_{mode}.json")])  # fmt: skip

@@ -29,7 +29,8 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
 
 def training_worker(mode: str, exam_dir: Path, steps: int, result: Path) -> None:
     """Patches per second of a training pipeline on the 2 mm exam: ``gdfree_data``, ``gdfree_step``,
-    ``monai_data``, ``monai_step`` (batches of 4 patches of 48^3, the default MultitaskUNet)."""
+    ``gdfree_step_cl`` (``channels_last: true``), ``monai_data``, ``monai_step`` (batches of 4 patches of 48^3, the
+    default MultitaskUNet)."""
     import torch
 
     from gdfree.data.cases import load_array_case
@@ -55,8 +56,8 @@ def training_worker(mode: str, exam_dir: Path, steps: int, result: Path) -> None
 
         def step() -> None:
             batch = next(stream)
-            if mode == "gdfree_step":
-                train_step(net, optimiser, batch, spec)
+            if mode in ("gdfree_step", "gdfree_step_cl"):
+                train_step(net, optimiser, batch, spec, channels_last=mode == "gdfree_step_cl")
 
     else:
         import monai.transforms as mt

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter, white_matter_shell
+from gdfree.infer.tissue_filter import (
+    drop_outside_white_matter,
+    fit_min_white_matter,
+    white_matter,
+    white_matter_shell,
+)
 
 
 def _head() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -23,28 +28,30 @@ def _head() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ref[18:21, 18:21, 18:21] = True
     pred = ref.copy()
     pred[5:7, 20:22, 20:22] = True  # in the cortex
-    return pred, t1.astype(np.float32), brain, ref
+    return pred, white_matter(t1.astype(np.float32), brain), brain, ref
 
 
 def test_a_lesion_in_white_matter_is_kept_and_a_cortical_spot_dropped():
-    pred, t1, brain, ref = _head()
-    labels, fractions = white_matter_shell(pred, t1, brain)
+    pred, wm, brain, ref = _head()
+    labels, fractions = white_matter_shell(pred, wm, brain)
     assert labels.max() == 2 and len(fractions) == 2
     assert fractions[labels[19, 19, 19] - 1] == 1.0  # the lesion: white matter all round
     assert fractions[labels[5, 20, 20] - 1] == 0.0  # the cortical spot
-    assert np.array_equal(drop_outside_white_matter(pred, t1, brain, 0.5), ref)
-    assert np.array_equal(drop_outside_white_matter(pred, t1, brain, 0.0), pred)  # 0 keeps everything
-    assert not drop_outside_white_matter(np.zeros_like(pred), t1, brain, 0.5).any()
+    assert np.array_equal(drop_outside_white_matter(pred, wm, brain, 0.5), ref)
+    assert np.array_equal(drop_outside_white_matter(pred, wm, brain, 0.0), pred)  # 0 keeps everything
+    assert not drop_outside_white_matter(np.zeros_like(pred), wm, brain, 0.5).any()
 
 
 def test_the_fraction_comes_from_the_training_cases_only():
-    pred, t1, brain, ref = _head()
-    fraction, score = fit_min_white_matter([(pred, t1, brain, ref)])
+    pred, wm, brain, ref = _head()
+    fraction, score = fit_min_white_matter([(pred, wm, brain, ref)])
     assert fraction == 0.1 and score == 1.0  # the smallest fraction that drops the cortical spot
     only_cortex = np.zeros_like(ref)
     only_cortex[5:7, 20:22, 20:22] = True  # a training case whose reference lesion is the cortical one
-    assert fit_min_white_matter([(pred, t1, brain, only_cortex)])[0] == 0.0  # dropping it would lose Dice
+    assert fit_min_white_matter([(pred, wm, brain, only_cortex)])[0] == 0.0  # dropping it would lose Dice
     with pytest.raises(ValueError, match="no training case"):
         fit_min_white_matter([])
     with pytest.raises(ValueError, match="differ"):
-        white_matter_shell(pred[:-1], t1, brain)
+        white_matter_shell(pred[:-1], wm, brain)
+    with pytest.raises(ValueError, match="differ"):
+        white_matter(np.zeros((3, 3, 3), np.float32), brain)

@@ -17,15 +17,28 @@ import numpy as np
 
 from gdfree.arrays import tissue_map
 
-__all__ = ["MIN_WM_FRACTIONS", "drop_outside_white_matter", "fit_min_white_matter", "white_matter_shell"]
+__all__ = ["MIN_WM_FRACTIONS", "drop_outside_white_matter", "fit_min_white_matter", "white_matter",
+           "white_matter_shell"]  # fmt: skip
 
 MIN_WM_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """The fractions :func:`fit_min_white_matter` tries; 0 keeps every component."""
 
 
-def white_matter_shell(mask: np.ndarray, t1: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(component labels of ``mask`` (6-connected), the white-matter fraction of each component's one-voxel shell
-    inside ``brain``; index i - 1 for label i). A component whose shell leaves the brain entirely gets 0.
+def white_matter(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """White matter: the brightest class of a 3-class k-means of the T1w ``t1`` inside ``brain``.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    if t1.shape != brain.shape:
+        raise ValueError(f"white_matter: T1w {t1.shape} and brain {brain.shape} differ")
+    return tissue_map(np.asarray(t1, np.float32), np.asarray(brain, bool)) == 3
+
+
+def white_matter_shell(mask: np.ndarray, wm: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(component labels of ``mask`` (6-connected), the fraction of each component's one-voxel shell inside
+    ``brain`` that is white matter ``wm`` (:func:`white_matter`); index i - 1 for label i). A component whose
+    shell leaves the brain entirely gets 0.
 
     Raises:
         ValueError: the arrays' shapes differ.
@@ -33,13 +46,13 @@ def white_matter_shell(mask: np.ndarray, t1: np.ndarray, brain: np.ndarray) -> t
     from scipy import ndimage
 
     mask, brain = np.asarray(mask, bool), np.asarray(brain, bool)
-    if not mask.shape == t1.shape == brain.shape:
-        raise ValueError(f"white_matter_shell: mask {mask.shape}, T1w {t1.shape} and brain {brain.shape} differ")
+    if not mask.shape == wm.shape == brain.shape:
+        raise ValueError(f"white_matter_shell: mask {mask.shape}, white matter {wm.shape} and brain {brain.shape} "
+                         "differ")  # fmt: skip
     labels, n = ndimage.label(mask)
     fractions = np.zeros(n)
     if n == 0:
         return labels, fractions
-    wm = tissue_map(np.asarray(t1, np.float32), brain) == 3
     cube = ndimage.generate_binary_structure(3, 3)
     for i, box in enumerate(ndimage.find_objects(labels)):
         box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
@@ -49,13 +62,13 @@ def white_matter_shell(mask: np.ndarray, t1: np.ndarray, brain: np.ndarray) -> t
     return labels, fractions
 
 
-def drop_outside_white_matter(mask: np.ndarray, t1: np.ndarray, brain: np.ndarray, min_fraction: float) -> np.ndarray:
+def drop_outside_white_matter(mask: np.ndarray, wm: np.ndarray, brain: np.ndarray, min_fraction: float) -> np.ndarray:
     """``mask`` without the components whose shell is less than ``min_fraction`` white matter
     (:func:`white_matter_shell`); 0 returns it unchanged."""
     mask = np.asarray(mask, bool)
     if min_fraction <= 0 or not mask.any():
         return mask.copy()
-    labels, fractions = white_matter_shell(mask, t1, brain)
+    labels, fractions = white_matter_shell(mask, wm, brain)
     keep = np.concatenate([[False], fractions >= min_fraction])
     return keep[labels]
 
@@ -65,8 +78,8 @@ def fit_min_white_matter(
     fractions: Sequence[float] = MIN_WM_FRACTIONS,
 ) -> tuple[float, float]:
     """(fraction, mean Dice) of the ``fractions`` value whose :func:`drop_outside_white_matter` masks have the best
-    mean Dice over ``cases`` (predicted mask, T1w, brain, reference lesion mask) - training cases only; ties go to
-    the smaller fraction (the one that drops less).
+    mean Dice over ``cases`` (predicted mask, white matter, brain, reference lesion mask) - training cases only;
+    ties go to the smaller fraction (the one that drops less).
 
     Raises:
         ValueError: no case.
@@ -75,7 +88,7 @@ def fit_min_white_matter(
 
     if not cases:
         raise ValueError("fit_min_white_matter: no training case to fit the fraction on")
-    shells = [(white_matter_shell(pred, t1, brain), np.asarray(ref, bool)) for pred, t1, brain, ref in cases]
+    shells = [(white_matter_shell(pred, wm, brain), np.asarray(ref, bool)) for pred, wm, brain, ref in cases]
     best = (0.0, -1.0)
     for f in sorted(fractions):
         score = float(np.mean([dice(np.concatenate([[False], fr >= f])[lab], ref) for (lab, fr), ref in shells]))
