@@ -257,18 +257,22 @@ def _raw_t1(files: Any) -> np.ndarray:
     return np.asarray(load_case(files, modalities=["T1w"], required=["T1w"]).images["T1w"].data, np.float32)
 
 
-def _network_masks(run: Path, files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(lesion mask of the network in ``run``, white matter, brain, reference lesion mask) of each case in
-    ``files``."""
+def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(lesion mask of the network in ``runs[0]``, white matter, brain, reference lesion mask) of each case in
+    ``files``; with more runs, of their ensemble as ``gdfree predict --ensemble`` makes it (the mean of the
+    members' probabilities, the first model's thresholds)."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.model import TrainedModel
     from gdfree.infer.tissue_filter import white_matter
 
-    model = TrainedModel.load(run)
+    model, *members = (TrainedModel.load(r) for r in runs)
     out = []
     for f in files:
         case = load_array_case(f, model.modalities, ("lesion",), normalisation=model.normalisation)
-        prob, _ = model.predict(case.image, brain=case.brain, spacing_mm=case.spacing_mm)
+        if members:
+            prob = model.sample(case.image, members=members, brain=case.brain, spacing_mm=case.spacing_mm).mean(0)
+        else:
+            prob, _ = model.predict(case.image, brain=case.brain, spacing_mm=case.spacing_mm)
         lesion = np.where(case.brain, prob[model.heads.index("lesion")], 0.0)
         mask = model.masks({"lesion": lesion}, case.spacing_mm)["lesion"]
         brain = np.asarray(case.brain, bool)
@@ -315,13 +319,14 @@ def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list
                      "note": f"fitted on {len(rule_cases)} cases (mean Dice {joint[2]:.3f})",
                      **_scores(drop_outside_white_matter(flair_rule(flair, brain, joint[0], case.spacing_mm), wm,
                                                          brain, joint[1]), ref, case.spacing_mm)})  # fmt: skip
-        for arm in arms:
-            run = out / "runs" / arm_spec(arm)[0].format(held=held)
+        for arm in arms:  # ARM, or ARM+ARM+...: their ensemble
+            runs = [out / "runs" / arm_spec(a)[0].format(held=held) for a in arm.split("+")]
+            run = runs[0]
             val = []
             for key in json.loads((run / "split.json").read_text())["val_patients"]:
                 cohort, subject = key.rsplit(":", 1)
                 val.append(cohorts.setdefault(cohort, {c.subject: c for c in discover(cohort)})[subject])
-            mine, *train = _network_masks(run, [files[held], *val, files[other]])
+            mine, *train = _network_masks(runs, [files[held], *val, files[other]])
             fitted[arm] = (mine[0], train)
         for arm, (mask, train) in fitted.items():
             fraction, train_dice = fit_min_white_matter(train)

@@ -326,6 +326,10 @@ def markdown(report: dict[str, Any]) -> str:
             note = "brain box" if row.get("cropped_to_brain_box") else ""
             if "ratio_to_one_pass" in row:
                 note = f"{row['ratio_to_one_pass']:.1f}x one pass"
+            if "speedup_vs_torch" in row:
+                same = " / ".join("-" if v is None else f"{v:.3f}" for v in row["mask_dice_vs_torch"].values())
+                note = (f"{row['speedup_vs_torch']:.2f}x torch; masks vs torch {same}; probabilities within "
+                        f"{row['max_probability_difference_vs_torch']:.1e}")  # fmt: skip
             lines.append(f"| {mode} | {row['seconds']:.2f} | {row.get('speedup_vs_monai', float('nan')):.1f} | "
                          f"{row['peak_rss_gb']:.2f} | {agree} | {gflops} | {note} |")  # fmt: skip
         lines.append("")
