@@ -42,6 +42,13 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     python benchmarks/real_lesions.py contrast --real REAL --phantom PHANTOM --out OUT
     python benchmarks/real_lesions.py features --real REAL --phantom2 PHANTOM2 --out OUT
     python benchmarks/real_lesions.py curve --arm ARM --steps 2000 --real REAL --out OUT [--figures docs/img]
+    python benchmarks/real_lesions.py configs ... --seeds 1,2 --channels-last     # ARM-s1, ARM-s2 as well
+    python benchmarks/real_lesions.py filter --real REAL --phantom PHANTOM --out OUT \
+        --only phantom-wm,phantom-wm+phantom-wm-s1+phantom-wm-s2 [--figures docs/img]   # A+B: their ensemble
+
+``filter`` drops the predicted lesions that white matter does not surround (:mod:`gdfree.infer.tissue_filter`),
+the fraction fitted on each network's validation phantoms + the other real patient, and gives the FLAIR rule the
+same filter with its k and fraction fitted together.
 """
 
 from __future__ import annotations
@@ -280,13 +287,16 @@ def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray,
     return out
 
 
-def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list[dict[str, Any]]:
+def tissue_filter(
+    real: Path, phantom: Path, out: Path, arms: list[str], figures: Path | None = None
+) -> list[dict[str, Any]]:
     """Each arm (and the FLAIR rule fitted on the phantoms + the other patient) on each held-out patient, before
     and after dropping the predicted lesions that white matter does not surround
     (:mod:`gdfree.infer.tissue_filter`), with the white-matter fraction fitted on training cases only: the
     network's own validation phantoms (its split) + the other real patient, or for the rule the 32 phantom
     training patients + the other real patient; and the rule with its k and the fraction fitted together on those
-    cases (the rule given the same filter). Writes OUT/tissue_filter_<grid>.json and .md."""
+    cases (the rule given the same filter). Writes OUT/tissue_filter_<grid>.json and .md, and with ``figures``
+    each patient's overlays of the networks' masks before and after the filter."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.flair_rule import FLAIR_KS, fit_flair_k, flair_rule
     from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter, white_matter
@@ -328,13 +338,19 @@ def tissue_filter(real: Path, phantom: Path, out: Path, arms: list[str]) -> list
                 val.append(cohorts.setdefault(cohort, {c.subject: c for c in discover(cohort)})[subject])
             mine, *train = _network_masks(runs, [files[held], *val, files[other]])
             fitted[arm] = (mine[0], train)
+        shown = {}
         for arm, (mask, train) in fitted.items():
             fraction, train_dice = fit_min_white_matter(train)
-            for name, used in ((arm, mask), (f"{arm} + white-matter filter ({fraction:g})",
-                                             drop_outside_white_matter(mask, wm, brain, fraction))):
+            filtered = drop_outside_white_matter(mask, wm, brain, fraction)
+            if not arm.startswith("flair-rule"):
+                shown.update({arm: mask, f"{arm} + filter ({fraction:g})": filtered})
+            for name, used in ((arm, mask), (f"{arm} + white-matter filter ({fraction:g})", filtered)):
                 rows.append({"patient": held, "arm": name, "fraction": fraction, "training_cases": len(train),
                              "note": f"fraction {fraction:g} fitted on {len(train)} cases (mean Dice {train_dice:.3f})",
                              **_scores(used, ref, case.spacing_mm)})  # fmt: skip
+        if figures is not None:
+            grid = f"{case.spacing_mm[0]:g}mm"
+            _figure(flair, ref, shown, figures / f"real_lesions_filter_{held}_{grid}.png", f"{held} ({grid})")
     grid = f"{case.spacing_mm[0]:g}mm"
     (out / f"tissue_filter_{grid}.json").write_text(json.dumps({"rows": rows, "command": " ".join(sys.argv)},
                                                                indent=1))  # fmt: skip
@@ -627,7 +643,8 @@ def main() -> None:
     elif args.what == "contrast":
         contrast(args.real.resolve(), args.phantom.resolve(), args.out)
     elif args.what == "filter":
-        tissue_filter(args.real.resolve(), args.phantom.resolve(), args.out, [a for a in args.only.split(",") if a])
+        tissue_filter(args.real.resolve(), args.phantom.resolve(), args.out, [a for a in args.only.split(",") if a],
+                      args.figures)  # fmt: skip
     elif args.what == "score":
         score(args.real.resolve(), args.out, args.figures, args.phantom.resolve() if args.phantom else None)
     else:
