@@ -343,7 +343,8 @@ def tissue_filter(
             fraction, train_dice = fit_min_white_matter(train)
             filtered = drop_outside_white_matter(mask, wm, brain, fraction)
             if not arm.startswith("flair-rule"):
-                shown.update({arm: mask, f"{arm} + filter ({fraction:g})": filtered})
+                label = arm if "+" not in arm else f"{arm.split('+')[0]}, ensemble of {arm.count('+') + 1}"
+                shown.update({label: mask, f"{label} + filter ({fraction:g})": filtered})
             for name, used in ((arm, mask), (f"{arm} + white-matter filter ({fraction:g})", filtered)):
                 rows.append({"patient": held, "arm": name, "fraction": fraction, "training_cases": len(train),
                              "note": f"fraction {fraction:g} fitted on {len(train)} cases (mean Dice {train_dice:.3f})",

@@ -125,17 +125,7 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
             return used.predict(image, brain=brain)[0]
 
         if mode in ("torch", "torch_cl"):  # the network alone, for the achieved FLOP rate
-            from gdfree.models.forward import channels_last_network
-
-            x, run_net = torch.zeros(run_shape), net
-            if mode == "torch_cl":
-                x, run_net = x.contiguous(memory_format=torch.channels_last_3d), channels_last_network(net)
-                # against float32 in the default layout: the largest probability difference
-                row["max_probability_difference_vs_torch"] = float(
-                    np.abs(used.predict(image, brain=brain)[0] - model.predict(image, brain=brain)[0]).max())
-            with torch.no_grad():
-                net_seconds, _ = timed(lambda: run_net(x), repeats)
-            row["network_seconds"] = statistics.median(net_seconds)
+            row["network_seconds"] = _network_seconds(net, run_shape, mode == "torch_cl", repeats)
     elif mode in ("mc10", "mc10_last", "flips8"):
         kwargs: dict[str, Any] = {"flips": True} if mode == "flips8" else {"mc": 10}
         if mode == "mc10_last":
@@ -151,7 +141,24 @@ def _worker(mode: str, exam: Path, model_dir: Path, repeats: int, result: Path) 
     masks = model.masks(probs, spacing)
     np.savez_compressed(result.with_suffix(".npz"), **masks)  # type: ignore[arg-type]  # stubs: allow_pickle
     row.update({"seconds": statistics.median(seconds), "seconds_all": seconds, "peak_rss_gb": _peak_rss_gb()})
+    if mode == "torch_cl":  # after the peak is read: the largest probability difference from float32's pass
+        row["max_probability_difference_vs_torch"] = float(np.abs(prob - model.predict(image, brain=brain)[0]).max())
     result.write_text(json.dumps(row))
+
+
+def _network_seconds(net: Any, shape: tuple[int, ...], channels_last: bool, repeats: int) -> float:
+    """Median seconds of one pass of ``net`` alone on zeros of ``shape`` (in channels-last layout, norms included:
+    :func:`gdfree.models.forward.channels_last_network`)."""
+    import torch
+
+    from gdfree.models.forward import channels_last_network
+
+    x, run_net = torch.zeros(shape), net
+    if channels_last:
+        x, run_net = x.contiguous(memory_format=torch.channels_last_3d), channels_last_network(net)
+    with torch.no_grad():
+        seconds, _ = timed(lambda: run_net(x), repeats)
+    return statistics.median(seconds)
 
 
 def _windows(shape: tuple[int, ...], roi: int = 96, overlap: float = 0.25) -> int:

@@ -51,8 +51,8 @@ class InstanceNormChannelsLast(nn.Module):
 
     For one image, batch norm's batch statistics are the image's own, and torch's CPU batch norm has a channels-last
     kernel; a batch of several goes through group norm with one group per channel (the same statistics). Both sum
-    in another order than instance norm: normalised activations within about 1e-3 of it (measured on 2.4 M voxels
-    whose mean is six times their spread).
+    in another order than instance norm: on 2.4 M voxels whose mean is six times their spread, normalised
+    activations within 1.8e-3 (batch norm) and 5e-3 (group norm) of a float64 reference, instance norm's 5e-7.
     """
 
     def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
