@@ -142,8 +142,8 @@ def write_configs(phantoms: dict[str, Path | None], real: Path, out: Path, steps
 
 
 def train_all(out: Path, jobs: int, only: list[str] | None = None, names: list[tuple[str, str]] | None = None) -> None:
-    """Train every run not yet done (of ``only``, when given; of the arms', or of ``names``), ``jobs`` at a time,
-    one thread each; logs in OUT/logs."""
+    """Train every run not yet done: those named in ``only`` (any run with a config in OUT/cfg, ``ARM-sN``
+    included), else those of ``names``, else every arm's; ``jobs`` at a time, one thread each; logs in OUT/logs."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
     def one(name: str) -> None:
