@@ -118,9 +118,9 @@ class TrainConfig:
         cpu_bf16: bfloat16 autocast with channels-last tensors on a CPU with bfloat16 units (AVX512-BF16 or AMX;
             float32 elsewhere): measured 2x a float32 step of the default network at 4 x 48^3 (docs/inference.md);
             off by default until the time to a validation Dice is measured with it.
-        channels_last: float32 steps with channels-last tensors (the CPU's convolutions run faster in it: 1.4x a
-            step of the default network at 4 x 48^3 on an AVX-512 CPU, docs/inference.md); another summation
-            order, so off by default (the golden test's numbers).
+        channels_last: float32 steps with channels-last tensors (the CPU's convolutions run faster in it: 1.3x a
+            step of the default network at 4 x 48^3 and 1.19x a whole training on an AVX-512 CPU,
+            docs/inference.md); another summation order, so off by default (the golden test's numbers).
         lr, weight_decay, warmup_steps, max_steps, time_budget_s: AdamW with linear warm-up then cosine
             decay over ``max_steps``; training also stops after ``time_budget_s`` seconds if > 0.
         val_every: steps between full-volume validations (lesion F1 and patient AUC on validation patients).
