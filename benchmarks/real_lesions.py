@@ -258,10 +258,16 @@ def score(real: Path, out: Path, figures: Path | None, phantom: Path | None = No
     return result
 
 
-def _raw_t1(files: Any) -> np.ndarray:
+def _white_matter(files: Any, brain: np.ndarray) -> np.ndarray:
+    """White matter of a case, from its raw T1w (:func:`gdfree.data.cases.white_matter`)."""
+    from gdfree.data.cases import white_matter
     from gdfree.io.bids import load_case
 
-    return np.asarray(load_case(files, modalities=["T1w"], required=["T1w"]).images["T1w"].data, np.float32)
+    t1 = np.asarray(load_case(files, modalities=["T1w"], required=["T1w"]).images["T1w"].data, np.float32)
+    wm = white_matter(t1[None], brain, ("T1w",))
+    if wm is None:
+        raise ValueError(f"{files.case_id}: fewer than 100 white-matter voxels on its T1w")
+    return wm
 
 
 def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -270,7 +276,6 @@ def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray,
     members' probabilities, the first model's thresholds)."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.model import TrainedModel
-    from gdfree.infer.tissue_filter import white_matter
 
     model, *members = (TrainedModel.load(r) for r in runs)
     out = []
@@ -283,7 +288,7 @@ def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray,
         lesion = np.where(case.brain, prob[model.heads.index("lesion")], 0.0)
         mask = model.masks({"lesion": lesion}, case.spacing_mm)["lesion"]
         brain = np.asarray(case.brain, bool)
-        out.append((mask, white_matter(_raw_t1(f), brain), brain, np.asarray(case.labels["lesion"], bool)))
+        out.append((mask, _white_matter(f, brain), brain, np.asarray(case.labels["lesion"], bool)))
     return out
 
 
@@ -299,7 +304,7 @@ def tissue_filter(
     each patient's overlays of the networks' masks before and after the filter."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.flair_rule import FLAIR_KS, fit_flair_k, flair_rule
-    from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter, white_matter
+    from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter
     from gdfree.io.adapters import discover
 
     files = _real_cases(real)
@@ -310,10 +315,10 @@ def tissue_filter(
         other = next(p for p in PATIENTS if p != held)
         case = load_array_case(files[held], ("FLAIR",), ("lesion",))
         ref, brain = np.asarray(case.labels["lesion"], bool), np.asarray(case.brain, bool)
-        wm, flair = white_matter(_raw_t1(files[held]), brain), _raw_flair(files[held])
+        wm, flair = _white_matter(files[held], brain), _raw_flair(files[held])
         fitted: dict[str, tuple[np.ndarray, list[Any]]] = {}
         rule_cases = [*_phantom_rule_cases(phantom), (_raw_flair(files[other]), *_case_parts(files[other]))]
-        rule_wm = [white_matter(_raw_t1(f), b) for f, (_, b, _, _) in zip([*rule_phantoms, files[other]], rule_cases,
+        rule_wm = [_white_matter(f, b) for f, (_, b, _, _) in zip([*rule_phantoms, files[other]], rule_cases,
                                                                            strict=True)]  # fmt: skip
 
         def rule_train(k_used: float, cases: list[Any] = rule_cases, wms: list[Any] = rule_wm) -> list[Any]:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdfree.infer.tissue_filter import (
-    drop_outside_white_matter,
-    fit_min_white_matter,
-    white_matter,
-    white_matter_shell,
-)
+from gdfree.data.cases import white_matter
+from gdfree.infer.tissue_filter import drop_outside_white_matter, fit_min_white_matter, white_matter_shell
 
 
 def _head() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -28,7 +24,9 @@ def _head() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ref[18:21, 18:21, 18:21] = True
     pred = ref.copy()
     pred[5:7, 20:22, 20:22] = True  # in the cortex
-    return pred, white_matter(t1.astype(np.float32), brain), brain, ref
+    wm = white_matter(t1.astype(np.float32)[None], brain, ("T1w",))
+    assert wm is not None
+    return pred, wm, brain, ref
 
 
 def test_a_lesion_in_white_matter_is_kept_and_a_cortical_spot_dropped():
@@ -53,5 +51,3 @@ def test_the_fraction_comes_from_the_training_cases_only():
         fit_min_white_matter([])
     with pytest.raises(ValueError, match="differ"):
         white_matter_shell(pred[:-1], wm, brain)
-    with pytest.raises(ValueError, match="differ"):
-        white_matter(np.zeros((3, 3, 3), np.float32), brain)

@@ -5,8 +5,8 @@ white matter (or ventricle, for a periventricular one), a false positive in brig
 mostly grey matter and CSF. Measured at 2 mm (docs/real_lesions.md): the consensus lesions' shells are 0.90-0.94
 white matter (median) on the two real patients and 0.74-0.91 on six phantoms; the components of the FLAIR rule
 (k 2.5) that touch no reference lesion, 0.0-0.33. White matter is the brightest class of a 3-class k-means of
-the T1w inside the brain (:func:`gdfree.arrays.tissue_map`); the fraction that separates the two is fitted on
-training cases only (:func:`fit_min_white_matter`), like the FLAIR rule's k.
+the T1w inside the brain (:func:`gdfree.data.cases.white_matter`); the fraction that separates the two is fitted
+on training cases only (:func:`fit_min_white_matter`), like the FLAIR rule's k.
 """
 
 from __future__ import annotations
@@ -15,30 +15,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdfree.arrays import tissue_map
-
-__all__ = ["MIN_WM_FRACTIONS", "drop_outside_white_matter", "fit_min_white_matter", "white_matter",
-           "white_matter_shell"]  # fmt: skip
+__all__ = ["MIN_WM_FRACTIONS", "drop_outside_white_matter", "fit_min_white_matter", "white_matter_shell"]
 
 MIN_WM_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """The fractions :func:`fit_min_white_matter` tries; 0 keeps every component."""
 
 
-def white_matter(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """White matter: the brightest class of a 3-class k-means of the T1w ``t1`` inside ``brain``.
-
-    Raises:
-        ValueError: the shapes differ.
-    """
-    if t1.shape != brain.shape:
-        raise ValueError(f"white_matter: T1w {t1.shape} and brain {brain.shape} differ")
-    return tissue_map(np.asarray(t1, np.float32), np.asarray(brain, bool)) == 3
-
-
 def white_matter_shell(mask: np.ndarray, wm: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(component labels of ``mask`` (6-connected), the fraction of each component's one-voxel shell inside
-    ``brain`` that is white matter ``wm`` (:func:`white_matter`); index i - 1 for label i). A component whose
-    shell leaves the brain entirely gets 0.
+    ``brain`` that is white matter ``wm`` (:func:`gdfree.data.cases.white_matter`); index i - 1 for label i). A
+    component whose shell leaves the brain entirely gets 0.
 
     Raises:
         ValueError: the arrays' shapes differ.
@@ -68,9 +54,7 @@ def drop_outside_white_matter(mask: np.ndarray, wm: np.ndarray, brain: np.ndarra
     mask = np.asarray(mask, bool)
     if min_fraction <= 0 or not mask.any():
         return mask.copy()
-    labels, fractions = white_matter_shell(mask, wm, brain)
-    keep = np.concatenate([[False], fractions >= min_fraction])
-    return keep[labels]
+    return _kept(*white_matter_shell(mask, wm, brain), min_fraction)
 
 
 def fit_min_white_matter(
@@ -91,7 +75,12 @@ def fit_min_white_matter(
     shells = [(white_matter_shell(pred, wm, brain), np.asarray(ref, bool)) for pred, wm, brain, ref in cases]
     best = (0.0, -1.0)
     for f in sorted(fractions):
-        score = float(np.mean([dice(np.concatenate([[False], fr >= f])[lab], ref) for (lab, fr), ref in shells]))
+        score = float(np.mean([dice(_kept(lab, fr, f), ref) for (lab, fr), ref in shells]))
         if score > best[1] + 1e-12:
             best = (float(f), score)
     return best
+
+
+def _kept(labels: np.ndarray, fractions: np.ndarray, min_fraction: float) -> np.ndarray:
+    """The voxels of the components (``labels``, 1-based) whose shell fraction is at least ``min_fraction``."""
+    return np.concatenate([[False], fractions >= min_fraction])[labels]
