@@ -145,12 +145,19 @@ def main() -> None:
     parser.add_argument("--real", type=Path, required=True, help="the real patients, prepared at 2 mm")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--name", default="activity_real", help="file name of the JSON and markdown results")
+    parser.add_argument("--network", type=Path, default=PRETRAINED / "network",
+                        help="the network whose maps the arms read (default: the shipped one, whose own classifier "
+                             "is then the arm `shipped`); real patients it trained on are scored all the same")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    network_dir = PRETRAINED / "network"
-    folders = {"shipped": PRETRAINED / "activity", **dict(fit_arm(a, args.out, network_dir) for a in args.arm)}
+    network_dir = args.network.resolve()
+    shipped = network_dir == (PRETRAINED / "network").resolve()
+    folders = {**({"shipped": PRETRAINED / "activity"} if shipped else {}),
+               **dict(fit_arm(a, args.out, network_dir) for a in args.arm)}  # fmt: skip
     classifiers = {name: ActivityClassifier.load(f) for name, f in folders.items()}
-    arms = {"shipped": {"reference": classifiers["shipped"].feature_reference, "cohorts": "shipped"}}
+    arms: dict[str, Any] = {}
+    if shipped:
+        arms["shipped"] = {"reference": classifiers["shipped"].feature_reference, "cohorts": "shipped"}
     for a in args.arm:
         name, cohorts, reference, seed = parse_arm(a)
         arms[name] = {"reference": reference, "cohorts": " + ".join(c.name for c in cohorts), "seed": seed}
@@ -161,7 +168,8 @@ def main() -> None:
         result["phantom"][name] = phantom_scores(classifiers, Path(dataset), network)
         print(name, {k: (round(v["auc"], 3), round(v["f1"], 3)) for k, v in result["phantom"][name].items()})
     for name, folder in folders.items():
-        result["real"][name] = real_lesions.activity_plausibility(args.real.resolve(), args.out, network_dir, folder)
+        result["real"][name] = real_lesions.activity_plausibility(args.real.resolve(), args.out, network_dir, folder,
+                                                                  allow_training_cases=not shipped)
         print(name, result["real"][name])
     (args.out / args.name).with_suffix(".json").write_text(json.dumps(result, indent=1))
     (args.out / args.name).with_suffix(".md").write_text(markdown(result))

@@ -81,7 +81,40 @@ ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisatio
     "phantom-rlc": ("phantom-rlc", "zscore-brain-clip5", None, 0.0, 0.0, "rlc"),
     "phantom-rlc-wm": ("phantom-rlc-wm", "wm-ratio-clip10", None, 0.0, 0.0, "rlc"),
     "phantom-mix-wm": ("phantom-mix-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default+rlc"),
+    # the recipe of the shipped network (``configs --shipped-cohort``), one real patient held out
+    "ship": ("ship-{held}", "wm-ratio-clip10", 0.25, 0.0, 0.0, "shipped"),
 }
+SHIP_STEPS = 1200
+
+
+def write_ship_configs(cohort: Path, real: Path, out: Path) -> None:
+    """OUT/cfg/ship.yaml, the recipe of the shipped network: the phantom network's training config and split of
+    framings.py's ``cohort-1`` (``cohort``: the same 100 patients, bit for bit; its 20 test patients stay out), plus
+    both real patients with their lesion label only in 25% of the patches, white-matter-ratio inputs,
+    channels-last, 1,200 steps; and OUT/cfg/ship-patientNN.yaml, the same with that patient held out."""
+    from gdfree.demo import PRETRAINED
+
+    model = json.loads((PRETRAINED / "network" / "model.json").read_text())
+    if model["normalisation"] != "zscore-brain-clip5":
+        raise SystemExit("the shipped network is no longer the phantom-only one whose split this recipe reuses")
+    old = model["config"]["datasets"][0]["path"]
+
+    def here(keys: list[str]) -> list[str]:
+        return [f"{cohort}:{k.rsplit(':', 1)[1]}" for k in keys if k.startswith(f"{old}:")]
+
+    cfg = dict(model["config"], normalisation="wm-ratio-clip10", channels_last=True, max_steps=SHIP_STEPS,
+               val_every=200, datasets=[{"path": str(cohort), "format": "auto",
+                                         "labels": ["enhancing", "lesion", "t1gd"]},
+                                        {"path": str(real), "format": "auto", "labels": ["lesion"], "share": 0.25}])
+    split = {"val_fraction": 0.2, "test_fraction": 0.0, "n_folds": 0, "fold": 0, "seed": 0, "train_subjects": [],
+             "val_subjects": here(model["split"]["val"]), "test_subjects": here(model["split"]["test"])}
+    (out / "cfg").mkdir(parents=True, exist_ok=True)
+    for held in ("", *PATIENTS):
+        test = split["test_subjects"] + ([f"{real}:{held}"] if held else [])
+        name = f"ship-{held}" if held else "ship"
+        (out / "cfg" / f"{name}.yaml").write_text(json.dumps(dict(cfg, split=dict(split, test_subjects=test)),
+                                                             indent=1))  # fmt: skip
+        print(f"{name}: {out / 'cfg' / name}.yaml")
 
 
 def arm_spec(arm: str) -> tuple[Any, ...]:
@@ -373,9 +406,12 @@ def _case_parts(files: Any) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     return case.brain, case.labels["lesion"], case.spacing_mm
 
 
-def activity_plausibility(real: Path, out: Path, network: Path, classifier: Path) -> list[dict[str, Any]]:
+def activity_plausibility(real: Path, out: Path, network: Path, classifier: Path, *,
+                          allow_training_cases: bool = False) -> list[dict[str, Any]]:
     """How many of each real patient's visible lesions ``classifier`` (with ``network``'s maps) calls active:
-    each patient has at most one derived enhancing component, so a plausible classifier calls few."""
+    each patient has at most one derived enhancing component, so a plausible classifier calls few.
+    ``allow_training_cases``: score patients the network trained on (its maps on them are in-sample; the
+    classifier's calls are still its own)."""
     import csv
     import shutil
 
@@ -383,7 +419,7 @@ def activity_plausibility(real: Path, out: Path, network: Path, classifier: Path
 
     where = out / f"activity-{network.parent.name}-{network.name}"
     shutil.rmtree(where, ignore_errors=True)
-    predict_dataset(network, real, where, activity=classifier)
+    predict_dataset(network, real, where, activity=classifier, allow_training_cases=allow_training_cases)
     rows = []
     for path in sorted(where.rglob("*desc-all_lesions.tsv")):
         with open(path, newline="") as fh:
@@ -631,11 +667,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", default="", help="configs: also every arm with these seeds (ARM-sN; e.g. 1,2)")
     parser.add_argument("--channels-last", action="store_true", help="configs: train with channels_last: true")
+    parser.add_argument("--shipped-cohort", type=Path,
+                        help="configs: framings.py's cohort-1; write only the shipped recipe's configs (ship*)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default="", help="train: these runs only; filter: these arms (comma-separated)")
     parser.add_argument("--figures", type=Path, default=None)
     args = parser.parse_args()
-    if args.what == "configs":
+    if args.what == "configs" and args.shipped_cohort:
+        write_ship_configs(args.shipped_cohort.resolve(), args.real.resolve(), args.out)
+    elif args.what == "configs":
         cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None,
                    "rlc": args.phantom_rlc.resolve() if args.phantom_rlc else None}
         write_configs(cohorts, args.real.resolve(), args.out, args.steps,
