@@ -258,7 +258,8 @@ def _lesion_framing(args: argparse.Namespace, name: str, strength: float, work: 
         for files in discover(ref_dir):
             if ref_dir == cohort and files.case_id not in test_ids:
                 continue
-            case = load_array_case(files, clf.modalities, ("lesion", "enhancing"))
+            case = load_array_case(files, clf.modalities, ("lesion", "enhancing"),
+                                   normalisation=clf.meta["normalisation"])  # the network's, for its maps too
             clf.refuse_if_seen(case.case_id, case.fingerprints)
             ids, n = label_case_lesions(case.labels["lesion"], case.spacing_mm)
             probs = None
