@@ -306,11 +306,12 @@ def _white_matter(files: Any, brain: np.ndarray) -> np.ndarray:
 def _network_masks(runs: list[Path], files: list[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(lesion mask of the network in ``runs[0]``, white matter, brain, reference lesion mask) of each case in
     ``files``; with more runs, of their ensemble as ``gdfree predict --ensemble`` makes it (the mean of the
-    members' probabilities, the first model's thresholds)."""
+    members' probabilities at the mean of their thresholds)."""
     from gdfree.data.cases import load_array_case
     from gdfree.infer.model import TrainedModel
 
     model, *members = (TrainedModel.load(r) for r in runs)
+    model = model.with_members(members)
     out = []
     for f in files:
         case = load_array_case(f, model.modalities, ("lesion",), normalisation=model.normalisation)

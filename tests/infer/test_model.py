@@ -120,3 +120,18 @@ def test_masks_use_each_heads_threshold_and_the_minimum_volume(tmp_path: Path):
     masks = model.masks({"enhancing": prob, "lesion": prob}, (1.0, 1.0, 1.0))
     assert masks["enhancing"].sum() == 4 and not masks["enhancing"][1, 1, 1]
     assert not masks["lesion"].any()  # 0.5 < the lesion head's 0.7
+
+
+def test_an_ensemble_thresholds_at_its_members_mean_threshold_in_any_order():
+    from dataclasses import replace
+
+    from gdfree.demo import PRETRAINED
+
+    shipped = TrainedModel.load(PRETRAINED / "network")
+    first = replace(shipped, thresholds={h: 0.9 for h in shipped.heads})
+    second = replace(shipped, thresholds={h: 0.3 for h in shipped.heads})
+    ab, ba = first.with_members([second]), second.with_members([first])
+    assert ab.thresholds == ba.thresholds == {h: pytest.approx(0.6) for h in shipped.heads}
+    assert first.with_members([]) is first and first.thresholds["lesion"] == 0.9  # the members stay as they were
+    with pytest.raises(ValueError, match="normalisation"):
+        first.with_members([replace(second, normalisation="wm-ratio-clip10")])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +345,18 @@ class TrainedModel:
         from dataclasses import replace
 
         return replace(self.rule, min_volume_mm3=max(self.rule.min_volume_mm3, self.min_lesion_mm3))
+
+    def with_members(self, members: Sequence[TrainedModel]) -> TrainedModel:
+        """This model as the head of an ensemble with ``members`` (checked): each head's threshold becomes the mean of
+        the members' own (each chosen on that member's validation patients), for thresholding the mean of their
+        probabilities. With the first member's threshold, the ensemble's masks depended on which member came first
+        and, where members' thresholds differ, marked less than any member (docs/real_lesions.md)."""
+        for other in members:
+            self.check_member(other)
+        if not members:
+            return self
+        models = (self, *members)
+        return replace(self, thresholds={h: float(np.mean([m.thresholds[h] for m in models])) for h in self.thresholds})
 
     def check_member(self, other: TrainedModel) -> None:
         """Refuse an ensemble member with other heads, inputs, normalisation or oracle status."""

@@ -23,9 +23,10 @@ predicted into the folder, and a folder made by another model or other options i
 Options of :func:`predict_dataset`:
 
 ``ensemble`` (more run folders with the same heads, inputs and normalisation), ``mc`` (MC dropout passes)
-and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean,
-and ``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the
-activity score are written too.
+and ``flips`` (test-time mirroring) sample the prediction: the probability is then the samples' mean (an
+ensemble thresholds it at the mean of its members' thresholds: :meth:`TrainedModel.with_members`), and
+``desc-<head><Measure>_uncertainty.nii.gz`` maps, lesion uncertainty columns and the spread of the activity
+score are written too.
 
 ``mc_layers`` ``last`` samples only the network's last dropout layer (about the cost of one pass; see
 :func:`gdfree.infer.sampling.sample_predictions`).
@@ -216,9 +217,8 @@ def _load_models(
     for other in ensemble:
         member = _with_engine(TrainedModel.load(other, device), engine)
         member.refuse_control()
-        model.check_member(member)
         members.append(member)
-    return model, members, scorer
+    return model.with_members(members), members, scorer
 
 
 def _description(model: TrainedModel, members: Sequence[TrainedModel], mc: int, mc_layers: str, flips: bool) -> dict:
