@@ -83,6 +83,8 @@ ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisatio
     "phantom-mix-wm": ("phantom-mix-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default+rlc"),
     # the recipe of the shipped network (``configs --shipped-cohort``), one real patient held out
     "ship": ("ship-{held}", "wm-ratio-clip10", 0.25, 0.0, 0.0, "shipped"),
+    # the same, with the real patients' enhancing labels derived from their post-Gd T1w (``prepare``)
+    "ship-enh": ("ship-enh-{held}", "wm-ratio-clip10", 0.25, 0.0, 0.0, "shipped"),
 }
 SHIP_STEPS = 1200
 
@@ -91,7 +93,9 @@ def write_ship_configs(cohort: Path, real: Path, out: Path) -> None:
     """OUT/cfg/ship.yaml, the recipe of the shipped network: the phantom network's training config and split of
     framings.py's ``cohort-1`` (``cohort``: the same 100 patients, bit for bit; its 20 test patients stay out), plus
     both real patients with their lesion label only in 25% of the patches, white-matter-ratio inputs,
-    channels-last, 1,200 steps; and OUT/cfg/ship-patientNN.yaml, the same with that patient held out."""
+    channels-last, 1,200 steps; and OUT/cfg/ship-patientNN.yaml, the same with that patient held out. ``ship-enh*``:
+    the same with the real patients' derived enhancing labels too (each has at most one enhancing component), so
+    that the enhancing head learns from real lesions that they mostly do not enhance."""
     from gdfree.demo import PRETRAINED
 
     model = json.loads((PRETRAINED / "network" / "model.json").read_text())
@@ -109,12 +113,14 @@ def write_ship_configs(cohort: Path, real: Path, out: Path) -> None:
     split = {"val_fraction": 0.2, "test_fraction": 0.0, "n_folds": 0, "fold": 0, "seed": 0, "train_subjects": [],
              "val_subjects": here(model["split"]["val"]), "test_subjects": here(model["split"]["test"])}
     (out / "cfg").mkdir(parents=True, exist_ok=True)
-    for held in ("", *PATIENTS):
-        test = split["test_subjects"] + ([f"{real}:{held}"] if held else [])
-        name = f"ship-{held}" if held else "ship"
-        (out / "cfg" / f"{name}.yaml").write_text(json.dumps(dict(cfg, split=dict(split, test_subjects=test)),
-                                                             indent=1))  # fmt: skip
-        print(f"{name}: {out / 'cfg' / name}.yaml")
+    for arm, labels in (("ship", ["lesion"]), ("ship-enh", ["lesion", "enhancing"])):
+        datasets = [cfg["datasets"][0], dict(cfg["datasets"][1], labels=labels)]
+        for held in ("", *PATIENTS):
+            test = split["test_subjects"] + ([f"{real}:{held}"] if held else [])
+            name = f"{arm}-{held}" if held else arm
+            run_cfg = dict(cfg, datasets=datasets, split=dict(split, test_subjects=test))
+            (out / "cfg" / f"{name}.yaml").write_text(json.dumps(run_cfg, indent=1))
+            print(f"{name}: {out / 'cfg' / name}.yaml")
 
 
 def arm_spec(arm: str) -> tuple[Any, ...]:
