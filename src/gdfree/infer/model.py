@@ -350,7 +350,8 @@ class TrainedModel:
         """This model as the head of an ensemble with ``members`` (checked): each head's threshold becomes the mean of
         the members' own (each chosen on that member's validation patients), for thresholding the mean of their
         probabilities. With the first member's threshold, the ensemble's masks depended on which member came first
-        and, where members' thresholds differ, marked less than any member (docs/real_lesions.md)."""
+        and, where members' thresholds differ, marked less than any member (docs/real_lesions.md). The minimum
+        lesion volume, the patient score and its threshold stay this model's."""
         for other in members:
             self.check_member(other)
         if not members:
