@@ -88,13 +88,18 @@ def make_batch(
 ) -> Batch:  # fmt: skip
     """``batch_size`` patches drawn with ``rng``; each may be replaced by a generated one (``synthesiser``), then
     gets a simulated lesion change with ``lesion_sim``'s probability, then is augmented (parameters also
-    drawn with ``rng``) when ``strength`` > 0. The sampler's ``prior_dropout`` (:class:`PriorDropout`), when set,
-    first drops the prior of a patch."""
+    drawn with ``rng``) when ``strength`` > 0. The sampler's ``pair_artefacts``
+    (:class:`gdfree.data.pair_artefacts.PairArtefacts`) and then its ``prior_dropout`` (:class:`PriorDropout`), when
+    set, first alter or drop the prior of a patch."""
     images, targets, present = [], [], []
     continuous = [h for h, name in enumerate(sampler.heads) if name == TRANSLATION_HEAD]
     for _ in range(batch_size):
         params = sampler.sample_params(rng)
         image, target, has = sampler.crop(params)
+        if sampler.pair_artefacts is not None:
+            case = sampler.cases[params.case]
+            scale = sampler.pair_artefacts.scale(params.case, case.image, case.brain)
+            sampler.pair_artefacts.apply(image, sampler.crop_brain(params), scale, rng)
         if sampler.prior_dropout is not None:
             sampler.prior_dropout.apply(image, has, rng)
         if synthesiser is not None:

@@ -96,6 +96,7 @@ class PatchSampler:
         self._white_matter: dict[int, np.ndarray] = {}
         self.t1_channel: int | None = None  # set (prepare_lesion_simulation) to place new lesions in white matter
         self.prior_dropout: Any = None  # a gdfree.data.loader.PriorDropout, set by training for prior-exam channels
+        self.pair_artefacts: Any = None  # a gdfree.data.pair_artefacts.PairArtefacts, likewise
         # unit "lesion": per category, one row (case, start, stop) per lesion; its voxels are
         # index[case][category][start:stop] (each case's voxels are regrouped lesion by lesion)
         self.lesions: dict[str, np.ndarray] = {}

@@ -134,6 +134,9 @@ class TrainConfig:
         prior_dropout: with prior-exam channels among ``modalities``, the share of training patches from exams
             with a prior that are drawn as if without one (:class:`gdfree.data.loader.PriorDropout`): the model
             learns the single-exam mode on the same exams, not only on first sessions.
+        pair_artefacts: with prior-exam channels, the share of training patches whose prior gets a real pair's
+            residual errors (misalignment, another slice profile, an intensity mismatch) and whose difference
+            channel the same change (:mod:`gdfree.data.pair_artefacts`); 0 (default) draws none.
         randomise_labels: the label-randomisation control of attribution sanity checks (Adebayo et al.
             2018): every training and validation case gets the enhancing label of another case (a seeded
             derangement; the cases must share one grid). Never a product model.
@@ -181,6 +184,7 @@ class TrainConfig:
     keep: str = "last"
     snapshots: bool = False
     prior_dropout: float = 0.3
+    pair_artefacts: float = 0.0
     randomise_labels: bool = False
     seed: int = 0
     init: str = ""
@@ -219,6 +223,8 @@ class TrainConfig:
                              f"({', '.join(PAIR_ROLES)}); turn them off for a model with those inputs")
         if not 0 <= self.prior_dropout < 1:
             raise ValueError(f"prior_dropout: expected a fraction in [0, 1), got {self.prior_dropout}")
+        if not 0 <= self.pair_artefacts <= 1:
+            raise ValueError(f"pair_artefacts: expected a probability in [0, 1], got {self.pair_artefacts}")
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.dropout_site not in DROPOUT_SITES:

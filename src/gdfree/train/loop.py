@@ -24,6 +24,7 @@ import torch
 from gdfree.config import config_to_dict, load_config, save_config
 from gdfree.data.cases import ArrayCase, file_fingerprints, load_array_case
 from gdfree.data.loader import PriorDropout, batch_stream
+from gdfree.data.pair_artefacts import PairArtefacts
 from gdfree.data.sampling import PatchSampler, dataset_case_weights
 from gdfree.data.translation import (
     TRANSLATION_HEAD,
@@ -318,6 +319,7 @@ def train(
 
     sampler = _sampler(cfg, train_cases)
     sampler.prior_dropout = PriorDropout.for_inputs(cfg.prior_dropout, cfg.modalities, cfg.heads)
+    sampler.pair_artefacts = PairArtefacts.for_inputs(cfg.pair_artefacts, cfg.modalities)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
     t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
     if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
