@@ -11,7 +11,8 @@ from gdfree.io.images import read_mask, read_volume, to_sitk
 from gdfree.phantom.cohort import write_cohort
 from gdfree.phantom.config import PhantomConfig
 from gdfree.phantom.longitudinal import PairConfig
-from gdfree.preprocess.pair import pair_exams
+from gdfree.preprocess.pair import PairConfig as PairConfig_
+from gdfree.preprocess.pair import pair_exams, prior_coverage
 from gdfree.preprocess.registration import mean_displacement
 
 
@@ -58,3 +59,27 @@ def test_a_wrong_transform_is_reported_and_a_missing_reference_refused(pair) -> 
     assert pair_exams(exams["2"], exams["1"], brain, transform=tfm).problems
     with pytest.raises(ValueError, match="prior exam has no FLAIR"):
         pair_exams(exams["2"], {"T2w": exams["1"]["T2w"]}, brain)
+
+
+def test_where_the_prior_has_no_data_nothing_changed(pair) -> None:
+    """A prior that lost its top slices of brain (a thick-slice exam's field of view) reads "no change" there, not
+    a large increase, and the pair says how much of the brain it covers."""
+    from gdfree.types import Volume
+
+    exams, brain, change, _ = pair
+    full = pair_exams(exams["2"], exams["1"], brain)
+    assert full.coverage > 0.97
+    top = int(np.nonzero(brain.any(axis=(0, 1)))[0].max())
+    cut = {r: Volume(v.data[:, :, : top - 6].copy(), v.affine) for r, v in exams["1"].items()}
+    paired = pair_exams(exams["2"], cut, brain)
+    z, prior = paired.difference["FLAIR"].data, paired.prior["FLAIR"].data
+    gone = brain & ~prior_coverage(cut["FLAIR"], exams["2"]["FLAIR"], paired.transform)
+    assert gone.sum() > 100 and not gone[:, :, : top - 20].any()
+    assert np.all(z[gone] == 0)
+    assert np.array_equal(prior[gone], exams["2"]["FLAIR"].data[gone])
+    assert paired.coverage < full.coverage - 0.01
+    kept = brain & (change == 0)
+    kept[:, :, top - 20 :] = False
+    assert abs(np.median(z[kept])) < 0.5 and np.median(z[change == 1]) > 5
+    strict = pair_exams(exams["2"], cut, brain, PairConfig_(min_coverage=0.999))
+    assert any("covers" in p for p in strict.problems)

@@ -13,7 +13,8 @@ after every session is predicted, what changed is written beside the follow-up's
     highest FLAIR difference in it, whether the subtraction found it, the highest ``new`` probability of a model
     with that head (``p_new``), and its centroid (mm).
 
-``OUT/pairs.tsv`` has one row a pair (its correlation check, counts, and ``status``/``reason``): a pair that
+``OUT/pairs.tsv`` has one row a pair (its correlation check, the share of the brain the prior covers, counts, and
+``status``/``reason``; outside the prior's field of view a lesion reads as it is, neither new nor changed): a pair that
 cannot be made (no FLAIR, a failed registration, a session that was not predicted) is listed and the others go
 on; a registration whose check fails is written but flagged in ``reason``.
 """
@@ -40,8 +41,8 @@ __all__ = ["CHANGE_COLUMNS", "write_changes"]
 
 CHANGE_COLUMNS = ("lesion_id", "status", "volume_mm3", "prior_volume_mm3", "volume_change_mm3", "subtraction_max_z",
                   "subtraction_new", "p_new", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")  # fmt: skip
-PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "n_lesions", "n_new", "n_enlarging", "n_subtraction",
-                "status", "reason")  # fmt: skip
+PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "coverage", "n_lesions", "n_new", "n_enlarging",
+                "n_subtraction", "status", "reason")  # fmt: skip
 STATUS_LABELS = [Label(1, "new lesion", (230, 30, 30)), Label(2, "enlarging lesion", (255, 150, 0)),
                  Label(3, "stable lesion", (0, 200, 230)), Label(4, "shrinking lesion", (120, 120, 255))]  # fmt: skip
 _CODES = {label.name.split()[0]: label.index for label in STATUS_LABELS}
@@ -49,6 +50,7 @@ _CODES = {label.name.split()[0]: label.index for label in STATUS_LABELS}
 
 def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dict[str, Any]:
     from gdfree.io.images import from_sitk, to_sitk
+    from gdfree.preprocess.pair import prior_coverage
     from gdfree.preprocess.registration import read_transform, resample
 
     fu = read_volume(followup.images["FLAIR"])
@@ -70,9 +72,12 @@ def _one_pair(prior: CaseFiles, followup: CaseFiles, out: Path, k: float) -> dic
     transform = read_transform(transform_path(out, prior, followup))
     before = from_sitk(resample(to_sitk(read_mask(masks["prior"])), to_sitk(fu), transform,
                                 interpolation="nearest")).data > 0  # fmt: skip
+    after = read_mask(masks["followup"]).data > 0
+    # outside the prior's field of view nothing is known: read "no change" there, as the pair's images do
+    before = np.where(prior_coverage(read_volume(prior.images["FLAIR"]), fu, transform), before, after)
     new_prob = derivative_path(out, sub, ses, "probseg", desc="new")
     p_new = read_volume(new_prob).data if new_prob.is_file() else None
-    ids, rows = lesion_changes(read_mask(masks["followup"]).data, before, spacing)
+    ids, rows = lesion_changes(after, before, spacing)
     status = np.zeros(ids.shape, np.uint8)
     for row in rows:
         inside = ids == row["id"]

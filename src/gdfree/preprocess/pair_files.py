@@ -14,8 +14,8 @@ follow-up's grid:
 The last two are the prior-exam input channels of a model (:data:`gdfree.types.PAIR_ROLES`,
 :func:`gdfree.io.bids.attach_pairs` finds them). ``OUT/pairs.tsv`` has one row a pair; a pair that cannot be made
 (no FLAIR, a failed registration) is listed as failed and the others go on, and one whose correlation check
-fails is written with the problem in ``reason``. The brain mask is the follow-up's own when the dataset has one,
-else deepbet's on its FLAIR, else Otsu's.
+fails, or whose prior covers too little of the brain, is written with the problem in ``reason``. The brain mask is
+the follow-up's own when the dataset has one, else deepbet's on its FLAIR, else Otsu's.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from gdfree.types import Volume
 __all__ = ["PAIR_COLUMNS", "attempt_pair", "pair_sessions", "session_brain", "transform_path", "write_pair",
            "write_pairs"]  # fmt: skip
 
-PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "status", "reason")
+PAIR_COLUMNS = ("subject", "prior", "followup", "correlation", "coverage", "status", "reason")
 
 
 def _natural(label: str) -> list[Any]:
@@ -86,7 +86,7 @@ def transform_path(out: Path | str, prior: CaseFiles, followup: CaseFiles) -> Pa
 
 def write_pair(prior: CaseFiles, followup: CaseFiles, out: Path | str) -> dict[str, Any]:
     """Pair one follow-up with its prior and write the module docstring's files; returns the pair's
-    correlation and problems (``reason``).
+    correlation, the share of the brain the prior covers (``coverage``) and problems (``reason``).
 
     Raises:
         GdfreeError: a session has no FLAIR, or the provided brain mask is off the FLAIR's grid.
@@ -105,7 +105,8 @@ def write_pair(prior: CaseFiles, followup: CaseFiles, out: Path | str) -> dict[s
     images = {"priorFLAIR": paired.prior["FLAIR"], "diffFLAIR": paired.difference["FLAIR"]}
     for role, (suffix, desc) in PAIR_FILES.items():
         write_volume(fu.with_data(images[role].data), derivative_path(out, sub, ses, suffix, desc=desc))
-    return {"correlation": round(paired.correlation, 3), "status": "ok", "reason": "; ".join(paired.problems)}
+    return {"correlation": round(paired.correlation, 3), "coverage": round(paired.coverage, 3), "status": "ok",
+            "reason": "; ".join(paired.problems)}
 
 
 def attempt_pair(row: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
