@@ -149,7 +149,9 @@ def _halfway(followup: Volume, prior: Volume, brain: np.ndarray, transform: Any)
         return from_sitk(resample(to_sitk(Volume(diff.astype(np.float32), followup.affine)), grid, back,
                                   interpolation="linear")).data  # fmt: skip
 
-    return difference, _covered(Volume(both.astype(np.uint8), followup.affine), grid, back)
+    back_both = from_sitk(resample(to_sitk(Volume(both.astype(np.uint8), followup.affine)), grid, back,
+                                   interpolation="nearest")).data > 0  # fmt: skip
+    return difference, np.asarray(ndimage.binary_erosion(back_both, border_value=1), bool)
 
 
 def pair_exams(

@@ -109,9 +109,13 @@ def _synthesiser(
 
 
 def _sampler(cfg: TrainConfig, cases: list[ArrayCase]) -> PatchSampler:
-    """The patch sampler over the training cases, each dataset drawn by its ``share``."""
+    """The patch sampler over the training cases, each dataset drawn by its ``share``, with the prior-exam
+    channels' dropout and artefacts when the model has those channels."""
     weights = dataset_case_weights([c.dataset for c in cases], [d.share for d in cfg.datasets])
-    return PatchSampler(cases, cfg.heads, cfg.patch_size, cfg.sampling, weights)
+    sampler = PatchSampler(cases, cfg.heads, cfg.patch_size, cfg.sampling, weights)
+    sampler.prior_dropout = PriorDropout.for_inputs(cfg.prior_dropout, cfg.modalities, cfg.heads)
+    sampler.pair_artefacts = PairArtefacts.for_inputs(cfg.pair_artefacts, cfg.modalities)
+    return sampler
 
 
 def _schedule(cfg: TrainConfig) -> Any:
@@ -318,8 +322,6 @@ def train(
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, place.rank, step]).generate_state(1)[0]))
 
     sampler = _sampler(cfg, train_cases)
-    sampler.prior_dropout = PriorDropout.for_inputs(cfg.prior_dropout, cfg.modalities, cfg.heads)
-    sampler.pair_artefacts = PairArtefacts.for_inputs(cfg.pair_artefacts, cfg.modalities)
     synthesiser = _synthesiser(cfg, run_dir, train_cases, val_cases, console)
     t1 = list(cfg.modalities).index("T1w") if "T1w" in cfg.modalities else None
     if cfg.lesion_sim.probability > 0:  # new lesions go into white matter when there is a T1w channel
