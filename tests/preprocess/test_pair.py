@@ -11,7 +11,7 @@ from gdfree.io.images import read_mask, read_volume, to_sitk
 from gdfree.phantom.cohort import write_cohort
 from gdfree.phantom.config import PhantomConfig
 from gdfree.phantom.longitudinal import PairConfig
-from gdfree.preprocess.pair import PairConfig as PairConfig_
+from gdfree.preprocess.pair import PairConfig as ExamPairConfig
 from gdfree.preprocess.pair import pair_exams, prior_coverage
 from gdfree.preprocess.registration import mean_displacement
 
@@ -81,5 +81,5 @@ def test_where_the_prior_has_no_data_nothing_changed(pair) -> None:
     kept = brain & (change == 0)
     kept[:, :, top - 20 :] = False
     assert abs(np.median(z[kept])) < 0.5 and np.median(z[change == 1]) > 5
-    strict = pair_exams(exams["2"], cut, brain, PairConfig_(min_coverage=0.999))
+    strict = pair_exams(exams["2"], cut, brain, ExamPairConfig(min_coverage=0.999))
     assert any("covers" in p for p in strict.problems)
