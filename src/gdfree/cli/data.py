@@ -261,5 +261,5 @@ def pair(
            if r["status"] == "failed"}  # fmt: skip
     flagged = sum(bool(r["reason"]) for r in rows if r["status"] == "ok")
     console.print(f"Paired {len(rows) - len(bad)} follow-up sessions with their prior into {out} ({flagged} flagged "
-                  "by the correlation check; OUT/pairs.tsv).")  # fmt: skip
+                  "by the correlation or coverage check; OUT/pairs.tsv).")  # fmt: skip
     exit_on_failures(console, bad, "could not be paired (listed in OUT/pairs.tsv)")
