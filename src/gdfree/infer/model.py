@@ -342,8 +342,6 @@ class TrainedModel:
 
     def lesion_rule(self) -> DetectionRule:
         """The rule that forms the predicted enhancing lesions: the model's rule, with its minimum volume."""
-        from dataclasses import replace
-
         return replace(self.rule, min_volume_mm3=max(self.rule.min_volume_mm3, self.min_lesion_mm3))
 
     def with_members(self, members: Sequence[TrainedModel]) -> TrainedModel:
