@@ -9,6 +9,9 @@
         --long-work /tmp/long --model /tmp/np/run --model /tmp/np/run_flair \\
         --real ../shared/data/open_ms_data/longitudinal/raw            # docs/longitudinal.json "pair_network"
 
+``--model NAME=RUN+RUN+...`` scores an ensemble under NAME: ``gdfree predict --ensemble``'s mean probability at the
+mean of its members' thresholds.
+
 The training configs (docs/longitudinal.md) train on sub-2001..2024 (both sessions: the first reads "no prior"),
 validate on sub-2025..2030 and hold out sub-2031..2090, the test patients of ``longitudinal.py``.
 
@@ -46,12 +49,28 @@ long = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(long)
 
 
-def _predict(model: Path, data: Path, out: Path, pairs: Path | None, cases: list[str] | None = None) -> Path:
+class Model:
+    """A run folder (``RUN``) or an ensemble of run folders (``NAME=RUN+RUN+...``), as ``--model`` names it."""
+
+    def __init__(self, spec: str) -> None:
+        name, _, runs = spec.rpartition("=")
+        self.runs = [Path(r) for r in runs.split("+")]
+        self.name = name or self.runs[0].name
+
+    def load(self) -> Any:
+        """The :class:`~gdfree.infer.model.TrainedModel` with its members (the ensemble's thresholds)."""
+        from gdfree.infer.model import TrainedModel
+
+        first, *others = (TrainedModel.load(r) for r in self.runs)
+        return first.with_members(others)
+
+
+def _predict(model: Model, data: Path, out: Path, pairs: Path | None, cases: list[str] | None = None) -> Path:
     """``gdfree predict`` of ``cases`` of ``data`` into ``out`` (once), reading prior-exam images from ``pairs``."""
     from gdfree.predict import predict_dataset
 
     if not (out / "predictions.tsv").is_file():
-        rows = predict_dataset(model, data, out, case_ids=cases, pairs=pairs)
+        rows = predict_dataset(model.runs[0], data, out, case_ids=cases, pairs=pairs, ensemble=model.runs[1:])
         failed = [r for r in rows if r.get("status") == "failed"]
         if failed:
             raise SystemExit(f"{out}: {len(failed)} cases failed: {failed[0].get('reason')}")
@@ -74,7 +93,7 @@ def _maps(case: dict, pred: Path, tag: str) -> None:
         case[f"{tag}_new_mask"] = read_mask(mask).data > 0
 
 
-def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
+def phantom(args: argparse.Namespace, models: list[Model]) -> dict[str, Any]:
     cases, k, _ = long.phantom_cases(argparse.Namespace(phantom=args.phantom, work=args.long_work, train=args.train))
     for c in cases:
         c["changed_ref"] = np.isin(c["change"], (1, 2))
@@ -84,9 +103,7 @@ def phantom(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
                                            for ref in ("new_ref", "changed_ref")}}  # fmt: skip
     scores, thresholds = {}, {}
     for model in models:
-        from gdfree.infer.model import TrainedModel
-
-        trained = TrainedModel.load(model)  # thresholds on the calibrated scale the written probabilities have
+        trained = model.load()  # thresholds on the calibrated scale the written probabilities have
         meta = {"modalities": list(trained.modalities), "thresholds": dict(trained.thresholds)}
         name = model.name
         for prior in (True, False):
@@ -181,14 +198,13 @@ def _real_dataset(args: argparse.Namespace) -> tuple[Path, Path]:
     return bids, pairs
 
 
-def real(args: argparse.Namespace, models: list[Path]) -> dict[str, Any]:
+def real(args: argparse.Namespace, models: list[Model]) -> dict[str, Any]:
     """Each FLAIR-only model's new mask on the real pairs against their change masks (module docstring)."""
     rule = DetectionRule()
     bids, pairs = _real_dataset(args)
     out: dict[str, Any] = {}
     for model in models:
-        meta = json.loads((model / "model.json").read_text())
-        if meta["modalities"] != ["FLAIR", "priorFLAIR", "diffFLAIR"]:
+        if list(model.load().modalities) != ["FLAIR", "priorFLAIR", "diffFLAIR"]:
             continue
         pred = _predict(model, bids, args.work / f"real-{model.name}", pairs)
         rows = []
@@ -215,7 +231,7 @@ def main() -> None:
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--pairs", type=Path)
     parser.add_argument("--real", type=Path)
-    parser.add_argument("--model", type=Path, action="append", required=True)
+    parser.add_argument("--model", type=Model, action="append", required=True, help="RUN or NAME=RUN+RUN+...")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--long-work", type=Path, default=Path("/tmp/long"))
     parser.add_argument("--train", type=int, default=30)
