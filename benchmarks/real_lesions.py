@@ -20,6 +20,9 @@ enhancing head gets no gradient) and a share of the patches:
   lesion's contrasts drawn from the measured real lesions (``lesion_contrasts: real-lesions``): fainter lesions,
   many nearly iso-intense on T1w, as real ones are; ``phantom-mix-wm``: ``phantom-wm`` on both cohorts, half the
   patches from each.
+- ``phantom-mix-drl-wm``: ``phantom-mix-wm`` with its second cohort domain-randomised as well (the ``*-dr``
+  cohort's draws, confluent lesions included, with real lesions' contrasts): tissue contrasts that vary from
+  subject to subject (a cortex as bright as some lesions, as on patient07) beside faint real-contrast lesions.
 
 Baselines, scored by the same code on the same masks: the FLAIR rule (:mod:`gdfree.infer.flair_rule`) with
 ``k`` fitted on the fold's training real patient only, and the same rule at the issue's fixed ``k = 2.5``
@@ -34,6 +37,8 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     #   dr.yaml: {resolution_mm: 2, domain_randomisation: {enabled: true, confluent_probability: 0.3}}
     gdfree synth --out PHANTOM_RLC --subjects 40 --resolution 2 --seed 0 --config rlc.yaml
     #   rlc.yaml: {resolution_mm: 2, lesion_contrasts: real-lesions}
+    gdfree synth --out PHANTOM_DRL --subjects 40 --resolution 2 --seed 0 --config drl.yaml
+    #   drl.yaml: dr.yaml + {lesion_contrasts: real-lesions}
     python benchmarks/real_lesions.py configs --phantom PHANTOM --phantom-dr PHANTOM_DR --phantom-rlc PHANTOM_RLC \
         --real REAL --out OUT
     python benchmarks/real_lesions.py train --out OUT --jobs 2                          # OUT/runs/*
@@ -81,6 +86,7 @@ ARMS = {  # arm -> (run name per held-out patient, or a shared run; normalisatio
     "phantom-rlc": ("phantom-rlc", "zscore-brain-clip5", None, 0.0, 0.0, "rlc"),
     "phantom-rlc-wm": ("phantom-rlc-wm", "wm-ratio-clip10", None, 0.0, 0.0, "rlc"),
     "phantom-mix-wm": ("phantom-mix-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default+rlc"),
+    "phantom-mix-drl-wm": ("phantom-mix-drl-wm", "wm-ratio-clip10", None, 0.0, 0.0, "default+drl"),
     # the recipe of the shipped network (``configs --shipped-cohort``), one real patient held out
     "ship": ("ship-{held}", "wm-ratio-clip10", 0.25, 0.0, 0.0, "shipped"),
     # the same, with the real patients' enhancing labels derived from their post-Gd T1w (``prepare``)
@@ -669,6 +675,7 @@ def main() -> None:
     parser.add_argument("--phantom", type=Path)
     parser.add_argument("--phantom-dr", type=Path, help="a domain-randomised phantom cohort (the *-dr arms)")
     parser.add_argument("--phantom-rlc", type=Path, help="a real-lesion-contrast phantom cohort (the *-rlc arms)")
+    parser.add_argument("--phantom-drl", type=Path, help="a domain-randomised real-lesion-contrast cohort (*-drl)")
     parser.add_argument("--real", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
@@ -684,7 +691,8 @@ def main() -> None:
         write_ship_configs(args.shipped_cohort.resolve(), args.real.resolve(), args.out)
     elif args.what == "configs":
         cohorts = {"default": args.phantom.resolve(), "dr": args.phantom_dr.resolve() if args.phantom_dr else None,
-                   "rlc": args.phantom_rlc.resolve() if args.phantom_rlc else None}
+                   "rlc": args.phantom_rlc.resolve() if args.phantom_rlc else None,
+                   "drl": args.phantom_drl.resolve() if args.phantom_drl else None}
         write_configs(cohorts, args.real.resolve(), args.out, args.steps,
                       tuple(int(n) for n in args.seeds.split(",") if n), args.channels_last)  # fmt: skip
     elif args.what == "train":
