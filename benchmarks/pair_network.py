@@ -217,11 +217,16 @@ def real(args: argparse.Namespace, models: list[Model]) -> dict[str, Any]:
             found = read_mask(anat / f"{stem}_desc-new_mask.nii.gz").data > 0
             m = match_lesions(found, gt, flair.spacing_mm, rule)
             rows.append({"patient": folder.name, "detected": m.tp_ref, "of": m.n_ref, "true_found": m.tp_pred,
-                         "false_found": m.n_pred - m.tp_pred, "f1": m.f1, "dice": dice(found, gt)})  # fmt: skip
+                         "false_found": m.n_pred - m.tp_pred, "f1": m.f1, "dice": dice(found, gt),
+                         "any_overlap": long.any_overlap(found, gt, flair.spacing_mm)})  # fmt: skip
             long._overlay(f"{folder.name}-{model.name}", flair.data,
                           read_volume(prior / f"{stem}_desc-prior_FLAIR.nii.gz").data,
                           read_volume(prior / f"{stem}_desc-FLAIRdifference_map.nii.gz").data, gt, found,
                           args.work / "fig", f"green: change mask (gt.nii.gz); red: {model.name}'s new-lesion mask")
+            long.detections_figure(f"{folder.name}-{model.name}-detections", flair.data,
+                                   read_volume(prior / f"{stem}_desc-prior_FLAIR.nii.gz").data,
+                                   read_volume(prior / f"{stem}_desc-FLAIRdifference_map.nii.gz").data, gt, found,
+                                   flair.spacing_mm, args.work / "fig")  # fmt: skip
         out[model.name] = rows
     return out
 
