@@ -38,7 +38,8 @@ consensus (green) and each arm's lesion mask (red) on three axial slices per pat
     gdfree synth --out PHANTOM_RLC --subjects 40 --resolution 2 --seed 0 --config rlc.yaml
     #   rlc.yaml: {resolution_mm: 2, lesion_contrasts: real-lesions}
     gdfree synth --out PHANTOM_DRL --subjects 40 --resolution 2 --seed 0 --config drl.yaml
-    #   drl.yaml: dr.yaml + {lesion_contrasts: real-lesions}
+    #   drl.yaml: dr.yaml + {lesion_contrasts: real-lesions}; drl-band.yaml: drl.yaml with
+    #   domain_randomisation.confluent_contrast: real-lesions (the band a measured lesion's contrasts)
     python benchmarks/real_lesions.py configs --phantom PHANTOM --phantom-dr PHANTOM_DR --phantom-rlc PHANTOM_RLC \
         --real REAL --out OUT
     python benchmarks/real_lesions.py train --out OUT --jobs 2                          # OUT/runs/*

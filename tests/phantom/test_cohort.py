@@ -298,15 +298,21 @@ def test_real_lesion_contrasts_change_only_each_lesions_contrast():
         PhantomConfig(lesion_contrasts="measured")
 
 
-def test_a_confluent_band_takes_a_real_lesions_contrast_with_real_lesion_contrasts():
-    """With ``lesion_contrasts: real-lesions`` a confluent band draws a measured real lesion's contrasts, and its
-    rendered FLAIR follows that ratio instead of the randomised lesion level."""
+def test_a_confluent_band_takes_a_real_lesions_contrast_when_asked():
+    """With ``confluent_contrast: real-lesions`` a confluent band draws a measured real lesion's contrasts after the
+    lesions (whose contrasts stay those of the default, randomised band), and its rendered FLAIR follows that ratio
+    instead of the randomised lesion level."""
     from gdfree.phantom.config import real_lesion_contrasts
     from gdfree.phantom.randomise import DomainRandomisation
 
-    band = DomainRandomisation(enabled=True, confluent_probability=1.0)
+    randomised = DomainRandomisation(enabled=True, confluent_probability=1.0)
+    band = dataclasses.replace(randomised, confluent_contrast="real-lesions")
     cfg = PhantomConfig(resolution_mm=2, domain_randomisation=band, lesion_contrasts="real-lesions")
     params, anat = sample_subject(np.random.default_rng([1, 0]), cfg, "001", [1, 0])
+    default, _ = sample_subject(np.random.default_rng([1, 0]),
+                                dataclasses.replace(cfg, domain_randomisation=randomised), "001", [1, 0])  # fmt: skip
+    assert "contrast" not in default.domain["confluent"]
+    assert [les.contrast for les in params.lesions] == [les.contrast for les in default.lesions]
     drawn = params.domain["confluent"]["contrast"]
     roles, table = real_lesion_contrasts()
     assert tuple(drawn[r] for r in roles) in {tuple(np.round(r, 4)) for r in table}
@@ -316,7 +322,9 @@ def test_a_confluent_band_takes_a_real_lesions_contrast_with_real_lesion_contras
     images, masks, _ = render_subject(params, cfg, anat)
     core = ndimage.binary_erosion(masks["lesion"] & ~render_subject(plain, no_band, anat)[1]["lesion"], iterations=1)
     flair = images["FLAIR"] / _wm_median(images["FLAIR"], anat, masks)
-    randomised = params.domain["contrasts"]["FLAIR"]["lesion"]
+    level = params.domain["contrasts"]["FLAIR"]["lesion"]
     seen = float(np.median(flair[core]))
-    assert abs(seen - drawn["FLAIR"]) < abs(seen - randomised) or abs(drawn["FLAIR"] - randomised) < 0.05
-    assert 0.85 < seen / drawn["FLAIR"] < 1.15, (seen, drawn["FLAIR"], randomised)
+    assert abs(seen - drawn["FLAIR"]) < abs(seen - level) or abs(drawn["FLAIR"] - level) < 0.05
+    assert 0.85 < seen / drawn["FLAIR"] < 1.15, (seen, drawn["FLAIR"], level)
+    with pytest.raises(ValueError, match="confluent_contrast: expected randomised or real-lesions"):
+        DomainRandomisation(confluent_contrast="measured")

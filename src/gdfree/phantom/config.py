@@ -18,8 +18,8 @@ not measurements. Black holes (T1w 0.35 x WM) and the signature gains are design
 These medians pool every lesion voxel, so patient19's large confluent lesions dominate them. Lesion by lesion
 (the core of each of the 45 consensus lesions of >= 30 mm3, :func:`real_lesion_contrasts`) real lesions are
 fainter: T1w 0.53-0.93 x WM (5th-95th percentile; median 0.80), T2w 1.27-2.38 (1.57), FLAIR 1.21-1.70 (1.42).
-``lesion_contrasts: real-lesions`` draws each lesion's contrasts from those rows (and a domain-randomised
-subject's confluent band's).
+``lesion_contrasts: real-lesions`` draws each lesion's contrasts from those rows
+(``domain_randomisation.confluent_contrast: real-lesions`` a confluent band's).
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ class DomainRandomisation:
             white matter along the lateral ventricles of irregular depth: the large lesions of advanced MS
             that discrete lesions never form; chronic, labelled lesion). 0 by default.
         confluent_depth_mm: (low, high) of the band's mean depth from the ventricle wall.
+        confluent_contrast: ``randomised`` (the subject's randomised lesion level, the default) or ``real-lesions``
+            (one measured real lesion's contrasts, :func:`gdfree.phantom.config.real_lesion_contrasts`, drawn after
+            everything else; far fainter on FLAIR in most subjects).
     """
 
     enabled: bool = False
@@ -71,8 +74,12 @@ class DomainRandomisation:
     slice_mm: tuple[float, float] = (1.0, 6.0)
     confluent_probability: float = 0.0
     confluent_depth_mm: tuple[float, float] = (2.0, 10.0)
+    confluent_contrast: str = "randomised"
 
     def __post_init__(self) -> None:
+        if self.confluent_contrast not in ("randomised", "real-lesions"):
+            raise ValueError(f"domain_randomisation.confluent_contrast: expected randomised or real-lesions, got "
+                             f"{self.confluent_contrast!r}")  # fmt: skip
         if not 0 <= self.confluent_probability <= 1:
             raise ValueError(
                 f"domain_randomisation.confluent_probability: expected [0, 1], got {self.confluent_probability}"

@@ -80,7 +80,10 @@ def sample_subject(
         factor = domain["bias_strength"] / cfg.bias_strength if cfg.bias_strength > 0 else 0.0
         bias = {m: np.round(np.asarray(c) * factor, 4).tolist() for m, c in bias.items()}
     if cfg.lesion_contrasts == "real-lesions":  # drawn after everything else, as the domain
-        _draw_real_contrasts(rng, lesions, roles, domain)
+        for lesion in lesions:
+            lesion.contrast = _real_contrast(rng, roles)
+    if domain and domain.get("confluent") and cfg.domain_randomisation.confluent_contrast == "real-lesions":
+        domain["confluent"]["contrast"] = _real_contrast(rng, roles)  # after the lesions: their draws stay
     params = SubjectParams(
         subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions, domain
     )
@@ -134,27 +137,16 @@ def _vessels(anat: SubjectAnatomy, seed: int) -> np.ndarray:
     return weight
 
 
-def _draw_real_contrasts(
-    rng: np.random.Generator, lesions: list[LesionParams], roles: tuple[str, ...], domain: dict[str, Any] | None
-) -> None:
-    """Give each lesion the T1w, T2w and FLAIR contrasts of one measured real lesion, drawn with replacement (the
-    rows keep each lesion's modalities together: a faint lesion is faint on all); the post-Gd T1w takes the T1w's
-    (one tissue), other roles keep the calibrated level. A confluent band of the ``domain`` draws one row too
-    (``domain["confluent"]["contrast"]``), after the lesions, so that the lesions keep the rows they drew before the
-    band had its own."""
+def _real_contrast(rng: np.random.Generator, roles: tuple[str, ...]) -> dict[str, float]:
+    """The T1w, T2w and FLAIR contrasts of one measured real lesion, drawn with replacement (a row keeps a lesion's
+    modalities together: a faint lesion is faint on all); the post-Gd T1w takes the T1w's (one tissue), other roles
+    keep the calibrated level."""
     measured, table = real_lesion_contrasts()
-
-    def draw() -> dict[str, float]:
-        row = table[int(rng.integers(len(table)))]
-        contrast = {r: round(float(v), 4) for r, v in zip(measured, row, strict=True) if r in roles}
-        if "T1w" in contrast and POST_CONTRAST in roles:
-            contrast[POST_CONTRAST] = contrast["T1w"]
-        return contrast
-
-    for lesion in lesions:
-        lesion.contrast = draw()
-    if domain and domain.get("confluent"):
-        domain["confluent"]["contrast"] = draw()
+    row = table[int(rng.integers(len(table)))]
+    contrast = {r: round(float(v), 4) for r, v in zip(measured, row, strict=True) if r in roles}
+    if "T1w" in contrast and POST_CONTRAST in roles:
+        contrast[POST_CONTRAST] = contrast["T1w"]
+    return contrast
 
 
 CONFOUNDER_KINDS = {1: "vein through a lesion", 2: "vein along a lesion", 3: "ventricle wall / choroid plexus"}
@@ -269,7 +261,7 @@ def render_subject(
     if domain and domain.get("confluent"):  # under the discrete lesions, which are painted over it
         band = confluent_fraction(anat, domain["confluent"]["depth_mm"], domain["confluent"]["seed"])
         lesion_frac = np.maximum(lesion_frac, band)
-        own_band = domain["confluent"].get("contrast", {})  # a measured real lesion's (``lesion_contrasts``)
+        own_band = domain["confluent"].get("contrast", {})  # a measured real lesion's (``confluent_contrast``)
         for role in roles:
             rel[role] = rel[role] * (1 - band) + band * np.float32(own_band.get(role, contrasts[role]["lesion"]))
     for lesion in params.lesions:
