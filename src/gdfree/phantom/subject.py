@@ -83,7 +83,7 @@ def sample_subject(
         for lesion in lesions:
             lesion.contrast = _real_contrast(rng, roles)
     if domain and domain.get("confluent") and cfg.domain_randomisation.confluent_contrast == "real-lesions":
-        domain["confluent"]["contrast"] = _real_contrast(rng, roles)  # after the lesions: their draws stay
+        domain["confluent"]["contrast"] = _real_contrast(rng, roles)  # after the lesions, whose draws stay the same
     params = SubjectParams(
         subject, seed, dparams, gain, bias, noise_seed, texture_seed, vessel_seed, n_active, lesions, domain
     )
