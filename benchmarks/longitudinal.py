@@ -390,13 +390,13 @@ def detections_figure(name: str, fu: np.ndarray, prior: np.ndarray, z: np.ndarra
                  if ids else "touches no change")  # fmt: skip
         x, y, sl = (int(c) for c in np.rint(np.argwhere(one).mean(axis=0)))
         box = (slice(max(x - half, 0), x + half), slice(max(y - half, 0), y + half), sl)
+        vol = one.sum() * float(np.prod(spacing))
         for row, (img, title) in enumerate(((fu, "study 2"), (prior, "study 1"), (z, "difference"))):
             ax = axes[row, j]
             kw = ({"cmap": "RdBu_r", "vmin": -8, "vmax": 8} if row == 2 else {"cmap": "gray", "vmin": lo, "vmax": hi})
             ax.imshow(np.rot90(img[box]), **kw)
             ax.contour(np.rot90(gt[box]), levels=[0.5], colors="lime", linewidths=0.5)
             ax.contour(np.rot90(one[box]), levels=[0.5], colors="yellow", linewidths=0.7)
-            vol = one.sum() * float(np.prod(spacing))
             ax.set_title(f"#{j + 1} {vol:.0f} mm3\n{where}" if row == 0 else title, fontsize=6)
             ax.axis("off")
     fig.suptitle(f"{name}: each detection (yellow) and the change mask (green): study 2 FLAIR, study 1 on study 2, "

@@ -204,7 +204,7 @@ def real(args: argparse.Namespace, models: list[Model]) -> dict[str, Any]:
     bids, pairs = _real_dataset(args)
     out: dict[str, Any] = {}
     for model in models:
-        if list(model.load().modalities) != ["FLAIR", "priorFLAIR", "diffFLAIR"]:
+        if json.loads((model.runs[0] / "model.json").read_text())["modalities"] != ["FLAIR", "priorFLAIR", "diffFLAIR"]:
             continue
         pred = _predict(model, bids, args.work / f"real-{model.name}", pairs)
         rows = []
